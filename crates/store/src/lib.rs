@@ -1,0 +1,1 @@
+//! Waterline offset stores: one async trait, memory, file, embedded (redb) backends.
