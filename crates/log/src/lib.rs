@@ -1,1 +1,15 @@
-//! Waterline's durable segmented partition log: record batches, offset and time indexes, recovery.
+//! Waterline's durable segmented partition log: record batches, offset and time indexes,
+//! recovery.
+#![deny(missing_docs)]
+
+mod batch;
+mod config;
+mod error;
+mod partition;
+pub mod storage;
+
+pub use batch::{BatchHeader, split_batches};
+pub use config::LogConfig;
+pub use error::{BatchError, LogError};
+pub use partition::{AppendOutcome, PartitionLog, SyncPoint};
+pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
