@@ -1,0 +1,665 @@
+//! The embedded store: one [redb](::redb) database file. The default durable store.
+//!
+//! # FORMAT (version 1)
+//!
+//! Two tables.
+//!
+//! `meta` (`&str` → `u64`): one row, `"format_version"` → `1`. Written when the database is
+//! created; a different number makes [`RedbStore::open`] fail with
+//! [`StoreError::UnsupportedVersion`].
+//!
+//! `offsets` (`&[u8]` → `&[u8]`): one row per (group, topic, partition). All integers are
+//! big-endian.
+//!
+//! Key, ordered so that one group's rows are contiguous and sorted by topic then partition:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | group name length `g` (u32) |
+//! | g | group name, UTF-8 |
+//! | 4 | topic name length `t` (u32) |
+//! | t | topic name, UTF-8 |
+//! | 4 | partition (i32) with its sign bit flipped, so byte order is numeric order |
+//!
+//! Value:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | position kind: 0 = offset, 1 = text, 2 = bytes |
+//! | 8 | kind 0: the offset (i64) |
+//! | 4 + n | kinds 1 and 2: length `n` (u32), then the token (UTF-8 for text) |
+//! | 8 | commit timestamp, ms since the Unix epoch (i64) |
+//! | 1 | leader epoch present: 0 = no, 1 = yes |
+//! | 4 | the leader epoch (i32), only when present |
+//! | 4 + m | metadata length `m` (u32), then the metadata, UTF-8 |
+//!
+//! A value must be consumed exactly; anything else is [`StoreError::Corrupt`].
+//!
+//! # Durability
+//!
+//! Every write is one write transaction committed with [`Durability::Immediate`]: redb fsyncs
+//! before the commit returns, and a crash leaves the previous or the new transaction. A batch of
+//! any size (10,000 partitions included) and every batch of a
+//! [`commit_many`](OffsetStore::commit_many) is one transaction and one fsync. After a failed
+//! fsync redb refuses further writes (its `PreviousIo` error) until the store is reopened.
+//!
+//! Opening checks the checksum of every page by default ([`RedbOptions::check_integrity_on_open`])
+//! so a damaged file is reported as [`StoreError::Corrupt`] naming it. A missing or empty file is
+//! initialised as a new, empty database (an empty file is what a crash during creation leaves).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::redb::{
+    Builder, CommitError, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageError, TableDefinition, TableError, TransactionError,
+};
+use async_trait::async_trait;
+use waterline_core::{OffsetAndMetadata, Position, TopicPartition};
+
+use crate::error::blocking;
+use crate::{CommitBatch, GroupOffsets, Limits, OffsetStore, StoreError};
+
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OFFSETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offsets");
+const VERSION_KEY: &str = "format_version";
+
+/// Options for [`RedbStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// Limits enforced on commits.
+    pub limits: Limits,
+    /// Verify every page's checksum when opening (reads the whole file). Without it a file
+    /// damaged outside redb may be trusted. Default `true`: offset databases are small.
+    pub check_integrity_on_open: bool,
+    /// redb's page cache size in bytes; `None` keeps redb's default.
+    pub cache_size: Option<usize>,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            limits: Limits::default(),
+            check_integrity_on_open: true,
+            cache_size: None,
+        }
+    }
+}
+
+/// The redb-backed store. Cheap to clone; clones share the database.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    limits: Limits,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path` with default [`RedbOptions`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, RedbOptions::default()).await
+    }
+
+    /// Opens (or creates) the database file at `path`.
+    ///
+    /// Fails with [`StoreError::Locked`] if the file is open elsewhere,
+    /// [`StoreError::Corrupt`] if it is not a valid database, and
+    /// [`StoreError::UnsupportedVersion`] if it holds another format version.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: RedbOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let inner = blocking(move || Inner::open(path, options)).await?;
+        Ok(RedbStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || f(&inner)).await
+    }
+}
+
+#[async_trait]
+impl OffsetStore for RedbStore {
+    /// One write transaction, fsynced before it returns.
+    async fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<(), StoreError> {
+        self.inner.limits.check(group, offsets)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let batch = CommitBatch {
+            group: group.to_owned(),
+            offsets: offsets.to_vec(),
+        };
+        self.run(move |inner| inner.commit_many(std::slice::from_ref(&batch)))
+            .await
+    }
+
+    /// All batches in one write transaction and one fsync: atomic together.
+    async fn commit_many(&self, batches: &[CommitBatch]) -> Result<(), StoreError> {
+        for b in batches {
+            self.inner.limits.check(&b.group, &b.offsets)?;
+        }
+        if batches.iter().all(|b| b.offsets.is_empty()) {
+            return Ok(());
+        }
+        let batches = batches.to_vec();
+        self.run(move |inner| inner.commit_many(&batches)).await
+    }
+
+    async fn get(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+    ) -> Result<Option<OffsetAndMetadata>, StoreError> {
+        let key = encode_key(group, tp)?;
+        self.run(move |inner| inner.get(&key)).await
+    }
+
+    async fn get_group(&self, group: &str) -> Result<GroupOffsets, StoreError> {
+        let prefix = group_prefix(group)?;
+        self.run(move |inner| inner.get_group(&prefix)).await
+    }
+
+    /// One write transaction, fsynced before it returns.
+    async fn delete(&self, group: &str, tps: &[TopicPartition]) -> Result<(), StoreError> {
+        let keys = tps
+            .iter()
+            .map(|tp| encode_key(group, tp))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run(move |inner| inner.delete(&keys)).await
+    }
+
+    /// One write transaction, fsynced before it returns.
+    async fn delete_group(&self, group: &str) -> Result<(), StoreError> {
+        let prefix = group_prefix(group)?;
+        self.run(move |inner| inner.delete_group(&prefix)).await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|inner| inner.list_groups()).await
+    }
+}
+
+impl Inner {
+    fn open(path: PathBuf, options: RedbOptions) -> Result<Inner, StoreError> {
+        let mut builder = Builder::new();
+        builder.set_check_integrity_on_open(options.check_integrity_on_open);
+        if let Some(size) = options.cache_size {
+            builder.set_cache_size(size);
+        }
+        // redb trusts structures it wrote itself and may panic (debug assertions) on a file
+        // altered behind its back; bad input must be an error, not a crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.create(&path)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(open_error(&path, e)),
+            Err(_) => {
+                return Err(StoreError::corrupt(
+                    &path,
+                    "the database engine failed while reading the file",
+                ));
+            }
+        };
+        let inner = Inner {
+            db,
+            path,
+            limits: options.limits,
+        };
+        inner.check_format()?;
+        Ok(inner)
+    }
+
+    fn redb(&self, e: impl Into<::redb::Error>) -> StoreError {
+        let e: ::redb::Error = e.into();
+        if let ::redb::Error::Corrupted(reason) = &e {
+            return StoreError::corrupt(&self.path, reason.clone());
+        }
+        StoreError::Redb {
+            path: self.path.clone(),
+            source: Arc::new(e),
+        }
+    }
+
+    /// Creates the tables of a new database, or checks the format version of an existing one.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.redb(e))?;
+            let found = meta
+                .get(VERSION_KEY)
+                .map_err(|e| self.redb(e))?
+                .map(|v| v.value());
+            let offsets = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
+            match found {
+                Some(FORMAT_VERSION) => return Ok(()),
+                Some(found) => {
+                    return Err(StoreError::UnsupportedVersion {
+                        path: self.path.clone(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                None if !offsets.is_empty().map_err(|e| self.redb(e))? => {
+                    return Err(StoreError::corrupt(
+                        &self.path,
+                        "offsets present but no format version",
+                    ));
+                }
+                None => {
+                    meta.insert(VERSION_KEY, FORMAT_VERSION)
+                        .map_err(|e| self.redb(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    fn begin_write(&self) -> Result<::redb::WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.txn_error(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb(e))?;
+        Ok(txn)
+    }
+
+    fn txn_error(&self, e: TransactionError) -> StoreError {
+        match e {
+            TransactionError::Storage(s) => self.redb(s),
+            other => self.redb(other),
+        }
+    }
+
+    fn commit_error(&self, e: CommitError) -> StoreError {
+        match e {
+            CommitError::Storage(s) => self.redb(s),
+            other => self.redb(other),
+        }
+    }
+
+    fn commit_many(&self, batches: &[CommitBatch]) -> Result<(), StoreError> {
+        // Encode everything before the transaction starts, so bad input never opens one.
+        let mut rows = Vec::with_capacity(batches.iter().map(|b| b.offsets.len()).sum());
+        for b in batches {
+            for (tp, o) in &b.offsets {
+                rows.push((encode_key(&b.group, tp)?, encode_value(o)?));
+            }
+        }
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
+            for (k, v) in &rows {
+                table
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(|e| self.redb(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<OffsetAndMetadata>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
+        let table = txn.open_table(OFFSETS).map_err(|e| self.table_error(e))?;
+        match table.get(key).map_err(|e| self.redb(e))? {
+            None => Ok(None),
+            Some(v) => decode_value(v.value())
+                .map(Some)
+                .map_err(|reason| StoreError::corrupt(&self.path, reason)),
+        }
+    }
+
+    fn get_group(&self, prefix: &[u8]) -> Result<GroupOffsets, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
+        let table = txn.open_table(OFFSETS).map_err(|e| self.table_error(e))?;
+        let mut out = Vec::new();
+        for row in table.range::<&[u8]>(prefix..).map_err(|e| self.redb(e))? {
+            let (k, v) = row.map_err(|e| self.redb(e))?;
+            let Some(rest) = k.value().strip_prefix(prefix) else {
+                break;
+            };
+            let corrupt = |reason: String| StoreError::corrupt(&self.path, reason);
+            let tp = decode_topic_partition(rest).map_err(corrupt)?;
+            let o = decode_value(v.value()).map_err(corrupt)?;
+            out.push((tp, o));
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
+            for k in keys {
+                table.remove(k.as_slice()).map_err(|e| self.redb(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    fn delete_group(&self, prefix: &[u8]) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
+            let removed = match successor(prefix) {
+                Some(end) => table.retain_in::<&[u8], _>(prefix..end.as_slice(), |_, _| false),
+                None => table.retain_in::<&[u8], _>(prefix.., |_, _| false),
+            };
+            removed.map_err(|e| self.redb(e))?;
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    /// Skips from group to group: one range seek per group, not one step per partition.
+    fn list_groups(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
+        let table = txn.open_table(OFFSETS).map_err(|e| self.table_error(e))?;
+        let mut groups = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let mut range = table
+                .range::<&[u8]>(from.as_slice()..)
+                .map_err(|e| self.redb(e))?;
+            let Some(row) = range.next() else {
+                break;
+            };
+            let (k, _) = row.map_err(|e| self.redb(e))?;
+            let key = k.value();
+            let (group, prefix_len) =
+                decode_group(key).map_err(|r| StoreError::corrupt(&self.path, r))?;
+            groups.push(group);
+            match successor(&key[..prefix_len]) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        // Keys order groups by length first; the trait promises lexicographic order.
+        groups.sort();
+        Ok(groups)
+    }
+
+    fn table_error(&self, e: TableError) -> StoreError {
+        match e {
+            TableError::Storage(s) => self.redb(s),
+            other => self.redb(other),
+        }
+    }
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        DatabaseError::UpgradeRequired(v) => StoreError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: u64::from(v),
+            supported: FORMAT_VERSION,
+        },
+        DatabaseError::Storage(StorageError::Corrupted(reason)) => {
+            StoreError::corrupt(path, reason)
+        }
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::corrupt(path, io.to_string())
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => StoreError::io("open", path, io),
+        other => StoreError::Redb {
+            path: path.to_path_buf(),
+            source: Arc::new(other.into()),
+        },
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < u8::MAX {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
+    let len = u32::try_from(s.len()).map_err(|_| StoreError::GroupNameTooLong {
+        len: s.len(),
+        max: u32::MAX as usize,
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn group_prefix(group: &str) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(4 + group.len());
+    push_str(&mut out, group)?;
+    Ok(out)
+}
+
+fn encode_key(group: &str, tp: &TopicPartition) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(12 + group.len() + tp.topic.len());
+    push_str(&mut out, group)?;
+    push_str(&mut out, &tp.topic)?;
+    out.extend_from_slice(&(tp.partition.cast_unsigned() ^ 0x8000_0000).to_be_bytes());
+    Ok(out)
+}
+
+fn encode_value(o: &OffsetAndMetadata) -> Result<Vec<u8>, StoreError> {
+    let too_long = |len: usize| StoreError::TaskFailed(format!("value field of {len} bytes"));
+    let mut out = Vec::with_capacity(32 + o.metadata.len());
+    let push_bytes = |out: &mut Vec<u8>, b: &[u8]| -> Result<(), StoreError> {
+        let len = u32::try_from(b.len()).map_err(|_| too_long(b.len()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    match &o.position {
+        Position::Offset(n) => {
+            out.push(0);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        Position::Text(s) => {
+            out.push(1);
+            push_bytes(&mut out, s.as_bytes())?;
+        }
+        Position::Bytes(b) => {
+            out.push(2);
+            push_bytes(&mut out, b)?;
+        }
+    }
+    out.extend_from_slice(&o.commit_timestamp_ms.to_be_bytes());
+    match o.leader_epoch {
+        None => out.push(0),
+        Some(e) => {
+            out.push(1);
+            out.extend_from_slice(&e.to_be_bytes());
+        }
+    }
+    push_bytes(&mut out, o.metadata.as_bytes())?;
+    Ok(out)
+}
+
+/// A bounds-checked reader: every length is checked against the bytes present before use.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if self.bytes.len() < n {
+            return Err(format!("truncated {what}"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn len_prefixed(&mut self, what: &str) -> Result<&'a [u8], String> {
+        let len = u32::from_be_bytes(self.array(what)?);
+        let len = usize::try_from(len).map_err(|_| format!("{what} too long"))?;
+        self.take(len, what)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let b = self.len_prefixed(what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+    }
+
+    fn finish(&self, what: &str) -> Result<(), String> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes after {what}", self.bytes.len()))
+        }
+    }
+}
+
+/// The group name and the length of the key prefix that encodes it.
+fn decode_group(key: &[u8]) -> Result<(String, usize), String> {
+    let mut r = Reader { bytes: key };
+    let group = r.string("group name in key")?;
+    let prefix_len = 4 + group.len();
+    Ok((group, prefix_len))
+}
+
+fn decode_topic_partition(rest: &[u8]) -> Result<TopicPartition, String> {
+    let mut r = Reader { bytes: rest };
+    let topic = r.string("topic in key")?;
+    let partition = (u32::from_be_bytes(r.array("partition in key")?) ^ 0x8000_0000).cast_signed();
+    r.finish("key")?;
+    Ok(TopicPartition::new(topic, partition))
+}
+
+fn decode_value(bytes: &[u8]) -> Result<OffsetAndMetadata, String> {
+    let mut r = Reader { bytes };
+    let position = match r.u8("position kind")? {
+        0 => Position::Offset(i64::from_be_bytes(r.array("offset")?)),
+        1 => Position::Text(r.string("text position")?),
+        2 => Position::Bytes(r.len_prefixed("bytes position")?.to_vec()),
+        k => return Err(format!("unknown position kind {k}")),
+    };
+    let commit_timestamp_ms = i64::from_be_bytes(r.array("commit timestamp")?);
+    let leader_epoch = match r.u8("leader epoch flag")? {
+        0 => None,
+        1 => Some(i32::from_be_bytes(r.array("leader epoch")?)),
+        f => return Err(format!("bad leader epoch flag {f}")),
+    };
+    let metadata = r.string("metadata")?;
+    r.finish("value")?;
+    Ok(OffsetAndMetadata {
+        position,
+        metadata,
+        commit_timestamp_ms,
+        leader_epoch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn position() -> impl Strategy<Value = Position> {
+        prop_oneof![
+            any::<i64>().prop_map(Position::Offset),
+            ".{0,20}".prop_map(Position::Text),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Position::Bytes),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn values_round_trip(
+            position in position(),
+            metadata in ".{0,30}",
+            ts in any::<i64>(),
+            epoch in proptest::option::of(any::<i32>()),
+        ) {
+            let o = OffsetAndMetadata { position, metadata, commit_timestamp_ms: ts, leader_epoch: epoch };
+            let bytes = encode_value(&o).unwrap();
+            prop_assert_eq!(decode_value(&bytes), Ok(o));
+        }
+
+        #[test]
+        fn truncated_or_garbage_values_are_errors_not_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // Either a clean decode or an error; never a panic or a huge allocation.
+            let _ = decode_value(&bytes);
+        }
+
+        #[test]
+        fn key_order_is_group_topic_partition_order(
+            a in (".{0,6}", ".{0,6}", any::<i32>()),
+            b in (".{0,6}", ".{0,6}", any::<i32>()),
+        ) {
+            let ka = encode_key(&a.0, &TopicPartition::new(a.1.clone(), a.2)).unwrap();
+            let kb = encode_key(&b.0, &TopicPartition::new(b.1.clone(), b.2)).unwrap();
+            // Within one group, byte order is (topic length, topic, partition) order; the
+            // partition part is always numeric.
+            if a.0 == b.0 && a.1 == b.1 {
+                prop_assert_eq!(ka.cmp(&kb), a.2.cmp(&b.2));
+            }
+            let prefix = group_prefix(&a.0).unwrap();
+            prop_assert_eq!(kb.starts_with(&prefix), a.0 == b.0);
+            let rest = &ka[prefix.len()..];
+            prop_assert_eq!(decode_topic_partition(rest), Ok(TopicPartition::new(a.1, a.2)));
+        }
+    }
+
+    #[test]
+    fn truncated_value_reports_what_is_missing() {
+        let o = OffsetAndMetadata::new(7, 1).with_metadata("m");
+        let bytes = encode_value(&o).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode_value(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode_value(&long).unwrap_err().contains("trailing"));
+    }
+
+    #[test]
+    fn successor_skips_whole_prefix() {
+        assert_eq!(successor(&[0, 1]), Some(vec![0, 2]));
+        assert_eq!(successor(&[0, 0xff]), Some(vec![1]));
+        assert_eq!(successor(&[0xff, 0xff]), None);
+    }
+}
