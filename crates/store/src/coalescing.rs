@@ -242,3 +242,223 @@ impl<S: OffsetStore + 'static> OffsetStore for Coalescing<S> {
         self.inner.close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::MemoryStore;
+
+    /// A memory store whose `commit_many` waits for the test's permission and can fail.
+    struct Gated {
+        store: MemoryStore,
+        entered: Notify,
+        release: Semaphore,
+        fail: AtomicBool,
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Default for Gated {
+        fn default() -> Self {
+            Gated {
+                store: MemoryStore::new(),
+                entered: Notify::new(),
+                release: Semaphore::new(0),
+                fail: AtomicBool::new(false),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl OffsetStore for Gated {
+        async fn commit(
+            &self,
+            group: &str,
+            offsets: &[(TopicPartition, OffsetAndMetadata)],
+        ) -> Result<(), StoreError> {
+            self.store.commit(group, offsets).await
+        }
+        async fn commit_many(&self, batches: &[CommitBatch]) -> Result<(), StoreError> {
+            self.calls.lock().unwrap().push(batches.len());
+            self.entered.notify_one();
+            self.release.acquire().await.unwrap().forget();
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::io(
+                    "fsync",
+                    "/gated",
+                    std::io::Error::other("injected"),
+                ));
+            }
+            self.store.commit_many(batches).await
+        }
+        async fn get(
+            &self,
+            group: &str,
+            tp: &TopicPartition,
+        ) -> Result<Option<OffsetAndMetadata>, StoreError> {
+            self.store.get(group, tp).await
+        }
+        async fn get_group(&self, group: &str) -> Result<GroupOffsets, StoreError> {
+            self.store.get_group(group).await
+        }
+        async fn delete(&self, group: &str, tps: &[TopicPartition]) -> Result<(), StoreError> {
+            self.store.delete(group, tps).await
+        }
+        async fn delete_group(&self, group: &str) -> Result<(), StoreError> {
+            self.store.delete_group(group).await
+        }
+        async fn list_groups(&self) -> Result<Vec<String>, StoreError> {
+            self.store.list_groups().await
+        }
+    }
+
+    fn batch(i: i64) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        (0..10)
+            .map(|p| {
+                (
+                    TopicPartition::new(format!("t{i}"), p),
+                    OffsetAndMetadata::new(i, 0),
+                )
+            })
+            .collect()
+    }
+
+    async fn wait_queued(c: &Coalescing<Gated>, n: u64) {
+        while c.stats().batches_queued < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts one commit and returns once the backend is blocked inside it.
+    async fn hold_backend(c: &Arc<Coalescing<Gated>>) -> JoinHandle<Result<(), StoreError>> {
+        let first = {
+            let c = Arc::clone(c);
+            tokio::spawn(async move { c.commit("g", &batch(0)).await })
+        };
+        c.inner().entered.notified().await;
+        first
+    }
+
+    fn spawn_commits(
+        c: &Arc<Coalescing<Gated>>,
+        range: std::ops::Range<i64>,
+    ) -> Vec<JoinHandle<Result<(), StoreError>>> {
+        range
+            .map(|i| {
+                let c = Arc::clone(c);
+                tokio::spawn(async move { c.commit(&format!("g{}", i % 3), &batch(i)).await })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_commits_share_one_backend_commit() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let rest = spawn_commits(&c, 1..100);
+        wait_queued(&c, 100).await;
+        c.inner().release.add_permits(2);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(*c.inner().calls.lock().unwrap(), vec![1, 99]);
+        let stats = c.stats();
+        assert_eq!((stats.backend_commits, stats.batches_committed), (2, 100));
+        let total: usize = stored_partitions(&c).await;
+        assert_eq!(total, 100 * 10);
+    }
+
+    async fn stored_partitions(c: &Coalescing<Gated>) -> usize {
+        let mut n = 0;
+        for g in c.list_groups().await.unwrap() {
+            n += c.get_group(&g).await.unwrap().len();
+        }
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_shared_commit_fails_every_caller_in_it() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let rest = spawn_commits(&c, 1..20);
+        wait_queued(&c, 20).await;
+        // The first shared commit succeeds, the second (the 19 queued) fails.
+        c.inner().release.add_permits(1);
+        first.await.unwrap().unwrap();
+        c.inner().entered.notified().await;
+        c.inner().fail.store(true, Ordering::SeqCst);
+        c.inner().release.add_permits(1);
+        for r in rest {
+            let err = r.await.unwrap().unwrap_err();
+            assert!(matches!(err, StoreError::Io { op: "fsync", .. }), "{err:?}");
+        }
+        assert_eq!(stored_partitions(&c).await, 10);
+        // The wrapper keeps working once the backend does.
+        c.inner().fail.store(false, Ordering::SeqCst);
+        c.inner().release.add_permits(1);
+        c.commit("g", &batch(7)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalid_batch_fails_alone_before_queueing() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let rest = spawn_commits(&c, 1..5);
+        wait_queued(&c, 5).await;
+        let big = vec![(
+            TopicPartition::new("t", 0),
+            OffsetAndMetadata::new(1, 0).with_metadata("m".repeat(5000)),
+        )];
+        assert!(matches!(
+            c.commit("g", &big).await.unwrap_err(),
+            StoreError::MetadataTooLarge { .. }
+        ));
+        c.inner().release.add_permits(2);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(c.stats().batches_queued, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_answers_queued_commits_then_refuses_new_ones() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let rest = spawn_commits(&c, 1..10);
+        wait_queued(&c, 10).await;
+        let closing = {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.close().await })
+        };
+        // Wait until close has taken the queue, so the next commit is refused.
+        while c.queue.lock().unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(matches!(
+            c.commit("g", &batch(50)).await.unwrap_err(),
+            StoreError::Closed
+        ));
+        c.inner().release.add_permits(2);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        closing.await.unwrap().unwrap();
+        assert_eq!(stored_partitions(&c).await, 100);
+    }
+
+    #[test]
+    fn needs_a_runtime() {
+        assert!(matches!(
+            Coalescing::new(MemoryStore::new()).unwrap_err(),
+            StoreError::NoRuntime
+        ));
+    }
+}
