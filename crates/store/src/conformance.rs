@@ -187,6 +187,9 @@ pub async fn get_group_sorted(b: &dyn Backend) {
         (tp("b", 9), at(3)),
         (tp("a", -1), at(4)),
         (tp("a", 100), at(5)),
+        // Name order, not length order.
+        (tp("c", 0), at(6)),
+        (tp("bb", 0), at(7)),
     ];
     s.commit("g", &batch).await.unwrap();
     let mut want = batch.clone();

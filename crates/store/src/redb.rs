@@ -11,7 +11,9 @@
 //! `offsets` (`&[u8]` → `&[u8]`): one row per (group, topic, partition). All integers are
 //! big-endian.
 //!
-//! Key, ordered so that one group's rows are contiguous and sorted by topic then partition:
+//! Key, laid out so that one group's rows are contiguous (a range scan over the group's prefix)
+//! and, within a topic, partitions sort numerically (topics sort by length first, so
+//! `get_group` sorts its result):
 //!
 //! | bytes | field |
 //! |---|---|
@@ -346,6 +348,8 @@ impl Inner {
             let o = decode_value(v.value()).map_err(corrupt)?;
             out.push((tp, o));
         }
+        // Length-prefixed topics sort by length first; the trait promises name order.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

@@ -27,7 +27,7 @@ pub struct CommitBatch {
 ///   per backend: fsynced for the file and redb stores, in memory only for the memory store).
 /// - When a write method returns `Err`, the store's contents are either unchanged or, for
 ///   [`commit_many`](Self::commit_many) on backends without cross-group transactions, changed by
-///   a prefix of whole batches. Callers treat an error as "outcome unknown, retry".
+///   some of the batches, each applied whole. Callers treat an error as "outcome unknown".
 /// - A reader never observes part of a batch.
 /// - Group names are arbitrary strings (including empty and non-ASCII ones); backends may
 ///   reject names they cannot store with [`StoreError::GroupNameTooLong`].
