@@ -370,7 +370,7 @@ fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, BatchError> {
     let err = |e: snap::Error| BatchError::Decompress(e.to_string());
     let limit = MAX_DECOMPRESSED_BYTES as usize;
     let mut out = Vec::new();
-    let mut raw_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), BatchError> {
+    let raw_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), BatchError> {
         let n = snap::raw::decompress_len(block).map_err(err)?;
         if out.len().saturating_add(n) > limit {
             return Err(BatchError::Decompress("snappy output too large".into()));

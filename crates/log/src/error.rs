@@ -54,6 +54,9 @@ pub enum BatchError {
     /// The records section of an uncompressed batch is malformed.
     #[error("malformed records in batch: {0}")]
     BadRecords(&'static str),
+    /// `append` was given more bytes than the one batch they start with.
+    #[error("{0} bytes follow the batch; append takes exactly one batch")]
+    TrailingBytes(usize),
     /// The batch uses an unknown compression codec.
     #[error("unknown compression codec {0}")]
     UnknownCompression(u8),

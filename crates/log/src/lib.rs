@@ -5,7 +5,9 @@
 mod batch;
 mod config;
 mod error;
+mod format;
 mod partition;
+mod producer;
 pub mod storage;
 
 pub use batch::{BatchHeader, split_batches};

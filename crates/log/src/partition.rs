@@ -1,13 +1,28 @@
-//! One partition's log: a directory of segments.
+//! One partition's log: a directory of segments (see the crate docs for format and durability).
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
+use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::config::LogConfig;
-use crate::error::LogError;
+use crate::error::{BatchError, LogError};
+use crate::format::{self, INDEX_ENTRY, TIME_ENTRY};
+use crate::producer::{Check, ProducerState};
 use crate::storage::{Storage, StorageFile};
+
+const LOG_SUFFIX: &str = ".log";
+const INDEX_SUFFIX: &str = ".index";
+const TIME_SUFFIX: &str = ".timeindex";
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+const TMP_SUFFIX: &str = ".tmp";
+const LOG_START_FILE: &str = "log-start-offset";
+const RECOVERY_FILE: &str = "recovery-point";
+const CLEAN_FILE: &str = "clean-shutdown";
 
 /// Result of [`PartitionLog::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,116 +37,1249 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
 }
 
-/// What must be fsynced to make everything appended before [`PartitionLog::sync_point`] durable.
+/// State shared between a log and its in-flight [`SyncPoint`]s, which run outside the lock.
+struct Shared {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    /// Set by any failed write or fsync; the log then refuses writes (a retried fsync can
+    /// report success for data the kernel already dropped).
+    poisoned: AtomicBool,
+    /// The recovery point durably written so far (serialises checkpoint writers).
+    recovery_written: Mutex<i64>,
+}
+
+impl Shared {
+    fn poison<T>(&self, e: LogError) -> Result<T, LogError> {
+        self.poisoned.store(true, Ordering::SeqCst);
+        Err(e)
+    }
+}
+
+/// What must be fsynced to make everything appended before [`PartitionLog::sync_point`]
+/// durable: the files written since the last completed sync, the directory if files were
+/// created, and the recovery point checkpoint if segments were sealed.
 pub struct SyncPoint {
     /// Every offset below this is durable once the point is fsynced and completed.
     pub end_offset: i64,
     files: Vec<Arc<dyn StorageFile>>,
+    sync_dir: bool,
+    /// New recovery point to record once the files are durable.
+    recovery_point: Option<i64>,
+    generation: u64,
+    shared: Arc<Shared>,
+    done: AtomicBool,
+}
+
+impl std::fmt::Debug for SyncPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncPoint")
+            .field("end_offset", &self.end_offset)
+            .field("files", &self.files.len())
+            .field("sync_dir", &self.sync_dir)
+            .field("recovery_point", &self.recovery_point)
+            .finish()
+    }
 }
 
 impl SyncPoint {
-    /// Fsyncs the files (outside the partition lock).
+    /// Fsyncs the files, then the directory, then records the recovery point. Safe to call
+    /// outside the partition lock, concurrently with appends. A failure poisons the log.
     pub fn fsync(&self) -> Result<(), LogError> {
-        for f in &self.files {
-            f.sync().map_err(|e| LogError::io("", e))?;
+        let sh = &self.shared;
+        if sh.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
         }
+        for f in &self.files {
+            if let Err(e) = f.sync() {
+                return sh.poison(LogError::io(&sh.dir, e));
+            }
+        }
+        if self.sync_dir
+            && let Err(e) = sh.storage.sync_dir(&sh.dir)
+        {
+            return sh.poison(LogError::io(&sh.dir, e));
+        }
+        if let Some(rp) = self.recovery_point {
+            let mut written = sh.recovery_written.lock();
+            if rp > *written {
+                let bytes = format::encode_checkpoint(format::MAGIC_RECOVERY, rp);
+                if let Err(e) = write_atomic(&*sh.storage, &sh.dir, RECOVERY_FILE, &bytes) {
+                    return sh.poison(e);
+                }
+                *written = rp;
+            }
+        }
+        self.done.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
 
-/// One partition's log. Not internally synchronised: wrap it in a mutex.
+/// One segment: `{base}.log` plus its sparse indexes, mirrored in memory.
+struct Segment {
+    base: i64,
+    log: Arc<dyn StorageFile>,
+    index_file: Arc<dyn StorageFile>,
+    time_file: Arc<dyn StorageFile>,
+    /// Bytes of whole batches in the log file.
+    size: u64,
+    /// One past the last offset stored in this segment.
+    next_offset: i64,
+    /// (offset - base, position) of indexed batch starts; strictly increasing in both.
+    index: Vec<(u32, u32)>,
+    /// (segment max timestamp so far, offset - base of the record carrying it); strictly
+    /// increasing timestamps.
+    time: Vec<(i64, u32)>,
+    /// Largest record timestamp in the segment, -1 if none.
+    max_ts: i64,
+    max_ts_offset: i64,
+    bytes_since_index: u64,
+    /// Reference time for age-based rolling (first batch's timestamp).
+    roll_ref_ms: Option<i64>,
+}
+
+impl Segment {
+    fn rel(&self, offset: i64) -> u32 {
+        // Invariant: offsets in a segment are within u32 of its base (enforced by rolling).
+        u32::try_from(offset - self.base).unwrap_or(u32::MAX)
+    }
+
+    /// Position of the last indexed batch starting at or before `offset`.
+    fn index_lookup(&self, offset: i64) -> u64 {
+        let rel = offset - self.base;
+        let i = self.index.partition_point(|&(r, _)| i64::from(r) <= rel);
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].1)
+        }
+    }
+}
+
+/// One partition's log. Not internally synchronised: the broker wraps it in a mutex.
+///
+/// Durability: `append` writes the batch (and any index entries due) with plain writes, never
+/// fsyncs. Rolling a segment writes a producer-state snapshot and creates the new segment's
+/// files, also without fsync; the sealed segment's files, the snapshot and the directory are
+/// queued for the next [`SyncPoint`]. `sync_point`/`SyncPoint::fsync` fsync the queued files,
+/// the active `.log`, the directory if files were created, and then atomically rewrite the
+/// `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs the
+/// `log-start-offset` checkpoint (write tmp, fsync, rename, fsync dir) before deleting segments,
+/// then fsyncs the directory. `open` fsyncs whatever recovery changed, and `close` fsyncs
+/// everything before writing the clean-shutdown marker.
 pub struct PartitionLog {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
+    shared: Arc<Shared>,
     config: LogConfig,
-    start: i64,
-    end: i64,
-    hw: i64,
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    log_end: i64,
+    high_watermark: i64,
+    producers: ProducerState,
+    /// Offsets of snapshot files present.
+    snapshots: BTreeSet<i64>,
+    /// Files written and not yet covered by a completed sync, with the generation queued.
+    pending: Vec<(u64, Arc<dyn StorageFile>)>,
+    /// Generation at which a directory change was last queued (None once synced).
+    dir_dirty: Option<u64>,
+    /// Recovery point to record with the next sync (base of the active segment after a roll).
+    pending_recovery: Option<i64>,
+    generation: u64,
+    scratch: Vec<u8>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |e| LogError::io(path, e)
+}
+
+/// Writes `name` atomically and durably: tmp file, fsync, rename, fsync directory.
+fn write_atomic(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let path = dir.join(name);
+    let f = storage.open(&tmp, true).map_err(io_err(&tmp))?;
+    f.truncate(0).map_err(io_err(&tmp))?;
+    f.append(bytes).map_err(io_err(&tmp))?;
+    f.sync().map_err(io_err(&tmp))?;
+    storage.rename(&tmp, &path).map_err(io_err(&path))?;
+    storage.sync_dir(dir).map_err(io_err(dir))
+}
+
+fn read_all(file: &dyn StorageFile, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LogError> {
+    let len = file.len().map_err(io_err(path))?;
+    if len > limit {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_at(&mut buf, 0).map_err(io_err(path))?;
+    Ok(Some(buf))
+}
+
+/// Reads a small whole file if present and not larger than `limit`.
+fn read_small(storage: &dyn Storage, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LogError> {
+    if !storage.exists(path).map_err(io_err(path))? {
+        return Ok(None);
+    }
+    let f = storage.open(path, false).map_err(io_err(path))?;
+    read_all(&*f, path, limit)
+}
+
+/// Outcome of scanning a segment's batches.
+struct Scan {
+    /// Whether the scan stopped at an invalid batch (the segment was truncated there).
+    truncated: bool,
 }
 
 impl PartitionLog {
-    /// Opens or creates the log in `dir`.
+    /// Opens or creates the log in `dir`. After a clean stop (marker present and valid) it
+    /// trusts segment files and indexes (indexes are still bounds-checked and rebuilt if
+    /// inconsistent). Otherwise every segment from the recovery point on is validated batch by
+    /// batch (length, magic, CRC-32C, dense offsets), truncated at the first invalid batch (later
+    /// segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
+    /// snapshot at or below the first rescanned offset and rolled forward from batch headers.
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         config: LogConfig,
-        _now_ms: i64,
+        now_ms: i64,
     ) -> Result<Self, LogError> {
-        Ok(PartitionLog {
+        let existed = storage.exists(&dir).map_err(io_err(&dir))?;
+        storage.create_dir_all(&dir).map_err(io_err(&dir))?;
+        if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent).map_err(io_err(parent))?;
+        }
+        let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
+        names.sort();
+        let mut dir_changed = false;
+        for n in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+            let p = dir.join(n);
+            storage.remove_file(&p).map_err(io_err(&p))?;
+            dir_changed = true;
+        }
+        let clean_path = dir.join(CLEAN_FILE);
+        let clean_end = read_small(&*storage, &clean_path, 64)?
+            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEAN, &b));
+        let start_ckpt = read_small(&*storage, &dir.join(LOG_START_FILE), 64)?
+            .and_then(|b| format::decode_checkpoint(format::MAGIC_LOG_START, &b));
+        let recovery_ckpt = read_small(&*storage, &dir.join(RECOVERY_FILE), 64)?
+            .and_then(|b| format::decode_checkpoint(format::MAGIC_RECOVERY, &b));
+
+        let bases: Vec<i64> = names
+            .iter()
+            .filter_map(|n| format::parse_name(n, LOG_SUFFIX))
+            .collect();
+        let snapshots: BTreeSet<i64> = names
+            .iter()
+            .filter_map(|n| format::parse_name(n, SNAPSHOT_SUFFIX))
+            .collect();
+        // Index files without a log file are leftovers of deleted segments.
+        for n in &names {
+            let orphan = [INDEX_SUFFIX, TIME_SUFFIX]
+                .iter()
+                .filter_map(|s| format::parse_name(n, s))
+                .any(|b| !bases.contains(&b));
+            if orphan {
+                let p = dir.join(n);
+                storage.remove_file(&p).map_err(io_err(&p))?;
+                dir_changed = true;
+            }
+        }
+
+        let shared = Arc::new(Shared {
             storage,
             dir,
+            poisoned: AtomicBool::new(false),
+            recovery_written: Mutex::new(recovery_ckpt.unwrap_or(i64::MIN)),
+        });
+        let mut log = PartitionLog {
+            shared,
             config,
-            start: 0,
-            end: 0,
-            hw: 0,
-        })
+            segments: BTreeMap::new(),
+            log_start: 0,
+            log_end: 0,
+            high_watermark: 0,
+            producers: ProducerState::default(),
+            snapshots,
+            pending: Vec::new(),
+            dir_dirty: None,
+            pending_recovery: None,
+            generation: 0,
+            scratch: Vec::new(),
+        };
+
+        // Segments entirely below the checkpointed log start were being deleted by retention.
+        let mut bases = bases;
+        if let Some(ls) = start_ckpt {
+            while bases.len() > 1 && bases[1] <= ls {
+                log.remove_segment_files(bases.remove(0))?;
+                dir_changed = true;
+            }
+        }
+        if bases.is_empty() {
+            let base = start_ckpt.unwrap_or(0).max(0);
+            let seg = log.create_segment(base)?;
+            log.segments.insert(base, seg);
+            log.log_start = base;
+            log.log_end = base;
+            log.high_watermark = base;
+            log.sync_dir()?;
+            if clean_end.is_some() {
+                log.remove_marker()?;
+            }
+            return Ok(log);
+        }
+
+        let last_base = *bases.last().unwrap_or(&0);
+        // Offsets below `scan_from` are in trusted (sealed or cleanly closed) segments.
+        let scan_from = match clean_end {
+            Some(end) if end >= last_base => i64::MAX,
+            _ => recovery_ckpt.unwrap_or(i64::MIN),
+        };
+        let mut truncated = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            if truncated {
+                log.remove_segment_files(base)?;
+                dir_changed = true;
+                continue;
+            }
+            if let Some(prev) = log.segments.values().next_back()
+                && prev.next_offset != base
+            {
+                // A gap or overlap between segments: keep the dense prefix only.
+                log.remove_segment_files(base)?;
+                dir_changed = true;
+                truncated = true;
+                continue;
+            }
+            let mut seg = log.open_segment(base)?;
+            let trusted = base < scan_from;
+            let loaded = trusted && {
+                let next = match (next_base, clean_end) {
+                    (Some(n), _) => n,
+                    (None, Some(end)) => end,
+                    (None, None) => i64::MIN,
+                };
+                next >= base && log.load_indexes(&mut seg, next)?
+            };
+            if !loaded {
+                let scan = log.scan_segment(&mut seg, now_ms)?;
+                truncated = scan.truncated;
+                log.queue_segment(&seg);
+            }
+            log.segments.insert(base, seg);
+        }
+        let Some(first) = log.segments.values().next() else {
+            return Err(LogError::Corrupt {
+                path: log.shared.dir.clone(),
+                offset: 0,
+                reason: "no segment survived recovery".into(),
+            });
+        };
+        log.log_start = start_ckpt.unwrap_or(first.base).max(first.base);
+        let last = log
+            .segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.next_offset);
+        log.log_end = last;
+        if log.log_start > log.log_end {
+            log.log_start = log.log_end;
+        }
+        if let Some(active) = log.segments.values_mut().next_back()
+            && active.size > 0
+        {
+            let mut hdr = [0u8; BatchHeader::SIZE];
+            let path = log
+                .shared
+                .dir
+                .join(format::file_name(active.base, LOG_SUFFIX));
+            active.log.read_at(&mut hdr, 0).map_err(io_err(&path))?;
+            let h = BatchHeader::parse(&hdr)?;
+            active.roll_ref_ms = Some(if h.max_timestamp >= 0 {
+                h.max_timestamp
+            } else {
+                now_ms
+            });
+        }
+
+        // Snapshots beyond the (possibly truncated) end describe batches that no longer exist.
+        let stale: Vec<i64> = log.snapshots.range(log.log_end + 1..).copied().collect();
+        for s in stale {
+            log.remove_snapshot(s)?;
+            dir_changed = true;
+        }
+        log.rebuild_producer_state(scan_from.min(log.log_end))?;
+
+        // Make recovery's changes durable before anything new is accepted; everything below
+        // the active segment is now validated and durable, so it becomes the recovery point.
+        let point = log.sync_point_inner(dir_changed || truncated);
+        point.fsync()?;
+        log.complete_sync(&point);
+        log.high_watermark = log.log_end;
+        let active_base = log.active().base;
+        if recovery_ckpt != Some(active_base) {
+            let bytes = format::encode_checkpoint(format::MAGIC_RECOVERY, active_base);
+            write_atomic(log.storage(), log.dir(), RECOVERY_FILE, &bytes)?;
+        }
+        *log.shared.recovery_written.lock() = active_base;
+        if clean_end.is_some() {
+            log.remove_marker()?;
+        }
+        Ok(log)
     }
-    /// Appends one validated v2 batch.
-    pub fn append(&mut self, _batch: &[u8], _now_ms: i64) -> Result<AppendOutcome, LogError> {
-        let _ = (&self.storage, &self.dir, &self.config);
-        Err(LogError::Poisoned)
+
+    fn dir(&self) -> &Path {
+        &self.shared.dir
     }
-    /// Whole batches from the one containing `offset`.
-    pub fn read(
-        &self,
-        offset: i64,
-        _max_bytes: usize,
-        _upper_bound: i64,
-    ) -> Result<Bytes, LogError> {
-        Err(LogError::OffsetOutOfRange {
-            offset,
-            start: self.start,
-            end: self.end,
-        })
+
+    fn storage(&self) -> &dyn Storage {
+        &*self.shared.storage
     }
-    /// First offset of the log.
-    pub fn log_start_offset(&self) -> i64 {
-        self.start
+
+    fn active(&self) -> &Segment {
+        // Invariant: a log always has at least one segment.
+        self.segments
+            .values()
+            .next_back()
+            .expect("log has an active segment")
     }
-    /// Next offset to assign.
-    pub fn log_end_offset(&self) -> i64 {
-        self.end
+
+    fn path(&self, base: i64, suffix: &str) -> PathBuf {
+        self.dir().join(format::file_name(base, suffix))
     }
-    /// Every offset below this is durable.
-    pub fn high_watermark(&self) -> i64 {
-        self.hw
+
+    fn remove_marker(&self) -> Result<(), LogError> {
+        let p = self.dir().join(CLEAN_FILE);
+        self.storage().remove_file(&p).map_err(io_err(&p))?;
+        self.sync_dir()
     }
-    /// First offset whose record timestamp >= ts, with that timestamp.
-    pub fn offset_for_timestamp(&self, _ts: i64) -> Result<Option<(i64, i64)>, LogError> {
-        Ok(None)
+
+    fn sync_dir(&self) -> Result<(), LogError> {
+        self.storage()
+            .sync_dir(self.dir())
+            .map_err(io_err(self.dir()))
     }
-    /// (max timestamp, offset of the record carrying it).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        None
+
+    fn open_files(&self, base: i64, create: bool) -> Result<[Arc<dyn StorageFile>; 3], LogError> {
+        let mut out: Vec<Arc<dyn StorageFile>> = Vec::with_capacity(3);
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX] {
+            let p = self.path(base, suffix);
+            let f = self
+                .storage()
+                .open(&p, create || suffix != LOG_SUFFIX)
+                .map_err(io_err(&p))?;
+            if create {
+                f.truncate(0).map_err(io_err(&p))?;
+            }
+            out.push(Arc::from(f));
+        }
+        let [a, b, c]: [Arc<dyn StorageFile>; 3] =
+            out.try_into().map_err(|_| LogError::Poisoned)?;
+        Ok([a, b, c])
     }
-    /// What must be fsynced to make everything appended so far durable.
-    pub fn sync_point(&self) -> SyncPoint {
-        SyncPoint {
-            end_offset: self.end,
-            files: Vec::new(),
+
+    fn empty_segment(base: i64, files: [Arc<dyn StorageFile>; 3]) -> Segment {
+        let [log, index_file, time_file] = files;
+        Segment {
+            base,
+            log,
+            index_file,
+            time_file,
+            size: 0,
+            next_offset: base,
+            index: Vec::new(),
+            time: Vec::new(),
+            max_ts: -1,
+            max_ts_offset: -1,
+            bytes_since_index: 0,
+            roll_ref_ms: None,
         }
     }
-    /// Advances the high watermark after `point` was fsynced.
+
+    fn create_segment(&self, base: i64) -> Result<Segment, LogError> {
+        Ok(Self::empty_segment(base, self.open_files(base, true)?))
+    }
+
+    fn open_segment(&self, base: i64) -> Result<Segment, LogError> {
+        let files = self.open_files(base, false)?;
+        let size = files[0]
+            .len()
+            .map_err(io_err(&self.path(base, LOG_SUFFIX)))?;
+        let mut seg = Self::empty_segment(base, files);
+        seg.size = size;
+        Ok(seg)
+    }
+
+    /// Loads and checks a trusted segment's indexes. Returns false (caller rescans) if they are
+    /// torn, out of bounds or disagree with the log file.
+    fn load_indexes(&self, seg: &mut Segment, next_offset: i64) -> Result<bool, LogError> {
+        let span = next_offset - seg.base;
+        if seg.size > u64::from(u32::MAX) || span > i64::from(u32::MAX) {
+            return Ok(false);
+        }
+        // A valid index has at most one entry per minimal batch.
+        let max_entries = seg.size / BatchHeader::SIZE as u64 + 1;
+        let ip = self.path(seg.base, INDEX_SUFFIX);
+        let tp = self.path(seg.base, TIME_SUFFIX);
+        let Some(index) = read_all(&*seg.index_file, &ip, max_entries * INDEX_ENTRY as u64)?
+            .and_then(|b| format::decode_index(&b))
+        else {
+            return Ok(false);
+        };
+        let Some(time) = read_all(&*seg.time_file, &tp, max_entries * TIME_ENTRY as u64)?
+            .and_then(|b| format::decode_time_index(&b))
+        else {
+            return Ok(false);
+        };
+        let index_ok = index.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && index
+                .iter()
+                .all(|&(r, p)| i64::from(r) < span && u64::from(p) < seg.size && r > 0);
+        let time_ok = time.windows(2).all(|w| w[0].0 < w[1].0)
+            && time.iter().all(|&(_, r)| i64::from(r) < span);
+        if !index_ok || !time_ok || (seg.size == 0) != (span == 0) {
+            return Ok(false);
+        }
+        // Walk from the last indexed batch to the end: it must start where the entry says, and
+        // the batches after it must end exactly at the file end with the expected next offset.
+        let (mut expect, mut pos) = index.last().map_or((seg.base, 0), |&(r, p)| {
+            (seg.base + i64::from(r), u64::from(p))
+        });
+        let mut first = true;
+        loop {
+            match self.header_at(seg, pos) {
+                Ok(Some(h)) if !first || h.base_offset == expect => {
+                    first = false;
+                    expect = h.last_offset() + 1;
+                    pos += h.total_size().unwrap_or(0) as u64;
+                }
+                Ok(None) if expect == next_offset => break,
+                _ => return Ok(false),
+            }
+        }
+        seg.next_offset = next_offset;
+        seg.index = index;
+        if let Some(&(ts, rel)) = time.last() {
+            seg.max_ts = ts;
+            seg.max_ts_offset = seg.base + i64::from(rel);
+        }
+        seg.time = time;
+        // Approximate: batches after the last index entry count toward the next one.
+        seg.bytes_since_index = seg.size - seg.index.last().map_or(0, |e| u64::from(e.1));
+        Ok(true)
+    }
+
+    /// Reads the header of the batch at `pos`, None at the end of the segment; errors if the
+    /// header is cut off or its length is impossible.
+    fn header_at(&self, seg: &Segment, pos: u64) -> Result<Option<BatchHeader>, LogError> {
+        if pos >= seg.size {
+            return Ok(None);
+        }
+        let path = self.path(seg.base, LOG_SUFFIX);
+        let corrupt = |reason: &str| LogError::Corrupt {
+            path: path.clone(),
+            offset: pos,
+            reason: reason.into(),
+        };
+        if seg.size - pos < BatchHeader::SIZE as u64 {
+            return Err(corrupt("truncated batch header"));
+        }
+        let mut hdr = [0u8; BatchHeader::SIZE];
+        seg.log.read_at(&mut hdr, pos).map_err(io_err(&path))?;
+        let h = BatchHeader::parse(&hdr)?;
+        match h.total_size() {
+            Some(s) if s as u64 <= seg.size - pos => Ok(Some(h)),
+            _ => Err(corrupt("batch length out of bounds")),
+        }
+    }
+
+    /// Validates every batch of `seg` from the start, truncates at the first invalid one and
+    /// rebuilds both indexes from scratch.
+    fn scan_segment(&mut self, seg: &mut Segment, now_ms: i64) -> Result<Scan, LogError> {
+        let path = self.path(seg.base, LOG_SUFFIX);
+        let file_len = seg.size;
+        let (base, interval) = (seg.base, self.config.index_interval_bytes);
+        let mut fresh = Self::empty_segment(
+            base,
+            [
+                seg.log.clone(),
+                seg.index_file.clone(),
+                seg.time_file.clone(),
+            ],
+        );
+        let mut pos = 0u64;
+        let mut buf = std::mem::take(&mut self.scratch);
+        loop {
+            let rest = file_len - pos;
+            if rest < LOG_OVERHEAD as u64 {
+                break;
+            }
+            let mut head = [0u8; LOG_OVERHEAD];
+            seg.log.read_at(&mut head, pos).map_err(io_err(&path))?;
+            let len = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+            let Some(size) = usize::try_from(len)
+                .ok()
+                .filter(|&l| l >= BatchHeader::SIZE - LOG_OVERHEAD)
+                .map(|l| l + LOG_OVERHEAD)
+                .filter(|&s| s as u64 <= rest)
+            else {
+                break;
+            };
+            // Positions are u32 and relative offsets too; anything beyond is not ours.
+            if pos + size as u64 > u64::from(u32::MAX) {
+                break;
+            }
+            buf.resize(size, 0);
+            seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
+            if batch::validate_batch(&buf, size).is_err() {
+                break;
+            }
+            let h = BatchHeader::parse(&buf)?;
+            if h.base_offset != fresh.next_offset || h.last_offset() - base > i64::from(u32::MAX) {
+                break;
+            }
+            // Entries are collected in memory and written in one go below.
+            note_batch(&mut fresh, &h, &buf, pos, size as u64, interval, now_ms);
+            pos += size as u64;
+        }
+        self.scratch = buf;
+        let truncated = pos < file_len;
+        if truncated {
+            seg.log.truncate(pos).map_err(io_err(&path))?;
+        }
+        fresh.size = pos;
+        // Rewrite both indexes from the in-memory rebuild.
+        let ip = self.path(base, INDEX_SUFFIX);
+        let tp = self.path(base, TIME_SUFFIX);
+        seg.index_file.truncate(0).map_err(io_err(&ip))?;
+        seg.index_file
+            .append(&format::encode_index(&fresh.index))
+            .map_err(io_err(&ip))?;
+        seg.time_file.truncate(0).map_err(io_err(&tp))?;
+        seg.time_file
+            .append(&format::encode_time_index(&fresh.time))
+            .map_err(io_err(&tp))?;
+        *seg = fresh;
+        Ok(Scan { truncated })
+    }
+
+    /// Queues a segment's files for the next sync (after recovery or a roll).
+    fn queue_segment(&mut self, seg: &Segment) {
+        for f in [&seg.log, &seg.index_file, &seg.time_file] {
+            self.pending.push((self.generation, f.clone()));
+        }
+    }
+
+    fn remove_segment_files(&mut self, base: i64) -> Result<(), LogError> {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX] {
+            let p = self.path(base, suffix);
+            if self.storage().exists(&p).map_err(io_err(&p))? {
+                self.storage().remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_snapshot(&mut self, offset: i64) -> Result<(), LogError> {
+        let p = self.path(offset, SNAPSHOT_SUFFIX);
+        if self.storage().exists(&p).map_err(io_err(&p))? {
+            self.storage().remove_file(&p).map_err(io_err(&p))?;
+        }
+        self.snapshots.remove(&offset);
+        Ok(())
+    }
+
+    /// Loads the newest valid snapshot at or below `upto` and replays batch headers from its
+    /// offset to the log end.
+    fn rebuild_producer_state(&mut self, upto: i64) -> Result<(), LogError> {
+        let mut state = None;
+        for &s in self.snapshots.range(..=upto).rev() {
+            let p = self.path(s, SNAPSHOT_SUFFIX);
+            // Bound: a snapshot holds at most a few dozen bytes per producer; 256 MiB is far
+            // beyond any real one.
+            if let Some((off, st)) =
+                read_small(self.storage(), &p, 256 << 20)?.and_then(|b| format::decode_snapshot(&b))
+                && off == s
+            {
+                state = Some((off, st));
+                break;
+            }
+        }
+        let (from, st) = state.unwrap_or((self.log_start, ProducerState::default()));
+        self.producers = st;
+        let from = from.max(self.log_start);
+        let mut headers = Vec::new();
+        self.for_each_header(from, |h| {
+            headers.push(h);
+            true
+        })?;
+        for h in &headers {
+            self.producers.apply(h);
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the header of each batch whose last offset >= `from`, in order, until it
+    /// returns false.
+    fn for_each_header(
+        &self,
+        from: i64,
+        mut f: impl FnMut(BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(&b, _)| b);
+        for seg in self.segments.range(first..).map(|(_, s)| s) {
+            let mut pos = if seg.base <= from {
+                seg.index_lookup(from)
+            } else {
+                0
+            };
+            while let Some(h) = self.header_at(seg, pos)? {
+                pos += h.total_size().unwrap_or(0) as u64;
+                if h.last_offset() >= from && !f(h) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends ONE already-validated v2 batch (bytes exactly as produced; the log rewrites the
+    /// first 8 bytes with the assigned base offset). Not durable until a sync covers it.
+    /// The batch is re-validated (CRC included) so invalid bytes never reach the disk.
+    /// Idempotent producers (producer_id >= 0, base_sequence >= 0): a batch equal to one of the
+    /// last 5 appended for that producer/epoch (same base_sequence and record count) is not
+    /// appended again and yields `duplicate: true` with the original offsets. A sequence gap ->
+    /// [`LogError::OutOfOrderSequence`]; an older epoch -> [`LogError::ProducerFenced`]; a
+    /// producer id without state sending a sequence other than 0 ->
+    /// [`LogError::UnknownProducerId`]. A write error poisons the log.
+    pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let size = batch::validate_batch(batch, self.config.max_batch_bytes)?;
+        if size != batch.len() {
+            return Err(BatchError::TrailingBytes(batch.len() - size).into());
+        }
+        let mut h = BatchHeader::parse(batch)?;
+        if let Check::Duplicate(m) = self.producers.check(&h)? {
+            return Ok(AppendOutcome {
+                base_offset: m.first_offset,
+                last_offset: m.last_offset,
+                duplicate: true,
+                log_start_offset: self.log_start,
+            });
+        }
+        let base = self.log_end;
+        let last = base
+            .checked_add(i64::from(h.last_offset_delta))
+            .filter(|l| *l < i64::MAX)
+            .ok_or(LogError::OffsetOverflow(base))?;
+        h.base_offset = base;
+        self.maybe_roll(size as u64, last, now_ms)?;
+
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(batch);
+        buf[..8].copy_from_slice(&base.to_be_bytes());
+        let interval = self.config.index_interval_bytes;
+        let active_base = self.active().base;
+        let path = self.path(active_base, LOG_SUFFIX);
+        let shared = self.shared.clone();
+        let seg = self
+            .segments
+            .get_mut(&active_base)
+            .expect("active segment exists");
+        let pos = seg.size;
+        let written = seg.log.append(&buf);
+        let res = match written {
+            Ok(p) if p == pos => {
+                let (idx, time) = note_batch(seg, &h, &buf, pos, size as u64, interval, now_ms);
+                write_entries(seg, idx, time, &shared.dir)
+            }
+            Ok(p) => Err(LogError::Corrupt {
+                path: path.clone(),
+                offset: p,
+                reason: format!("append landed at {p}, expected {pos}"),
+            }),
+            Err(e) => Err(LogError::io(&path, e)),
+        };
+        self.scratch = buf;
+        if let Err(e) = res {
+            return self.shared.poison(e);
+        }
+        self.producers.apply(&h);
+        self.log_end = last + 1;
+        Ok(AppendOutcome {
+            base_offset: base,
+            last_offset: last,
+            duplicate: false,
+            log_start_offset: self.log_start,
+        })
+    }
+
+    /// Rolls to a new segment if the batch would not fit (size, 32-bit positions or relative
+    /// offsets) or the active segment is older than `segment_ms`. Never rolls an empty segment.
+    fn maybe_roll(&mut self, size: u64, last: i64, now_ms: i64) -> Result<(), LogError> {
+        let seg = self.active();
+        if seg.size == 0 {
+            return Ok(());
+        }
+        let full = seg.size + size > self.config.segment_bytes
+            || seg.size + size > u64::from(u32::MAX)
+            || last - seg.base > i64::from(u32::MAX);
+        let aged = matches!((self.config.segment_ms, seg.roll_ref_ms),
+            (Some(ms), Some(r)) if now_ms.saturating_sub(r) >= ms);
+        if full || aged { self.roll() } else { Ok(()) }
+    }
+
+    /// Seals the active segment and starts a new one at the log end. Writes, never fsyncs:
+    /// the sealed files, the new snapshot and the directory are queued for the next sync.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let new_base = self.log_end;
+        let res = self.roll_inner(new_base);
+        if res.is_err() {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
+    fn roll_inner(&mut self, new_base: i64) -> Result<(), LogError> {
+        let old_base = self.active().base;
+        let dir = self.shared.dir.clone();
+        {
+            let seg = self
+                .segments
+                .get_mut(&old_base)
+                .expect("active segment exists");
+            seal_time_index(seg, &dir)?;
+        }
+        self.generation += 1;
+        let old = self.segments.get(&old_base).expect("active segment exists");
+        let files = [
+            old.log.clone(),
+            old.index_file.clone(),
+            old.time_file.clone(),
+        ];
+        for f in files {
+            self.pending.push((self.generation, f));
+        }
+        // Snapshot of producer state as of new_base, so recovery need not replay sealed data.
+        let sp = self.path(new_base, SNAPSHOT_SUFFIX);
+        let snap = self.storage().open(&sp, true).map_err(io_err(&sp))?;
+        snap.truncate(0).map_err(io_err(&sp))?;
+        snap.append(&format::encode_snapshot(new_base, &self.producers))
+            .map_err(io_err(&sp))?;
+        self.pending.push((self.generation, Arc::from(snap)));
+        self.snapshots.insert(new_base);
+        let seg = self.create_segment(new_base)?;
+        self.segments.insert(new_base, seg);
+        self.dir_dirty = Some(self.generation);
+        self.pending_recovery = Some(new_base);
+        self.prune_snapshots()
+    }
+
+    /// Keeps the newest snapshot at or below the durable recovery point and everything above;
+    /// older ones can never be chosen by recovery.
+    fn prune_snapshots(&mut self) -> Result<(), LogError> {
+        let rp = *self.shared.recovery_written.lock();
+        let keep_from = self
+            .snapshots
+            .range(..=rp)
+            .next_back()
+            .copied()
+            .unwrap_or(rp);
+        let old: Vec<i64> = self.snapshots.range(..keep_from).copied().collect();
+        for s in old {
+            self.remove_snapshot(s)?;
+        }
+        Ok(())
+    }
+
+    /// Whole stored batches starting with the one containing `offset`, up to `max_bytes` (but
+    /// at least one whole batch if any exists at/after `offset`), continuing into following
+    /// segments. Only batches whose last offset is below `upper_bound` are returned (pass
+    /// high_watermark() for consumers). `offset` outside [log_start_offset, log_end_offset] ->
+    /// [`LogError::OffsetOutOfRange`]. Reading never changes the log.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, LogError> {
+        if offset < self.log_start || offset > self.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start,
+                end: self.log_end,
+            });
+        }
+        let upper = upper_bound.min(self.log_end);
+        if offset >= upper {
+            return Ok(Bytes::new());
+        }
+        let first = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(&b, _)| b);
+        let mut out: Vec<u8> = Vec::new();
+        for seg in self.segments.range(first..).map(|(_, s)| s) {
+            let mut pos = 0;
+            if seg.base <= offset {
+                pos = seg.index_lookup(offset);
+                loop {
+                    match self.header_at(seg, pos)? {
+                        Some(h) if h.last_offset() < offset => {
+                            pos += h.total_size().unwrap_or(0) as u64
+                        }
+                        Some(_) => break,
+                        None => break,
+                    }
+                }
+            }
+            let avail = seg.size.saturating_sub(pos);
+            if avail == 0 {
+                continue;
+            }
+            let mut want = (max_bytes.saturating_sub(out.len()) as u64).min(avail);
+            if out.is_empty()
+                && let Some(h) = self.header_at(seg, pos)?
+            {
+                want = want.max(h.total_size().unwrap_or(0) as u64);
+            }
+            if want == 0 {
+                break;
+            }
+            let path = self.path(seg.base, LOG_SUFFIX);
+            let mut buf = vec![0u8; want as usize];
+            seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
+            let mut p = 0;
+            let mut stop = false;
+            while buf.len() - p >= BatchHeader::SIZE {
+                let h = BatchHeader::parse(&buf[p..])?;
+                let Some(size) = h.total_size() else {
+                    return Err(LogError::Corrupt {
+                        path,
+                        offset: pos + p as u64,
+                        reason: "bad batch length".into(),
+                    });
+                };
+                if p + size > buf.len() {
+                    break;
+                }
+                if h.last_offset() >= upper {
+                    stop = true;
+                    break;
+                }
+                p += size;
+            }
+            stop |= p < buf.len() || (p as u64) < avail;
+            if out.is_empty() {
+                buf.truncate(p);
+                out = buf;
+            } else {
+                out.extend_from_slice(&buf[..p]);
+            }
+            if stop {
+                break;
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// First offset of the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start
+    }
+
+    /// Next offset to assign.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end
+    }
+
+    /// Every offset below this is durable (fsynced).
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// First offset whose record timestamp >= ts (Kafka: first batch whose max_timestamp >= ts,
+    /// then the first record inside it with timestamp >= ts; compressed batches are decompressed
+    /// for that), with that record's timestamp. None if no such record. If a batch's records
+    /// cannot be decoded, its base offset and max timestamp are returned.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values().filter(|s| s.max_ts >= ts) {
+            let i = seg.time.partition_point(|&(t, _)| t <= ts);
+            let mut pos = if i == 0 {
+                0
+            } else {
+                seg.index_lookup(seg.base + i64::from(seg.time[i - 1].1))
+            };
+            while let Some(h) = self.header_at(seg, pos)? {
+                let size = h.total_size().unwrap_or(0);
+                if h.max_timestamp >= ts {
+                    let path = self.path(seg.base, LOG_SUFFIX);
+                    let mut buf = vec![0u8; size];
+                    seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
+                    match batch::find_record(&buf, |r| r.timestamp >= ts) {
+                        Ok(Some(r)) => return Ok(Some((r.offset, r.timestamp))),
+                        Ok(None) => {}
+                        Err(_) => return Ok(Some((h.base_offset, h.max_timestamp))),
+                    }
+                }
+                pos += size as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// (max timestamp, offset of the first record carrying it) over the whole log, for
+    /// ListOffsets -3. None if no batch has a timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments.values().filter(|s| s.max_ts >= 0).fold(
+            None,
+            |best: Option<(i64, i64)>, s| match best {
+                Some((t, _)) if t >= s.max_ts => best,
+                _ => Some((s.max_ts, s.max_ts_offset)),
+            },
+        )
+    }
+
+    /// Group commit support: returns what must be fsynced to make everything appended so far
+    /// durable, WITHOUT doing it, so the caller can fsync outside the partition lock while
+    /// appends continue. Then call `complete_sync(point)` under the lock.
+    pub fn sync_point(&self) -> SyncPoint {
+        self.sync_point_inner(false)
+    }
+
+    fn sync_point_inner(&self, force_dir: bool) -> SyncPoint {
+        let mut files: Vec<Arc<dyn StorageFile>> =
+            self.pending.iter().map(|(_, f)| f.clone()).collect();
+        if self.log_end > self.high_watermark || !files.is_empty() {
+            files.push(self.active().log.clone());
+        }
+        SyncPoint {
+            end_offset: self.log_end,
+            files,
+            sync_dir: force_dir || self.dir_dirty.is_some(),
+            recovery_point: self.pending_recovery,
+            generation: self.generation,
+            shared: self.shared.clone(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Advances the high watermark to `point.end_offset` if the point was successfully fsynced
+    /// (a point from another log or not fsynced is ignored), and forgets what it covered.
     pub fn complete_sync(&mut self, point: &SyncPoint) {
-        self.hw = self.hw.max(point.end_offset)
+        if !point.done.load(Ordering::SeqCst) || !Arc::ptr_eq(&point.shared, &self.shared) {
+            return;
+        }
+        self.high_watermark = self.high_watermark.max(point.end_offset.min(self.log_end));
+        self.pending.retain(|(g, _)| *g > point.generation);
+        if self.dir_dirty.is_some_and(|g| g <= point.generation) {
+            self.dir_dirty = None;
+        }
+        if self
+            .pending_recovery
+            .is_some_and(|r| Some(r) <= point.recovery_point)
+        {
+            self.pending_recovery = None;
+        }
     }
-    /// sync_point + fsync + complete_sync.
+
+    /// Convenience: `sync_point` + `fsync` + `complete_sync`.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        let p = self.sync_point();
-        p.fsync()?;
-        self.complete_sync(&p);
+        let point = self.sync_point();
+        point.fsync()?;
+        self.complete_sync(&point);
         Ok(())
     }
-    /// Deletes whole segments past retention.
-    pub fn enforce_retention(&mut self, _now_ms: i64) -> Result<usize, LogError> {
-        Ok(0)
+
+    /// Deletes whole segments past retention (never the active one): the oldest segments whose
+    /// largest timestamp is older than `retention_ms` (segments without timestamps are kept),
+    /// and the oldest segments while the log exceeds `retention_bytes`. Persists the new log
+    /// start offset (fsynced) before deleting, then fsyncs the directory. Returns the number of
+    /// segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let segs: Vec<(i64, u64, i64)> = self
+            .segments
+            .values()
+            .map(|s| (s.base, s.size, s.max_ts))
+            .collect();
+        let deletable = segs.len().saturating_sub(1);
+        let mut by_time = 0;
+        if let Some(ms) = self.config.retention_ms {
+            while by_time < deletable
+                && segs[by_time].2 >= 0
+                && now_ms.saturating_sub(segs[by_time].2) > ms
+            {
+                by_time += 1;
+            }
+        }
+        let mut by_size = 0;
+        if let Some(limit) = self.config.retention_bytes {
+            let total: u64 = segs.iter().map(|s| s.1).sum();
+            let mut excess = total.saturating_sub(limit);
+            while by_size < deletable && segs[by_size].1 <= excess {
+                excess -= segs[by_size].1;
+                by_size += 1;
+            }
+        }
+        let count = by_time.max(by_size);
+        if count == 0 {
+            return Ok(0);
+        }
+        let new_start = segs[count].0;
+        let ckpt = format::encode_checkpoint(format::MAGIC_LOG_START, new_start);
+        if let Err(e) = write_atomic(self.storage(), self.dir(), LOG_START_FILE, &ckpt) {
+            return self.shared.poison(e);
+        }
+        self.log_start = new_start;
+        let res = (|| {
+            for &(base, _, _) in &segs[..count] {
+                self.segments.remove(&base);
+                self.remove_segment_files(base)?;
+            }
+            let below: Vec<i64> = self.snapshots.range(..new_start).copied().collect();
+            let rp = *self.shared.recovery_written.lock();
+            for s in below.into_iter().filter(|&s| s < rp) {
+                self.remove_snapshot(s)?;
+            }
+            self.prune_snapshots()?;
+            self.sync_dir()
+        })();
+        match res {
+            Ok(()) => Ok(count),
+            Err(e) => self.shared.poison(e),
+        }
     }
-    /// Flushes, fsyncs and writes the clean-shutdown marker.
-    pub fn close(self) -> Result<(), LogError> {
-        Ok(())
+
+    /// Writes the active segment's final time index entry, fsyncs everything, writes a
+    /// producer-state snapshot at the log end and then the clean-shutdown marker (each fsynced,
+    /// directory included). A poisoned log is not marked clean.
+    pub fn close(mut self) -> Result<(), LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let res = self.close_inner();
+        if res.is_err() {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
     }
-    /// Deletes the partition's directory.
+
+    fn close_inner(&mut self) -> Result<(), LogError> {
+        let base = self.active().base;
+        let dir = self.shared.dir.clone();
+        let seg = self.segments.get_mut(&base).expect("active segment exists");
+        seal_time_index(seg, &dir)?;
+        for f in [&seg.index_file, &seg.time_file] {
+            self.pending.push((self.generation, f.clone()));
+        }
+        self.sync()?;
+        let end = self.log_end;
+        let snap = format::encode_snapshot(end, &self.producers);
+        write_atomic(
+            self.storage(),
+            self.dir(),
+            &format::file_name(end, SNAPSHOT_SUFFIX),
+            &snap,
+        )?;
+        let marker = format::encode_checkpoint(format::MAGIC_CLEAN, end);
+        write_atomic(self.storage(), self.dir(), CLEAN_FILE, &marker)
+    }
+
+    /// Deletes the partition's directory (DeleteTopics) and fsyncs its parent.
     pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir().to_path_buf();
+        self.storage().remove_dir_all(&dir).map_err(io_err(&dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.storage().sync_dir(parent).map_err(io_err(parent))?;
+        }
         Ok(())
     }
+}
+
+/// Updates a segment's in-memory state for a batch written at `pos` and returns the index and
+/// time index entries due (to be written to the files by the caller).
+fn note_batch(
+    seg: &mut Segment,
+    h: &BatchHeader,
+    bytes: &[u8],
+    pos: u64,
+    size: u64,
+    interval: u64,
+    now_ms: i64,
+) -> (Option<(u32, u32)>, Option<(i64, u32)>) {
+    if seg.size == 0 && seg.roll_ref_ms.is_none() {
+        seg.roll_ref_ms = Some(if h.max_timestamp >= 0 {
+            h.max_timestamp
+        } else {
+            now_ms
+        });
+    }
+    if h.max_timestamp > seg.max_ts {
+        // Offset of the first record carrying the new maximum; the batch base if its records
+        // cannot be decoded.
+        let exact = batch::find_record(bytes, |r| r.timestamp >= h.max_timestamp)
+            .ok()
+            .flatten()
+            .map_or(h.base_offset, |r| r.offset);
+        seg.max_ts = h.max_timestamp;
+        seg.max_ts_offset = exact;
+    }
+    let mut idx = None;
+    let mut time = None;
+    if pos > 0 && seg.bytes_since_index >= interval {
+        let e = (seg.rel(h.base_offset), pos as u32);
+        seg.index.push(e);
+        idx = Some(e);
+        seg.bytes_since_index = 0;
+        if seg.time.last().is_none_or(|t| t.0 < seg.max_ts) {
+            let t = (seg.max_ts, seg.rel(seg.max_ts_offset));
+            seg.time.push(t);
+            time = Some(t);
+        }
+    }
+    seg.bytes_since_index += size;
+    seg.size = pos + size;
+    seg.next_offset = h.last_offset() + 1;
+    (idx, time)
+}
+
+fn write_entries(
+    seg: &Segment,
+    idx: Option<(u32, u32)>,
+    time: Option<(i64, u32)>,
+    dir: &Path,
+) -> Result<(), LogError> {
+    if let Some(e) = idx {
+        let p = dir.join(format::file_name(seg.base, INDEX_SUFFIX));
+        seg.index_file
+            .append(&format::encode_index(&[e]))
+            .map_err(io_err(&p))?;
+    }
+    if let Some(t) = time {
+        let p = dir.join(format::file_name(seg.base, TIME_SUFFIX));
+        seg.time_file
+            .append(&format::encode_time_index(&[t]))
+            .map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
+/// Appends the segment's maximum timestamp to its time index if the last entry lacks it, so
+/// that the last entry of a sealed or cleanly closed segment is its maximum.
+fn seal_time_index(seg: &mut Segment, dir: &Path) -> Result<(), LogError> {
+    if seg.max_ts >= 0 && seg.time.last().is_none_or(|t| t.0 < seg.max_ts) {
+        let t = (seg.max_ts, seg.rel(seg.max_ts_offset));
+        seg.time.push(t);
+        write_entries(seg, None, Some(t), dir)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,248 @@
+//! Encoding of the small durable files and index entries (see the FORMAT section of the crate
+//! docs). Every decoder bounds lengths by the bytes present and never panics.
+
+use std::collections::VecDeque;
+
+use crate::producer::{BatchMeta, MAX_BATCHES, ProducerEntry, ProducerState};
+
+/// Offset index entry size: relative offset u32 | position u32.
+pub(crate) const INDEX_ENTRY: usize = 8;
+/// Time index entry size: timestamp i64 | relative offset u32.
+pub(crate) const TIME_ENTRY: usize = 12;
+/// Checkpoint/marker file size: magic 4 | version u32 | value i64 | crc u32.
+pub(crate) const CHECKPOINT_LEN: usize = 20;
+
+pub(crate) const MAGIC_LOG_START: &[u8; 4] = b"WLLS";
+pub(crate) const MAGIC_RECOVERY: &[u8; 4] = b"WLRP";
+pub(crate) const MAGIC_CLEAN: &[u8; 4] = b"WLCS";
+const MAGIC_SNAPSHOT: &[u8; 4] = b"WLPS";
+const VERSION: u32 = 1;
+
+/// Snapshot bytes per producer before its batches: id i64 | epoch i16 | count u8.
+const PRODUCER_FIXED: usize = 11;
+
+pub(crate) fn encode_checkpoint(magic: &[u8; 4], value: i64) -> [u8; CHECKPOINT_LEN] {
+    let mut b = [0u8; CHECKPOINT_LEN];
+    b[..4].copy_from_slice(magic);
+    b[4..8].copy_from_slice(&VERSION.to_be_bytes());
+    b[8..16].copy_from_slice(&value.to_be_bytes());
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The value of a checkpoint file, or None if it is torn, foreign or of another version.
+pub(crate) fn decode_checkpoint(magic: &[u8; 4], b: &[u8]) -> Option<i64> {
+    if b.len() != CHECKPOINT_LEN || &b[..4] != magic || b[4..8] != VERSION.to_be_bytes() {
+        return None;
+    }
+    let crc = u32::from_be_bytes(b[16..20].try_into().ok()?);
+    (crc == crc32c::crc32c(&b[..16]))
+        .then(|| i64::from_be_bytes(b[8..16].try_into().unwrap_or_default()))
+}
+
+pub(crate) fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * INDEX_ENTRY);
+    for &(rel, pos) in entries {
+        out.extend_from_slice(&rel.to_be_bytes());
+        out.extend_from_slice(&pos.to_be_bytes());
+    }
+    out
+}
+
+/// Decodes offset index entries; None if the length is not a whole number of entries.
+pub(crate) fn decode_index(b: &[u8]) -> Option<Vec<(u32, u32)>> {
+    if b.len() % INDEX_ENTRY != 0 {
+        return None;
+    }
+    Some(
+        b.chunks_exact(INDEX_ENTRY)
+            .map(|c| {
+                (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * TIME_ENTRY);
+    for &(ts, rel) in entries {
+        out.extend_from_slice(&ts.to_be_bytes());
+        out.extend_from_slice(&rel.to_be_bytes());
+    }
+    out
+}
+
+/// Decodes time index entries; None if the length is not a whole number of entries.
+pub(crate) fn decode_time_index(b: &[u8]) -> Option<Vec<(i64, u32)>> {
+    if b.len() % TIME_ENTRY != 0 {
+        return None;
+    }
+    Some(
+        b.chunks_exact(TIME_ENTRY)
+            .map(|c| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&c[..8]);
+                (
+                    i64::from_be_bytes(ts),
+                    u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+                )
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn encode_snapshot(offset: i64, state: &ProducerState) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(MAGIC_SNAPSHOT);
+    b.extend_from_slice(&VERSION.to_be_bytes());
+    b.extend_from_slice(&offset.to_be_bytes());
+    b.extend_from_slice(&(state.producers.len() as u32).to_be_bytes());
+    for (&pid, e) in &state.producers {
+        b.extend_from_slice(&pid.to_be_bytes());
+        b.extend_from_slice(&e.epoch.to_be_bytes());
+        b.push(e.batches.len() as u8);
+        for m in &e.batches {
+            b.extend_from_slice(&m.first_seq.to_be_bytes());
+            b.extend_from_slice(&m.last_seq.to_be_bytes());
+            b.extend_from_slice(&m.first_offset.to_be_bytes());
+            b.extend_from_slice(&m.last_offset.to_be_bytes());
+        }
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A cursor that fails instead of reading past the end.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+}
+
+/// Decodes a snapshot into (offset, state); None if torn, corrupt or of another version.
+pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(i64, ProducerState)> {
+    let (body, crc) = b.split_last_chunk::<4>()?;
+    if u32::from_be_bytes(*crc) != crc32c::crc32c(body) {
+        return None;
+    }
+    let mut c = Cursor(body);
+    if &c.take::<4>()? != MAGIC_SNAPSHOT || u32::from_be_bytes(c.take()?) != VERSION {
+        return None;
+    }
+    let offset = i64::from_be_bytes(c.take()?);
+    let count = u32::from_be_bytes(c.take()?) as usize;
+    // Bound the claimed count by the bytes present before trusting it.
+    if count > c.0.len() / PRODUCER_FIXED {
+        return None;
+    }
+    let mut state = ProducerState::default();
+    for _ in 0..count {
+        let pid = i64::from_be_bytes(c.take()?);
+        let epoch = i16::from_be_bytes(c.take()?);
+        let n = c.take::<1>()?[0] as usize;
+        if n > MAX_BATCHES {
+            return None;
+        }
+        let mut batches = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            batches.push_back(BatchMeta {
+                first_seq: i32::from_be_bytes(c.take()?),
+                last_seq: i32::from_be_bytes(c.take()?),
+                first_offset: i64::from_be_bytes(c.take()?),
+                last_offset: i64::from_be_bytes(c.take()?),
+            });
+        }
+        state
+            .producers
+            .insert(pid, ProducerEntry { epoch, batches });
+    }
+    c.0.is_empty().then_some((offset, state))
+}
+
+/// `{offset:020}` + suffix, Kafka's file naming.
+pub(crate) fn file_name(offset: i64, suffix: &str) -> String {
+    format!("{offset:020}{suffix}")
+}
+
+/// Parses a `{offset:020}{suffix}` file name.
+pub(crate) fn parse_name(name: &str, suffix: &str) -> Option<i64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip_and_rejects_damage() {
+        let b = encode_checkpoint(MAGIC_LOG_START, 1234);
+        assert_eq!(decode_checkpoint(MAGIC_LOG_START, &b), Some(1234));
+        assert_eq!(decode_checkpoint(MAGIC_RECOVERY, &b), None);
+        for i in 0..b.len() {
+            let mut d = b;
+            d[i] ^= 1;
+            assert_eq!(decode_checkpoint(MAGIC_LOG_START, &d), None, "flip at {i}");
+        }
+        assert_eq!(decode_checkpoint(MAGIC_LOG_START, &b[..19]), None);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_rejects_damage() {
+        let mut st = ProducerState::default();
+        st.producers.insert(
+            5,
+            ProducerEntry {
+                epoch: 2,
+                batches: [BatchMeta {
+                    first_seq: 0,
+                    last_seq: 3,
+                    first_offset: 10,
+                    last_offset: 13,
+                }]
+                .into(),
+            },
+        );
+        st.producers.insert(
+            9,
+            ProducerEntry {
+                epoch: 0,
+                batches: VecDeque::new(),
+            },
+        );
+        let b = encode_snapshot(42, &st);
+        assert_eq!(decode_snapshot(&b), Some((42, st)));
+        for cut in 0..b.len() {
+            assert_eq!(decode_snapshot(&b[..cut]), None);
+        }
+        let mut d = b.clone();
+        d[20] ^= 0x80;
+        assert_eq!(decode_snapshot(&d), None);
+    }
+
+    #[test]
+    fn index_codecs_and_names() {
+        let e = vec![(1u32, 100u32), (7, 4096)];
+        assert_eq!(decode_index(&encode_index(&e)), Some(e));
+        assert_eq!(decode_index(&[0; 9]), None);
+        let t = vec![(-5i64, 0u32), (1_700_000_000_000, 9)];
+        assert_eq!(decode_time_index(&encode_time_index(&t)), Some(t));
+        assert_eq!(decode_time_index(&[0; 13]), None);
+        assert_eq!(file_name(42, ".log"), "00000000000000000042.log");
+        assert_eq!(parse_name("00000000000000000042.log", ".log"), Some(42));
+        assert_eq!(parse_name("0000000000000000042.log", ".log"), None);
+        assert_eq!(parse_name("0000000000000000004x.log", ".log"), None);
+    }
+}
