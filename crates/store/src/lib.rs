@@ -7,7 +7,7 @@
 //!   commit (one transaction, one fsync), answering each caller once that commit is durable.
 //!
 //! Offsets are keyed by (group, topic, partition). Every backend round-trips the three kinds of
-//! [`Position`](waterline_core::Position) exactly, with the metadata string, commit timestamp and
+//! [`Position`] exactly, with the metadata string, commit timestamp and
 //! leader epoch.
 //!
 //! Architecture invariant: blocking disk work never runs on a tokio worker thread; it goes through

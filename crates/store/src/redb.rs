@@ -1,4 +1,4 @@
-//! The embedded store: one [redb](::redb) database file. The default durable store.
+//! The embedded store: one redb database file. The default durable store.
 //!
 //! # FORMAT (version 1)
 //!
