@@ -1,1 +1,13 @@
 //! Waterline operator tools: a small async Kafka admin client and the groups/offsets/lag commands.
+//!
+//! Layout: [`client`] talks to brokers; [`reset`], [`lag`], [`csvio`], [`files`] and
+//! [`timefmt`] are pure logic over plain data (no I/O except the file helpers); [`cli`] wires
+//! them into commands and renders tables, JSON and CSV.
+#![deny(unsafe_code, missing_docs)]
+
+pub mod client;
+pub mod codes;
+pub mod error;
+pub mod timefmt;
+
+pub use error::{ClientError, CsvError, FileError, PlanError, TimeParseError};

@@ -1,0 +1,362 @@
+//! One TCP connection to one broker: framing, correlation ids and API version negotiation.
+//!
+//! Requests on a connection are strictly sequential (one in flight), so a response always
+//! answers the last request sent; the correlation id check catches a desynchronised stream.
+//! Any I/O, framing or decoding failure leaves the stream in an unknown position, so the caller
+//! must drop the connection after an error (see [`Connection::request`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::codes;
+use crate::error::ClientError;
+
+/// Settings shared by every connection of a client.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// Client id sent in every request header.
+    pub client_id: String,
+    /// How long to wait for connect, and for each request's response.
+    pub request_timeout: Duration,
+    /// Largest response frame accepted; larger announced sizes are refused before allocating.
+    pub max_frame_bytes: usize,
+}
+
+/// The ApiVersions version this client asks for first (v3 adds client software name/version).
+const API_VERSIONS_PREFERRED: i16 = 3;
+
+/// A connection to one broker, with the API version ranges the broker advertised.
+#[derive(Debug)]
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    settings: ConnSettings,
+    next_correlation_id: i32,
+    /// api key -> (min, max) advertised by the broker.
+    broker_versions: HashMap<i16, (i16, i16)>,
+}
+
+/// Human name of an API for messages, e.g. `OffsetCommit`.
+pub(crate) fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        _ => "request",
+    }
+}
+
+/// Picks the highest version both sides support, or explains why there is none.
+pub fn negotiate(
+    api: ApiKey,
+    client: VersionRange,
+    broker: Option<(i16, i16)>,
+) -> Result<i16, ClientError> {
+    let no_common = |broker: String| ClientError::NoCommonVersion {
+        api: api_name(api),
+        client_min: client.min,
+        client_max: client.max,
+        broker,
+    };
+    let Some((bmin, bmax)) = broker else {
+        return Err(no_common("does not advertise it".to_string()));
+    };
+    let common = client.intersect(&VersionRange {
+        min: bmin,
+        max: bmax,
+    });
+    if common.is_empty() {
+        return Err(no_common(format!("supports {bmin}..={bmax}")));
+    }
+    Ok(common.max)
+}
+
+impl Connection {
+    /// Connects to `addr` and negotiates API versions.
+    pub async fn connect(addr: &str, settings: ConnSettings) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(settings.request_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: addr.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        // Admin requests are small and latency-bound.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            stream,
+            settings,
+            next_correlation_id: 0,
+            broker_versions: HashMap::new(),
+        };
+        conn.negotiate_api_versions().await?;
+        Ok(conn)
+    }
+
+    /// The broker address this connection talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The version range the broker advertised for `api`, if any.
+    pub fn broker_range(&self, api: ApiKey) -> Option<(i16, i16)> {
+        self.broker_versions.get(&(api as i16)).copied()
+    }
+
+    /// The version to use for request type `R`, capped at `client_max` by this client.
+    pub fn version_for<R: Request>(&self, client_max: i16) -> Result<i16, ClientError> {
+        let api = api_key::<R>()?;
+        let client = VersionRange {
+            min: R::VERSIONS.min,
+            max: R::VERSIONS.max.min(client_max),
+        };
+        negotiate(api, client, self.broker_range(api))
+    }
+
+    async fn negotiate_api_versions(&mut self) -> Result<(), ClientError> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("waterline-admin"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let body = self
+            .round_trip(ApiKey::ApiVersions, API_VERSIONS_PREFERRED, &request)
+            .await?;
+        // The error code is the first body field in every version. A broker that does not know
+        // the version asked for answers UNSUPPORTED_VERSION with a v0 body listing its APIs.
+        let code = body.clone().try_get_i16().unwrap_or(codes::NONE);
+        let version = if code == codes::UNSUPPORTED_VERSION {
+            0
+        } else {
+            API_VERSIONS_PREFERRED
+        };
+        let response: ApiVersionsResponse = self.decode_body(ApiKey::ApiVersions, version, body)?;
+        if response.error_code != codes::NONE && response.error_code != codes::UNSUPPORTED_VERSION {
+            return Err(ClientError::Kafka {
+                api: "ApiVersions",
+                context: format!("broker {}", self.addr),
+                code: response.error_code,
+            });
+        }
+        self.broker_versions = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(())
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    ///
+    /// After an `Err`, the stream position is unknown: drop this connection.
+    pub async fn request<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, ClientError> {
+        let api = api_key::<R>()?;
+        let body = self.round_trip(api, version, request).await?;
+        self.decode_body(api, version, body)
+    }
+
+    fn decode_body<T: Decodable>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        mut body: Bytes,
+    ) -> Result<T, ClientError> {
+        T::decode(&mut body, version).map_err(|e| ClientError::Decode {
+            api: api_name(api),
+            version,
+            addr: self.addr.clone(),
+            message: format!("{e:#}"),
+        })
+    }
+
+    /// Writes one framed request and reads its framed response; returns the body after the
+    /// response header.
+    async fn round_trip<T: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &T,
+    ) -> Result<Bytes, ClientError> {
+        let name = api_name(api);
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = encode_frame(
+            api,
+            version,
+            correlation_id,
+            &self.settings.client_id,
+            request,
+        )?;
+        let timeout = self.settings.request_timeout;
+        let addr = self.addr.clone();
+        let max = self.settings.max_frame_bytes;
+        let io = async {
+            self.stream.write_all(&frame).await?;
+            let size = self.stream.read_i32().await?;
+            Ok::<_, std::io::Error>(size)
+        };
+        let size = tokio::time::timeout(timeout, io)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                api: name,
+                addr: addr.clone(),
+                timeout_ms: timeout.as_millis() as u64,
+            })?
+            .map_err(|source| ClientError::Io {
+                api: name,
+                addr: addr.clone(),
+                source,
+            })?;
+        // Bound the announced length before allocating: it comes straight from the wire.
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|len| (4..=max).contains(len))
+            .ok_or(ClientError::FrameSize {
+                api: name,
+                addr: addr.clone(),
+                size: i64::from(size),
+                limit: max,
+            })?;
+        let mut buf = vec![0u8; len];
+        tokio::time::timeout(timeout, self.stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                api: name,
+                addr: addr.clone(),
+                timeout_ms: timeout.as_millis() as u64,
+            })?
+            .map_err(|source| ClientError::Io {
+                api: name,
+                addr: addr.clone(),
+                source,
+            })?;
+        let mut bytes = Bytes::from(buf);
+        let header_version = api.response_header_version(version);
+        let header = ResponseHeader::decode(&mut bytes, header_version).map_err(|e| {
+            ClientError::Decode {
+                api: name,
+                version,
+                addr: addr.clone(),
+                message: format!("response header: {e:#}"),
+            }
+        })?;
+        if header.correlation_id != correlation_id {
+            return Err(ClientError::Correlation {
+                api: name,
+                addr,
+                expected: correlation_id,
+                got: header.correlation_id,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The [`ApiKey`] of request type `R`.
+fn api_key<R: Request>() -> Result<ApiKey, ClientError> {
+    ApiKey::try_from(R::KEY).map_err(|_| ClientError::Encode {
+        api: "request",
+        version: 0,
+        message: format!("unknown API key {}", R::KEY),
+    })
+}
+
+/// Size prefix, request header and body of one request.
+fn encode_frame<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    request: &T,
+) -> Result<BytesMut, ClientError> {
+    let encode_err = |message: String| ClientError::Encode {
+        api: api_name(api),
+        version,
+        message,
+    };
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0); // size placeholder, patched below
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .map_err(|e| encode_err(format!("{e:#}")))?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|e| encode_err(format!("{e:#}")))?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| encode_err(format!("request of {} bytes is too large", buf.len())))?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(min: i16, max: i16) -> VersionRange {
+        VersionRange { min, max }
+    }
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version() {
+        assert_eq!(
+            negotiate(ApiKey::Metadata, range(1, 12), Some((0, 9))).unwrap(),
+            9
+        );
+        assert_eq!(
+            negotiate(ApiKey::Metadata, range(1, 12), Some((0, 13))).unwrap(),
+            12
+        );
+        assert_eq!(
+            negotiate(ApiKey::Metadata, range(1, 12), Some((12, 13))).unwrap(),
+            12
+        );
+    }
+
+    #[test]
+    fn negotiation_fails_clearly_without_overlap_or_advertisement() {
+        let err = negotiate(ApiKey::OffsetCommit, range(2, 8), Some((0, 1))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "OffsetCommit: no common version (client supports 2..=8, broker supports 0..=1)"
+        );
+        let err = negotiate(ApiKey::OffsetDelete, range(0, 0), None).unwrap_err();
+        assert!(err.to_string().contains("does not advertise it"), "{err}");
+    }
+
+    #[test]
+    fn frames_carry_size_header_and_body() {
+        let req = ApiVersionsRequest::default();
+        let frame = encode_frame(ApiKey::ApiVersions, 0, 7, "c", &req).unwrap();
+        let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(size as usize, frame.len() - 4);
+        // api key 18, version 0, correlation 7
+        assert_eq!(&frame[4..12], &[0, 18, 0, 0, 0, 0, 0, 7]);
+    }
+}
