@@ -424,7 +424,7 @@ impl AckedSet {
 }
 
 fn decode_runs(base: i64, count: u64, r: &mut Reader<'_>) -> Result<Vec<(i64, i64)>, DecodeError> {
-    if count < 2 || count % 2 != 0 {
+    if count < 2 || !count.is_multiple_of(2) {
         return Err(DecodeError::Invalid("run count must be even and >= 2"));
     }
     // Each run takes at least one byte: bound the count before allocating.
@@ -563,21 +563,46 @@ mod tests {
             (vec![1, 9, 0, 2, 0, 1], UnknownKind(9)),
             (vec![1], Truncated { field: "kind" }),
             (vec![1, 1], Truncated { field: "base" }),
-            (vec![1, 1, 7, 2, 0, 1], BaseMismatch { expected: 0, found: 7 }),
-            (vec![1, 1, 0, 3, 0, 1, 1], Invalid("run count must be even and >= 2")),
+            (
+                vec![1, 1, 7, 2, 0, 1],
+                BaseMismatch {
+                    expected: 0,
+                    found: 7,
+                },
+            ),
+            (
+                vec![1, 1, 0, 3, 0, 1, 1],
+                Invalid("run count must be even and >= 2"),
+            ),
             (vec![1, 1, 0, 200, 1, 0, 1], Truncated { field: "runs" }),
             (vec![1, 1, 0, 2, 0, 0], Invalid("empty acked run")),
-            (vec![1, 1, 0, 4, 0, 1, 0, 1], Invalid("empty unacked run between acked runs")),
-            (vec![1, 1, 0, 2, 0, 1, 5], TrailingBytes(1)),
-            (vec![1, 1, 0, 2, 0x80, 0x80], Truncated { field: "unacked run" }),
             (
-                vec![1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                vec![1, 1, 0, 4, 0, 1, 0, 1],
+                Invalid("empty unacked run between acked runs"),
+            ),
+            (vec![1, 1, 0, 2, 0, 1, 5], TrailingBytes(1)),
+            (
+                vec![1, 1, 0, 2, 0x80, 0x80],
+                Truncated {
+                    field: "unacked run",
+                },
+            ),
+            (
+                vec![
+                    1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+                ],
                 MalformedVarint { field: "base" },
             ),
             (vec![1, 2, 0, 0], Invalid("empty bitmap")),
             (vec![1, 2, 0, 9, 0xff], Truncated { field: "bitmap" }),
-            (vec![1, 2, 0, 3, 0b011], Invalid("bitmap's last bit must be set")),
-            (vec![1, 2, 0, 3, 0b1100], Invalid("bitmap padding bits must be zero")),
+            (
+                vec![1, 2, 0, 3, 0b011],
+                Invalid("bitmap's last bit must be set"),
+            ),
+            (
+                vec![1, 2, 0, 3, 0b1100],
+                Invalid("bitmap padding bits must be zero"),
+            ),
             (vec![1, 2, 0, 3, 0b100, 0], TrailingBytes(1)),
         ];
         for (bytes, want) in cases {

@@ -13,11 +13,27 @@
 
 pub mod encoding;
 pub mod error;
+pub mod lag;
 pub mod offset;
 pub mod partition;
+pub mod policy;
+pub mod reset;
+pub mod stats;
+pub mod tracker;
 mod window;
 
 pub use encoding::{AckedSet, EncodingKind, MetadataForm};
-pub use error::{DecodeError, EncodeError, TrackerError};
+pub use error::{
+    DecodeError, EncodeError, InMemoryLogError, PolicyError, ResetConfigError, ResetError,
+    TrackerError,
+};
+pub use lag::{LagReport, PartitionLag};
 pub use offset::{OffsetAndMetadata, Position, TopicPartition};
 pub use partition::{AckOutcome, PartitionTracker, TrackerConfig};
+pub use policy::{
+    AllOf, AnyOf, BarrierId, Checkpoint, CommitDecision, CommitPolicy, EveryNAcks, Interval,
+    Manual, OnWatermarkAdvance, PolicyEvent, Want,
+};
+pub use reset::{InMemoryLog, OffsetResolver, ResetOp, ResetOutcome, ResetPolicy, ResetStrategy};
+pub use stats::CommitStats;
+pub use tracker::{CommitEntry, CommitPlan, Generation, OffsetTracker};

@@ -255,7 +255,9 @@ impl PartitionTracker {
         if (offset - self.commit_point) as u64 >= self.config.max_window {
             return false;
         }
-        self.config.metadata_form.len_of(self.worst_case_len(offset + 1))
+        self.config
+            .metadata_form
+            .len_of(self.worst_case_len(offset + 1))
             <= self.config.metadata_budget
     }
 
@@ -702,7 +704,10 @@ mod tests {
             t.ack(100).unwrap(),
             AckOutcome::Advanced { from: 100, to: 102 }
         );
-        assert_eq!(t.ack(102).unwrap(), AckOutcome::Advanced { from: 102, to: 104 });
+        assert_eq!(
+            t.ack(102).unwrap(),
+            AckOutcome::Advanced { from: 102, to: 104 }
+        );
         assert_eq!(t.ack(103).unwrap(), AckOutcome::Duplicate);
         assert_eq!(t.in_flight(), 6);
         t.check_invariants();
@@ -774,13 +779,22 @@ mod tests {
 
     #[test]
     fn restored_tracker_rereads_and_advances() {
-        let c = OffsetAndMetadata::new(10, 0)
-            .with_metadata(AckedSet::from_offsets(10, [11, 12, 14]).unwrap().encode_string());
+        let c = OffsetAndMetadata::new(10, 0).with_metadata(
+            AckedSet::from_offsets(10, [11, 12, 14])
+                .unwrap()
+                .encode_string(),
+        );
         let mut r = PartitionTracker::restore(&c, TrackerConfig::default()).unwrap();
         assert!(r.can_hand_out());
         r.hand_out(10, 0).unwrap();
-        assert!(matches!(r.hand_out(11, 0), Err(TrackerError::AlreadyDone(11))));
-        assert_eq!(r.ack(10).unwrap(), AckOutcome::Advanced { from: 10, to: 13 });
+        assert!(matches!(
+            r.hand_out(11, 0),
+            Err(TrackerError::AlreadyDone(11))
+        ));
+        assert_eq!(
+            r.ack(10).unwrap(),
+            AckOutcome::Advanced { from: 10, to: 13 }
+        );
         assert_eq!(r.next_hand_out(), 13);
         r.hand_out(15, 0).unwrap(); // 13 skipped: done; then 14 was done already
         r.check_invariants();
@@ -877,7 +891,13 @@ mod tests {
         assert!(!t.needs_commit());
         assert_eq!(t.take_commit(8).unwrap(), None);
         t.ack(2).unwrap();
-        assert!(t.take_commit(9).unwrap().unwrap().metadata.starts_with("wl1:"));
+        assert!(
+            t.take_commit(9)
+                .unwrap()
+                .unwrap()
+                .metadata
+                .starts_with("wl1:")
+        );
         t.commit_failed();
         assert!(t.needs_commit());
     }

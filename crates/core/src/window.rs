@@ -109,7 +109,11 @@ impl AckBits {
         while o < hi {
             let bit = o & 63;
             let n = (64 - bit).min(hi - o);
-            let m = if n == 64 { !0 } else { ((1u64 << n) - 1) << bit };
+            let m = if n == 64 {
+                !0
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
             let i = self.idx(o);
             self.words[i] |= m;
             o += n;
@@ -122,7 +126,11 @@ impl AckBits {
         while o < hi {
             let bit = o & 63;
             let n = (64 - bit).min(hi - o);
-            let m = if n == 64 { !0 } else { ((1u64 << n) - 1) << bit };
+            let m = if n == 64 {
+                !0
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
             let i = self.idx(o);
             self.words[i] &= !m;
             o += n;

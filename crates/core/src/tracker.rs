@@ -1,0 +1,336 @@
+//! Thread-safe offset tracking across the partitions assigned to a consumer.
+//!
+//! Locking: a read-write-locked map of per-partition mutexes. Hand-outs and acks take the map's
+//! read lock (shared) and one partition's mutex, so acks on different partitions do not wait on
+//! each other; the map is write-locked only by `assign` and `revoke`.
+//!
+//! Every assignment carries a generation. Hand-outs return it and acks must present it; an ack
+//! for a partition that was revoked, or re-assigned since, is ignored and counted as stale, never
+//! committed — a late ack from a previous owner must not commit for the new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{EncodeError, TrackerError};
+use crate::lag::{LagReport, PartitionLag};
+use crate::offset::{OffsetAndMetadata, TopicPartition};
+use crate::partition::{AckOutcome, PartitionTracker, TrackerConfig};
+use crate::stats::{CommitStats, StatsRecorder};
+
+/// An assignment generation (Kafka's group generation id, or any counter the caller keeps).
+pub type Generation = i32;
+
+#[derive(Debug)]
+struct Slot {
+    generation: Generation,
+    tracker: PartitionTracker,
+}
+
+/// One partition's entry in a commit plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitEntry {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Generation the position was taken under; results for other generations are ignored.
+    pub generation: Generation,
+    /// What to commit (offset plus `wl1:` metadata).
+    pub offset_and_metadata: OffsetAndMetadata,
+    /// The committed offset before this commit, for the offsets-committed statistic.
+    pub previous: Option<i64>,
+}
+
+/// What to write to the offset store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitPlan {
+    /// Entries to commit.
+    pub entries: Vec<CommitEntry>,
+    /// Partitions whose acked set exceeded the budget: committed at the bare commit point
+    /// (safe; those acked offsets will be processed again). Only if admission was bypassed.
+    pub over_budget: Vec<TopicPartition>,
+}
+
+impl CommitPlan {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Offset tracking for all assigned partitions; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct OffsetTracker {
+    config: TrackerConfig,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Mutex<Slot>>>>,
+    stats: Mutex<StatsRecorder>,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new(config: TrackerConfig) -> Result<Self, TrackerError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            stats: Mutex::new(StatsRecorder::default()),
+        })
+    }
+
+    fn slot(&self, tp: &TopicPartition) -> Option<Arc<Mutex<Slot>>> {
+        self.partitions.read().get(tp).cloned()
+    }
+
+    fn insert(&self, tp: TopicPartition, generation: Generation, tracker: PartitionTracker) {
+        self.partitions.write().insert(
+            tp,
+            Arc::new(Mutex::new(Slot {
+                generation,
+                tracker,
+            })),
+        );
+    }
+
+    /// Assigns `tp` under `generation`, restoring from its committed offset and metadata.
+    /// Replaces any previous assignment (whose acks then become stale).
+    pub fn assign_committed(
+        &self,
+        tp: TopicPartition,
+        generation: Generation,
+        committed: &OffsetAndMetadata,
+    ) -> Result<(), TrackerError> {
+        let tracker = PartitionTracker::restore(committed, self.config)?;
+        self.insert(tp, generation, tracker);
+        Ok(())
+    }
+
+    /// Assigns `tp` under `generation`, starting at `start` with nothing committed (`start` is
+    /// typically resolved by a [`crate::reset::ResetPolicy`]).
+    pub fn assign_at(
+        &self,
+        tp: TopicPartition,
+        generation: Generation,
+        start: i64,
+    ) -> Result<(), TrackerError> {
+        let tracker = PartitionTracker::new(start, self.config)?;
+        self.insert(tp, generation, tracker);
+        Ok(())
+    }
+
+    /// Revokes `tp`, returning its final state (e.g. to commit it before handing it over).
+    pub fn revoke(&self, tp: &TopicPartition) -> Option<PartitionTracker> {
+        let slot = self.partitions.write().remove(tp)?;
+        let slot = slot.lock();
+        Some(slot.tracker.clone())
+    }
+
+    /// Assigned partitions, sorted.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<_> = self.partitions.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Generation `tp` is assigned under.
+    pub fn generation(&self, tp: &TopicPartition) -> Option<Generation> {
+        self.slot(tp).map(|s| s.lock().generation)
+    }
+
+    /// Runs `f` on `tp`'s single-threaded tracker.
+    pub fn with_partition<R>(
+        &self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut PartitionTracker) -> R,
+    ) -> Option<R> {
+        let slot = self.slot(tp)?;
+        let mut slot = slot.lock();
+        Some(f(&mut slot.tracker))
+    }
+
+    /// Records a hand-out at `now_ms`; returns the generation the ack must carry.
+    pub fn hand_out(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<Generation, TrackerError> {
+        let slot = self
+            .slot(tp)
+            .ok_or_else(|| TrackerError::NotAssigned(tp.to_string()))?;
+        let mut slot = slot.lock();
+        slot.tracker.hand_out(offset, now_ms)?;
+        Ok(slot.generation)
+    }
+
+    /// Acknowledges `offset` handed out under `generation`. Acks for revoked partitions or
+    /// other generations return [`AckOutcome::Stale`] and are counted, never applied.
+    pub fn ack(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        generation: Generation,
+    ) -> Result<AckOutcome, TrackerError> {
+        let Some(slot) = self.slot(tp) else {
+            self.stats.lock().stale_acks(1);
+            return Ok(AckOutcome::Stale);
+        };
+        let mut slot = slot.lock();
+        if slot.generation != generation {
+            drop(slot);
+            self.stats.lock().stale_acks(1);
+            return Ok(AckOutcome::Stale);
+        }
+        slot.tracker.ack(offset)
+    }
+
+    /// Whether `offset` still needs processing; false for done offsets and unassigned partitions.
+    pub fn should_process(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.with_partition(tp, |t| t.should_process(offset))
+            .unwrap_or(false)
+    }
+
+    /// Admission control: may `offset` be handed out now? False for unassigned partitions.
+    pub fn admit(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.with_partition(tp, |t| t.admit(offset))
+            .unwrap_or(false)
+    }
+
+    /// Admission control for the next offset in sequence.
+    pub fn can_hand_out(&self, tp: &TopicPartition) -> bool {
+        self.with_partition(tp, |t| t.can_hand_out())
+            .unwrap_or(false)
+    }
+
+    /// Current commit point of `tp`.
+    pub fn commit_point(&self, tp: &TopicPartition) -> Option<i64> {
+        self.with_partition(tp, |t| t.commit_point())
+    }
+
+    fn slots(&self) -> Vec<(TopicPartition, Arc<Mutex<Slot>>)> {
+        let mut v: Vec<_> = self
+            .partitions
+            .read()
+            .iter()
+            .map(|(tp, s)| (tp.clone(), Arc::clone(s)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn plan(&self, now_ms: i64, all: bool) -> CommitPlan {
+        let mut plan = CommitPlan::default();
+        for (tp, slot) in self.slots() {
+            let mut slot = slot.lock();
+            let generation = slot.generation;
+            let t = &mut slot.tracker;
+            if !all && !t.needs_commit() {
+                continue;
+            }
+            let previous = t.committed();
+            let oam = match t.commit_candidate(now_ms) {
+                Ok(oam) => oam,
+                Err(TrackerError::Encode(EncodeError::OverBudget { .. })) => {
+                    plan.over_budget.push(tp.clone());
+                    OffsetAndMetadata::new(t.commit_point(), now_ms)
+                }
+                // commit_candidate fails only on the budget.
+                Err(_) => continue,
+            };
+            if !all {
+                // Clean until new acks arrive; a failed commit marks it dirty again.
+                let _ = t.take_commit(now_ms);
+            }
+            plan.entries.push(CommitEntry {
+                tp,
+                generation,
+                offset_and_metadata: oam,
+                previous,
+            });
+        }
+        let mut stats = self.stats.lock();
+        for _ in &plan.over_budget {
+            stats.over_budget();
+        }
+        plan
+    }
+
+    /// What to commit now: every partition whose position changed since its last commit.
+    pub fn prepare_commit(&self, now_ms: i64) -> CommitPlan {
+        let plan = self.plan(now_ms, false);
+        self.commit_started(&plan);
+        plan
+    }
+
+    /// Every assigned partition's current position: the snapshot a checkpoint barrier commits.
+    /// Not counted as an attempt; call [`commit_started`](Self::commit_started) when it is
+    /// actually committed.
+    pub fn snapshot(&self, now_ms: i64) -> CommitPlan {
+        self.plan(now_ms, true)
+    }
+
+    /// Counts `plan` as a commit attempt (done by [`prepare_commit`](Self::prepare_commit)).
+    pub fn commit_started(&self, plan: &CommitPlan) {
+        if !plan.is_empty() {
+            self.stats.lock().attempted();
+        }
+    }
+
+    /// Records the outcome of committing `plan`, which took `duration_ms`, finishing at `now_ms`.
+    pub fn commit_finished(&self, plan: &CommitPlan, ok: bool, now_ms: i64, duration_ms: u64) {
+        let mut advanced = 0u64;
+        for e in &plan.entries {
+            let Some(slot) = self.slot(&e.tp) else {
+                continue;
+            };
+            let mut slot = slot.lock();
+            if slot.generation != e.generation {
+                continue;
+            }
+            let Some(offset) = e.offset_and_metadata.offset() else {
+                continue;
+            };
+            if ok {
+                let before = slot.tracker.committed().or(e.previous);
+                if let Some(b) = before {
+                    advanced += offset.saturating_sub(b).max(0) as u64;
+                }
+                slot.tracker.commit_succeeded(offset);
+            } else {
+                slot.tracker.commit_failed();
+            }
+        }
+        self.stats
+            .lock()
+            .finished(ok, advanced, now_ms, duration_ms);
+    }
+
+    /// Lag per assigned partition given each partition's high watermark (partitions without one
+    /// are left out), at `now_ms`.
+    pub fn lag(
+        &self,
+        high_watermark: impl Fn(&TopicPartition) -> Option<i64>,
+        now_ms: i64,
+    ) -> LagReport {
+        let mut parts = Vec::new();
+        for (tp, slot) in self.slots() {
+            let Some(hw) = high_watermark(&tp) else {
+                continue;
+            };
+            let slot = slot.lock();
+            let t = &slot.tracker;
+            parts.push(PartitionLag::new(
+                tp,
+                hw,
+                t.commit_point(),
+                t.in_flight(),
+                t.oldest_unacked_age_ms(now_ms),
+            ));
+        }
+        LagReport::from_partitions(parts)
+    }
+
+    /// Commit statistics so far.
+    pub fn stats(&self) -> CommitStats {
+        self.stats.lock().snapshot()
+    }
+}
