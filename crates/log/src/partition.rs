@@ -1283,3 +1283,7 @@ fn seal_time_index(seg: &mut Segment, dir: &Path) -> Result<(), LogError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;
