@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every Waterline test on a fresh Debian machine with the Rust toolchain.
+# Installs what the tests need first (idempotent; skips what is already there):
+#   - Debian packages: kcat (real-client tests), PostgreSQL (store tests), build tools for librdkafka
+#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs) and pytest
+# Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
+# rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+command -v kcat >/dev/null 2>&1 || need_pkgs+=(kcat)
+command -v make >/dev/null 2>&1 || need_pkgs+=(make)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
+command -v perl >/dev/null 2>&1 || need_pkgs+=(perl)
+[ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}"
+fi
+
+VENV=$ROOT/.venv
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard' 2>/dev/null; then
+  log "creating Python venv with real Kafka clients in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r tests/clients/requirements.txt
+fi
+
+log "checking formatting"
+cargo fmt --all -- --check
+
+log "building"
+cargo build --workspace --all-targets --locked
+
+log "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "Rust tests (unit, integration, crash, rdkafka real-client)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+log "real-client tests: confluent-kafka, kafka-python, kcat against waterline serve"
+WATERLINE_BIN=$ROOT/target/debug/waterline "$VENV/bin/pytest" -q tests/clients

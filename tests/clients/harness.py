@@ -1,0 +1,107 @@
+"""Start and stop `waterline serve` processes for the real-client tests.
+
+Every broker listens on 127.0.0.1 port 0 (the kernel picks a free port) and the harness reads the
+bound address from the broker's ready line, so tests never collide on ports. Brokers are always
+stopped (SIGTERM, then SIGKILL) when the test ends.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+READY = re.compile(r"^waterline: ready on (\S+) ")
+
+
+def waterline_bin() -> str:
+    path = os.environ.get("WATERLINE_BIN")
+    if path:
+        return path
+    root = Path(__file__).resolve().parents[2]
+    return str(root / "target" / "debug" / "waterline")
+
+
+class Broker:
+    """One `waterline serve` process on a data dir that outlives restarts."""
+
+    def __init__(self, data_dir, extra_args=()):
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.bootstrap = None
+        self.stderr_lines = []
+
+    def start(self, timeout=30.0):
+        assert self.proc is None, "broker already running"
+        args = [
+            waterline_bin(),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            *self.extra_args,
+        ]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        # Drain stderr continuously so the broker never blocks on a full pipe.
+        lines = self.stderr_lines
+        proc = self.proc
+        threading.Thread(
+            target=lambda: [lines.append(line) for line in proc.stderr], daemon=True
+        ).start()
+        deadline = time.monotonic() + timeout
+        ready = {}
+
+        def read_ready():
+            for line in proc.stdout:
+                m = READY.match(line)
+                if m:
+                    ready["addr"] = m.group(1)
+                    return
+
+        reader = threading.Thread(target=read_ready, daemon=True)
+        reader.start()
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if "addr" not in ready:
+            self.kill()
+            raise RuntimeError(
+                "broker did not become ready; stderr:\n" + "".join(self.stderr_lines[-50:])
+            )
+        self.bootstrap = ready["addr"]
+        return self.bootstrap
+
+    def kill(self):
+        """SIGKILL: no flush, no clean shutdown marker."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self, timeout=30.0):
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise
+        self.proc = None
+        return code
+
+    def stderr_text(self):
+        return "".join(self.stderr_lines)
