@@ -902,3 +902,121 @@ mod tests {
         assert!(t.needs_commit());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Applies hand-outs of `0..n` (minus `gaps`) and acks in `order`, checking the incremental
+    /// statistics against a full re-encode after every step.
+    fn run(n: i64, gaps: &[bool], order: &[usize]) -> PartitionTracker {
+        let mut t = PartitionTracker::new(0, TrackerConfig::default()).unwrap();
+        let mut handed = Vec::new();
+        for o in 0..n {
+            if gaps.get(o as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            t.hand_out(o, o).unwrap();
+            handed.push(o);
+            t.check_invariants();
+        }
+        let mut pending = handed;
+        for &i in order {
+            if pending.is_empty() {
+                break;
+            }
+            let o = pending.swap_remove(i % pending.len());
+            t.ack(o).unwrap();
+            t.check_invariants();
+            assert!(t.worst_case_encoded_len() >= t.encoded_len());
+        }
+        t
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_sizes_are_exact(
+            n in 1i64..600,
+            gaps in proptest::collection::vec(proptest::bool::weighted(0.05), 600),
+            order in proptest::collection::vec(any::<usize>(), 0..600),
+        ) {
+            let t = run(n, &gaps, &order);
+            let set = t.acked_set();
+            prop_assert_eq!(set.encode_bytes().len(), t.encoded_len());
+            prop_assert_eq!(set.encode_string().len(), t.metadata_len());
+            // Commit point = lowest unacked handed-out offset.
+            prop_assert!(t.should_process(t.commit_point()) || t.in_flight() == 0);
+        }
+
+        /// The admission bound covers every subset of in-flight offsets being acked later,
+        /// including the commit point (which shifts the base).
+        #[test]
+        fn worst_case_bound_covers_every_future(
+            start in prop_oneof![Just(0i64), Just(120), Just(16_380), Just(2_097_140)],
+            n in 2usize..13,
+            pre in proptest::collection::vec(any::<bool>(), 13),
+        ) {
+            let mut t = PartitionTracker::new(start, TrackerConfig::default()).unwrap();
+            for o in start..start + n as i64 {
+                t.hand_out(o, 0).unwrap();
+            }
+            for i in 1..n {
+                if pre[i] {
+                    t.ack(start + i as i64).unwrap();
+                }
+            }
+            let bound = t.worst_case_encoded_len();
+            let inflight: Vec<i64> =
+                (start..start + n as i64).filter(|&o| t.should_process(o)).collect();
+            for mask in 0u32..(1 << inflight.len()) {
+                let mut u = t.clone();
+                for (j, &o) in inflight.iter().enumerate() {
+                    if mask & (1 << j) != 0 {
+                        u.ack(o).unwrap();
+                    }
+                }
+                prop_assert!(u.encoded_len() <= bound, "{} > {}", u.encoded_len(), bound);
+            }
+        }
+
+        /// Long runs: the bound is also checked against random futures on larger windows.
+        #[test]
+        fn worst_case_bound_random_futures(
+            n in 100i64..3000,
+            density in 0.0f64..1.0,
+            seed in any::<u64>(),
+        ) {
+            use rand::{Rng, SeedableRng, rngs::StdRng};
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut t = PartitionTracker::new(0, TrackerConfig::default()).unwrap();
+            for o in 0..n {
+                t.hand_out(o, 0).unwrap();
+            }
+            for o in 1..n {
+                if rng.random_bool(density) {
+                    t.ack(o).unwrap();
+                }
+            }
+            let bound = t.worst_case_encoded_len();
+            for _ in 0..4 {
+                let mut u = t.clone();
+                let p = rng.random_range(0.0..1.0);
+                for o in 0..n {
+                    if u.should_process(o) && o >= u.commit_point() && rng.random_bool(p) {
+                        u.ack(o).unwrap();
+                    }
+                }
+                prop_assert!(u.encoded_len() <= bound);
+            }
+            // Alternating is the worst pattern for run-length.
+            let mut u = t.clone();
+            for o in (1..n).step_by(2) {
+                if u.should_process(o) {
+                    u.ack(o).unwrap();
+                }
+            }
+            prop_assert!(u.encoded_len() <= bound);
+        }
+    }
+}

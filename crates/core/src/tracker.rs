@@ -277,6 +277,9 @@ impl OffsetTracker {
 
     /// Records the outcome of committing `plan`, which took `duration_ms`, finishing at `now_ms`.
     pub fn commit_finished(&self, plan: &CommitPlan, ok: bool, now_ms: i64, duration_ms: u64) {
+        if plan.is_empty() {
+            return;
+        }
         let mut advanced = 0u64;
         for e in &plan.entries {
             let Some(slot) = self.slot(&e.tp) else {
