@@ -12,18 +12,51 @@ fn heartbeat_answers() {
     let (a, b) = (joined[0].member_id.clone(), joined[1].member_id.clone());
     let table: Vec<(&str, &str, &str, i32, Option<GroupError>)> = vec![
         ("stable member", "g", &a, 1, None),
-        ("old generation", "g", &a, 0, Some(GroupError::IllegalGeneration)),
-        ("future generation", "g", &b, 2, Some(GroupError::IllegalGeneration)),
-        ("unknown member", "g", "ghost", 1, Some(GroupError::UnknownMemberId)),
-        ("unknown group", "other", &a, 1, Some(GroupError::UnknownMemberId)),
-        ("empty group id", "", &a, 1, Some(GroupError::InvalidGroupId)),
+        (
+            "old generation",
+            "g",
+            &a,
+            0,
+            Some(GroupError::IllegalGeneration),
+        ),
+        (
+            "future generation",
+            "g",
+            &b,
+            2,
+            Some(GroupError::IllegalGeneration),
+        ),
+        (
+            "unknown member",
+            "g",
+            "ghost",
+            1,
+            Some(GroupError::UnknownMemberId),
+        ),
+        (
+            "unknown group",
+            "other",
+            &a,
+            1,
+            Some(GroupError::UnknownMemberId),
+        ),
+        (
+            "empty group id",
+            "",
+            &a,
+            1,
+            Some(GroupError::InvalidGroupId),
+        ),
     ];
     for (name, group, member, generation, want) in table {
         assert_eq!(h.heartbeat(group, member, generation), want, "{name}");
     }
     // A newcomer starts a rebalance: members learn of it from their heartbeat.
     let newcomer = h.join(join_req("g", ""));
-    assert_eq!(h.heartbeat("g", &b, 1), Some(GroupError::RebalanceInProgress));
+    assert_eq!(
+        h.heartbeat("g", &b, 1),
+        Some(GroupError::RebalanceInProgress)
+    );
     let ra = h.join(join_req("g", &a));
     let rb = h.join(join_req("g", &b));
     let (ja, _jn, _jb) = (h.joined(ra), h.joined(newcomer), h.joined(rb));
@@ -57,7 +90,10 @@ fn single_leave_rebalances_the_rest() {
     let again = h.join(join_req("g", &joined[0].member_id));
     let j = h.joined(again);
     assert_eq!(j.generation, 2);
-    assert_eq!(h.c.group("g").expect("group").members, vec![joined[0].member_id.clone()]);
+    assert_eq!(
+        h.c.group("g").expect("group").members,
+        vec![joined[0].member_id.clone()]
+    );
 }
 
 #[test]
@@ -116,11 +152,20 @@ fn leave_with_wrong_instance_is_fenced_and_unknown_group_reports_members() {
     let (a, b) = (h.joined(a), h.joined(b));
     let r = h.leave("g", &[(&a.member_id, Some("i-b"))]);
     assert_eq!(r.members[0].error, Some(GroupError::FencedInstanceId));
-    assert!(h.c.group("g").expect("group").members.contains(&b.member_id));
+    assert!(
+        h.c.group("g")
+            .expect("group")
+            .members
+            .contains(&b.member_id)
+    );
 
     let r = h.leave("unknown", &[("x", None), ("y", None)]);
     assert_eq!(r.error, None);
-    assert!(r.members.iter().all(|m| m.error == Some(GroupError::UnknownMemberId)));
+    assert!(
+        r.members
+            .iter()
+            .all(|m| m.error == Some(GroupError::UnknownMemberId))
+    );
     let r = h.leave("", &[("x", None)]);
     assert_eq!(r.error, Some(GroupError::InvalidGroupId));
 }

@@ -10,7 +10,10 @@ use waterline_coordinator::*;
 fn first_member_becomes_leader_of_generation_one() {
     let mut h = Harness::default();
     let id = h.join(join_req("g", ""));
-    assert!(h.join_response(id).is_none(), "join is parked until the round closes");
+    assert!(
+        h.join_response(id).is_none(),
+        "join is parked until the round closes"
+    );
     assert_eq!(h.state("g"), GroupState::PreparingRebalance);
     h.advance(0);
     let r = h.join_response(id).expect("answered").clone();
@@ -40,7 +43,11 @@ fn three_members_join_in_one_round() {
         .iter()
         .map(|&id| h.join_response(id).map_or(0, |r| r.members.len()))
         .collect();
-    assert_eq!(members_seen, vec![3, 0, 0], "only the leader gets the member list");
+    assert_eq!(
+        members_seen,
+        vec![3, 0, 0],
+        "only the leader gets the member list"
+    );
     let view = h.c.group("g").expect("group");
     assert_eq!(view.members.len(), 3);
     assert_eq!(view.leader.as_ref(), Some(leader));
@@ -84,10 +91,26 @@ fn sync_errors() {
     let m = &joined[1].member_id;
     let table: Vec<(&str, SyncGroupRequest, Option<GroupError>)> = vec![
         ("ok", sync_req("g", m, 1), None),
-        ("unknown group", sync_req("nope", m, 1), Some(GroupError::UnknownMemberId)),
-        ("empty group id", sync_req("", m, 1), Some(GroupError::InvalidGroupId)),
-        ("unknown member", sync_req("g", "ghost", 1), Some(GroupError::UnknownMemberId)),
-        ("old generation", sync_req("g", m, 0), Some(GroupError::IllegalGeneration)),
+        (
+            "unknown group",
+            sync_req("nope", m, 1),
+            Some(GroupError::UnknownMemberId),
+        ),
+        (
+            "empty group id",
+            sync_req("", m, 1),
+            Some(GroupError::InvalidGroupId),
+        ),
+        (
+            "unknown member",
+            sync_req("g", "ghost", 1),
+            Some(GroupError::UnknownMemberId),
+        ),
+        (
+            "old generation",
+            sync_req("g", m, 0),
+            Some(GroupError::IllegalGeneration),
+        ),
         (
             "wrong protocol",
             SyncGroupRequest {
@@ -202,7 +225,10 @@ fn protocol_selection_and_inconsistent_protocols() {
     h.advance(0);
     // Only roundrobin is supported by all three.
     assert_eq!(
-        h.join_response(ids[0]).expect("answered").protocol_name.as_deref(),
+        h.join_response(ids[0])
+            .expect("answered")
+            .protocol_name
+            .as_deref(),
         Some("roundrobin")
     );
 
@@ -232,10 +258,17 @@ fn protocol_selection_and_inconsistent_protocols() {
     for (name, req) in table {
         let id = h.join(req);
         let r = h.join_response(id).expect(name);
-        assert_eq!(r.error, Some(GroupError::InconsistentGroupProtocol), "{name}");
+        assert_eq!(
+            r.error,
+            Some(GroupError::InconsistentGroupProtocol),
+            "{name}"
+        );
         assert_eq!(r.generation_id, -1, "{name}");
     }
-    assert!(h.c.group("g2").is_none(), "a failed first join leaves no group behind");
+    assert!(
+        h.c.group("g2").is_none(),
+        "a failed first join leaves no group behind"
+    );
 }
 
 #[test]
@@ -247,7 +280,11 @@ fn join_validation_errors() {
         ..test_config()
     });
     let table: Vec<(&str, JoinGroupRequest, GroupError)> = vec![
-        ("empty group id", join_req("", ""), GroupError::InvalidGroupId),
+        (
+            "empty group id",
+            join_req("", ""),
+            GroupError::InvalidGroupId,
+        ),
         (
             "session too short",
             JoinGroupRequest {
@@ -272,7 +309,11 @@ fn join_validation_errors() {
             },
             GroupError::InvalidSessionTimeout,
         ),
-        ("known id, unknown group", join_req("nope", "m-1"), GroupError::UnknownMemberId),
+        (
+            "known id, unknown group",
+            join_req("nope", "m-1"),
+            GroupError::UnknownMemberId,
+        ),
     ];
     for (name, req, want) in table {
         let id = h.join(req);
@@ -330,7 +371,11 @@ fn pending_member_blocks_round_until_it_joins_or_expires() {
     let mut req = join_req("g", "");
     req.require_known_member_id = true;
     let pending = h.join(req);
-    let issued = h.join_response(pending).expect("answered").member_id.clone();
+    let issued = h
+        .join_response(pending)
+        .expect("answered")
+        .member_id
+        .clone();
     // The leader rejoins; the round waits for the pending member too.
     let l = h.join(join_req("g", &joined[0].member_id));
     assert!(h.join_response(l).is_none());
@@ -350,7 +395,9 @@ fn retried_join_answers_the_superseded_one() {
     let first = h.join(join_req("g", &joined[0].member_id));
     let retry = h.join(join_req("g", &joined[0].member_id));
     assert_eq!(
-        h.join_response(first).expect("superseded request answered").error,
+        h.join_response(first)
+            .expect("superseded request answered")
+            .error,
         Some(GroupError::RebalanceInProgress)
     );
     assert!(h.join_response(retry).is_none());

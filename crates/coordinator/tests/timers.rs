@@ -21,7 +21,10 @@ fn session_timeout_evicts_a_member_and_rebalances() {
     // b is gone; a learns of the rebalance from its next heartbeat and rejoins alone.
     assert_eq!(h.state("g"), GroupState::PreparingRebalance);
     assert_eq!(h.heartbeat("g", b, 1), Some(GroupError::UnknownMemberId));
-    assert_eq!(h.heartbeat("g", a, 1), Some(GroupError::RebalanceInProgress));
+    assert_eq!(
+        h.heartbeat("g", a, 1),
+        Some(GroupError::RebalanceInProgress)
+    );
     let r = h.join(join_req("g", a));
     assert_eq!(h.joined(r).generation, 2);
     assert_eq!(h.c.group("g").expect("group").members, vec![a.clone()]);
@@ -83,13 +86,20 @@ fn timers_are_reported_and_next_deadline_tracks_them() {
 fn rebalance_timeout_removes_members_that_did_not_rejoin() {
     let mut h = Harness::default();
     let joined = h.stable_group("g", 3);
-    let (a, b, c) = (&joined[0].member_id, &joined[1].member_id, &joined[2].member_id);
+    let (a, b, c) = (
+        &joined[0].member_id,
+        &joined[1].member_id,
+        &joined[2].member_id,
+    );
     let ra = h.join(join_req("g", a));
     let rb = h.join(join_req("g", b));
     // c keeps heartbeating but never rejoins.
     for _ in 0..3 {
         h.advance(SESSION - 1);
-        assert_eq!(h.heartbeat("g", c, 1), Some(GroupError::RebalanceInProgress));
+        assert_eq!(
+            h.heartbeat("g", c, 1),
+            Some(GroupError::RebalanceInProgress)
+        );
     }
     assert!(h.join_response(ra).is_none());
     h.advance(REBALANCE - 3 * (SESSION - 1));
@@ -185,7 +195,10 @@ fn initial_rebalance_delay_waits_then_extends_per_new_member() {
     req.rebalance_timeout_ms = 7_000;
     let a = h.join(req.clone());
     h.advance(2_999);
-    assert!(h.join_response(a).is_none(), "still inside the initial delay");
+    assert!(
+        h.join_response(a).is_none(),
+        "still inside the initial delay"
+    );
     let b = h.join(req.clone());
     h.advance(1);
     // A member arrived during the delay: it is extended by another 3000 ms.
@@ -243,7 +256,10 @@ fn only_static_members_not_rejoining_keep_the_round_open_until_their_sessions_ex
         .expect("dynamic member")
         .clone();
     h.leave("g", &[(&d_id, None)]);
-    assert_eq!(h.join_response(d).map(|r| r.error), Some(Some(GroupError::UnknownMemberId)));
+    assert_eq!(
+        h.join_response(d).map(|r| r.error),
+        Some(Some(GroupError::UnknownMemberId))
+    );
     // Now only the static member remains, heartbeating but not rejoining. Static members are
     // kept through a round they miss, so the round cannot close and stays open past the
     // rebalance timeout...

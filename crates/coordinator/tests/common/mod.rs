@@ -149,7 +149,12 @@ impl Harness {
         }
     }
 
-    pub fn heartbeat(&mut self, group: &str, member_id: &str, generation: i32) -> Option<GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Option<GroupError> {
         self.heartbeat_as(group, member_id, None, generation)
     }
 
