@@ -7,7 +7,11 @@
 
 pub mod client;
 pub mod codes;
+pub mod csvio;
 pub mod error;
+pub mod files;
+pub mod lag;
+pub mod reset;
 pub mod timefmt;
 
 pub use error::{ClientError, CsvError, FileError, PlanError, TimeParseError};
