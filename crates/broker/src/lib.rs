@@ -1,1 +1,26 @@
 //! waterline serve: a single-node server speaking the Kafka wire protocol over the Waterline log.
+//!
+//! Layout: [`config`] (settings), [`server`] (TCP, connections, shutdown), [`codec`] (frame
+//! decoding that never panics, response encoding), [`guard`] (pre-decode bounds checks),
+//! [`handlers`] (one module per Kafka API), [`topics`] (registry and on-disk layout),
+//! [`partition`] (a log behind a mutex plus its high-watermark channel), [`sync`] (group commit),
+//! [`producer_ids`] (durable producer-id allocation).
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod guard;
+pub mod handlers;
+pub mod partition;
+pub mod producer_ids;
+pub mod server;
+pub mod state;
+pub mod sync;
+pub mod topics;
+
+pub use codec::{decode_request, encode_response};
+pub use config::{BrokerConfig, FsyncPolicy};
+pub use error::{BrokerError, ConfigError, ProtocolError};
+pub use server::{Broker, RunningBroker};
+pub use state::{BrokerState, SharedState};

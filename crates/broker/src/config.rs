@@ -1,0 +1,187 @@
+//! Broker settings: defaults, TOML parsing and the fsync policy.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// When appended data is fsynced relative to acknowledging a produce request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// acks=1/-1 produce requests are answered only once an fsync covering their batches has
+    /// completed. Concurrent producers share fsyncs (group commit), so nothing acknowledged is
+    /// lost on power failure.
+    #[default]
+    Always,
+    /// Produce requests are answered right after the append; a background task fsyncs dirty
+    /// partitions every `ms` milliseconds. A crash can lose up to `ms` of acknowledged writes.
+    /// Consumers still only see data below the high watermark, which only covers synced data.
+    Interval {
+        /// Milliseconds between background fsyncs (at least 1).
+        ms: u64,
+    },
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = ConfigError;
+
+    /// Parses `always` or `interval:MS`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "always" {
+            return Ok(FsyncPolicy::Always);
+        }
+        if let Some(ms) = s.strip_prefix("interval:")
+            && let Ok(ms) = ms.parse::<u64>()
+            && ms > 0
+        {
+            return Ok(FsyncPolicy::Interval { ms });
+        }
+        Err(ConfigError::Invalid(format!(
+            "fsync: `{s}`: expected `always` or `interval:MS` with MS >= 1"
+        )))
+    }
+}
+
+impl<'de> Deserialize<'de> for FsyncPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything `waterline serve` can be told. Unknown keys in TOML are rejected.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Directory holding topics, producer-id state and the lock file.
+    pub data_dir: PathBuf,
+    /// Address to accept Kafka connections on (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// `host:port` clients are told to connect to; default: the actual bound address.
+    pub advertised: Option<String>,
+    /// Create unknown topics when a Metadata or Produce request names them.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics (and of CreateTopics with -1 partitions).
+    pub default_partitions: i32,
+    /// Roll the active segment when it would exceed this many bytes.
+    pub segment_bytes: u64,
+    /// Roll the active segment when it is older than this many milliseconds.
+    pub segment_ms: Option<i64>,
+    /// Delete whole segments older than this many milliseconds.
+    pub retention_ms: Option<i64>,
+    /// Delete oldest whole segments while a partition holds more than this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// When produced data is fsynced (see [`FsyncPolicy`]).
+    pub fsync: FsyncPolicy,
+    /// Largest request frame accepted (Kafka `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Largest record batch accepted (Kafka `message.max.bytes`).
+    pub max_message_bytes: usize,
+    /// Milliseconds between retention checks.
+    pub retention_check_ms: u64,
+}
+
+/// Kafka's default `log.segment.bytes`.
+const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+/// Seven days, Kafka's default `log.retention.ms` and `log.roll.ms`.
+const SEVEN_DAYS_MS: i64 = 7 * 24 * 3600 * 1000;
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./waterline-data"),
+            listen: "127.0.0.1:9092".to_string(),
+            advertised: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: Some(SEVEN_DAYS_MS),
+            retention_ms: Some(SEVEN_DAYS_MS),
+            retention_bytes: None,
+            fsync: FsyncPolicy::Always,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024 + 12,
+            retention_check_ms: 60_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a TOML document (keys as the field names) over the defaults, then validates it.
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let config: BrokerConfig =
+            toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks value ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.default_partitions < 1 {
+            return bad("default_partitions must be at least 1");
+        }
+        if self.segment_bytes < 1024 {
+            return bad("segment_bytes must be at least 1024");
+        }
+        // A frame must at least hold a request header; i32 is the wire's length type.
+        if self.max_frame_bytes < 64 || self.max_frame_bytes > i32::MAX as usize {
+            return bad("max_frame_bytes must be between 64 and 2147483647");
+        }
+        if self.max_message_bytes < 128 || self.max_message_bytes > i32::MAX as usize {
+            return bad("max_message_bytes must be between 128 and 2147483647");
+        }
+        if matches!(self.fsync, FsyncPolicy::Interval { ms: 0 }) {
+            return bad("fsync interval must be at least 1 ms");
+        }
+        if self.retention_check_ms == 0 {
+            return bad("retention_check_ms must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = BrokerConfig::from_toml_str("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(c.data_dir, PathBuf::from("./waterline-data"));
+        assert!(c.auto_create_topics);
+        assert_eq!(c.default_partitions, 1);
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(c.max_frame_bytes, 104_857_600);
+        assert_eq!(c.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn toml_overrides_and_fsync_forms() {
+        let c = BrokerConfig::from_toml_str(
+            "listen = \"0.0.0.0:1\"\nfsync = \"interval:250\"\ndefault_partitions = 3\nretention_bytes = 10",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:1");
+        assert_eq!(c.fsync, FsyncPolicy::Interval { ms: 250 });
+        assert_eq!(c.default_partitions, 3);
+        assert_eq!(c.retention_bytes, Some(10));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        for bad in [
+            "nope = 1",
+            "fsync = \"sometimes\"",
+            "fsync = \"interval:0\"",
+            "default_partitions = 0",
+            "max_frame_bytes = 3",
+            "listen = 5",
+        ] {
+            assert!(BrokerConfig::from_toml_str(bad).is_err(), "{bad}");
+        }
+    }
+}

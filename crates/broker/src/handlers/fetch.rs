@@ -1,0 +1,227 @@
+//! Fetch (1): whole stored batches below the high watermark, with a min_bytes/max_wait long poll
+//! that waits on the partitions' high-watermark channels (not blocking the connection: requests
+//! are dispatched concurrently, see server.rs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, RequestHeader};
+use tokio::time::Instant;
+use waterline_log::LogError;
+
+use crate::partition::Partition;
+use crate::state::SharedState;
+
+/// Upper bound on a long poll, whatever the client asks for.
+const MAX_WAIT_MS: i32 = 300_000;
+
+/// One requested partition.
+struct Item {
+    partition: Option<Arc<Partition>>,
+    offset: i64,
+    max_bytes: i32,
+}
+
+/// What a read produced for one partition.
+#[derive(Clone)]
+struct ReadResult {
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+impl ReadResult {
+    fn error(code: i16) -> Self {
+        ReadResult {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        }
+    }
+}
+
+fn read_one(p: &Partition, offset: i64, limit: usize) -> ReadResult {
+    p.with_log(|log| {
+        let start = log.log_start_offset();
+        let end = log.log_end_offset();
+        let hw = log.high_watermark();
+        if offset < start || offset > end {
+            return ReadResult::error(ResponseError::OffsetOutOfRange.code());
+        }
+        let mut r = ReadResult {
+            error_code: 0,
+            high_watermark: hw,
+            log_start_offset: start,
+            records: Bytes::new(),
+        };
+        if offset < hw {
+            match log.read(offset, limit, hw) {
+                Ok(b) => r.records = b,
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    return ReadResult::error(ResponseError::OffsetOutOfRange.code());
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fetch read failed");
+                    return ReadResult::error(ResponseError::KafkaStorageError.code());
+                }
+            }
+        }
+        r
+    })
+    .unwrap_or_else(|| ReadResult::error(ResponseError::UnknownTopicOrPartition.code()))
+}
+
+/// Reads every item within the response budget. Blocking (file reads).
+fn read_all(items: &[Item], max_bytes: usize) -> Vec<ReadResult> {
+    let mut remaining = max_bytes;
+    let mut have_data = false;
+    items
+        .iter()
+        .map(|it| {
+            let Some(p) = &it.partition else {
+                return ReadResult::error(ResponseError::UnknownTopicOrPartition.code());
+            };
+            if have_data && remaining == 0 {
+                return read_meta_only(p, it.offset);
+            }
+            let limit = (it.max_bytes.max(0) as usize).min(remaining);
+            let mut r = read_one(p, it.offset, limit);
+            if !r.records.is_empty() {
+                // Only the first partition with data may exceed the budget (one whole batch),
+                // as in Kafka; later ones are left for the next fetch.
+                if have_data && r.records.len() > limit {
+                    r.records = Bytes::new();
+                }
+                remaining = remaining.saturating_sub(r.records.len());
+                have_data |= !r.records.is_empty();
+            }
+            r
+        })
+        .collect()
+}
+
+fn read_meta_only(p: &Partition, offset: i64) -> ReadResult {
+    let mut r = read_one(p, offset, 0);
+    r.records = Bytes::new();
+    r
+}
+
+/// Handles a decoded fetch request (v4-12).
+pub async fn handle(
+    state: &SharedState,
+    _header: &RequestHeader,
+    req: FetchRequest,
+) -> FetchResponse {
+    let mut resp = FetchResponse::default();
+    resp.session_id = 0;
+    if req.session_id != 0 && req.session_epoch > 0 {
+        // This broker never creates fetch sessions, so an incremental fetch cannot be valid.
+        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return resp;
+    }
+    let mut items = Vec::new();
+    let mut shape = Vec::new();
+    for t in &req.topics {
+        let topic = state.topics.get(&t.topic);
+        shape.push((
+            t.topic.clone(),
+            t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        ));
+        for p in &t.partitions {
+            let partition = topic
+                .as_ref()
+                .and_then(|tp| {
+                    usize::try_from(p.partition)
+                        .ok()
+                        .and_then(|i| tp.partitions.get(i))
+                })
+                .cloned();
+            items.push(Item {
+                partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            });
+        }
+    }
+    let max_bytes = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        i32::MAX as usize
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
+    let deadline = Instant::now() + max_wait;
+    let mut receivers: Vec<_> = items
+        .iter()
+        .filter_map(|it| it.partition.as_ref().map(|p| p.subscribe()))
+        .collect();
+
+    let items = Arc::new(items);
+    let results = loop {
+        for r in &mut receivers {
+            r.borrow_and_update();
+        }
+        let it = items.clone();
+        let results = match tokio::task::spawn_blocking(move || read_all(&it, max_bytes)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "fetch read task failed");
+                vec![ReadResult::error(ResponseError::UnknownServerError.code()); items.len()]
+            }
+        };
+        let total: usize = results.iter().map(|r| r.records.len()).sum();
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        if total >= min_bytes || any_error || Instant::now() >= deadline {
+            break results;
+        }
+        let changed = async {
+            if receivers.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                let futs = receivers.iter_mut().map(|r| Box::pin(r.changed()));
+                let _ = futures::future::select_all(futs).await;
+            }
+        };
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        if state.shutdown.is_cancelled() {
+            // One last read so the response reflects the current state, then return.
+            let it = items.clone();
+            break tokio::task::spawn_blocking(move || read_all(&it, max_bytes))
+                .await
+                .unwrap_or_default();
+        }
+    };
+
+    let mut results = results.into_iter();
+    for (topic, partitions) in shape {
+        let mut t = FetchableTopicResponse::default();
+        t.topic = topic;
+        for index in partitions {
+            let r = results
+                .next()
+                .unwrap_or_else(|| ReadResult::error(ResponseError::UnknownServerError.code()));
+            let mut pd = PartitionData::default();
+            pd.partition_index = index;
+            pd.error_code = r.error_code;
+            pd.high_watermark = r.high_watermark;
+            pd.last_stable_offset = r.high_watermark;
+            pd.log_start_offset = r.log_start_offset;
+            pd.aborted_transactions = Some(Vec::new());
+            pd.preferred_read_replica = BrokerId(-1);
+            // Never null: librdkafka rejects a MessageSetSize of -1.
+            pd.records = Some(r.records);
+            t.partitions.push(pd);
+        }
+        resp.responses.push(t);
+    }
+    resp
+}

@@ -1,0 +1,99 @@
+//! ListOffsets (2): -2 earliest (log start), -1 latest (high watermark), -3 max timestamp,
+//! -4 earliest local (= log start), or the first offset with a timestamp >= the one given.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+
+use crate::partition::Partition;
+use crate::state::SharedState;
+
+/// Special timestamps of ListOffsets.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (error code, timestamp, offset) for one partition. Blocking (may scan the log).
+fn lookup(p: &Partition, ts: i64) -> (i16, i64, i64) {
+    p.with_log(|log| {
+        let hw = log.high_watermark();
+        match ts {
+            LATEST => (0, -1, hw),
+            EARLIEST | EARLIEST_LOCAL => (0, -1, log.log_start_offset()),
+            MAX_TIMESTAMP => match log.max_timestamp() {
+                Some((t, o)) if o < hw => (0, t, o),
+                _ => (0, -1, -1),
+            },
+            // No tiered storage: nothing is tiered.
+            LATEST_TIERED => (0, -1, -1),
+            t if t < 0 => (ResponseError::InvalidRequest.code(), -1, -1),
+            t => match log.offset_for_timestamp(t) {
+                Ok(Some((o, found))) if o < hw => (0, found, o),
+                Ok(_) => (0, -1, -1),
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "timestamp lookup failed");
+                    (ResponseError::KafkaStorageError.code(), -1, -1)
+                }
+            },
+        }
+    })
+    .unwrap_or((ResponseError::UnknownTopicOrPartition.code(), -1, -1))
+}
+
+/// Handles a decoded ListOffsets request (v1+).
+pub async fn handle(
+    state: &SharedState,
+    _header: &RequestHeader,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut work: Vec<(Option<Arc<Partition>>, i32, i64)> = Vec::new();
+    let mut shape = Vec::new();
+    for t in &req.topics {
+        let topic = state.topics.get(&t.name);
+        shape.push((t.name.clone(), t.partitions.len()));
+        for p in &t.partitions {
+            let part = topic.as_ref().and_then(|tp| {
+                usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| tp.partitions.get(i).cloned())
+            });
+            work.push((part, p.partition_index, p.timestamp));
+        }
+    }
+    let answers = tokio::task::spawn_blocking(move || {
+        work.into_iter()
+            .map(|(p, index, ts)| {
+                let (code, t, o) = match p {
+                    Some(p) => lookup(&p, ts),
+                    None => (ResponseError::UnknownTopicOrPartition.code(), -1, -1),
+                };
+                (index, code, t, o)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut answers = answers.into_iter();
+    let mut resp = ListOffsetsResponse::default();
+    for (name, n) in shape {
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = name;
+        for (index, code, ts, offset) in answers.by_ref().take(n) {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = index;
+            pr.error_code = code;
+            pr.timestamp = ts;
+            pr.offset = offset;
+            pr.leader_epoch = if code == 0 { 0 } else { -1 };
+            t.partitions.push(pr);
+        }
+        resp.topics.push(t);
+    }
+    resp
+}

@@ -1,0 +1,424 @@
+//! The TCP server: listener, per-connection reader/writer, ordered responses, shutdown.
+//!
+//! Per connection, a reader task reads length-prefixed frames (refusing lengths <= 0, shorter
+//! than a request header, or above `max_frame_bytes` before allocating), decodes each and spawns
+//! its handler, so a long-polling Fetch does not hold up later requests. A writer task sends the
+//! responses strictly in arrival order: the reader queues one oneshot receiver per request and
+//! the writer awaits them in turn. A protocol error closes the connection after the responses
+//! already queued have been written.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{self, MIN_HEADER_BYTES};
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, ProtocolError};
+use crate::handlers::{self, api_versions, produce};
+use crate::producer_ids::ProducerIds;
+use crate::state::{BrokerState, SharedState};
+use crate::sync::SyncManager;
+use crate::topics::{TopicDefaults, Topics};
+
+/// Requests one connection may have in flight before the reader stops reading.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Builds the shared state: loads topics (recovering logs as needed), producer ids, and starts
+/// the sync thread. Blocking. Does not take the data-dir lock.
+pub fn build_state(
+    config: BrokerConfig,
+    advertised_host: String,
+    advertised_port: i32,
+) -> Result<BrokerState, BrokerError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| BrokerError::io("creating", &config.data_dir, e))?;
+    let storage: Arc<dyn waterline_log::Storage> = Arc::new(waterline_log::FsStorage::new());
+    let topics = Topics::load(
+        storage,
+        &config.data_dir,
+        TopicDefaults::from_config(&config),
+        BrokerState::now_ms(),
+    )?;
+    let producer_ids = ProducerIds::open(&config.data_dir)?;
+    let sync = SyncManager::start(config.fsync)
+        .map_err(|e| BrokerError::io("starting sync thread for", &config.data_dir, e))?;
+    Ok(BrokerState {
+        config,
+        advertised_host,
+        advertised_port,
+        topics,
+        producer_ids,
+        sync,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+/// Entry point of the broker.
+pub struct Broker;
+
+impl Broker {
+    /// Locks the data dir, loads topics, binds the listener and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        config.validate()?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| BrokerError::io("binding", &config.listen, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| BrokerError::io("binding", &config.listen, e))?;
+        let (host, port) = advertised(&config, local_addr)?;
+        let state = tokio::task::spawn_blocking(move || build_state(config, host, port))
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let state = Arc::new(state);
+        let tracker = TaskTracker::new();
+        let accept = tokio::spawn(accept_loop(state.clone(), listener, tracker.clone()));
+        let retention = tokio::spawn(retention_loop(state.clone()));
+        tracing::info!(%local_addr, advertised = %format!("{}:{}", state.advertised_host, state.advertised_port), "broker listening");
+        Ok(RunningBroker {
+            state,
+            local_addr,
+            accept,
+            retention,
+            tracker,
+            _lock: lock,
+        })
+    }
+}
+
+/// A started broker; stop it with [`RunningBroker::shutdown`].
+pub struct RunningBroker {
+    state: SharedState,
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+    retention: JoinHandle<()>,
+    tracker: TaskTracker,
+    /// Holds the data-dir lock until the broker is dropped.
+    _lock: File,
+}
+
+impl RunningBroker {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish (long polls return early), then syncs and
+    /// closes every partition log cleanly.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        self.state.shutdown.cancel();
+        let _ = self.accept.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        let _ = self.retention.await;
+        let state = self.state.clone();
+        let failed = tokio::task::spawn_blocking(move || {
+            state.sync.stop();
+            state.topics.close_all()
+        })
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))?;
+        if failed > 0 {
+            return Err(BrokerError::Task(format!(
+                "{failed} partition logs did not close cleanly"
+            )));
+        }
+        tracing::info!("broker stopped; all partition logs closed");
+        Ok(())
+    }
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
+    std::fs::create_dir_all(dir).map_err(|e| BrokerError::io("creating", dir, e))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::io("opening", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BrokerError::DataDirLocked(dir.to_path_buf()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(BrokerError::io("locking", &path, e)),
+    }
+}
+
+/// The host and port to advertise: the configured one, else the bound address (with a wildcard
+/// IP replaced by 127.0.0.1, which clients can reach; IPv4 because librdkafka may resolve
+/// `localhost` to ::1).
+fn advertised(config: &BrokerConfig, bound: SocketAddr) -> Result<(String, i32), BrokerError> {
+    if let Some(a) = &config.advertised {
+        let (host, port) = a
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                crate::error::ConfigError::Invalid(format!("advertised: `{a}` is not host:port"))
+            })?;
+        return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
+    }
+    let ip = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    Ok((ip, i32::from(bound.port())))
+}
+
+async fn accept_loop(state: SharedState, listener: TcpListener, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = state.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracker.spawn(serve_connection(state.clone(), stream, peer));
+            }
+            Err(e) => {
+                // E.g. EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn retention_loop(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.retention_check_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = BrokerState::now_ms();
+            for p in s.topics.all_partitions() {
+                match p.with_log(|log| log.enforce_retention(now)) {
+                    Some(Ok(n)) if n > 0 => {
+                        tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments");
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Why a connection is being closed.
+type CloseReason = String;
+
+/// Reads one frame; `Ok(None)` on a clean EOF between frames.
+async fn read_frame(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    max_frame: usize,
+) -> Result<Option<Bytes>, CloseReason> {
+    let mut len = [0u8; 4];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("read error: {e}")),
+    }
+    let len = i32::from_be_bytes(len);
+    if len <= 0 {
+        return Err(format!("invalid frame length {len}"));
+    }
+    let len = len as usize;
+    if len < MIN_HEADER_BYTES {
+        return Err(format!(
+            "frame of {len} bytes is shorter than a request header"
+        ));
+    }
+    if len > max_frame {
+        return Err(format!(
+            "frame of {len} bytes exceeds max_frame_bytes {max_frame}"
+        ));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    rd.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("read error in a {len}-byte frame: {e}"))?;
+    Ok(Some(buf.freeze()))
+}
+
+async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    tracing::debug!(%peer, "connection opened");
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            match pending.await {
+                Ok(Some(frame)) => {
+                    if let Err(e) = wr.write_all(&frame).await {
+                        tracing::debug!(%peer, error = %e, "write failed");
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                // The request asked for the connection to be closed.
+                Err(_) => break,
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let max_frame = state.config.max_frame_bytes;
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut rd, max_frame) => f,
+            _ = state.shutdown.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                break;
+            }
+        };
+        let (otx, orx) = oneshot::channel();
+        if tx.send(orx).await.is_err() {
+            break;
+        }
+        match prepare(&state, frame, peer) {
+            Prepared::Respond(bytes) => {
+                let _ = otx.send(bytes);
+            }
+            Prepared::Close => {
+                // Dropping otx makes the writer close after earlier responses.
+                drop(otx);
+                break;
+            }
+            Prepared::Dispatch(header, request, key) => {
+                let s = state.clone();
+                tokio::spawn(async move {
+                    let version = header.request_api_version;
+                    let corr = header.correlation_id;
+                    match handlers::dispatch(&s, &header, request).await {
+                        None => {
+                            let _ = otx.send(None);
+                        }
+                        Some(resp) => match codec::encode_response(key, version, corr, &resp) {
+                            Ok(bytes) => {
+                                let _ = otx.send(Some(bytes));
+                            }
+                            Err(e) => {
+                                tracing::error!(%peer, error = %e, "closing connection: response encoding failed");
+                            }
+                        },
+                    }
+                });
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+enum Prepared {
+    /// Answer at once with these bytes (or nothing).
+    Respond(Option<Bytes>),
+    /// Close the connection after earlier responses.
+    Close,
+    /// Run the handler.
+    Dispatch(
+        kafka_protocol::messages::RequestHeader,
+        kafka_protocol::messages::RequestKind,
+        ApiKey,
+    ),
+}
+
+/// Decodes a frame and decides how to answer it.
+fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
+    let _ = state;
+    match codec::decode_request_bytes(frame.clone()) {
+        Ok((header, request)) => match ApiKey::try_from(header.request_api_key) {
+            Ok(key) => Prepared::Dispatch(header, request, key),
+            Err(_) => Prepared::Close,
+        },
+        Err(ProtocolError::UnknownApiKey {
+            api_key,
+            correlation_id,
+        }) => {
+            tracing::warn!(%peer, api_key, "unknown API key; answering UNSUPPORTED_VERSION");
+            raw(
+                correlation_id,
+                &ResponseError::UnsupportedVersion.code().to_be_bytes(),
+            )
+        }
+        Err(ProtocolError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        }) => {
+            if api_key == ApiKey::ApiVersions as i16 {
+                tracing::info!(%peer, version, "ApiVersions newer than supported; answering with v0");
+                return raw(correlation_id, &api_versions::unsupported_version_body());
+            }
+            if produce::is_legacy(api_key, version) {
+                tracing::warn!(%peer, version, "Produce v0-2 is not served; answering UNSUPPORTED_VERSION");
+                return match produce::legacy_unsupported(&frame) {
+                    Ok(Some(body)) => raw(correlation_id, &body),
+                    Ok(None) => Prepared::Respond(None),
+                    Err(reason) => {
+                        tracing::warn!(%peer, reason, "closing connection");
+                        Prepared::Close
+                    }
+                };
+            }
+            let served = ApiKey::try_from(api_key)
+                .ok()
+                .and_then(handlers::supported_versions)
+                .is_some();
+            if served {
+                // A version we never advertised; we cannot encode its schema.
+                tracing::warn!(%peer, api_key, version, "closing connection: unsupported version");
+                Prepared::Close
+            } else {
+                tracing::warn!(%peer, api_key, version, "API not served; answering UNSUPPORTED_VERSION");
+                raw(
+                    correlation_id,
+                    &ResponseError::UnsupportedVersion.code().to_be_bytes(),
+                )
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: malformed request");
+            Prepared::Close
+        }
+    }
+}
+
+fn raw(correlation_id: i32, body: &[u8]) -> Prepared {
+    match codec::encode_raw_response(correlation_id, body) {
+        Ok(b) => Prepared::Respond(Some(b)),
+        Err(_) => Prepared::Close,
+    }
+}

@@ -1,0 +1,143 @@
+//! Group commit: one background thread makes appended data durable and advances high watermarks.
+//!
+//! Appenders call [`SyncManager::mark_dirty`] after appending. The thread takes every dirty
+//! partition, asks each log for a [`waterline_log::SyncPoint`] under the partition lock, fsyncs
+//! them all with no lock held (appends continue meanwhile), then completes each point under the
+//! lock and publishes the new high watermark, which wakes produce waiters and long-polling
+//! fetches. Everything appended while one round fsyncs is covered by the next round, so any
+//! number of producers share each fsync.
+//!
+//! With [`FsyncPolicy::Interval`] the thread runs a round every interval instead of on demand.
+//! Invariant: a partition's dirty flag is cleared before its sync point is taken, so an append
+//! racing with a round is either covered by that round or re-queues the partition.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::FsyncPolicy;
+use crate::partition::Partition;
+
+struct Queue {
+    dirty: Vec<Arc<Partition>>,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    policy: FsyncPolicy,
+}
+
+/// Handle to the group-commit thread.
+pub struct SyncManager {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SyncManager {
+    /// Starts the sync thread.
+    pub fn start(policy: FsyncPolicy) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                dirty: Vec::new(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            policy,
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("waterline-sync".into())
+            .spawn(move || run(&s))?;
+        Ok(SyncManager {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a partition that has unsynced appends.
+    pub fn mark_dirty(&self, p: &Arc<Partition>) {
+        if p.mark_dirty() {
+            let mut q = self.shared.queue.lock();
+            q.dirty.push(p.clone());
+            if self.shared.policy == FsyncPolicy::Always {
+                self.shared.wake.notify_one();
+            }
+        }
+    }
+
+    /// Runs a last round for everything queued, then stops the thread. Idempotent.
+    pub fn stop(&self) {
+        self.shared.queue.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.lock().take()
+            && t.join().is_err()
+        {
+            tracing::error!("sync thread panicked");
+        }
+    }
+}
+
+impl Drop for SyncManager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(shared: &Shared) {
+    loop {
+        let (batch, stop) = {
+            let mut q = shared.queue.lock();
+            match shared.policy {
+                FsyncPolicy::Always => {
+                    while q.dirty.is_empty() && !q.stop {
+                        shared.wake.wait(&mut q);
+                    }
+                }
+                FsyncPolicy::Interval { ms } => {
+                    if !q.stop {
+                        shared.wake.wait_for(&mut q, Duration::from_millis(ms));
+                    }
+                }
+            }
+            (std::mem::take(&mut q.dirty), q.stop)
+        };
+        sync_round(&batch);
+        if stop {
+            // Appends queued after the final take are synced by PartitionLog::close.
+            return;
+        }
+    }
+}
+
+/// Makes every partition in `batch` durable up to what was appended when the round started.
+fn sync_round(batch: &[Arc<Partition>]) {
+    let mut points = Vec::with_capacity(batch.len());
+    for p in batch {
+        p.dirty.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(point) = p.with_log(|log| log.sync_point()) {
+            points.push((p, point));
+        }
+    }
+    // fsync outside every partition lock; appends proceed meanwhile.
+    for (p, point) in points {
+        match point.fsync() {
+            Ok(()) => {
+                if let Some(hw) = p.with_log(|log| {
+                    log.complete_sync(&point);
+                    log.high_watermark()
+                }) {
+                    p.publish_high_watermark(hw);
+                }
+            }
+            Err(e) => {
+                // The log poisons itself; waiters must not hang until their timeout.
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed");
+                p.publish_failure();
+            }
+        }
+    }
+}

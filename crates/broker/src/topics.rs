@@ -1,0 +1,594 @@
+//! The topic registry: which topics and partitions exist, their per-topic configuration, and how
+//! they are laid out and persisted under the data directory.
+//!
+//! # On-disk layout (FORMAT)
+//! ```text
+//! <data_dir>/.lock                         flock held by the running broker
+//! <data_dir>/producer_ids                  see producer_ids.rs
+//! <data_dir>/topics/<topic>/topic.toml     partitions = N, [config] overrides (strings)
+//! <data_dir>/topics/<topic>/<partition>/   one PartitionLog directory per partition (0..N)
+//! ```
+//! `topic.toml` is written last on create and rewritten (temp file + fsync + rename + dir fsync)
+//! when partitions are added, so it is the commit point: at start a topic directory without it is
+//! a create or delete that did not finish and is removed, as are partition directories numbered
+//! at or above the committed count.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use waterline_log::{LogConfig, PartitionLog, Storage};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+
+/// Name of a topic's metadata file.
+const TOPIC_META: &str = "topic.toml";
+/// Kafka's limit on topic name length.
+const MAX_TOPIC_NAME: usize = 249;
+/// Upper bound on partitions per topic, so one request cannot open millions of files.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+/// Why a topic operation was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The topic already exists.
+    #[error("topic {0} already exists")]
+    AlreadyExists(String),
+    /// The topic does not exist.
+    #[error("topic {0} does not exist")]
+    Unknown(String),
+    /// The name is empty, too long, `.`/`..`, or has characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid topic name {0:?}")]
+    InvalidName(String),
+    /// The partition count is out of range or does not grow the topic.
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    /// A topic config key or value is not supported.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// A storage operation failed.
+    #[error(transparent)]
+    Storage(#[from] BrokerError),
+}
+
+impl TopicError {
+    /// The Kafka error code for this error.
+    pub fn code(&self) -> i16 {
+        use kafka_protocol::ResponseError as E;
+        match self {
+            TopicError::AlreadyExists(_) => E::TopicAlreadyExists.code(),
+            TopicError::Unknown(_) => E::UnknownTopicOrPartition.code(),
+            TopicError::InvalidName(_) => E::InvalidTopicException.code(),
+            TopicError::InvalidPartitions(_) => E::InvalidPartitions.code(),
+            TopicError::InvalidConfig(_) => E::InvalidConfig.code(),
+            TopicError::Storage(_) => E::KafkaStorageError.code(),
+        }
+    }
+}
+
+/// Persisted form of a topic (`topic.toml`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicMeta {
+    partitions: i32,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+/// One topic: its partitions and configuration. Replaced as a whole when partitions are added.
+#[derive(Debug)]
+pub struct Topic {
+    /// Topic name.
+    pub name: Arc<str>,
+    /// Partitions, indexed by partition number.
+    pub partitions: Vec<Arc<Partition>>,
+    /// Per-topic config overrides as given by CreateTopics (Kafka key names).
+    pub overrides: BTreeMap<String, String>,
+    /// The effective log configuration.
+    pub log_config: LogConfig,
+}
+
+/// Broker-wide defaults a topic's effective configuration starts from.
+#[derive(Clone, Debug)]
+pub struct TopicDefaults {
+    segment_bytes: u64,
+    segment_ms: Option<i64>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<u64>,
+    max_message_bytes: usize,
+}
+
+impl TopicDefaults {
+    /// Takes the defaults from the broker configuration.
+    pub fn from_config(c: &BrokerConfig) -> Self {
+        TopicDefaults {
+            segment_bytes: c.segment_bytes,
+            segment_ms: c.segment_ms,
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            max_message_bytes: c.max_message_bytes,
+        }
+    }
+
+    /// The effective configuration of a topic with these overrides, or why they are invalid.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
+        let mut c = LogConfig::default();
+        c.segment_bytes = self.segment_bytes;
+        c.segment_ms = self.segment_ms;
+        c.retention_ms = self.retention_ms;
+        c.retention_bytes = self.retention_bytes;
+        c.max_batch_bytes = self.max_message_bytes;
+        for (k, v) in overrides {
+            let int = || {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{k}={v}: not an integer"))
+            };
+            match k.as_str() {
+                "retention.ms" => c.retention_ms = non_negative(int()?),
+                "retention.bytes" => c.retention_bytes = non_negative(int()?).map(|b| b as u64),
+                "segment.ms" => {
+                    let ms = int()?;
+                    if ms < 1 {
+                        return Err(format!("{k}={v}: must be at least 1"));
+                    }
+                    c.segment_ms = Some(ms);
+                }
+                "segment.bytes" => {
+                    let b = int()?;
+                    if b < 1024 {
+                        return Err(format!("{k}={v}: must be at least 1024"));
+                    }
+                    c.segment_bytes = b as u64;
+                }
+                "max.message.bytes" => {
+                    let b = int()?;
+                    if !(128..=i32::MAX as i64).contains(&b) {
+                        return Err(format!("{k}={v}: must be between 128 and 2147483647"));
+                    }
+                    c.max_batch_bytes = b as usize;
+                }
+                "cleanup.policy" if v == "delete" => {}
+                // Accepted because admin tools set them routinely; they match what this single
+                // node does anyway.
+                "compression.type" if v == "producer" => {}
+                "message.timestamp.type" if v == "CreateTime" => {}
+                "min.insync.replicas" if v == "1" => {}
+                "unclean.leader.election.enable" => {}
+                _ => return Err(format!("{k}={v}: not supported")),
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn non_negative(v: i64) -> Option<i64> {
+    (v >= 0).then_some(v)
+}
+
+/// Checks Kafka's topic naming rules (which also make the name a safe directory name).
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName(name.to_string()))
+    }
+}
+
+/// All topics hosted by the broker.
+pub struct Topics {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    defaults: TopicDefaults,
+    map: RwLock<BTreeMap<Arc<str>, Arc<Topic>>>,
+    /// Serialises create/delete/grow so the registry and the disk never disagree.
+    admin: Mutex<()>,
+}
+
+impl Topics {
+    /// Loads every committed topic under `<data_dir>/topics`, opening (and if needed recovering)
+    /// each partition log. Blocking.
+    pub fn load(
+        storage: Arc<dyn Storage>,
+        data_dir: &Path,
+        defaults: TopicDefaults,
+        now_ms: i64,
+    ) -> Result<Topics, BrokerError> {
+        let dir = data_dir.join("topics");
+        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("creating", &dir, e))?;
+        let mut map = BTreeMap::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| BrokerError::io("listing", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| BrokerError::io("listing", &dir, e))?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(path = %path.display(), "ignoring non-UTF-8 entry in topics dir");
+                continue;
+            };
+            if validate_topic_name(&name).is_err() || !path.is_dir() {
+                tracing::warn!(path = %path.display(), "ignoring unexpected entry in topics dir");
+                continue;
+            }
+            let meta_path = path.join(TOPIC_META);
+            if !meta_path.exists() {
+                tracing::warn!(topic = %name, "removing topic whose create or delete did not finish");
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| BrokerError::io("removing", &path, e))?;
+                continue;
+            }
+            let meta = read_meta(&meta_path)?;
+            let log_config = defaults.log_config(&meta.config).map_err(|reason| {
+                BrokerError::CorruptMetadata {
+                    path: meta_path.clone(),
+                    reason,
+                }
+            })?;
+            remove_uncommitted_partitions(&path, meta.partitions)?;
+            let name: Arc<str> = name.into();
+            let mut partitions = Vec::with_capacity(meta.partitions as usize);
+            for p in 0..meta.partitions {
+                partitions.push(open_partition(
+                    &storage,
+                    &path,
+                    &name,
+                    p,
+                    &log_config,
+                    now_ms,
+                )?);
+            }
+            tracing::info!(topic = %name, partitions = meta.partitions, "loaded topic");
+            map.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    partitions,
+                    overrides: meta.config,
+                    log_config,
+                }),
+            );
+        }
+        Ok(Topics {
+            dir,
+            storage,
+            defaults,
+            map: RwLock::new(map),
+            admin: Mutex::new(()),
+        })
+    }
+
+    /// The topic named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// One partition, if the topic and partition exist.
+    pub fn partition(&self, name: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.get(name)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i).cloned())
+    }
+
+    /// Every topic, in name order.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// Every partition of every topic.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.map
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+
+    /// The broker-wide defaults.
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    /// Creates a topic (or only validates the request). Blocking.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{partitions} is not between 1 and {MAX_PARTITIONS}"
+            )));
+        }
+        let log_config = self
+            .defaults
+            .log_config(&overrides)
+            .map_err(TopicError::InvalidConfig)?;
+        let _admin = self.admin.lock();
+        if self.get(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let name: Arc<str> = name.into();
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name,
+                partitions: Vec::new(),
+                overrides,
+                log_config,
+            }));
+        }
+        let path = self.dir.join(&*name);
+        if path.exists() {
+            // Leftover of an unfinished create/delete (no topic.toml, or we would know it).
+            std::fs::remove_dir_all(&path).map_err(|e| BrokerError::io("removing", &path, e))?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| BrokerError::io("creating", &path, e))?;
+        let mut parts = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            parts.push(open_partition(
+                &self.storage,
+                &path,
+                &name,
+                p,
+                &log_config,
+                now_ms,
+            )?);
+        }
+        write_meta(
+            &path,
+            &TopicMeta {
+                partitions,
+                config: overrides.clone(),
+            },
+        )?;
+        sync_dir(&self.dir)?;
+        let topic = Arc::new(Topic {
+            name: name.clone(),
+            partitions: parts,
+            overrides,
+            log_config,
+        });
+        self.map.write().insert(name.clone(), topic.clone());
+        tracing::info!(topic = %name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Returns the topic, creating it with the default partition count if it does not exist.
+    /// Blocking.
+    pub fn get_or_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        match self.create(name, partitions, BTreeMap::new(), false, now_ms) {
+            Err(TopicError::AlreadyExists(_)) => self
+                .get(name)
+                .ok_or_else(|| TopicError::Unknown(name.into())),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic and its data. Blocking.
+    pub fn delete(&self, name: &str) -> Result<(), TopicError> {
+        let _admin = self.admin.lock();
+        let Some(topic) = self.map.write().remove(name) else {
+            return Err(TopicError::Unknown(name.to_string()));
+        };
+        let path = self.dir.join(name);
+        // Removing the metadata first makes the delete stick even if we crash midway.
+        let meta = path.join(TOPIC_META);
+        std::fs::remove_file(&meta).map_err(|e| BrokerError::io("removing", &meta, e))?;
+        sync_dir(&path)?;
+        for p in &topic.partitions {
+            if let Some(log) = p.take_log()
+                && let Err(e) = log.delete()
+            {
+                tracing::warn!(topic = name, partition = p.index, error = %e, "deleting partition log");
+            }
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| BrokerError::io("removing", &path, e))?;
+        sync_dir(&self.dir)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions (or only validates). Blocking.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if total <= current || total > MAX_PARTITIONS {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; {total} is not more (or above {MAX_PARTITIONS})"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let path = self.dir.join(name);
+        let mut parts = topic.partitions.clone();
+        for p in current..total {
+            parts.push(open_partition(
+                &self.storage,
+                &path,
+                &topic.name,
+                p,
+                &topic.log_config,
+                now_ms,
+            )?);
+        }
+        write_meta(
+            &path,
+            &TopicMeta {
+                partitions: total,
+                config: topic.overrides.clone(),
+            },
+        )?;
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            partitions: parts,
+            overrides: topic.overrides.clone(),
+            log_config: topic.log_config.clone(),
+        });
+        self.map.write().insert(topic.name.clone(), grown);
+        tracing::info!(topic = name, from = current, to = total, "added partitions");
+        Ok(())
+    }
+
+    /// Closes every partition log cleanly; returns how many failed (each is logged). Blocking.
+    pub fn close_all(&self) -> usize {
+        let mut failed = 0;
+        for p in self.all_partitions() {
+            if let Err(e) = p.close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
+                failed += 1;
+            }
+        }
+        failed
+    }
+}
+
+fn open_partition(
+    storage: &Arc<dyn Storage>,
+    topic_dir: &Path,
+    topic: &Arc<str>,
+    index: i32,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<Arc<Partition>, BrokerError> {
+    let dir = topic_dir.join(index.to_string());
+    let log =
+        PartitionLog::open(storage.clone(), dir, config.clone(), now_ms).map_err(|source| {
+            BrokerError::Log {
+                topic: topic.to_string(),
+                partition: index,
+                source,
+            }
+        })?;
+    Ok(Partition::new(topic.clone(), index, log))
+}
+
+fn read_meta(path: &Path) -> Result<TopicMeta, BrokerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BrokerError::io("reading", path, e))?;
+    let meta: TopicMeta = toml::from_str(&text).map_err(|e| BrokerError::CorruptMetadata {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !(1..=MAX_PARTITIONS).contains(&meta.partitions) {
+        return Err(BrokerError::CorruptMetadata {
+            path: path.to_path_buf(),
+            reason: format!("partition count {} out of range", meta.partitions),
+        });
+    }
+    Ok(meta)
+}
+
+fn write_meta(topic_dir: &Path, meta: &TopicMeta) -> Result<(), BrokerError> {
+    let text = toml::to_string(meta).map_err(|e| BrokerError::CorruptMetadata {
+        path: topic_dir.join(TOPIC_META),
+        reason: e.to_string(),
+    })?;
+    write_durably(&topic_dir.join(TOPIC_META), text.as_bytes())
+}
+
+/// Removes partition directories at or above the committed count (an unfinished grow).
+fn remove_uncommitted_partitions(topic_dir: &Path, count: i32) -> Result<(), BrokerError> {
+    let entries =
+        std::fs::read_dir(topic_dir).map_err(|e| BrokerError::io("listing", topic_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BrokerError::io("listing", topic_dir, e))?;
+        let name = entry.file_name();
+        if let Some(n) = name.to_str().and_then(|s| s.parse::<i32>().ok())
+            && n >= count
+        {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing partition beyond committed count");
+            std::fs::remove_dir_all(&path).map_err(|e| BrokerError::io("removing", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync the dir.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| BrokerError::io("creating", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| BrokerError::io("writing", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| BrokerError::io("renaming", &tmp, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so creates, renames and deletes in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BrokerError::io("syncing directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["a", "orders.v1", "A_b-c", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(250), "../x"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overrides_are_validated_and_applied() {
+        let d = TopicDefaults::from_config(&BrokerConfig::default());
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "-1".to_string());
+        o.insert("segment.bytes".to_string(), "4096".to_string());
+        let c = d.log_config(&o).unwrap();
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.segment_bytes, 4096);
+        for (k, v) in [
+            ("segment.bytes", "10"),
+            ("retention.ms", "x"),
+            ("cleanup.policy", "compact"),
+            ("foo", "1"),
+        ] {
+            let o = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(d.log_config(&o).is_err(), "{k}={v}");
+        }
+    }
+}
