@@ -137,12 +137,16 @@ impl BatchHeader {
     }
 }
 
-/// Splits a produce request's `records` bytes into whole v2 batches, validating each: length
-/// bounds (`max_batch_bytes` per batch), magic == 2, CRC-32C over attributes..end, record_count
-/// >= 1 and plausible for the bytes present (each record needs >= 7 bytes; compressed batches
-/// may claim at most 64 records per payload byte), last_offset_delta == record_count - 1, and
-/// for uncompressed batches that the records section holds exactly record_count length-prefixed
-/// records. Empty input yields no batches.
+/// Splits a produce request's `records` bytes into whole v2 batches, validating each:
+/// - length bounds (at most `max_batch_bytes` per batch), magic == 2, CRC-32C over
+///   attributes..end;
+/// - record_count at least 1 and plausible for the bytes present (each record needs at least 7
+///   bytes; a compressed batch may claim at most 64 records per payload byte);
+/// - last_offset_delta == record_count - 1;
+/// - for uncompressed batches, the records section holds exactly record_count length-prefixed
+///   records.
+///
+/// Empty input yields no batches.
 pub fn split_batches(
     records: &[u8],
     max_batch_bytes: usize,
@@ -559,9 +563,9 @@ pub(crate) mod tests {
             Err(BatchError::BadRecordCount(i32::MAX))
         );
         // Zero and negative counts.
-        for c in [0, -3] {
+        for c in [0i32, -3] {
             b[21..23].copy_from_slice(&0i16.to_be_bytes());
-            b[57..61].copy_from_slice(&(c as i32).to_be_bytes());
+            b[57..61].copy_from_slice(&c.to_be_bytes());
             fix_crc(&mut b);
             assert_eq!(
                 split_batches(&b, 1 << 20),

@@ -52,7 +52,7 @@ pub(crate) fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {
 
 /// Decodes offset index entries; None if the length is not a whole number of entries.
 pub(crate) fn decode_index(b: &[u8]) -> Option<Vec<(u32, u32)>> {
-    if b.len() % INDEX_ENTRY != 0 {
+    if !b.len().is_multiple_of(INDEX_ENTRY) {
         return None;
     }
     Some(
@@ -78,7 +78,7 @@ pub(crate) fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
 
 /// Decodes time index entries; None if the length is not a whole number of entries.
 pub(crate) fn decode_time_index(b: &[u8]) -> Option<Vec<(i64, u32)>> {
-    if b.len() % TIME_ENTRY != 0 {
+    if !b.len().is_multiple_of(TIME_ENTRY) {
         return None;
     }
     Some(

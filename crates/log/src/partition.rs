@@ -114,6 +114,11 @@ impl SyncPoint {
     }
 }
 
+/// Offset index entry: (offset - base, byte position).
+type IndexEntry = (u32, u32);
+/// Time index entry: (timestamp, offset - base).
+type TimeEntry = (i64, u32);
+
 /// One segment: `{base}.log` plus its sparse indexes, mirrored in memory.
 struct Segment {
     base: i64,
@@ -1215,7 +1220,7 @@ fn note_batch(
     size: u64,
     interval: u64,
     now_ms: i64,
-) -> (Option<(u32, u32)>, Option<(i64, u32)>) {
+) -> (Option<IndexEntry>, Option<TimeEntry>) {
     if seg.size == 0 && seg.roll_ref_ms.is_none() {
         seg.roll_ref_ms = Some(if h.max_timestamp >= 0 {
             h.max_timestamp
@@ -1254,8 +1259,8 @@ fn note_batch(
 
 fn write_entries(
     seg: &Segment,
-    idx: Option<(u32, u32)>,
-    time: Option<(i64, u32)>,
+    idx: Option<IndexEntry>,
+    time: Option<TimeEntry>,
     dir: &Path,
 ) -> Result<(), LogError> {
     if let Some(e) = idx {

@@ -1,0 +1,149 @@
+//! Append+sync throughput on FsStorage vs raw sequential write+fsync of the same bytes, and read
+//! throughput from the page cache. 1 KiB records, 16 records per batch.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+
+use divan::counter::BytesCount;
+use divan::{Bencher, black_box};
+use waterline_log::{FsStorage, LogConfig, PartitionLog};
+
+fn main() {
+    divan::main();
+}
+
+const RECORDS: usize = 16;
+const VALUE: usize = 1024;
+/// Batches written per benchmark iteration (16 MiB of values).
+const BATCHES: usize = 1024;
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An uncompressed v2 batch of 16 records with 1 KiB values.
+fn batch() -> Vec<u8> {
+    let mut records = Vec::new();
+    for i in 0..RECORDS {
+        let mut body = vec![0u8];
+        put_varint(&mut body, 0);
+        put_varint(&mut body, i as i64);
+        put_varint(&mut body, -1);
+        put_varint(&mut body, VALUE as i64);
+        body.extend(std::iter::repeat_n(b'x', VALUE));
+        put_varint(&mut body, 0);
+        put_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(RECORDS as i32 - 1).to_be_bytes());
+    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(RECORDS as i32).to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn total_bytes() -> usize {
+    batch().len() * BATCHES
+}
+
+/// Appends 1024 batches to a fresh log, fsyncing (group commit) every `per_sync` batches.
+#[divan::bench(args = [1, 16, 1024], sample_count = 5, sample_size = 1)]
+fn append_sync(bencher: Bencher, per_sync: usize) {
+    let b = batch();
+    bencher
+        .counter(BytesCount::new(total_bytes()))
+        .with_inputs(|| tempfile::tempdir().expect("tempdir"))
+        .bench_local_values(|tmp| {
+            let mut log = PartitionLog::open(
+                Arc::new(FsStorage::new()),
+                tmp.path().join("t-0"),
+                LogConfig::default(),
+                0,
+            )
+            .expect("open");
+            for i in 0..BATCHES {
+                log.append(&b, 0).expect("append");
+                if (i + 1) % per_sync == 0 {
+                    log.sync().expect("sync");
+                }
+            }
+            tmp
+        });
+}
+
+/// The same bytes written sequentially to one file with fsync every `per_sync` batches.
+#[divan::bench(args = [1, 16, 1024], sample_count = 5, sample_size = 1)]
+fn raw_write_fsync(bencher: Bencher, per_sync: usize) {
+    let b = batch();
+    bencher
+        .counter(BytesCount::new(total_bytes()))
+        .with_inputs(|| tempfile::tempdir().expect("tempdir"))
+        .bench_local_values(|tmp| {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(tmp.path().join("raw"))
+                .expect("open");
+            for i in 0..BATCHES {
+                f.write_all(&b).expect("write");
+                if (i + 1) % per_sync == 0 {
+                    f.sync_data().expect("fsync");
+                }
+            }
+            tmp
+        });
+}
+
+/// Reads the whole log (16 MiB, page cache warm) in 1 MiB fetches, as a consumer would.
+#[divan::bench(sample_count = 10)]
+fn read_page_cache(bencher: Bencher) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = batch();
+    let mut log = PartitionLog::open(
+        Arc::new(FsStorage::new()),
+        tmp.path().join("t-0"),
+        LogConfig::default(),
+        0,
+    )
+    .expect("open");
+    for _ in 0..BATCHES {
+        log.append(&b, 0).expect("append");
+    }
+    log.sync().expect("sync");
+    let end = log.high_watermark();
+    bencher
+        .counter(BytesCount::new(total_bytes()))
+        .bench_local(|| {
+            let mut off = 0;
+            while off < end {
+                let got = log.read(off, 1 << 20, end).expect("read");
+                let last =
+                    waterline_log::BatchHeader::parse(&got[got.len() - b.len()..]).expect("hdr");
+                off = last.last_offset() + 1;
+                black_box(&got);
+            }
+        });
+}
