@@ -1,0 +1,1 @@
+//! Waterline consumer library.

@@ -1,0 +1,1 @@
+//! PostgreSQL offset store for Waterline.
