@@ -193,6 +193,8 @@ impl OffsetStore for FileStore {
         self.run(move |inner| inner.delete_group(&group)).await
     }
 
+    /// Lists the groups that have a document, from file names alone: a group whose document
+    /// is damaged is listed, and reading it reports [`StoreError::Corrupt`].
     async fn list_groups(&self) -> Result<Vec<String>, StoreError> {
         self.run(|inner| inner.list_groups()).await
     }

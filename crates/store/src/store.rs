@@ -1,6 +1,7 @@
 //! The offset-store trait.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use waterline_core::{OffsetAndMetadata, TopicPartition};
@@ -100,3 +101,48 @@ pub async fn open_default(dir: impl AsRef<Path>) -> Result<RedbStore, StoreError
         .map_err(|e| StoreError::io("create directory", &dir, e))?;
     RedbStore::open(dir.join("offsets.redb")).await
 }
+
+macro_rules! forward_store {
+    ($ptr:ident) => {
+        /// Delegates to the pointee, so e.g. `Coalescing<Arc<dyn OffsetStore>>` works with a
+        /// backend chosen at run time.
+        #[async_trait]
+        impl<S: OffsetStore + ?Sized> OffsetStore for $ptr<S> {
+            async fn commit(
+                &self,
+                group: &str,
+                offsets: &[(TopicPartition, OffsetAndMetadata)],
+            ) -> Result<(), StoreError> {
+                (**self).commit(group, offsets).await
+            }
+            async fn commit_many(&self, batches: &[CommitBatch]) -> Result<(), StoreError> {
+                (**self).commit_many(batches).await
+            }
+            async fn get(
+                &self,
+                group: &str,
+                tp: &TopicPartition,
+            ) -> Result<Option<OffsetAndMetadata>, StoreError> {
+                (**self).get(group, tp).await
+            }
+            async fn get_group(&self, group: &str) -> Result<GroupOffsets, StoreError> {
+                (**self).get_group(group).await
+            }
+            async fn delete(&self, group: &str, tps: &[TopicPartition]) -> Result<(), StoreError> {
+                (**self).delete(group, tps).await
+            }
+            async fn delete_group(&self, group: &str) -> Result<(), StoreError> {
+                (**self).delete_group(group).await
+            }
+            async fn list_groups(&self) -> Result<Vec<String>, StoreError> {
+                (**self).list_groups().await
+            }
+            async fn close(&self) -> Result<(), StoreError> {
+                (**self).close().await
+            }
+        }
+    };
+}
+
+forward_store!(Arc);
+forward_store!(Box);

@@ -19,6 +19,20 @@ impl Backend for Memory {
     }
 }
 
+/// The coalescing wrapper over a backend chosen at run time (`Box<dyn OffsetStore>`).
+struct CoalescingDynMemory;
+
+#[async_trait]
+impl Backend for CoalescingDynMemory {
+    async fn open(&self) -> Result<Box<dyn OffsetStore>, StoreError> {
+        let inner: Box<dyn OffsetStore> = Box::new(MemoryStore::new());
+        Ok(Box::new(Coalescing::new(inner)?))
+    }
+    fn durable(&self) -> bool {
+        false
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     File,
@@ -85,4 +99,9 @@ async fn coalescing_over_redb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coalescing_over_file() {
     run_all(|| OnDisk::new(Kind::CoalescingFile)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalescing_over_boxed_dyn_memory() {
+    run_all(|| CoalescingDynMemory).await;
 }
