@@ -849,3 +849,25 @@ fn describe(group_id: &str, group: Option<&Group>) -> DescribedGroup {
         members,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_member_ids_are_unique_and_carry_the_nonce() {
+        let mut a = GroupCoordinator::new(CoordinatorConfig {
+            member_id_nonce: 0xabc,
+            ..CoordinatorConfig::default()
+        });
+        let mut b = GroupCoordinator::new(CoordinatorConfig {
+            member_id_nonce: 0xdef,
+            ..CoordinatorConfig::default()
+        });
+        let ids_a: Vec<String> = (0..3).map(|_| a.issue_member_id("client")).collect();
+        let ids_b: Vec<String> = (0..3).map(|_| b.issue_member_id("client")).collect();
+        assert_eq!(ids_a[0], "client-0000000000000abc-0000000000000001");
+        let all: std::collections::BTreeSet<&String> = ids_a.iter().chain(&ids_b).collect();
+        assert_eq!(all.len(), 6);
+    }
+}

@@ -808,3 +808,125 @@ impl Group {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, protocols: &[&str]) -> Member {
+        Member {
+            member_id: id.to_owned(),
+            instance_id: None,
+            client_id: "c".to_owned(),
+            client_host: "h".to_owned(),
+            protocol_type: "consumer".to_owned(),
+            rebalance_timeout_ms: 1_000,
+            session_timeout_ms: 1_000,
+            protocols: protocols
+                .iter()
+                .map(|p| Protocol {
+                    name: (*p).to_owned(),
+                    metadata: Bytes::new(),
+                })
+                .collect(),
+            assignment: None,
+            awaiting_join: None,
+            awaiting_sync: None,
+            is_new: false,
+            session_deadline: Some(1_000),
+        }
+    }
+
+    /// Member id and its protocols, in preference order.
+    type Spec<'a> = (&'a str, &'a [&'a str]);
+
+    fn group(members: &[Spec<'_>]) -> Group {
+        let mut g = Group::new("g", 0);
+        g.state = GroupState::Stable;
+        g.protocol_type = Some("consumer".to_owned());
+        for (id, protocols) in members {
+            g.members.insert((*id).to_owned(), member(id, protocols));
+        }
+        g.leader = g.members.keys().next().cloned();
+        g
+    }
+
+    fn protos(names: &[&str]) -> Vec<Protocol> {
+        member("x", names).protocols
+    }
+
+    #[test]
+    fn protocol_selection_table() {
+        let table: &[(&[Spec<'_>], Option<&str>)] = &[
+            (&[("a", &["range"])], Some("range")),
+            // Most first-choice votes among the common protocols wins.
+            (
+                &[
+                    ("a", &["rr", "range"]),
+                    ("b", &["rr", "range"]),
+                    ("c", &["range", "rr"]),
+                ],
+                Some("rr"),
+            ),
+            // A protocol not everyone supports cannot win, even with more votes.
+            (
+                &[
+                    ("a", &["sticky", "range"]),
+                    ("b", &["sticky", "range"]),
+                    ("c", &["range"]),
+                ],
+                Some("range"),
+            ),
+            // Ties go to the smallest name.
+            (
+                &[("a", &["rr", "range"]), ("b", &["range", "rr"])],
+                Some("range"),
+            ),
+            (&[("a", &["rr"]), ("b", &["range"])], None),
+            (&[], None),
+        ];
+        for (members, want) in table {
+            assert_eq!(
+                group(members).select_protocol().as_deref(),
+                *want,
+                "{members:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn supports_protocols_table() {
+        let g = group(&[("a", &["range", "rr"]), ("b", &["rr"])]);
+        let table: &[(&str, &[&str], Option<&str>, bool)] = &[
+            ("consumer", &["rr"], None, true),
+            ("consumer", &["range"], None, false),
+            ("connect", &["rr"], None, false),
+            ("consumer", &[], None, false),
+            // b changing its own protocols: only a's support matters.
+            ("consumer", &["range"], Some("b"), true),
+        ];
+        for (ptype, names, exclude, want) in table {
+            assert_eq!(
+                g.supports_protocols(ptype, &protos(names), *exclude),
+                *want,
+                "{ptype} {names:?} {exclude:?}"
+            );
+        }
+        let mut empty = Group::new("e", 0);
+        assert!(empty.supports_protocols("anything", &protos(&["x"]), None));
+        assert!(!empty.supports_protocols("", &protos(&["x"]), None));
+        empty.state = GroupState::Empty;
+        assert!(!empty.supports_protocols("consumer", &[], None));
+    }
+
+    #[test]
+    fn removing_the_leader_hands_leadership_to_a_remaining_member() {
+        let mut g = group(&[("a", &["range"]), ("b", &["range"])]);
+        let mut fx = Effects::default();
+        assert!(g.remove_member("a", &mut fx));
+        assert_eq!(g.leader.as_deref(), Some("b"));
+        assert!(!g.remove_member("a", &mut fx));
+        assert!(g.remove_member("b", &mut fx));
+        assert_eq!(g.leader, None);
+    }
+}
