@@ -43,6 +43,7 @@ checks!(
     commit_and_get,
     overwrite,
     batch_is_atomic_and_last_entry_wins,
+    large_batch,
     rejected_batch_writes_nothing,
     empty_batch_is_noop,
     get_group_sorted,
@@ -134,6 +135,21 @@ pub async fn batch_is_atomic_and_last_entry_wins(b: &dyn Backend) {
     assert_eq!(got.len(), 500);
     assert_eq!(s.get("g", &tp("t", 1)).await.unwrap(), Some(at(200)));
     assert_eq!(s.get("g", &tp("t", 499)).await.unwrap(), Some(at(499)));
+    close(s).await;
+}
+
+/// A batch of 10,000 partitions (the size a big consumer commits at once) lands whole.
+pub async fn large_batch(b: &dyn Backend) {
+    let s = open(b).await;
+    let batch: Vec<_> = (0..10_000)
+        .map(|p| (tp(&format!("topic-{}", p % 10), p), at(i64::from(p))))
+        .collect();
+    s.commit("big", &batch).await.unwrap();
+    let got = s.get_group("big").await.unwrap();
+    assert_eq!(got.len(), 10_000);
+    let mut want = batch;
+    want.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(got, want);
     close(s).await;
 }
 
