@@ -320,7 +320,7 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
                 tokio::spawn(async move {
                     let version = header.request_api_version;
                     let corr = header.correlation_id;
-                    match handlers::dispatch(&s, &header, request).await {
+                    match handlers::dispatch(&s, &header, *request).await {
                         None => {
                             let _ = otx.send(None);
                         }
@@ -349,8 +349,8 @@ enum Prepared {
     Close,
     /// Run the handler.
     Dispatch(
-        kafka_protocol::messages::RequestHeader,
-        kafka_protocol::messages::RequestKind,
+        Box<kafka_protocol::messages::RequestHeader>,
+        Box<kafka_protocol::messages::RequestKind>,
         ApiKey,
     ),
 }
@@ -360,7 +360,7 @@ fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
     let _ = state;
     match codec::decode_request_bytes(frame.clone()) {
         Ok((header, request)) => match ApiKey::try_from(header.request_api_key) {
-            Ok(key) => Prepared::Dispatch(header, request, key),
+            Ok(key) => Prepared::Dispatch(Box::new(header), Box::new(request), key),
             Err(_) => Prepared::Close,
         },
         Err(ProtocolError::UnknownApiKey {

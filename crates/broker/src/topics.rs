@@ -118,12 +118,14 @@ impl TopicDefaults {
 
     /// The effective configuration of a topic with these overrides, or why they are invalid.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
-        let mut c = LogConfig::default();
-        c.segment_bytes = self.segment_bytes;
-        c.segment_ms = self.segment_ms;
-        c.retention_ms = self.retention_ms;
-        c.retention_bytes = self.retention_bytes;
-        c.max_batch_bytes = self.max_message_bytes;
+        let mut c = LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            max_batch_bytes: self.max_message_bytes,
+            ..LogConfig::default()
+        };
         for (k, v) in overrides {
             let int = || {
                 v.parse::<i64>()

@@ -96,6 +96,33 @@ pub(crate) fn sb(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
 }
 
+/// Looks a topic up, auto-creating it (default partition count) when `create` is set and the
+/// broker allows it. Errors carry the Kafka error code to answer with.
+pub(crate) async fn topic_for_use(
+    state: &SharedState,
+    name: &str,
+    create: bool,
+) -> Result<std::sync::Arc<crate::topics::Topic>, crate::topics::TopicError> {
+    if let Some(t) = state.topics.get(name) {
+        return Ok(t);
+    }
+    crate::topics::validate_topic_name(name)?;
+    if !(create && state.config.auto_create_topics) {
+        return Err(crate::topics::TopicError::Unknown(name.to_string()));
+    }
+    let s = state.clone();
+    let n = name.to_string();
+    let partitions = state.config.default_partitions;
+    tokio::task::spawn_blocking(move || {
+        s.topics
+            .get_or_create(&n, partitions, crate::state::BrokerState::now_ms())
+    })
+    .await
+    .map_err(|e| {
+        crate::topics::TopicError::Storage(crate::error::BrokerError::Task(e.to_string()))
+    })?
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! A broker state without sockets, for handler tests.
@@ -127,31 +154,4 @@ pub(crate) mod test_util {
         h.correlation_id = 1;
         h
     }
-}
-
-/// Looks a topic up, auto-creating it (default partition count) when `create` is set and the
-/// broker allows it. Errors carry the Kafka error code to answer with.
-pub(crate) async fn topic_for_use(
-    state: &SharedState,
-    name: &str,
-    create: bool,
-) -> Result<std::sync::Arc<crate::topics::Topic>, crate::topics::TopicError> {
-    if let Some(t) = state.topics.get(name) {
-        return Ok(t);
-    }
-    crate::topics::validate_topic_name(name)?;
-    if !(create && state.config.auto_create_topics) {
-        return Err(crate::topics::TopicError::Unknown(name.to_string()));
-    }
-    let s = state.clone();
-    let n = name.to_string();
-    let partitions = state.config.default_partitions;
-    tokio::task::spawn_blocking(move || {
-        s.topics
-            .get_or_create(&n, partitions, crate::state::BrokerState::now_ms())
-    })
-    .await
-    .map_err(|e| {
-        crate::topics::TopicError::Storage(crate::error::BrokerError::Task(e.to_string()))
-    })?
 }

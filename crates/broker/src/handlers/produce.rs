@@ -159,7 +159,7 @@ pub async fn handle(
         let mut parts = Vec::new();
         for pd in topic_data.partition_data {
             let slot = parts.len();
-            if !matches!(acks, 0 | 1 | -1) {
+            if !(-1..=1).contains(&acks) {
                 parts.push((
                     pd.index,
                     Appended::error(
@@ -227,11 +227,11 @@ pub async fn handle(
         if wait_for_sync && a.end_offset >= 0 {
             let end = a.end_offset;
             waits.push(async move {
-                if let Err(code) = wait_synced(&p, end, timeout).await {
-                    if a.error_code == 0 {
-                        a.error_code = code;
-                        a.error_message = Some("the append was not made durable in time".into());
-                    }
+                if let Err(code) = wait_synced(&p, end, timeout).await
+                    && a.error_code == 0
+                {
+                    a.error_code = code;
+                    a.error_message = Some("the append was not made durable in time".into());
                 }
                 (ti, slot, a)
             });
