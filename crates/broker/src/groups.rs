@@ -1,0 +1,632 @@
+//! Consumer groups: the bridge between the group handlers, the coordinator state machine
+//! (`waterline-coordinator`) and the durable offset store.
+//!
+//! - The coordinator is a pure state machine behind one mutex. Each JoinGroup, SyncGroup,
+//!   Heartbeat and LeaveGroup gets a fresh request id and a oneshot channel. The channel is
+//!   registered *before* the coordinator sees the request, and every response an output carries
+//!   (for this request or for parked earlier ones) is sent while the lock is still held, so a
+//!   response can never be produced for a waiter that does not exist yet.
+//! - A timer task ticks the coordinator at its next deadline (woken early when a call schedules
+//!   an earlier timer, and at least every [`MAX_TIMER_SLEEP_MS`]); it also deletes the committed
+//!   offsets of groups the coordinator reports as expired (empty longer than the retention).
+//! - Offsets live in a [`RedbStore`] at `<data_dir>/offsets.redb` behind the [`Coalescing`]
+//!   wrapper: concurrent commits share one transaction and one fsync, and a commit returns only
+//!   once it is durable.
+//! - Membership is in memory only (Kafka rebuilds it when members rejoin). At start-up every
+//!   group with committed offsets is registered with the coordinator as Empty, so it is listed,
+//!   described, deletable and eventually expires.
+//! - Shutdown: when the broker's shutdown token fires, the timer task answers every parked
+//!   request with NOT_COORDINATOR and later calls get that answer at once, so connections can
+//!   drain; [`Groups::close`] then closes the store and releases its file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use waterline_coordinator::{
+    CoordinatorConfig, DescribedGroup, GroupCoordinator, GroupError, GroupState, GroupView,
+    HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListedGroup, OffsetCommitCheck,
+    Output, Request, RequestId, Response, SyncGroupResponse,
+};
+use waterline_store::{
+    Coalescing, CoalescingConfig, CoalescingStats, GroupOffsets, Limits, OffsetAndMetadata,
+    OffsetStore, RedbOptions, RedbStore, StoreError, TopicPartition,
+};
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, ConfigError};
+
+/// Longest the timer task sleeps without looking at the coordinator again. Offset commits move
+/// deadlines without waking the task (that would cost a scan of all groups per commit), so this
+/// bounds how late such a deadline (e.g. offsets expiry of a new standalone group) can fire.
+pub const MAX_TIMER_SLEEP_MS: u64 = 1_000;
+
+/// File name of the offset database inside the data dir.
+pub const OFFSETS_FILE: &str = "offsets.redb";
+
+/// Seven days, Kafka's default `offsets.retention.minutes`.
+const SEVEN_DAYS_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Upper bound on `offset_metadata_max_bytes`: a metadata string is held in memory per partition
+/// and written to the store, so an absurd limit would let one client bloat the database.
+const METADATA_LIMIT_CAP: usize = 1 << 20;
+
+/// Consumer-group settings (`[groups]` in the TOML config). Unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Kafka `group.initial.rebalance.delay.ms`: how long the first join round of an empty
+    /// group waits for more members.
+    pub initial_rebalance_delay_ms: u64,
+    /// Kafka `offsets.retention.minutes` in ms: committed offsets of a group that has been
+    /// empty this long are deleted.
+    pub offsets_retention_ms: u64,
+    /// Kafka `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: u64,
+    /// Kafka `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: u64,
+    /// Kafka `offset.metadata.max.bytes`: longer commit metadata is refused per partition with
+    /// OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: SEVEN_DAYS_MS,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            offset_metadata_max_bytes: 4_096,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// Checks value ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("groups.{m}")));
+        if self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return bad("min_session_timeout_ms must not exceed max_session_timeout_ms");
+        }
+        if self.offsets_retention_ms == 0 {
+            return bad("offsets_retention_ms must be at least 1");
+        }
+        if self.offset_metadata_max_bytes > METADATA_LIMIT_CAP {
+            return bad("offset_metadata_max_bytes must be at most 1048576");
+        }
+        Ok(())
+    }
+
+    fn coordinator_config(&self, nonce: u64) -> CoordinatorConfig {
+        CoordinatorConfig {
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            offsets_retention_ms: self.offsets_retention_ms,
+            member_id_nonce: nonce,
+            ..CoordinatorConfig::default()
+        }
+    }
+}
+
+/// A monotonic millisecond clock that starts at the wall-clock time of start-up, so deadlines
+/// never jump when the system clock is adjusted.
+#[derive(Debug)]
+struct Clock {
+    base_ms: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            base_ms,
+            start: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base_ms
+            .saturating_add(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant_of(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms.saturating_sub(self.base_ms))
+    }
+}
+
+/// Everything behind the coordinator lock.
+struct Core {
+    coordinator: GroupCoordinator,
+    /// One sender per parked (or about to be answered) request.
+    waiters: HashMap<RequestId, oneshot::Sender<Response>>,
+    /// The time the timer task sleeps until; a call scheduling an earlier timer wakes it.
+    armed_ms: u64,
+    /// Set on shutdown: the coordinator has answered everything and forgotten all groups.
+    closed: bool,
+}
+
+impl Core {
+    /// Hands every response of `out` to its waiter. Returns the earliest new timer, if any.
+    fn deliver(&mut self, out: &mut Output) -> Option<u64> {
+        for (id, response) in out.responses.drain(..) {
+            if let Some(tx) = self.waiters.remove(&id) {
+                // The receiver is gone when the client disconnected; nothing to do then.
+                let _ = tx.send(response);
+            }
+        }
+        out.timers.iter().map(|t| t.deadline_ms).min()
+    }
+}
+
+struct Shared {
+    core: parking_lot::Mutex<Core>,
+    /// `None` once closed. Cloned per operation so the lock is held only briefly.
+    store: parking_lot::RwLock<Option<Arc<Coalescing<RedbStore>>>>,
+    wake: Notify,
+    next_id: AtomicU64,
+    clock: Clock,
+    config: GroupConfig,
+    path: PathBuf,
+}
+
+impl Shared {
+    fn store(&self) -> Result<Arc<Coalescing<RedbStore>>, StoreError> {
+        self.store.read().clone().ok_or(StoreError::Closed)
+    }
+}
+
+/// The consumer-group subsystem of the broker; see the [module docs](self).
+pub struct Groups {
+    shared: Arc<Shared>,
+    timer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("config", &self.shared.config)
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What kind of group request is being answered, for building an error response.
+#[derive(Clone, Copy)]
+enum Kind {
+    Join,
+    Sync,
+    Heartbeat,
+    Leave,
+}
+
+impl Kind {
+    fn of(request: &Request) -> Kind {
+        match request {
+            Request::JoinGroup(_) => Kind::Join,
+            Request::SyncGroup(_) => Kind::Sync,
+            Request::Heartbeat(_) => Kind::Heartbeat,
+            Request::LeaveGroup(_) => Kind::Leave,
+        }
+    }
+
+    fn error(self, member_id: &str, error: GroupError) -> Response {
+        match self {
+            Kind::Join => Response::JoinGroup(JoinGroupResponse {
+                error: Some(error),
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                skip_assignment: false,
+                member_id: member_id.to_owned(),
+                members: Vec::new(),
+            }),
+            Kind::Sync => Response::SyncGroup(SyncGroupResponse {
+                error: Some(error),
+                protocol_type: None,
+                protocol_name: None,
+                assignment: bytes::Bytes::new(),
+            }),
+            Kind::Heartbeat => Response::Heartbeat(HeartbeatResponse { error: Some(error) }),
+            Kind::Leave => Response::LeaveGroup(LeaveGroupResponse {
+                error: Some(error),
+                members: Vec::new(),
+            }),
+        }
+    }
+}
+
+fn member_of(request: &Request) -> String {
+    match request {
+        Request::JoinGroup(r) => r.member_id.clone(),
+        Request::SyncGroup(r) => r.member_id.clone(),
+        Request::Heartbeat(r) => r.member_id.clone(),
+        Request::LeaveGroup(_) => String::new(),
+    }
+}
+
+impl Groups {
+    /// Opens `<data_dir>/offsets.redb` (creating it), registers every group found there with
+    /// the coordinator, and starts the timer task. Blocking; must run inside a tokio runtime
+    /// context (the coalescing and timer tasks are spawned on it), e.g. from `spawn_blocking`.
+    pub fn open(config: &BrokerConfig, shutdown: CancellationToken) -> Result<Groups, BrokerError> {
+        let gc = config.groups.clone();
+        gc.validate()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| BrokerError::Task(format!("consumer groups need a tokio runtime: {e}")))?;
+        let path = config.data_dir.join(OFFSETS_FILE);
+        let limits = Limits {
+            max_metadata_bytes: Some(gc.offset_metadata_max_bytes),
+        };
+        let (store, group_ids) = open_store(path.clone(), limits)
+            .map_err(|e| BrokerError::io("opening offset store", &path, std::io::Error::other(e)))?;
+        let store = {
+            // Coalescing spawns its task on the current runtime: enter ours explicitly.
+            let _guard = runtime.enter();
+            Coalescing::with_config(
+                store,
+                CoalescingConfig {
+                    limits,
+                    ..CoalescingConfig::default()
+                },
+            )
+            .map_err(|e| {
+                BrokerError::io("opening offset store", &path, std::io::Error::other(e))
+            })?
+        };
+        let clock = Clock::new();
+        let now = clock.now_ms();
+        // Member ids must not repeat across restarts (membership is not persisted): mix in the
+        // start time at nanosecond resolution.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut coordinator = GroupCoordinator::new(gc.coordinator_config(nonce));
+        for g in &group_ids {
+            coordinator.restore_group(g, now);
+        }
+        tracing::info!(groups = group_ids.len(), path = %path.display(), "offset store opened");
+        let shared = Arc::new(Shared {
+            core: parking_lot::Mutex::new(Core {
+                coordinator,
+                waiters: HashMap::new(),
+                armed_ms: u64::MAX,
+                closed: false,
+            }),
+            store: parking_lot::RwLock::new(Some(Arc::new(store))),
+            wake: Notify::new(),
+            next_id: AtomicU64::new(1),
+            clock,
+            config: gc,
+            path,
+        });
+        let timer = runtime.spawn(timer_loop(shared.clone(), shutdown));
+        Ok(Groups {
+            shared,
+            timer: parking_lot::Mutex::new(Some(timer)),
+        })
+    }
+
+    /// The group settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.shared.config
+    }
+
+    /// Current time on the coordinator's clock (ms).
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// Runs a JoinGroup, SyncGroup, Heartbeat or LeaveGroup through the coordinator and waits
+    /// for its answer (a parked JoinGroup/SyncGroup waits until the round or the assignment
+    /// completes it). The response variant always matches the request's.
+    pub async fn call(&self, request: Request) -> Response {
+        let kind = Kind::of(&request);
+        let member = member_of(&request);
+        let (tx, rx) = oneshot::channel();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut core = self.shared.core.lock();
+            if core.closed {
+                return kind.error(&member, GroupError::NotCoordinator);
+            }
+            core.waiters.insert(id, tx);
+            let now = self.shared.clock.now_ms();
+            let mut out = core.coordinator.handle(id, request, now);
+            if let Some(earliest) = core.deliver(&mut out)
+                && earliest < core.armed_ms
+            {
+                core.armed_ms = earliest;
+                self.shared.wake.notify_one();
+            }
+        }
+        match rx.await {
+            Ok(response) => response,
+            // The coordinator answers every parked request exactly once; a dropped sender means
+            // the subsystem is going away.
+            Err(_) => kind.error(&member, GroupError::NotCoordinator),
+        }
+    }
+
+    /// Validates an OffsetCommit's group fields (generation, member, state) with the
+    /// coordinator. `Ok` means the offsets may be stored.
+    pub fn validate_commit(&self, check: &OffsetCommitCheck) -> Result<(), GroupError> {
+        let mut core = self.shared.core.lock();
+        if core.closed {
+            return Err(GroupError::NotCoordinator);
+        }
+        let now = self.shared.clock.now_ms();
+        core.coordinator.validate_offset_commit(check, now)
+    }
+
+    /// Stores offsets for `group`; returns once they are durable (shared fsync).
+    pub async fn commit(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<(), StoreError> {
+        self.shared.store()?.commit(group, offsets).await
+    }
+
+    /// All committed offsets of `group`, sorted by topic then partition.
+    pub async fn committed(&self, group: &str) -> Result<GroupOffsets, StoreError> {
+        self.shared.store()?.get_group(group).await
+    }
+
+    /// Deletes the given partitions' offsets of `group` (durably).
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        tps: &[TopicPartition],
+    ) -> Result<(), StoreError> {
+        self.shared.store()?.delete(group, tps).await
+    }
+
+    /// DescribeGroups through the coordinator.
+    pub fn describe(&self, group_ids: &[String]) -> Vec<DescribedGroup> {
+        self.shared.core.lock().coordinator.describe_groups(group_ids)
+    }
+
+    /// ListGroups through the coordinator (empty filter: all).
+    pub fn list(&self, states: &[GroupState]) -> Vec<ListedGroup> {
+        self.shared.core.lock().coordinator.list_groups(states)
+    }
+
+    /// A snapshot of one group.
+    pub fn group(&self, group_id: &str) -> Option<GroupView> {
+        self.shared.core.lock().coordinator.group(group_id)
+    }
+
+    /// DeleteGroups: the coordinator decides (only Empty groups), then the deleted groups'
+    /// offsets are removed from the store. A group whose offsets could not be deleted is
+    /// registered again (it still has offsets) and answered with the store's error.
+    pub async fn delete_groups(&self, group_ids: &[String]) -> Vec<(String, Result<(), i16>)> {
+        let decided = {
+            let mut core = self.shared.core.lock();
+            if core.closed {
+                return group_ids
+                    .iter()
+                    .map(|g| (g.clone(), Err(GroupError::NotCoordinator.code())))
+                    .collect();
+            }
+            core.coordinator.delete_groups(group_ids)
+        };
+        let mut results = Vec::with_capacity(decided.len());
+        for (group, error) in decided {
+            if let Some(e) = error {
+                results.push((group, Err(e.code())));
+                continue;
+            }
+            let outcome = match self.shared.store() {
+                Ok(store) => store.delete_group(&group).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => results.push((group, Ok(()))),
+                Err(e) => {
+                    tracing::error!(%group, error = %e, "deleting group offsets failed");
+                    let now = self.shared.clock.now_ms();
+                    self.shared.core.lock().coordinator.restore_group(&group, now);
+                    results.push((group, Err(store_error_code(&e))));
+                }
+            }
+        }
+        results
+    }
+
+    /// Counters of the coalescing store (shared fsyncs), if it is open.
+    pub fn store_stats(&self) -> Option<CoalescingStats> {
+        self.shared.store.read().as_ref().map(|s| s.stats())
+    }
+
+    /// Answers parked requests with NOT_COORDINATOR (if shutdown has not already), stops the
+    /// timer task, then closes the offset store so its file can be reopened. Call after the
+    /// connections have drained; later store operations fail with `Closed`.
+    pub async fn close(&self) {
+        self.shut_down_coordinator();
+        let timer = self.timer.lock().take();
+        if let Some(t) = timer {
+            t.abort();
+            let _ = t.await;
+        }
+        let store = self.shared.store.write().take();
+        if let Some(store) = store
+            && let Err(e) = store.close().await
+        {
+            tracing::error!(error = %e, "closing the offset store failed");
+        }
+    }
+
+    fn shut_down_coordinator(&self) {
+        shut_down(&self.shared);
+    }
+}
+
+fn shut_down(shared: &Shared) {
+    let mut core = shared.core.lock();
+    if core.closed {
+        return;
+    }
+    core.closed = true;
+    let mut out = core.coordinator.shutdown();
+    core.deliver(&mut out);
+    // Anything left has no coordinator state behind it any more.
+    core.waiters.clear();
+}
+
+/// Maps a store failure to the Kafka error code answered for the affected partitions or group.
+/// Never NONE: a commit that is not known to be durable must not be acknowledged.
+pub fn store_error_code(e: &StoreError) -> i16 {
+    use kafka_protocol::ResponseError;
+    match e {
+        StoreError::MetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge.code(),
+        StoreError::GroupNameTooLong { .. } => ResponseError::InvalidGroupId.code(),
+        // Retriable for clients: they look the coordinator up again and retry.
+        _ => ResponseError::CoordinatorNotAvailable.code(),
+    }
+}
+
+/// Opens the redb store and lists its groups on a private single-thread runtime: the caller is
+/// synchronous (start-up runs in `spawn_blocking`, tests on a current-thread runtime) and may
+/// not block on the broker's runtime. The store itself is not tied to that runtime.
+fn open_store(path: PathBuf, limits: Limits) -> Result<(RedbStore, Vec<String>), StoreError> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::TaskFailed(format!("building a runtime: {e}")))?;
+            rt.block_on(async move {
+                let options = RedbOptions {
+                    limits,
+                    ..RedbOptions::default()
+                };
+                let store = RedbStore::open_with(&path, options).await?;
+                let groups = store.list_groups().await?;
+                Ok((store, groups))
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(StoreError::TaskFailed("opening the offset store panicked".into())))
+    })
+}
+
+/// Ticks the coordinator at its deadlines, deletes expired groups' offsets, and answers parked
+/// requests when the broker shuts down.
+async fn timer_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let wake_at = {
+            let mut core = shared.core.lock();
+            let now = shared.clock.now_ms();
+            let cap = now.saturating_add(MAX_TIMER_SLEEP_MS);
+            let at = core.coordinator.next_deadline().map_or(cap, |d| d.min(cap));
+            core.armed_ms = at;
+            at
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(shared.clock.instant_of(wake_at).into()) => {}
+            _ = shared.wake.notified() => continue,
+            _ = shutdown.cancelled() => {
+                shut_down(&shared);
+                return;
+            }
+        }
+        let expired = {
+            let mut core = shared.core.lock();
+            if core.closed {
+                return;
+            }
+            let now = shared.clock.now_ms();
+            let mut out = core.coordinator.tick(now);
+            core.deliver(&mut out);
+            std::mem::take(&mut out.expired_groups)
+        };
+        for group in expired {
+            let outcome = match shared.store() {
+                Ok(store) => store.delete_group(&group).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => tracing::info!(%group, "offsets expired: group was empty past the retention"),
+                Err(e) => {
+                    // Keep it known so a later expiry retries the deletion.
+                    tracing::error!(%group, error = %e, "deleting expired offsets failed");
+                    let now = shared.clock.now_ms();
+                    shared.core.lock().coordinator.restore_group(&group, now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_kafkas() {
+        let c = GroupConfig::default();
+        assert_eq!(c.initial_rebalance_delay_ms, 3_000);
+        assert_eq!(c.offsets_retention_ms, 604_800_000);
+        assert_eq!(c.min_session_timeout_ms, 6_000);
+        assert_eq!(c.max_session_timeout_ms, 1_800_000);
+        assert_eq!(c.offset_metadata_max_bytes, 4_096);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn config_rejects_inverted_or_absurd_values() {
+        for bad in [
+            GroupConfig {
+                min_session_timeout_ms: 10,
+                max_session_timeout_ms: 5,
+                ..GroupConfig::default()
+            },
+            GroupConfig {
+                offsets_retention_ms: 0,
+                ..GroupConfig::default()
+            },
+            GroupConfig {
+                offset_metadata_max_bytes: METADATA_LIMIT_CAP + 1,
+                ..GroupConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn store_errors_never_map_to_success() {
+        for e in [
+            StoreError::Closed,
+            StoreError::TaskFailed("x".into()),
+            StoreError::Poisoned { path: "p".into() },
+            StoreError::GroupNameTooLong { len: 1, max: 0 },
+        ] {
+            assert_ne!(store_error_code(&e), 0, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn clock_is_monotonic_from_wall_time() {
+        let c = Clock::new();
+        let a = c.now_ms();
+        let b = c.now_ms();
+        assert!(b >= a);
+        assert!(a >= c.base_ms);
+        assert!(c.instant_of(a) >= c.start);
+    }
+}
