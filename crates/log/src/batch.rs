@@ -23,10 +23,6 @@ const CRC_START: usize = 21;
 /// Smallest encoded record: length, attributes, timestampDelta, offsetDelta, keyLength,
 /// valueLength and header count need at least one byte each.
 const MIN_RECORD_BYTES: usize = 7;
-/// A compressed batch may claim at most this many records per compressed payload byte. Real
-/// codecs stay far below it for 7-byte records; it stops a tiny batch from claiming billions of
-/// records (decoders elsewhere pre-allocate by record count).
-const MAX_COMPRESSED_RECORDS_PER_BYTE: usize = 64;
 /// Decompressed bytes examined per batch at most (guards against decompression bombs).
 pub(crate) const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
 
@@ -141,12 +137,13 @@ impl BatchHeader {
 /// - length bounds (at most `max_batch_bytes` per batch), magic == 2, CRC-32C over
 ///   attributes..end;
 /// - record_count at least 1 and plausible for the bytes present (each record needs at least 7
-///   bytes; a compressed batch may claim at most 64 records per payload byte);
+///   bytes: of payload if uncompressed, of the 256 MiB decompression limit otherwise);
 /// - last_offset_delta == record_count - 1;
-/// - for uncompressed batches, the records section holds exactly record_count length-prefixed
-///   records.
+/// - the records section (decompressed if needed, streaming, never allocating by a count from
+///   the wire) holds exactly record_count well-formed records with offset deltas 0, 1, 2, ...
 ///
-/// Empty input yields no batches.
+/// A batch that passes is safe to hand to a decoder that pre-allocates by record count. Empty
+/// input yields no batches.
 pub fn split_batches(
     records: &[u8],
     max_batch_bytes: usize,
@@ -154,15 +151,28 @@ pub fn split_batches(
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
-        let size = validate_batch(&records[pos..], max_batch_bytes)?;
+        let size = validate_batch(&records[pos..], max_batch_bytes, Depth::Deep)?;
         out.push(pos..pos + size);
         pos += size;
     }
     Ok(out)
 }
 
+/// How much of a batch [`validate_batch`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Depth {
+    /// Header, length, magic, CRC, counts; record framing of uncompressed batches.
+    Shallow,
+    /// Also decompresses and walks every record.
+    Deep,
+}
+
 /// Validates the batch at the start of `buf` (which may continue past it) and returns its size.
-pub(crate) fn validate_batch(buf: &[u8], max_batch_bytes: usize) -> Result<usize, BatchError> {
+pub(crate) fn validate_batch(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    depth: Depth,
+) -> Result<usize, BatchError> {
     if buf.len() < LOG_OVERHEAD {
         return Err(BatchError::Truncated {
             needed: LOG_OVERHEAD,
@@ -204,15 +214,14 @@ pub(crate) fn validate_batch(buf: &[u8], max_batch_bytes: usize) -> Result<usize
         .ok()
         .filter(|&c| c >= 1)
         .ok_or(BatchError::BadRecordCount(h.record_count))?;
-    let plausible = if h.compression() == 0 {
-        count.saturating_mul(MIN_RECORD_BYTES) <= payload.len()
+    // Every record needs at least 7 bytes: in the payload itself if uncompressed, within the
+    // decompression limit otherwise.
+    let room = if h.compression() == 0 {
+        payload.len() as u64
     } else {
-        count
-            <= payload
-                .len()
-                .saturating_mul(MAX_COMPRESSED_RECORDS_PER_BYTE)
+        MAX_DECOMPRESSED_BYTES
     };
-    if !plausible {
+    if count as u64 * MIN_RECORD_BYTES as u64 > room {
         return Err(BatchError::BadRecordCount(h.record_count));
     }
     if h.last_offset_delta != h.record_count - 1 {
@@ -221,12 +230,34 @@ pub(crate) fn validate_batch(buf: &[u8], max_batch_bytes: usize) -> Result<usize
             record_count: h.record_count,
         });
     }
-    match h.compression() {
-        0 => check_record_framing(payload, count)?,
-        1..=4 => {}
-        c => return Err(BatchError::UnknownCompression(c)),
+    if h.compression() > 4 {
+        return Err(BatchError::UnknownCompression(h.compression()));
+    }
+    match depth {
+        Depth::Shallow if h.compression() == 0 => check_record_framing(payload, count)?,
+        Depth::Shallow => {}
+        Depth::Deep => check_records(batch)?,
     }
     Ok(size)
+}
+
+/// Walks every record (decompressing if needed): exactly record_count well-formed records with
+/// offset deltas 0, 1, 2, ... and nothing after them.
+fn check_records(batch: &[u8]) -> Result<(), BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let mut next = h.base_offset;
+    let mut bad_delta = false;
+    walk_records(batch, true, |r| {
+        bad_delta = r.offset != next;
+        next = next.wrapping_add(1);
+        bad_delta
+    })?;
+    if bad_delta {
+        return Err(BatchError::BadRecords(
+            "record offset deltas are not 0, 1, 2, ...",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that `payload` is exactly `count` length-prefixed records.
@@ -294,6 +325,16 @@ pub(crate) struct RecordStamp {
 /// by a count or length read from the batch: record bodies are skipped by streaming.
 pub(crate) fn find_record(
     batch: &[u8],
+    f: impl FnMut(RecordStamp) -> bool,
+) -> Result<Option<RecordStamp>, BatchError> {
+    walk_records(batch, false, f)
+}
+
+/// [`find_record`]; with `exact`, a walk that reaches the last record also requires the
+/// records section to end there.
+fn walk_records(
+    batch: &[u8],
+    exact: bool,
     mut f: impl FnMut(RecordStamp) -> bool,
 ) -> Result<Option<RecordStamp>, BatchError> {
     let h = BatchHeader::parse(batch)?;
@@ -305,21 +346,27 @@ pub(crate) fn find_record(
         })?;
     let count = usize::try_from(h.record_count).unwrap_or(0);
     match h.compression() {
-        0 => scan_records(&h, payload, count, &mut f),
-        1 => scan_records(&h, flate2::read::GzDecoder::new(payload), count, &mut f),
+        0 => scan_records(&h, payload, count, exact, &mut f),
+        1 => scan_records(
+            &h,
+            flate2::read::GzDecoder::new(payload),
+            count,
+            exact,
+            &mut f,
+        ),
         2 => {
             let data = snappy_decompress(payload)?;
-            scan_records(&h, &data[..], count, &mut f)
+            scan_records(&h, &data[..], count, exact, &mut f)
         }
         3 => {
             let dec =
                 lz4::Decoder::new(payload).map_err(|e| BatchError::Decompress(e.to_string()))?;
-            scan_records(&h, dec, count, &mut f)
+            scan_records(&h, dec, count, exact, &mut f)
         }
         4 => {
             let dec = zstd::stream::read::Decoder::new(payload)
                 .map_err(|e| BatchError::Decompress(e.to_string()))?;
-            scan_records(&h, dec, count, &mut f)
+            scan_records(&h, dec, count, exact, &mut f)
         }
         c => Err(BatchError::UnknownCompression(c)),
     }
@@ -329,6 +376,7 @@ fn scan_records<R: Read>(
     h: &BatchHeader,
     reader: R,
     count: usize,
+    exact: bool,
     f: &mut impl FnMut(RecordStamp) -> bool,
 ) -> Result<Option<RecordStamp>, BatchError> {
     let mut r = reader.take(MAX_DECOMPRESSED_BYTES);
@@ -361,6 +409,14 @@ fn scan_records<R: Read>(
         if f(stamp) {
             return Ok(Some(stamp));
         }
+    }
+    let mut extra = [0u8; 1];
+    if exact
+        && r.read(&mut extra)
+            .map_err(|e| BatchError::Decompress(e.to_string()))?
+            != 0
+    {
+        return Err(BatchError::BadRecords("bytes after the last record"));
     }
     Ok(None)
 }
@@ -587,6 +643,102 @@ pub(crate) mod tests {
         let mut b = build_batch((-1, -1, -1), 1, &[1, 2], 30);
         b[57..61].copy_from_slice(&3i32.to_be_bytes());
         b[23..27].copy_from_slice(&2i32.to_be_bytes());
+        fix_crc(&mut b);
+        assert!(matches!(
+            split_batches(&b, 1 << 20),
+            Err(BatchError::BadRecords(_))
+        ));
+    }
+
+    fn encoded(codec: kafka_protocol::records::Compression, n: usize) -> Vec<u8> {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1000 + i as i64,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"value value value")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: codec,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn split_checks_compressed_records_deeply() {
+        use kafka_protocol::records::Compression;
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = encoded(codec, 4);
+            assert_eq!(split_batches(&b, 1 << 20).unwrap().len(), 1, "{codec:?}");
+            // Claims one more record than the compressed payload holds.
+            let mut more = b.clone();
+            more[57..61].copy_from_slice(&5i32.to_be_bytes());
+            more[23..27].copy_from_slice(&4i32.to_be_bytes());
+            fix_crc(&mut more);
+            assert!(
+                matches!(
+                    split_batches(&more, 1 << 20),
+                    Err(BatchError::BadRecords(_))
+                ),
+                "{codec:?}"
+            );
+            // Claims one record less: bytes are left after the last record.
+            let mut less = b.clone();
+            less[57..61].copy_from_slice(&3i32.to_be_bytes());
+            less[23..27].copy_from_slice(&2i32.to_be_bytes());
+            fix_crc(&mut less);
+            assert!(
+                matches!(
+                    split_batches(&less, 1 << 20),
+                    Err(BatchError::BadRecords(_))
+                ),
+                "{codec:?}"
+            );
+            // Garbage instead of compressed data (valid CRC).
+            let mut junk = b.clone();
+            for x in &mut junk[61..] {
+                *x = 0xa5;
+            }
+            fix_crc(&mut junk);
+            assert!(split_batches(&junk, 1 << 20).is_err(), "{codec:?}");
+            // Shallow validation (append, recovery) does not decompress.
+            assert!(validate_batch(&junk, 1 << 20, Depth::Shallow).is_ok());
+        }
+    }
+
+    #[test]
+    fn split_rejects_wrong_offset_deltas() {
+        // Two records whose offset deltas are 0 and 5.
+        let mut b = build_batch((-1, -1, -1), 1, &[1, 2], 3);
+        let first_len = b[61] as usize / 2 + 1;
+        let second = 61 + first_len;
+        assert_eq!(b[second + 3], 2); // zig-zag 1
+        b[second + 3] = 10; // zig-zag 5
         fix_crc(&mut b);
         assert!(matches!(
             split_batches(&b, 1 << 20),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
+use crate::batch::{self, BatchHeader, Depth, LOG_OVERHEAD};
 use crate::config::LogConfig;
 use crate::error::{BatchError, LogError};
 use crate::format::{self, INDEX_ENTRY, TIME_ENTRY};
@@ -639,7 +639,7 @@ impl PartitionLog {
             }
             buf.resize(size, 0);
             seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
-            if batch::validate_batch(&buf, size).is_err() {
+            if batch::validate_batch(&buf, size, Depth::Shallow).is_err() {
                 break;
             }
             let h = BatchHeader::parse(&buf)?;
@@ -713,17 +713,13 @@ impl PartitionLog {
                 break;
             }
         }
-        let (from, st) = state.unwrap_or((self.log_start, ProducerState::default()));
-        self.producers = st;
+        let (from, mut st) = state.unwrap_or((self.log_start, ProducerState::default()));
         let from = from.max(self.log_start);
-        let mut headers = Vec::new();
         self.for_each_header(from, |h| {
-            headers.push(h);
+            st.apply(&h);
             true
         })?;
-        for h in &headers {
-            self.producers.apply(h);
-        }
+        self.producers = st;
         Ok(())
     }
 
@@ -768,7 +764,7 @@ impl PartitionLog {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
         }
-        let size = batch::validate_batch(batch, self.config.max_batch_bytes)?;
+        let size = batch::validate_batch(batch, self.config.max_batch_bytes, Depth::Shallow)?;
         if size != batch.len() {
             return Err(BatchError::TrailingBytes(batch.len() - size).into());
         }
@@ -1116,7 +1112,14 @@ impl PartitionLog {
             .values()
             .map(|s| (s.base, s.size, s.max_ts))
             .collect();
-        let deletable = segs.len().saturating_sub(1);
+        // Never the active segment, and only segments wholly below the high watermark, so that
+        // data is never deleted before it is durable (and log_start <= high_watermark).
+        let below_hw = self
+            .segments
+            .values()
+            .take_while(|s| s.next_offset <= self.high_watermark)
+            .count();
+        let deletable = segs.len().saturating_sub(1).min(below_hw);
         let mut by_time = 0;
         if let Some(ms) = self.config.retention_ms {
             while by_time < deletable

@@ -580,3 +580,27 @@ fn delete_removes_directory() {
             .unwrap()
     );
 }
+
+#[test]
+fn retention_never_deletes_data_above_the_high_watermark() {
+    let s = MemStorage::new();
+    let cfg = LogConfig {
+        retention_bytes: Some(1),
+        retention_ms: Some(1),
+        ..small_config()
+    };
+    let mut log = open(&s, cfg);
+    for i in 0..10 {
+        log.append(&batch(3, NOW + i), NOW).unwrap();
+    }
+    assert!(files(&s, ".log").len() > 2);
+    assert_eq!(
+        log.enforce_retention(NOW + 1_000_000).unwrap(),
+        0,
+        "nothing is durable yet"
+    );
+    log.sync().unwrap();
+    let n = files(&s, ".log").len();
+    assert_eq!(log.enforce_retention(NOW + 1_000_000).unwrap(), n - 1);
+    assert!(log.log_start_offset() <= log.high_watermark());
+}
