@@ -630,3 +630,31 @@ mod tests {
         assert!(c.instant_of(a) >= c.start);
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! A broker state with chosen group settings, for handler tests.
+    use std::sync::Arc;
+
+    use super::GroupConfig;
+    use crate::config::BrokerConfig;
+    use crate::state::SharedState;
+
+    /// A state over a fresh temp dir whose groups use `initial_delay_ms` and Kafka's other
+    /// defaults. Must run inside a tokio runtime.
+    pub fn state(initial_delay_ms: u64) -> (SharedState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            groups: GroupConfig {
+                initial_rebalance_delay_ms: initial_delay_ms,
+                ..GroupConfig::default()
+            },
+            ..BrokerConfig::default()
+        };
+        (
+            Arc::new(crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap()),
+            dir,
+        )
+    }
+}

@@ -27,7 +27,8 @@ fn frame(key: ApiKey, version: i16, body: &RequestKind) -> Option<Vec<u8>> {
     h.request_api_version = version;
     h.correlation_id = 3;
     h.client_id = Some(s("c"));
-    h.encode(&mut buf, key.request_header_version(version)).ok()?;
+    h.encode(&mut buf, key.request_header_version(version))
+        .ok()?;
     body.encode(&mut buf, version).ok()?;
     Some(buf.to_vec())
 }
@@ -150,8 +151,8 @@ fn every_served_api_decodes_at_every_version() {
         for v in range.min..=range.max {
             let req = populated(key, v);
             let f = frame(key, v, &req).expect("encodes");
-            let (h, decoded) = decode_request(&f)
-                .unwrap_or_else(|e| panic!("{key:?} v{v} rejected: {e}"));
+            let (h, decoded) =
+                decode_request(&f).unwrap_or_else(|e| panic!("{key:?} v{v} rejected: {e}"));
             assert_eq!(h.correlation_id, 3);
             // Re-encoding the decoded request gives the same frame: nothing was skipped.
             assert_eq!(frame(key, v, &decoded).unwrap(), f, "{key:?} v{v}");

@@ -420,3 +420,107 @@ async fn corrupt_and_implausible_batches_are_rejected_with_error_codes() {
     still_serves(&b).await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_producers_share_syncs_and_lose_nothing() {
+    let b = TestBroker::start().await;
+    let mut admin = b.client().await;
+    let mut t = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+    t.name = name("many");
+    t.num_partitions = 4;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    let r: CreateTopicsResponse = admin.call(ApiKey::CreateTopics, 5, &req).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let mut tasks = Vec::new();
+    for conn in 0..8 {
+        let addr = b.addr();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut offsets = Vec::new();
+            for i in 0..15 {
+                let partition = (conn + i) % 4;
+                let req = produce_req(
+                    "many",
+                    partition,
+                    batch(&records(2, 1), Compression::None),
+                    -1,
+                );
+                let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
+                let p = &r.responses[0].partition_responses[0];
+                assert_eq!(p.error_code, 0);
+                offsets.push((partition, p.base_offset));
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        before,
+        "every acknowledged batch got its own offsets"
+    );
+    let mut lo = list_offsets_req("many", -1);
+    lo.topics[0].partitions = (0..4)
+        .map(|i| {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = i;
+            p.timestamp = -1;
+            p
+        })
+        .collect();
+    let r: ListOffsetsResponse = admin.call(ApiKey::ListOffsets, 7, &lo).await;
+    let total: i64 = r.topics[0].partitions.iter().map(|p| p.offset).sum();
+    assert_eq!(
+        total,
+        8 * 15 * 2,
+        "high watermarks cover every acknowledged record"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn interval_fsync_answers_at_once_and_data_becomes_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.fsync = waterline_broker::FsyncPolicy::Interval { ms: 50 };
+    let broker = waterline_broker::Broker::start(cfg).await.unwrap();
+    let mut c = Client::connect(broker.local_addr()).await;
+    let _: MetadataResponse = c.call(ApiKey::Metadata, 9, &metadata_req("iv")).await;
+    let r = produce(&mut c, "iv", batch(&records(3, 1), Compression::None)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    // Consumers see it once the background sync has run (the fetch long-polls for it).
+    let f: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch_req("iv", 0, 5_000)).await;
+    assert!(
+        !f.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 3);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_ends_long_polls_promptly() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    let _: MetadataResponse = c.call(ApiKey::Metadata, 9, &metadata_req("sd")).await;
+    let corr = c.send(ApiKey::Fetch, 11, &fetch_req("sd", 0, 60_000)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let stop = tokio::spawn(b.stop());
+    let (cid, f): (i32, FetchResponse) = c.recv(ApiKey::Fetch, 11).await;
+    assert_eq!(cid, corr);
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    stop.await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,124 @@
+//! OffsetCommit (8), v2-9, checked the way Kafka's classic group coordinator does, then stored
+//! durably before the response is sent.
+//!
+//! Order of checks: unknown topic or partition (UNKNOWN_TOPIC_OR_PARTITION per partition); then
+//! the group (generation, member, state through the coordinator; its error answers every
+//! remaining partition); then per-partition metadata size (OFFSET_METADATA_TOO_LARGE). What
+//! passes is committed through the coalescing store in one batch, and the response is sent only
+//! once that batch is durable. A store failure answers the batch's partitions with an error,
+//! never with success.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, RequestHeader};
+use waterline_coordinator::OffsetCommitCheck;
+use waterline_store::{OffsetAndMetadata, TopicPartition};
+
+use crate::groups::store_error_code;
+use crate::state::{BrokerState, SharedState};
+
+/// Handles a decoded OffsetCommit request.
+pub async fn handle(
+    state: &SharedState,
+    header: &RequestHeader,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let version = header.request_api_version;
+    let group = req.group_id.to_string();
+    let max_metadata = state.groups.config().offset_metadata_max_bytes;
+    let now = BrokerState::now_ms();
+
+    // One slot per requested partition, in request order; `None` = still to be stored.
+    let mut codes: Vec<Vec<(i32, Option<i16>)>> = Vec::with_capacity(req.topics.len());
+    let mut candidates = 0usize;
+    for t in &req.topics {
+        let known = state.topics.get(t.name.as_str());
+        let row = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let exists = known.as_ref().is_some_and(|topic| {
+                    usize::try_from(p.partition_index).is_ok_and(|i| i < topic.partitions.len())
+                });
+                if exists {
+                    candidates += 1;
+                    (p.partition_index, None)
+                } else {
+                    (
+                        p.partition_index,
+                        Some(ResponseError::UnknownTopicOrPartition.code()),
+                    )
+                }
+            })
+            .collect();
+        codes.push(row);
+    }
+
+    if candidates > 0 {
+        let check = OffsetCommitCheck {
+            group_id: group.clone(),
+            generation_id: req.generation_id_or_member_epoch,
+            member_id: req.member_id.to_string(),
+            group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+            api_version: version,
+        };
+        let group_error = state.groups.validate_commit(&check).err().map(|e| e.code());
+        let mut batch = Vec::with_capacity(candidates);
+        for (t, row) in req.topics.iter().zip(codes.iter_mut()) {
+            for (p, slot) in t.partitions.iter().zip(row.iter_mut()) {
+                if slot.1.is_some() {
+                    continue;
+                }
+                if let Some(code) = group_error {
+                    slot.1 = Some(code);
+                    continue;
+                }
+                let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
+                if metadata.len() > max_metadata {
+                    slot.1 = Some(ResponseError::OffsetMetadataTooLarge.code());
+                    continue;
+                }
+                let mut om = OffsetAndMetadata::new(p.committed_offset, now)
+                    .with_metadata(metadata.to_string());
+                om.leader_epoch = (version >= 6 && p.committed_leader_epoch >= 0)
+                    .then_some(p.committed_leader_epoch);
+                batch.push((TopicPartition::new(t.name.to_string(), p.partition_index), om));
+            }
+        }
+        let stored = if batch.is_empty() {
+            0
+        } else {
+            match state.groups.commit(&group, &batch).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(%group, error = %e, partitions = batch.len(), "offset commit failed");
+                    store_error_code(&e)
+                }
+            }
+        };
+        for row in &mut codes {
+            for slot in row.iter_mut() {
+                slot.1.get_or_insert(stored);
+            }
+        }
+    }
+
+    let mut resp = OffsetCommitResponse::default();
+    for (t, row) in req.topics.into_iter().zip(codes) {
+        let mut rt = OffsetCommitResponseTopic::default();
+        rt.name = t.name;
+        rt.partitions = row
+            .into_iter()
+            .map(|(index, code)| {
+                let mut rp = OffsetCommitResponsePartition::default();
+                rp.partition_index = index;
+                rp.error_code = code.unwrap_or(0);
+                rp
+            })
+            .collect();
+        resp.topics.push(rt);
+    }
+    resp
+}

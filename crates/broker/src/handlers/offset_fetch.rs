@@ -1,0 +1,159 @@
+//! OffsetFetch (9), v1-9: committed offset and metadata per partition (-1 and empty metadata
+//! where nothing is committed), or every committed partition of a group when topics is null.
+//! Leader epochs are reported as -1 (no OffsetForLeaderEpoch, so clients skip validation).
+//! v8+ batch groups. `require_stable` is accepted and ignored: there are no transactions.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
+};
+use kafka_protocol::ResponseError;
+
+use crate::groups::store_error_code;
+use crate::handlers::sb;
+use crate::state::SharedState;
+
+/// One partition's answer: (index, offset, metadata, error code).
+type Part = (i32, i64, String, i16);
+
+/// Answers one group: `topics` `None` means every committed partition. On a group-level error
+/// (store failure, empty group id) returns the error code and the requested partitions with it.
+async fn fetch_group(
+    state: &SharedState,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> (i16, Vec<(TopicName, Vec<Part>)>) {
+    let committed = if group.is_empty() {
+        Err(ResponseError::InvalidGroupId.code())
+    } else {
+        state.groups.committed(group).await.map_err(|e| {
+            tracing::error!(%group, error = %e, "reading committed offsets failed");
+            store_error_code(&e)
+        })
+    };
+    let committed = match committed {
+        Ok(c) => c,
+        Err(code) => {
+            let parts = topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, ps)| (name, ps.into_iter().map(|p| (p, -1, String::new(), code)).collect()))
+                .collect();
+            return (code, parts);
+        }
+    };
+    let Some(topics) = topics else {
+        // Every committed partition, grouped by topic (the store sorts by topic, partition).
+        let mut out: Vec<(TopicName, Vec<Part>)> = Vec::new();
+        for (tp, om) in committed {
+            let part = (tp.partition, om.offset().unwrap_or(-1), om.metadata, 0);
+            match out.last_mut() {
+                Some((name, parts)) if name.as_str() == tp.topic => parts.push(part),
+                _ => out.push((TopicName(sb(tp.topic)), vec![part])),
+            }
+        }
+        return (0, out);
+    };
+    let by_tp: HashMap<(String, i32), (i64, String)> = committed
+        .into_iter()
+        .map(|(tp, om)| ((tp.topic, tp.partition), (om.offset().unwrap_or(-1), om.metadata)))
+        .collect();
+    let out = topics
+        .into_iter()
+        .map(|(name, ps)| {
+            let parts = ps
+                .into_iter()
+                .map(|p| {
+                    let (offset, metadata) = by_tp
+                        .get(&(name.to_string(), p))
+                        .cloned()
+                        .unwrap_or((-1, String::new()));
+                    (p, offset, metadata, 0)
+                })
+                .collect();
+            (name, parts)
+        })
+        .collect();
+    (0, out)
+}
+
+/// Handles a decoded OffsetFetch request.
+pub async fn handle(
+    state: &SharedState,
+    header: &RequestHeader,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let version = header.request_api_version;
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect::<Vec<_>>()
+            });
+            let (code, parts) = fetch_group(state, g.group_id.as_str(), topics).await;
+            let mut rg = OffsetFetchResponseGroup::default();
+            rg.group_id = g.group_id;
+            rg.error_code = code;
+            rg.topics = parts
+                .into_iter()
+                .map(|(name, ps)| {
+                    let mut rt = OffsetFetchResponseTopics::default();
+                    rt.name = name;
+                    rt.partitions = ps
+                        .into_iter()
+                        .map(|(index, offset, metadata, error)| {
+                            let mut rp = OffsetFetchResponsePartitions::default();
+                            rp.partition_index = index;
+                            rp.committed_offset = offset;
+                            rp.committed_leader_epoch = -1;
+                            rp.metadata = Some(sb(metadata));
+                            rp.error_code = error;
+                            rp
+                        })
+                        .collect();
+                    rt
+                })
+                .collect();
+            resp.groups.push(rg);
+        }
+        return resp;
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect::<Vec<_>>()
+    });
+    let (code, parts) = fetch_group(state, req.group_id.as_str(), topics).await;
+    // v1 has no top-level error; its partitions carry it.
+    if version >= 2 {
+        resp.error_code = code;
+    }
+    resp.topics = parts
+        .into_iter()
+        .map(|(name, ps)| {
+            let mut rt = OffsetFetchResponseTopic::default();
+            rt.name = name;
+            rt.partitions = ps
+                .into_iter()
+                .map(|(index, offset, metadata, error)| {
+                    let mut rp = OffsetFetchResponsePartition::default();
+                    rp.partition_index = index;
+                    rp.committed_offset = offset;
+                    rp.committed_leader_epoch = -1;
+                    rp.metadata = Some(sb(metadata));
+                    rp.error_code = error;
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    resp
+}
