@@ -1,5 +1,110 @@
 //! Waterline's durable segmented partition log: record batches, offset and time indexes,
 //! recovery.
+//!
+//! A [`PartitionLog`] is one directory holding Kafka-style segments. Batches are stored exactly
+//! as produced (record batch v2, compressed stays compressed) except that the first 8 bytes are
+//! rewritten with the assigned base offset; the CRC-32C does not cover them, so stored batches
+//! stay valid. All file access goes through [`Storage`], implemented by [`FsStorage`] (real
+//! disk) and [`MemStorage`] (in-memory disk that can simulate a power loss). Times are
+//! milliseconds since the Unix epoch passed in by the caller: the log never reads the clock.
+//!
+//! # Durability
+//!
+//! Nothing fsyncs implicitly on append. The broker drives group commit:
+//! [`PartitionLog::sync_point`] lists what must be fsynced (under the partition lock),
+//! [`SyncPoint::fsync`] does it (outside the lock, while appends continue), and
+//! [`PartitionLog::complete_sync`] advances the high watermark (under the lock). The high
+//! watermark is the durable end: every offset below it has been fsynced.
+//!
+//! | write path | writes | fsyncs |
+//! |---|---|---|
+//! | `append` | batch into the active `.log`; an `.index`/`.timeindex` entry every `index_interval_bytes` | nothing |
+//! | roll (inside `append`) | final `.timeindex` entry of the sealed segment, `{next}.snapshot`, three new empty files | nothing; the sealed segment's files, the snapshot and the directory are queued for the next sync point |
+//! | `SyncPoint::fsync` | `recovery-point` (after a roll) | queued files, the active `.log`, the directory if files were created, then `recovery-point` via tmp + fsync + rename + directory fsync |
+//! | `enforce_retention` | `log-start-offset`, deletions | `log-start-offset` via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
+//! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
+//! | `close` | final `.timeindex` entry, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
+//!
+//! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
+//! (a retried fsync can report success for data the kernel already dropped). Reopening runs
+//! recovery.
+//!
+//! # Recovery
+//!
+//! `close` leaves a `clean-shutdown` marker; `open` removes it (and fsyncs the directory)
+//! before accepting writes. With a valid marker, `open` trusts the segments: it loads the
+//! indexes, bounds-checks them, and walks only the batch headers after the last offset index
+//! entry of each segment to confirm the segment ends where expected; a failing check rebuilds
+//! that segment by a full scan. Without it (unclean stop), segments whose base is below the
+//! `recovery-point` (all of their files were fsynced before that checkpoint was written) are
+//! trusted the same way, and every later segment is validated batch by batch: length bounds,
+//! magic 2, CRC-32C, record framing, and dense offsets (each batch's base offset equals the
+//! previous batch's last offset + 1). The log is truncated at the first invalid batch, later
+//! segments are deleted, and the indexes of scanned segments are rebuilt from scratch.
+//!
+//! Idempotent producer state (producer id -> epoch and the last 5 batches' sequences and
+//! offsets) is snapshotted at every roll and on clean close. `open` loads the newest valid
+//! snapshot at or below the first rescanned offset and replays the headers of the batches after
+//! it; without a usable snapshot it replays from the log start. Snapshots above the recovered
+//! log end are deleted.
+//!
+//! # FORMAT
+//!
+//! All integers are big-endian. `{n}` is a 20-digit zero-padded decimal offset (Kafka naming).
+//! Files in a partition directory:
+//!
+//! ## `{base}.log` — segment
+//! Concatenated record batches v2, the first with base offset `base`, offsets dense. Per batch
+//! (61-byte header, then records):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | baseOffset i64 (assigned by the log) |
+//! | 8..12 | batchLength i32 (bytes after this field; total size = 12 + batchLength, >= 61) |
+//! | 12..16 | partitionLeaderEpoch i32 (as produced) |
+//! | 16 | magic i8 = 2 |
+//! | 17..21 | crc u32: CRC-32C (Castagnoli) of bytes 21..end |
+//! | 21..23 | attributes i16: bits 0-2 compression (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), bit 3 timestamp type, bit 4 transactional, bit 5 control |
+//! | 23..27 | lastOffsetDelta i32 = recordCount - 1 |
+//! | 27..35 | baseTimestamp i64 |
+//! | 35..43 | maxTimestamp i64 |
+//! | 43..51 | producerId i64 (-1 if none) |
+//! | 51..53 | producerEpoch i16 |
+//! | 53..57 | baseSequence i32 |
+//! | 57..61 | recordCount i32 (>= 1) |
+//! | 61.. | records, compressed as a whole if the codec is not 0; each record: length varint, attributes i8, timestampDelta varlong, offsetDelta varint, key (varint length, -1 = null), value (same), headers (varint count, then key/value pairs) |
+//!
+//! A segment never exceeds `segment_bytes` unless it holds a single batch, and never 4 GiB;
+//! offsets within it stay within `base + u32::MAX`.
+//!
+//! ## `{base}.index` — sparse offset index
+//! 8-byte entries: relative offset u32 (`offset - base`, > 0) | position u32 (byte position of
+//! that batch's start in `{base}.log`). An entry is written for the first batch that starts
+//! after at least `index_interval_bytes` since the previous entry; the segment start (0, 0) is
+//! implicit. Both fields strictly increase. Lookup: last entry with relative offset <= target,
+//! then scan batch headers forward.
+//!
+//! ## `{base}.timeindex` — sparse time index
+//! 12-byte entries: timestamp i64 | relative offset u32. The timestamp is the segment's largest
+//! record timestamp so far and the offset is the first record carrying it; written alongside
+//! an offset index entry when the maximum grew, and once more when the segment is sealed or
+//! the log closed, so the last entry of a sealed segment is its maximum. Timestamps strictly
+//! increase. Lookup for target t: last entry with timestamp <= t; every record before its
+//! offset is older than t, so the scan starts at that offset's batch.
+//!
+//! ## `{n}.snapshot` — producer state as of offset n (all batches below n applied)
+//! `"WLPS"` | version u32 = 1 | n i64 | producer count u32 | per producer: producerId i64 |
+//! epoch i16 | batch count u8 (<= 5) | per batch (oldest first): firstSequence i32 |
+//! lastSequence i32 | firstOffset i64 | lastOffset i64 | then CRC-32C u32 of everything before.
+//!
+//! ## `log-start-offset`, `recovery-point`, `clean-shutdown` — 20-byte checkpoints
+//! magic (4 bytes: `"WLLS"`, `"WLRP"`, `"WLCS"` respectively) | version u32 = 1 | value i64 |
+//! CRC-32C u32 of the first 16 bytes. Values: the log start offset; the base of the first
+//! segment that is not known to be fully durable; the log end offset at clean close. A file
+//! that fails its checks is ignored (treated as absent).
+//!
+//! ## `*.tmp`
+//! Partially written replacements of the files above; deleted by `open`.
 #![deny(missing_docs)]
 
 mod batch;
