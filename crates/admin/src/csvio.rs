@@ -19,7 +19,8 @@ pub struct CsvRow {
     pub offset: i64,
 }
 
-fn quote(field: &str) -> String {
+/// Quotes a field when it contains a comma, quote or line break.
+pub(crate) fn quote(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {

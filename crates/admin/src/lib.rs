@@ -5,6 +5,7 @@
 //! them into commands and renders tables, JSON and CSV.
 #![deny(unsafe_code, missing_docs)]
 
+pub mod cli;
 pub mod client;
 pub mod codes;
 pub mod csvio;

@@ -55,6 +55,8 @@ const COORDINATOR_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes asked for when fetching one record; a batch larger than this is still returned whole
 /// by Kafka (the first batch is always returned), so this only bounds the common case.
 const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
+/// Upper bound on a whole Fetch response asked for.
+const FETCH_MAX_BYTES: i32 = 50 << 20;
 
 /// Client configuration.
 #[derive(Debug, Clone)]
@@ -488,74 +490,100 @@ impl AdminClient {
         tp: &TopicPartition,
         offset: i64,
     ) -> Result<Option<RecordInfo>, ClientError> {
-        let routes = self.by_leader(&[(tp.clone(), ())]).await?;
-        let Some(addr) = routes.into_keys().next() else {
-            return Ok(None);
-        };
-        let (version, resp) = self
-            .send(&addr, |_| {
-                FetchRequest::default()
-                    .with_replica_id(BrokerId(-1))
-                    .with_max_wait_ms(0)
-                    .with_min_bytes(0)
-                    .with_max_bytes(FETCH_PARTITION_MAX_BYTES)
-                    .with_isolation_level(0)
-                    .with_session_id(0)
-                    .with_session_epoch(-1)
-                    .with_topics(vec![
-                        FetchTopic::default()
-                            .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
-                            .with_partitions(vec![
-                                FetchPartition::default()
-                                    .with_partition(tp.partition)
-                                    .with_fetch_offset(offset)
-                                    .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES),
-                            ]),
-                    ])
-            })
+        let found = self
+            .fetch_records(&[(tp.clone(), offset)], FETCH_PARTITION_MAX_BYTES)
             .await?;
-        let context = || {
-            format!(
-                "topic {} partition {} offset {offset}",
-                tp.topic, tp.partition
-            )
-        };
-        if resp.error_code != codes::NONE {
-            return Err(ClientError::Kafka {
-                api: "Fetch",
-                context: context(),
-                code: resp.error_code,
-            });
-        }
-        for t in resp.responses {
-            if t.topic.0.as_str() != tp.topic {
-                continue;
+        Ok(found.get(tp).copied().flatten())
+    }
+
+    /// For each `(partition, offset)`, the first record at or after the offset, with one Fetch
+    /// per leader. A partition whose first batch is larger than `partition_max_bytes` may come
+    /// back cut (then `None`): callers treat `None` as "not readable", not "no record".
+    pub async fn fetch_records(
+        &mut self,
+        wanted: &[(TopicPartition, i64)],
+        partition_max_bytes: i32,
+    ) -> Result<BTreeMap<TopicPartition, Option<RecordInfo>>, ClientError> {
+        let mut out = BTreeMap::new();
+        for (addr, items) in self.by_leader(wanted).await? {
+            let offsets: BTreeMap<TopicPartition, i64> = items.iter().cloned().collect();
+            let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+            for (tp, offset) in &items {
+                topics.entry(tp.topic.clone()).or_default().push(
+                    FetchPartition::default()
+                        .with_partition(tp.partition)
+                        .with_fetch_offset(*offset)
+                        .with_partition_max_bytes(partition_max_bytes),
+                );
             }
-            for p in t.partitions {
-                if p.partition_index != tp.partition {
-                    continue;
-                }
-                if p.error_code != codes::NONE {
-                    return Err(ClientError::Kafka {
-                        api: "Fetch",
-                        context: context(),
-                        code: p.error_code,
-                    });
-                }
-                let Some(bytes) = p.records else {
-                    return Ok(None);
-                };
-                return records::first_record_at_or_after(&bytes, offset).map_err(|message| {
-                    ClientError::Decode {
-                        api: "Fetch",
-                        version,
-                        addr: addr.clone(),
-                        message: format!("{}: {message}", context()),
-                    }
+            let max_bytes = partition_max_bytes
+                .saturating_mul(i32::try_from(items.len()).unwrap_or(i32::MAX))
+                .min(FETCH_MAX_BYTES);
+            let (version, resp) = self
+                .send(&addr, |_| {
+                    FetchRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_max_wait_ms(0)
+                        .with_min_bytes(0)
+                        .with_max_bytes(max_bytes)
+                        .with_isolation_level(0)
+                        .with_session_id(0)
+                        .with_session_epoch(-1)
+                        .with_topics(
+                            topics
+                                .into_iter()
+                                .map(|(t, ps)| {
+                                    FetchTopic::default()
+                                        .with_topic(TopicName(StrBytes::from_string(t)))
+                                        .with_partitions(ps)
+                                })
+                                .collect(),
+                        )
+                })
+                .await?;
+            if resp.error_code != codes::NONE {
+                return Err(ClientError::Kafka {
+                    api: "Fetch",
+                    context: format!("broker {addr}"),
+                    code: resp.error_code,
                 });
             }
+            for t in resp.responses {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.topic.0.to_string(), p.partition_index);
+                    let Some(offset) = offsets.get(&tp).copied() else {
+                        continue;
+                    };
+                    let context = format!(
+                        "topic {} partition {} offset {offset}",
+                        tp.topic, tp.partition
+                    );
+                    if p.error_code != codes::NONE {
+                        return Err(ClientError::Kafka {
+                            api: "Fetch",
+                            context,
+                            code: p.error_code,
+                        });
+                    }
+                    let found = match p.records {
+                        Some(bytes) => records::first_record_at_or_after(&bytes, offset).map_err(
+                            |message| ClientError::Decode {
+                                api: "Fetch",
+                                version,
+                                addr: addr.clone(),
+                                message: format!("{context}: {message}"),
+                            },
+                        )?,
+                        None => None,
+                    };
+                    out.insert(tp, found);
+                }
+            }
+            for (tp, _) in items {
+                out.entry(tp).or_insert(None);
+            }
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// Finds the coordinator address of `group`.

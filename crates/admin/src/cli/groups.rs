@@ -1,0 +1,277 @@
+//! `waterline groups list | describe | delete`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+
+use waterline_core::TopicPartition;
+
+use super::render::{
+    DescribeView, GroupView, MemberRow, OffsetRow, render_describe, render_group_list,
+};
+use super::{CliError, ConnectionArgs, OutputFormat, finish, now_ms};
+use crate::client::{AdminClient, OffsetSpec};
+use crate::codes;
+use crate::lag::time_lag;
+
+/// Per-partition bytes asked for when reading the records at committed offsets for time lag.
+const TIME_LAG_FETCH_BYTES: i32 = 64 << 10;
+
+/// `waterline groups ...`.
+#[derive(Debug, clap::Args)]
+pub struct GroupsArgs {
+    /// The groups subcommand.
+    #[command(subcommand)]
+    pub command: GroupsCommand,
+}
+
+/// Groups subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupsCommand {
+    /// List consumer groups.
+    List(ListArgs),
+    /// Describe groups: offsets and lag (default), members, or state.
+    Describe(DescribeArgs),
+    /// Delete groups that have no active members.
+    Delete(DeleteGroupsArgs),
+}
+
+/// `waterline groups list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Only groups in this state (Empty, Stable, PreparingRebalance, CompletingRebalance,
+    /// Dead); repeatable.
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
+    /// Output format: table or json.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// `waterline groups describe`.
+#[derive(Debug, clap::Args)]
+pub struct DescribeArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Group to describe; repeatable.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Vec<String>,
+    /// Describe every group.
+    #[arg(long)]
+    pub all_groups: bool,
+    /// Show members instead of offsets.
+    #[arg(long, conflicts_with = "state")]
+    pub members: bool,
+    /// Show group state instead of offsets.
+    #[arg(long)]
+    pub state: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// `waterline groups delete`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteGroupsArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Group to delete; repeatable.
+    #[arg(long, value_name = "GROUP", required = true)]
+    pub group: Vec<String>,
+}
+
+/// Runs `waterline groups ...`; returns the process exit code.
+pub async fn run_groups(args: GroupsArgs) -> ExitCode {
+    let result = match args.command {
+        GroupsCommand::List(a) => list(a).await,
+        GroupsCommand::Describe(a) => describe(a).await,
+        GroupsCommand::Delete(a) => delete(a).await,
+    };
+    finish("groups", result)
+}
+
+async fn list(args: ListArgs) -> Result<(), CliError> {
+    if args.output == OutputFormat::Csv {
+        return Err(CliError::Usage(
+            "groups list: --output must be table or json".into(),
+        ));
+    }
+    let mut client = args.conn.connect().await?;
+    let groups = client.list_groups(&args.state).await?;
+    print!("{}", render_group_list(&groups, args.output));
+    Ok(())
+}
+
+async fn describe(args: DescribeArgs) -> Result<(), CliError> {
+    // Exactly one of the two: neither, or both, is a usage error.
+    if args.group.is_empty() != args.all_groups {
+        return Err(CliError::Usage(
+            "groups describe: give --group G (repeatable) or --all-groups".into(),
+        ));
+    }
+    let view = if args.members {
+        DescribeView::Members
+    } else if args.state {
+        DescribeView::State
+    } else {
+        DescribeView::Offsets
+    };
+    let mut client = args.conn.connect().await?;
+    let groups = if args.all_groups {
+        client
+            .list_groups(&[])
+            .await?
+            .into_iter()
+            .map(|g| g.group_id)
+            .collect()
+    } else {
+        args.group.clone()
+    };
+    let views = collect_views(&mut client, &groups, view == DescribeView::Offsets).await?;
+    if args.output == OutputFormat::Csv {
+        for v in &views {
+            if let Some(m) = v.message() {
+                eprintln!("{m}");
+            }
+        }
+    }
+    print!("{}", render_describe(&views, view, args.output));
+    if let Some(missing) = views.iter().find(|v| !v.exists) {
+        return Err(CliError::Failed(format!(
+            "group '{}' does not exist",
+            missing.group
+        )));
+    }
+    Ok(())
+}
+
+/// Gathers what `groups describe` shows. With `with_offsets`, reads committed offsets, log end
+/// offsets and the records at committed offsets (exact time lag) in a few batched requests.
+pub(crate) async fn collect_views(
+    client: &mut AdminClient,
+    groups: &[String],
+    with_offsets: bool,
+) -> Result<Vec<GroupView>, CliError> {
+    let described = client.describe_groups(groups).await?;
+    let mut views = Vec::with_capacity(described.len());
+    for g in described {
+        if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
+            return Err(CliError::Failed(format!(
+                "DescribeGroups failed for group {}: {}",
+                g.group_id,
+                codes::describe(g.error_code)
+            )));
+        }
+        let coordinator = client.find_coordinator(&g.group_id).await.ok();
+        let committed = client.offset_fetch(&g.group_id, None).await?;
+        let mut owners: BTreeMap<TopicPartition, usize> = BTreeMap::new();
+        for (i, m) in g.members.iter().enumerate() {
+            for tp in &m.assignment {
+                owners.insert(tp.clone(), i);
+            }
+        }
+        let exists = g.error_code == codes::NONE
+            && !(g.state == "Dead" && committed.is_empty() && g.members.is_empty());
+        let mut offsets = Vec::new();
+        if with_offsets {
+            let partitions: BTreeSet<TopicPartition> =
+                committed.keys().chain(owners.keys()).cloned().collect();
+            let specs: Vec<(TopicPartition, OffsetSpec)> = partitions
+                .iter()
+                .map(|tp| (tp.clone(), OffsetSpec::Latest))
+                .collect();
+            let ends = if specs.is_empty() {
+                BTreeMap::new()
+            } else {
+                client.list_offsets(&specs).await?
+            };
+            let behind: Vec<(TopicPartition, i64)> = committed
+                .iter()
+                .filter(|(tp, c)| {
+                    ends.get(*tp)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|e| c.offset < e)
+                })
+                .map(|(tp, c)| (tp.clone(), c.offset))
+                .collect();
+            let records = if behind.is_empty() {
+                BTreeMap::new()
+            } else {
+                client.fetch_records(&behind, TIME_LAG_FETCH_BYTES).await?
+            };
+            let now = now_ms();
+            for tp in partitions {
+                let current = committed.get(&tp).map(|c| c.offset);
+                let log_end = ends.get(&tp).copied().flatten();
+                // The record read is the first at or after the committed offset; only its
+                // own offset gives the exact age.
+                let record_ts = records
+                    .get(&tp)
+                    .copied()
+                    .flatten()
+                    .filter(|r| Some(r.offset) == current)
+                    .map(|r| r.timestamp_ms);
+                let tl = match log_end {
+                    Some(end) => time_lag(now, current, end, record_ts, &[]),
+                    None => crate::lag::TimeLag::Unknown,
+                };
+                let owner = owners.get(&tp).map(|i| &g.members[*i]);
+                offsets.push(OffsetRow {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    current,
+                    log_end,
+                    time_lag: tl,
+                    consumer_id: owner.map(|m| m.member_id.clone()),
+                    host: owner.map(|m| m.host.clone()),
+                    client_id: owner.map(|m| m.client_id.clone()),
+                });
+            }
+        }
+        views.push(GroupView {
+            group: g.group_id.clone(),
+            state: g.state.clone(),
+            coordinator,
+            protocol: g.protocol.clone(),
+            offsets,
+            members: g
+                .members
+                .iter()
+                .map(|m| MemberRow {
+                    consumer_id: m.member_id.clone(),
+                    host: m.host.clone(),
+                    client_id: m.client_id.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            exists,
+        });
+    }
+    Ok(views)
+}
+
+async fn delete(args: DeleteGroupsArgs) -> Result<(), CliError> {
+    let mut client = args.conn.connect().await?;
+    let results = client.delete_groups(&args.group).await?;
+    let mut failed = Vec::new();
+    for (group, code) in results {
+        if code == codes::NONE {
+            println!("Deleted group '{group}'.");
+        } else {
+            failed.push(format!("group {group}: {}", codes::describe(code)));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "DeleteGroups failed for {}",
+            failed.join("; ")
+        )))
+    }
+}

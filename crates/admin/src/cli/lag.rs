@@ -1,0 +1,209 @@
+//! `waterline lag`: lag in records, time lag and a Burrow-style status per partition and
+//! group; `--watch` refreshes in place and builds the history the status and the time-lag
+//! estimates need.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use waterline_core::TopicPartition;
+
+use super::render::{LagGroupView, LagRow, render_lag};
+use super::{CliError, ConnectionArgs, OutputFormat, finish, now_ms};
+use crate::client::{AdminClient, OffsetSpec};
+use crate::lag::{Sample, WindowContext, evaluate, group_status, time_lag};
+use crate::timefmt::parse_duration_ms;
+
+/// Per-partition bytes asked for when reading records at committed offsets.
+const FETCH_BYTES: i32 = 64 << 10;
+/// History kept per partition, beyond which the oldest samples are dropped.
+const MAX_SAMPLES: usize = 10_000;
+
+/// `waterline lag`.
+#[derive(Debug, clap::Args)]
+pub struct LagArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Group to report; repeatable. Default: every group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Vec<String>,
+    /// Refresh in place until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Refresh interval with --watch, as an ISO-8601 duration.
+    #[arg(long, default_value = "PT5S", value_name = "DURATION")]
+    pub interval: String,
+    /// Status window, as an ISO-8601 duration.
+    #[arg(long, default_value = "PT5M", value_name = "DURATION")]
+    pub window: String,
+    /// Stop after this many refreshes (for scripts and tests); 0 means no limit.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub iterations: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// Runs `waterline lag`; returns the process exit code.
+pub async fn run_lag(args: LagArgs) -> ExitCode {
+    finish("lag", lag(args).await)
+}
+
+/// What is remembered between refreshes for one partition.
+#[derive(Debug, Default)]
+struct History {
+    samples: VecDeque<Sample>,
+    /// (log end offset, time) points for time-lag interpolation.
+    ends: VecDeque<(i64, i64)>,
+}
+
+async fn lag(args: LagArgs) -> Result<(), CliError> {
+    let window_ms =
+        parse_duration_ms(&args.window).map_err(|e| CliError::Usage(format!("--window: {e}")))?;
+    let interval_ms = parse_duration_ms(&args.interval)
+        .map_err(|e| CliError::Usage(format!("--interval: {e}")))?;
+    if window_ms <= 0 || interval_ms <= 0 {
+        return Err(CliError::Usage(
+            "--window and --interval must be positive".into(),
+        ));
+    }
+    let mut client = args.conn.connect().await?;
+    let mut history: BTreeMap<(String, TopicPartition), History> = BTreeMap::new();
+    let in_place =
+        args.watch && std::io::stdout().is_terminal() && args.output == OutputFormat::Table;
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        let views = refresh(&mut client, &args.group, &mut history, window_ms).await?;
+        let text = render_lag(&views, args.output);
+        let mut out = std::io::stdout().lock();
+        if in_place {
+            // Cursor home and clear screen: the table is redrawn in place.
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+        drop(out);
+        if !args.watch || (args.iterations > 0 && round >= args.iterations) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(interval_ms as u64)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn refresh(
+    client: &mut AdminClient,
+    wanted: &[String],
+    history: &mut BTreeMap<(String, TopicPartition), History>,
+    window_ms: i64,
+) -> Result<Vec<LagGroupView>, CliError> {
+    let groups: Vec<String> = if wanted.is_empty() {
+        client
+            .list_groups(&[])
+            .await?
+            .into_iter()
+            .map(|g| g.group_id)
+            .collect()
+    } else {
+        wanted.to_vec()
+    };
+    let described = client.describe_groups(&groups).await?;
+    let mut views = Vec::new();
+    for g in described {
+        let committed = client.offset_fetch(&g.group_id, None).await?;
+        let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
+        for m in &g.members {
+            partitions.extend(m.assignment.iter().cloned());
+        }
+        partitions.sort();
+        partitions.dedup();
+        let ends = if partitions.is_empty() {
+            BTreeMap::new()
+        } else {
+            let specs: Vec<(TopicPartition, OffsetSpec)> = partitions
+                .iter()
+                .map(|tp| (tp.clone(), OffsetSpec::Latest))
+                .collect();
+            client.list_offsets(&specs).await?
+        };
+        let behind: Vec<(TopicPartition, i64)> = committed
+            .iter()
+            .filter(|(tp, c)| {
+                ends.get(*tp)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|e| c.offset < e)
+            })
+            .map(|(tp, c)| (tp.clone(), c.offset))
+            .collect();
+        let records = if behind.is_empty() {
+            BTreeMap::new()
+        } else {
+            client.fetch_records(&behind, FETCH_BYTES).await?
+        };
+        let now = now_ms();
+        let ctx = WindowContext {
+            window_ms,
+            now_ms: now,
+            last_commit_ms: None,
+            consumer_active: Some(!g.members.is_empty()),
+        };
+        let mut rows = Vec::new();
+        for tp in partitions {
+            let current = committed.get(&tp).map(|c| c.offset);
+            let log_end = ends.get(&tp).copied().flatten().unwrap_or(0);
+            let h = history.entry((g.group_id.clone(), tp.clone())).or_default();
+            h.samples.push_back(Sample {
+                time_ms: now,
+                committed: current,
+                log_end,
+            });
+            if h.ends.back().is_none_or(|(e, _)| *e != log_end) {
+                h.ends.push_back((log_end, now));
+            }
+            // Keep what the window and estimates need, bounded.
+            while h.samples.len() > MAX_SAMPLES
+                || h.samples
+                    .front()
+                    .is_some_and(|s| now - s.time_ms > 2 * window_ms)
+                    && h.samples.len() > 2
+            {
+                h.samples.pop_front();
+            }
+            while h.ends.len() > MAX_SAMPLES {
+                h.ends.pop_front();
+            }
+            let record_ts = records
+                .get(&tp)
+                .copied()
+                .flatten()
+                .filter(|r| Some(r.offset) == current)
+                .map(|r| r.timestamp_ms);
+            let ends_vec: Vec<(i64, i64)> = h.ends.iter().copied().collect();
+            let samples: Vec<Sample> = h.samples.iter().copied().collect();
+            rows.push(LagRow {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                current,
+                log_end,
+                time_lag: time_lag(now, current, log_end, record_ts, &ends_vec),
+                status: evaluate(&samples, ctx),
+            });
+        }
+        let status = group_status(
+            rows.iter()
+                .map(|r| (r.topic.as_str(), r.partition, &r.status)),
+        );
+        views.push(LagGroupView {
+            group: g.group_id.clone(),
+            status,
+            rows,
+        });
+    }
+    Ok(views)
+}

@@ -1,0 +1,241 @@
+//! Command-line layer: `waterline groups`, `waterline offsets`, `waterline lag`.
+//!
+//! Exit codes: 0 success, 1 operation failed (including partial failure), 2 usage error.
+//! Usage errors that clap cannot see (no reset mode, two modes, malformed datetime, unknown
+//! topic) are detected here and reported as one line. Rendering lives in [`render`] and works
+//! on plain data, so output formats are tested without a broker.
+
+mod groups;
+mod lag;
+mod offsets;
+pub mod render;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use waterline_core::TopicPartition;
+
+use crate::client::{AdminClient, ClientConfig, ClusterMetadata};
+use crate::error::ClientError;
+
+pub use groups::{DescribeArgs, GroupsArgs, GroupsCommand, ListArgs, run_groups};
+pub use lag::{LagArgs, run_lag};
+pub use offsets::{DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets};
+
+/// Connection options shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Broker address(es), comma-separated `host:port`.
+    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    pub bootstrap_server: String,
+    /// Timeout for connecting and for each request, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+impl ConnectionArgs {
+    /// Connects an [`AdminClient`].
+    pub async fn connect(&self) -> Result<AdminClient, CliError> {
+        let mut config = ClientConfig::new(
+            self.bootstrap_server
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty()),
+        );
+        config.request_timeout = Duration::from_millis(self.timeout_ms.max(1));
+        AdminClient::connect(config).await.map_err(CliError::from)
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON document.
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The operation failed: exit code 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl From<crate::error::FileError> for CliError {
+    fn from(e: crate::error::FileError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Prints the error (one line) and maps the result to an exit code.
+pub(crate) fn finish(command: &str, result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: newlines inside messages would break scripts that read stderr.
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("waterline {command}: error: {msg}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the CLI is the only place that reads the clock).
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A parsed `--topic T[:P,P...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub topic: String,
+    /// Partitions, or `None` for all.
+    pub partitions: Option<Vec<i32>>,
+}
+
+/// Parses `T` or `T:P,P...`.
+pub fn parse_topic_spec(s: &str) -> Result<TopicSpec, CliError> {
+    let (topic, parts) = match s.rsplit_once(':') {
+        Some((t, p)) => (t, Some(p)),
+        None => (s, None),
+    };
+    if topic.is_empty() {
+        return Err(CliError::Usage(format!("--topic '{s}': empty topic name")));
+    }
+    let partitions =
+        match parts {
+            None => None,
+            Some(p) => {
+                Some(
+                    p.split(',')
+                        .map(|x| {
+                            x.trim().parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "--topic '{s}': partition '{x}' is not a non-negative integer"
+                        ))
+                    })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+        };
+    Ok(TopicSpec {
+        topic: topic.to_string(),
+        partitions,
+    })
+}
+
+/// Expands topic specs against metadata; unknown topics or partitions are usage errors.
+pub fn resolve_topics(
+    specs: &[TopicSpec],
+    meta: &ClusterMetadata,
+) -> Result<Vec<TopicPartition>, CliError> {
+    let mut out = std::collections::BTreeSet::new();
+    for spec in specs {
+        let Some(topic) = meta.topic(&spec.topic) else {
+            return Err(CliError::Usage(format!("unknown topic '{}'", spec.topic)));
+        };
+        match &spec.partitions {
+            None => {
+                for p in &topic.partitions {
+                    out.insert(TopicPartition::new(spec.topic.clone(), p.partition));
+                }
+            }
+            Some(ps) => {
+                for p in ps {
+                    if !topic.partitions.iter().any(|x| x.partition == *p) {
+                        return Err(CliError::Usage(format!(
+                            "topic '{}' has no partition {p} ({} partitions)",
+                            spec.topic,
+                            topic.partitions.len()
+                        )));
+                    }
+                    out.insert(TopicPartition::new(spec.topic.clone(), *p));
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{PartitionInfo, TopicInfo};
+
+    #[test]
+    fn topic_specs() {
+        assert_eq!(
+            parse_topic_spec("orders").unwrap(),
+            TopicSpec {
+                topic: "orders".into(),
+                partitions: None
+            }
+        );
+        assert_eq!(
+            parse_topic_spec("orders:0,2").unwrap().partitions,
+            Some(vec![0, 2])
+        );
+        let err = parse_topic_spec("orders:x").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert_eq!(
+            err.to_string(),
+            "--topic 'orders:x': partition 'x' is not a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn unknown_topics_and_partitions_are_usage_errors() {
+        let meta = ClusterMetadata {
+            brokers: vec![],
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                error_code: 0,
+                partitions: (0..2)
+                    .map(|p| PartitionInfo {
+                        partition: p,
+                        leader: 1,
+                        error_code: 0,
+                    })
+                    .collect(),
+            }],
+        };
+        let all = resolve_topics(&[parse_topic_spec("t").unwrap()], &meta).unwrap();
+        assert_eq!(all.len(), 2);
+        let err = resolve_topics(&[parse_topic_spec("nope").unwrap()], &meta).unwrap_err();
+        assert_eq!(
+            (err.exit_code(), err.to_string()),
+            (2, "unknown topic 'nope'".to_string())
+        );
+        let err = resolve_topics(&[parse_topic_spec("t:5").unwrap()], &meta).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topic 't' has no partition 5 (2 partitions)"
+        );
+    }
+}

@@ -1,0 +1,702 @@
+//! `waterline offsets reset | export | delete`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use waterline_core::TopicPartition;
+
+use super::render::{render_drift, render_plan};
+use super::{
+    CliError, ConnectionArgs, OutputFormat, finish, now_ms, parse_topic_spec, resolve_topics,
+};
+use crate::client::{AdminClient, OffsetSpec};
+use crate::codes;
+use crate::csvio::{CsvRow, write_csv};
+use crate::files::{
+    BackupFormat, backup_file_name, parse_offsets_file, parse_plan, read_text, render_backup,
+    write_durably,
+};
+use crate::reset::{PartitionInput, ResetMode, ResetPlan, describe_time_range, plan};
+use crate::timefmt::{parse_datetime_ms, parse_duration_ms};
+
+/// `waterline offsets ...`.
+#[derive(Debug, clap::Args)]
+pub struct OffsetsArgs {
+    /// The offsets subcommand.
+    #[command(subcommand)]
+    pub command: OffsetsCommand,
+}
+
+/// Offsets subcommands.
+// Parsed once per process: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+pub enum OffsetsCommand {
+    /// Plan (default: dry run) or apply (--execute) a reset of a group's offsets.
+    Reset(ResetArgs),
+    /// Print groups' committed offsets as CSV (kafka-consumer-groups format).
+    Export(ExportArgs),
+    /// Delete a group's committed offsets for topics or partitions.
+    Delete(DeleteArgs),
+}
+
+/// `waterline offsets reset`.
+///
+/// Scope and mode flags are checked here rather than by clap so that every mistake is one
+/// line and exit code 2.
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// The group to reset.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Topic, or topic:partition,partition...; repeatable.
+    #[arg(long, value_name = "TOPIC[:P,P...]")]
+    pub topic: Vec<String>,
+    /// Every topic the group has committed offsets for.
+    #[arg(long)]
+    pub all_topics: bool,
+    /// Take partitions and offsets from a CSV file or a backup.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// Reset to the log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// Reset to the log end offset.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// Reset to the committed offset (log end where there is none).
+    #[arg(long)]
+    pub to_current: bool,
+    /// Reset to this offset.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub to_offset: Option<i64>,
+    /// Move the committed offset by N (negative rewinds).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub shift_by: Option<i64>,
+    /// Reset to the first record at or after YYYY-MM-DDTHH:mm:SS.sss[zone].
+    #[arg(long, value_name = "DATETIME")]
+    pub to_datetime: Option<String>,
+    /// Reset to the first record at or after now minus an ISO-8601 duration (e.g. PT1H).
+    #[arg(long, value_name = "DURATION")]
+    pub by_duration: Option<String>,
+    /// Reset to another group's committed offsets.
+    #[arg(long, value_name = "GROUP")]
+    pub to_group: Option<String>,
+    /// Only show the plan (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply the plan. Saves the previous offsets to a backup file first.
+    #[arg(long)]
+    pub execute: bool,
+    /// Print the plan as CSV (topic,partition,offset) instead of a table.
+    #[arg(long)]
+    pub export: bool,
+    /// Output format of the plan (table or json); --export means csv.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// With --dry-run: also write the plan to this file.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+    /// With --execute: apply this plan file, if the group's offsets still match it.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Directory for backup files.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub backup_dir: PathBuf,
+    /// Backup file format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub backup_format: BackupFormat,
+}
+
+/// `waterline offsets export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Group to export; repeatable. Several groups give `group,topic,partition,offset` lines.
+    #[arg(long, value_name = "GROUP", required = true)]
+    pub group: Vec<String>,
+    /// Only these topics (topic or topic:p,p); repeatable.
+    #[arg(long, value_name = "TOPIC[:P,P...]")]
+    pub topic: Vec<String>,
+}
+
+/// `waterline offsets delete`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// The group.
+    #[arg(long, value_name = "GROUP", required = true)]
+    pub group: String,
+    /// Topic, or topic:partition,partition...; repeatable.
+    #[arg(long, value_name = "TOPIC[:P,P...]", required = true)]
+    pub topic: Vec<String>,
+}
+
+/// Runs `waterline offsets ...`; returns the process exit code.
+pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
+    let result = match args.command {
+        OffsetsCommand::Reset(a) => reset(a).await,
+        OffsetsCommand::Export(a) => export(a).await,
+        OffsetsCommand::Delete(a) => delete(a).await,
+    };
+    finish("offsets", result)
+}
+
+/// Where the partitions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    Topics(Vec<super::TopicSpec>),
+    AllTopics,
+    File(PathBuf),
+    Plan(PathBuf),
+}
+
+/// The validated reset request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ResetRequest {
+    group: String,
+    scope: Scope,
+    mode: ResetMode,
+    execute: bool,
+    format: OutputFormat,
+}
+
+const MODE_FLAGS: &str = "--to-earliest, --to-latest, --to-current, --to-offset, --shift-by, --to-datetime, --by-duration, --to-group";
+
+/// Checks scope, mode and execution flags; every failure is a one-line usage error.
+fn validate(args: &ResetArgs, now: i64) -> Result<ResetRequest, CliError> {
+    let usage = |m: String| Err(CliError::Usage(m));
+    if args.dry_run && args.execute {
+        return usage("--dry-run and --execute are mutually exclusive".into());
+    }
+    if args.plan_out.is_some() && args.execute {
+        return usage(
+            "--plan-out writes a dry-run plan; it cannot be combined with --execute".into(),
+        );
+    }
+    if args.plan.is_some() && !args.execute {
+        return usage("--plan applies a plan file and needs --execute".into());
+    }
+    let format = if args.export {
+        OutputFormat::Csv
+    } else {
+        args.output
+    };
+    let mut modes: Vec<(&str, ResetMode)> = Vec::new();
+    if args.to_earliest {
+        modes.push(("--to-earliest", ResetMode::ToEarliest));
+    }
+    if args.to_latest {
+        modes.push(("--to-latest", ResetMode::ToLatest));
+    }
+    if args.to_current {
+        modes.push(("--to-current", ResetMode::ToCurrent));
+    }
+    if let Some(n) = args.to_offset {
+        modes.push(("--to-offset", ResetMode::ToOffset(n)));
+    }
+    if let Some(n) = args.shift_by {
+        modes.push(("--shift-by", ResetMode::ShiftBy(n)));
+    }
+    if let Some(s) = &args.to_datetime {
+        let ts =
+            parse_datetime_ms(s).map_err(|e| CliError::Usage(format!("--to-datetime: {e}")))?;
+        modes.push(("--to-datetime", ResetMode::ToDatetime(ts)));
+    }
+    if let Some(s) = &args.by_duration {
+        let d = parse_duration_ms(s).map_err(|e| CliError::Usage(format!("--by-duration: {e}")))?;
+        if d < 0 {
+            return usage(format!("--by-duration: '{s}' is negative"));
+        }
+        let _ = now;
+        modes.push(("--by-duration", ResetMode::ByDuration(d)));
+    }
+    if let Some(g) = &args.to_group {
+        modes.push(("--to-group", ResetMode::ToGroup(g.clone())));
+    }
+    let mut scopes = Vec::new();
+    if !args.topic.is_empty() {
+        let specs = args
+            .topic
+            .iter()
+            .map(|t| parse_topic_spec(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        scopes.push(("--topic", Scope::Topics(specs)));
+    }
+    if args.all_topics {
+        scopes.push(("--all-topics", Scope::AllTopics));
+    }
+    if let Some(f) = &args.from_file {
+        scopes.push(("--from-file", Scope::File(f.clone())));
+    }
+    if let Some(p) = &args.plan {
+        scopes.push(("--plan", Scope::Plan(p.clone())));
+    }
+    let scope = match scopes.as_slice() {
+        [] => return usage(
+            "no partitions given; use --topic T[:P,...], --all-topics, --from-file F or --plan F"
+                .into(),
+        ),
+        [(_, s)] => s.clone(),
+        [(a, _), (b, _), ..] => return usage(format!("{a} and {b} are mutually exclusive")),
+    };
+    let mode = match (&scope, modes.as_slice()) {
+        (Scope::File(_), []) => ResetMode::FromFile,
+        (Scope::Plan(_), []) => ResetMode::FromFile,
+        (Scope::File(_) | Scope::Plan(_), [(m, _), ..]) => {
+            let which = if matches!(scope, Scope::File(_)) {
+                "--from-file"
+            } else {
+                "--plan"
+            };
+            return usage(format!("{which} sets the offsets itself; drop {m}"));
+        }
+        (_, []) => return usage(format!("no reset mode given; use one of {MODE_FLAGS}")),
+        (_, [(_, m)]) => m.clone(),
+        (_, [(a, _), (b, _), ..]) => {
+            return usage(format!(
+                "two reset modes given ({a} and {b}); use exactly one"
+            ));
+        }
+    };
+    let group = match (&args.group, &scope) {
+        (Some(g), _) => g.clone(),
+        // A plan names its group.
+        (None, Scope::Plan(_)) => String::new(),
+        (None, _) => return usage("--group is required".into()),
+    };
+    if let ResetMode::ToGroup(other) = &mode
+        && *other == group
+    {
+        return usage(format!("--to-group {other} is the group being reset"));
+    }
+    Ok(ResetRequest {
+        group,
+        scope,
+        mode,
+        execute: args.execute,
+        format,
+    })
+}
+
+async fn reset(args: ResetArgs) -> Result<(), CliError> {
+    let now = now_ms();
+    let req = validate(&args, now)?;
+    let mut client = args.conn.connect().await?;
+    let planned = match &req.scope {
+        Scope::Plan(path) => {
+            let plan = parse_plan(path, &read_text(path)?)?;
+            if !req.group.is_empty() && req.group != plan.group {
+                return Err(CliError::Usage(format!(
+                    "--group {} does not match the plan's group {}",
+                    req.group, plan.group
+                )));
+            }
+            let current = committed_offsets(&mut client, &plan.group).await?;
+            let drift = plan.drift(&current);
+            if !drift.is_empty() {
+                print!("{}", render_drift(&plan.group, &drift));
+                return Err(CliError::Failed(format!(
+                    "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
+                    path.display(),
+                    plan.group,
+                    drift.len()
+                )));
+            }
+            plan
+        }
+        _ => make_plan(&mut client, &req, now).await?,
+    };
+    let ranges = if req.format == OutputFormat::Csv {
+        Vec::new()
+    } else {
+        time_ranges(&mut client, &planned).await
+    };
+    print!("{}", render_plan(&planned, &ranges, req.format));
+    if !req.execute {
+        if let Some(path) = &args.plan_out {
+            write_durably(path, &crate::files::render_plan(&planned))?;
+            eprintln!(
+                "Plan written to {}; apply with --execute --plan {}",
+                path.display(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    execute(&mut client, &planned, &args).await
+}
+
+async fn committed_offsets(
+    client: &mut AdminClient,
+    group: &str,
+) -> Result<BTreeMap<TopicPartition, i64>, CliError> {
+    Ok(client
+        .offset_fetch(group, None)
+        .await?
+        .into_iter()
+        .map(|(tp, c)| (tp, c.offset))
+        .collect())
+}
+
+async fn make_plan(
+    client: &mut AdminClient,
+    req: &ResetRequest,
+    now: i64,
+) -> Result<ResetPlan, CliError> {
+    let current = committed_offsets(client, &req.group).await?;
+    let mut file_offsets = BTreeMap::new();
+    let partitions: Vec<TopicPartition> = match &req.scope {
+        Scope::Topics(specs) => {
+            let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+            let meta = client.metadata(Some(&topics)).await?;
+            resolve_topics(specs, &meta)?
+        }
+        Scope::AllTopics => {
+            if current.is_empty() {
+                return Err(CliError::Failed(format!(
+                    "--all-topics: group {} has no committed offsets",
+                    req.group
+                )));
+            }
+            current.keys().cloned().collect()
+        }
+        Scope::File(path) => {
+            file_offsets = parse_offsets_file(path, &read_text(path)?, &req.group)?;
+            if file_offsets.is_empty() {
+                return Err(CliError::Failed(format!(
+                    "{}: no offsets for group {}",
+                    path.display(),
+                    req.group
+                )));
+            }
+            let topics: Vec<String> = file_offsets
+                .keys()
+                .map(|tp| tp.topic.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let meta = client.metadata(Some(&topics)).await?;
+            let specs: Vec<super::TopicSpec> = file_offsets
+                .keys()
+                .map(|tp| super::TopicSpec {
+                    topic: tp.topic.clone(),
+                    partitions: Some(vec![tp.partition]),
+                })
+                .collect();
+            resolve_topics(&specs, &meta)?
+        }
+        Scope::Plan(_) => Vec::new(),
+    };
+    let earliest = list(client, &partitions, OffsetSpec::Earliest).await?;
+    let latest = list(client, &partitions, OffsetSpec::Latest).await?;
+    let for_time = match req.mode.lookup_timestamp(now) {
+        Some(ts) => list(client, &partitions, OffsetSpec::Timestamp(ts)).await?,
+        None => BTreeMap::new(),
+    };
+    let other = match &req.mode {
+        ResetMode::ToGroup(g) => committed_offsets(client, g).await?,
+        _ => BTreeMap::new(),
+    };
+    let inputs: Vec<PartitionInput> = partitions
+        .iter()
+        .map(|tp| PartitionInput {
+            tp: tp.clone(),
+            current: current.get(tp).copied(),
+            log_start: earliest.get(tp).copied().flatten().unwrap_or(0),
+            log_end: latest.get(tp).copied().flatten().unwrap_or(0),
+            offset_for_time: for_time.get(tp).copied().flatten(),
+            source_offset: match &req.mode {
+                ResetMode::ToGroup(_) => other.get(tp).copied(),
+                _ => file_offsets.get(tp).copied(),
+            },
+        })
+        .collect();
+    plan(&req.group, &req.mode, &inputs, now).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+async fn list(
+    client: &mut AdminClient,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, CliError> {
+    if partitions.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let specs: Vec<(TopicPartition, OffsetSpec)> =
+        partitions.iter().map(|tp| (tp.clone(), spec)).collect();
+    Ok(client.list_offsets(&specs).await?)
+}
+
+/// TIME-RANGE text per plan row: timestamps of the first and last skipped/replayed record.
+/// Unreadable timestamps degrade the text, never the command.
+async fn time_ranges(client: &mut AdminClient, plan: &ResetPlan) -> Vec<String> {
+    let mut wanted = Vec::new();
+    for r in &plan.rows {
+        if let Some((lo, hi)) = r.affected_range() {
+            wanted.push((r.tp(), lo));
+            wanted.push((r.tp(), hi));
+        }
+    }
+    let mut ts: BTreeMap<(TopicPartition, i64), i64> = BTreeMap::new();
+    // Two lookups per partition may target the same partition: ask one at a time per offset
+    // set so the map keys stay distinct.
+    for chunk in [0usize, 1] {
+        let batch: Vec<(TopicPartition, i64)> =
+            wanted.iter().skip(chunk).step_by(2).cloned().collect();
+        if batch.is_empty() {
+            continue;
+        }
+        if let Ok(found) = client.fetch_records(&batch, 64 << 10).await {
+            for (tp, off) in &batch {
+                if let Some(Some(rec)) = found.get(tp) {
+                    ts.insert((tp.clone(), *off), rec.timestamp_ms);
+                }
+            }
+        }
+    }
+    plan.rows
+        .iter()
+        .map(|r| {
+            let (first, last) = match r.affected_range() {
+                Some((lo, hi)) => (
+                    ts.get(&(r.tp(), lo)).copied(),
+                    ts.get(&(r.tp(), hi)).copied(),
+                ),
+                None => (None, None),
+            };
+            describe_time_range(r, first, last)
+        })
+        .collect()
+}
+
+async fn execute(
+    client: &mut AdminClient,
+    planned: &ResetPlan,
+    args: &ResetArgs,
+) -> Result<(), CliError> {
+    let group = &planned.group;
+    let described = client.describe_groups(std::slice::from_ref(group)).await?;
+    if let Some(g) = described.first()
+        && !g.members.is_empty()
+    {
+        return Err(CliError::Failed(format!(
+            "group {group} is {} with {} active member(s); offsets can only be reset while the group is inactive (stop its consumers first)",
+            g.state,
+            g.members.len()
+        )));
+    }
+    // Save the previous offsets before changing anything.
+    let previous = committed_offsets(client, group).await?;
+    let taken = now_ms();
+    let path = args
+        .backup_dir
+        .join(backup_file_name(group, taken, args.backup_format));
+    write_durably(
+        &path,
+        &render_backup(group, taken, &previous, args.backup_format),
+    )?;
+    eprintln!(
+        "Backup of group {group}'s previous offsets: {} (restore with: waterline offsets reset --group {group} --from-file {} --execute)",
+        path.display(),
+        path.display()
+    );
+    let fresh: Vec<String> = planned
+        .rows
+        .iter()
+        .filter(|r| !previous.contains_key(&r.tp()))
+        .map(|r| format!("{}:{}", r.topic, r.partition))
+        .collect();
+    if !fresh.is_empty() {
+        eprintln!(
+            "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with waterline offsets delete)",
+            fresh.join(",")
+        );
+    }
+    let failures = client.offset_commit(group, &planned.offsets()).await?;
+    if failures.is_empty() {
+        eprintln!(
+            "Reset {} partition(s) of group {group}.",
+            planned.rows.len()
+        );
+        return Ok(());
+    }
+    let detail: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{} partition {}: {}",
+                f.tp.topic,
+                f.tp.partition,
+                codes::describe(f.code)
+            )
+        })
+        .collect();
+    Err(CliError::Failed(format!(
+        "OffsetCommit failed for group {group} on {} of {} partition(s): {}",
+        failures.len(),
+        planned.rows.len(),
+        detail.join("; ")
+    )))
+}
+
+async fn export(args: ExportArgs) -> Result<(), CliError> {
+    let specs = args
+        .topic
+        .iter()
+        .map(|t| parse_topic_spec(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = args.conn.connect().await?;
+    let mut rows = Vec::new();
+    for group in &args.group {
+        for (tp, offset) in committed_offsets(&mut client, group).await? {
+            let wanted = specs.is_empty()
+                || specs.iter().any(|s| {
+                    s.topic == tp.topic
+                        && s.partitions
+                            .as_ref()
+                            .is_none_or(|ps| ps.contains(&tp.partition))
+                });
+            if wanted {
+                rows.push(CsvRow {
+                    group: Some(group.clone()),
+                    tp,
+                    offset,
+                });
+            }
+        }
+    }
+    print!("{}", write_csv(&rows, args.group.len() > 1));
+    Ok(())
+}
+
+async fn delete(args: DeleteArgs) -> Result<(), CliError> {
+    let specs = args
+        .topic
+        .iter()
+        .map(|t| parse_topic_spec(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut client = args.conn.connect().await?;
+    let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+    let meta = client.metadata(Some(&topics)).await?;
+    let partitions = resolve_topics(&specs, &meta)?;
+    let failures = client.offset_delete(&args.group, &partitions).await?;
+    if failures.is_empty() {
+        println!(
+            "Deleted committed offsets of group {} for {} partition(s).",
+            args.group,
+            partitions.len()
+        );
+        return Ok(());
+    }
+    let detail: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{} partition {}: {}",
+                f.tp.topic,
+                f.tp.partition,
+                codes::describe(f.code)
+            )
+        })
+        .collect();
+    Err(CliError::Failed(format!(
+        "OffsetDelete failed for group {} on {} of {} partition(s): {}",
+        args.group,
+        failures.len(),
+        partitions.len(),
+        detail.join("; ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        args: ResetArgs,
+    }
+
+    fn parse(argv: &str) -> ResetArgs {
+        T::try_parse_from(std::iter::once("reset").chain(argv.split_whitespace()))
+            .unwrap()
+            .args
+    }
+
+    fn err(argv: &str) -> String {
+        let e = validate(&parse(argv), 0).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{argv}");
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        s
+    }
+
+    #[test]
+    fn valid_requests() {
+        let r = validate(&parse("--group g --topic t:0,1 --shift-by -5"), 0).unwrap();
+        assert_eq!(r.mode, ResetMode::ShiftBy(-5));
+        assert!(!r.execute);
+        let r = validate(&parse("--group g --from-file b.csv --execute"), 0).unwrap();
+        assert_eq!(r.mode, ResetMode::FromFile);
+        let r = validate(
+            &parse("--group g --all-topics --by-duration PT1H --export"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(r.mode, ResetMode::ByDuration(3_600_000));
+        assert_eq!(r.format, OutputFormat::Csv);
+        let r = validate(&parse("--execute --plan p.json"), 0).unwrap();
+        assert_eq!(r.scope, Scope::Plan("p.json".into()));
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        assert!(err("--group g --topic t").starts_with("no reset mode given"));
+        assert_eq!(
+            err("--group g --topic t --to-earliest --to-latest"),
+            "two reset modes given (--to-earliest and --to-latest); use exactly one"
+        );
+        assert!(
+            err("--group g --topic t --to-datetime 2024-13-01T00:00:00")
+                .starts_with("--to-datetime: malformed datetime")
+        );
+        assert!(
+            err("--group g --topic t --by-duration 1h")
+                .starts_with("--by-duration: malformed duration")
+        );
+        assert!(err("--group g --to-earliest").starts_with("no partitions given"));
+        assert_eq!(
+            err("--group g --topic t --all-topics --to-latest"),
+            "--topic and --all-topics are mutually exclusive"
+        );
+        assert_eq!(
+            err("--group g --from-file f --to-latest"),
+            "--from-file sets the offsets itself; drop --to-latest"
+        );
+        assert_eq!(err("--topic t --to-latest"), "--group is required");
+        assert_eq!(
+            err("--group g --topic t --to-latest --dry-run --execute"),
+            "--dry-run and --execute are mutually exclusive"
+        );
+        assert!(
+            err("--group g --topic t --to-latest --plan p")
+                .starts_with("--plan applies a plan file and needs --execute")
+        );
+        assert_eq!(
+            err("--group g --topic t --to-group g"),
+            "--to-group g is the group being reset"
+        );
+        assert!(err("--group g --topic t:x --to-latest").contains("not a non-negative integer"));
+    }
+}
