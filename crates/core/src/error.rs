@@ -102,6 +102,9 @@ pub enum TrackerError {
     /// Offsets are non-negative in Kafka.
     #[error("negative offset {0}")]
     NegativeOffset(i64),
+    /// The offset has no successor in i64 (`i64::MAX` cannot be handed out).
+    #[error("offset {0} is out of range")]
+    OffsetOutOfRange(i64),
     /// The tracker handles sequence-numbered offsets only; opaque positions bypass it.
     #[error("committed position is opaque (text/bytes); the tracker needs a numeric offset")]
     OpaquePosition,

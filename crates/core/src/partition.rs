@@ -245,7 +245,7 @@ impl PartitionTracker {
     /// Whether handing out `offset` keeps every reachable encoding within the budget and the
     /// window. Handing out the commit point itself is always admitted.
     pub fn admit(&self, offset: i64) -> bool {
-        if offset < self.next || self.is_acked(offset) {
+        if offset < self.next || offset == i64::MAX || self.is_acked(offset) {
             return false;
         }
         let empty = self.blocks == 0 && self.in_flight == 0;
@@ -271,6 +271,9 @@ impl PartitionTracker {
     /// Offsets skipped since the last hand-out (compaction, transaction markers) count as done.
     /// Callers should check [`admit`](Self::admit) first; this only enforces the hard window.
     pub fn hand_out(&mut self, offset: i64, now_ms: i64) -> Result<(), TrackerError> {
+        if offset == i64::MAX {
+            return Err(TrackerError::OffsetOutOfRange(offset));
+        }
         if offset < self.next {
             return Err(TrackerError::OutOfOrderHandOut {
                 offset,
@@ -725,6 +728,23 @@ mod tests {
             t.hand_out(1, 0),
             Err(TrackerError::OutOfOrderHandOut { .. })
         ));
+        assert!(!t.admit(i64::MAX));
+        assert_eq!(
+            t.hand_out(i64::MAX, 0),
+            Err(TrackerError::OffsetOutOfRange(i64::MAX))
+        );
+        assert_eq!(
+            PartitionTracker::new(-1, TrackerConfig::default()).unwrap_err(),
+            TrackerError::NegativeOffset(-1)
+        );
+        let bad = TrackerConfig {
+            max_window: 0,
+            ..TrackerConfig::default()
+        };
+        assert!(matches!(
+            PartitionTracker::new(0, bad),
+            Err(TrackerError::InvalidConfig(_))
+        ));
     }
 
     #[test]
@@ -961,8 +981,8 @@ mod props {
             for o in start..start + n as i64 {
                 t.hand_out(o, 0).unwrap();
             }
-            for i in 1..n {
-                if pre[i] {
+            for (i, &acked) in pre.iter().enumerate().take(n).skip(1) {
+                if acked {
                     t.ack(start + i as i64).unwrap();
                 }
             }
