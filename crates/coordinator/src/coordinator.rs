@@ -100,7 +100,10 @@ impl GroupCoordinator {
                 .insert(req.group_id.clone(), Group::new(&req.group_id, now));
         }
         let cfg = &self.config;
-        let group = self.groups.get_mut(&req.group_id)?;
+        // Just ensured to exist; answering keeps the "every request is answered" promise total.
+        let Some(group) = self.groups.get_mut(&req.group_id) else {
+            return fail(GroupError::UnknownMemberId);
+        };
         let response = if !accept_joining_member(group, &req.member_id, cfg.max_group_size) {
             fail(GroupError::GroupMaxSizeReached)
         } else if unknown {
@@ -163,7 +166,9 @@ impl GroupCoordinator {
             GroupState::Empty | GroupState::Dead => fail(GroupError::UnknownMemberId),
             GroupState::PreparingRebalance => fail(GroupError::RebalanceInProgress),
             GroupState::CompletingRebalance => {
-                let member = group.members.get_mut(&req.member_id)?;
+                let Some(member) = group.members.get_mut(&req.member_id) else {
+                    return fail(GroupError::UnknownMemberId);
+                };
                 if let Some(old) = member.awaiting_sync.replace(id)
                     && old != id
                 {
