@@ -567,10 +567,24 @@ impl PartitionLog {
         }
         seg.next_offset = next_offset;
         seg.index = index;
-        if let Some(&(ts, rel)) = time.last() {
-            seg.max_ts = ts;
-            seg.max_ts_offset = seg.base + i64::from(rel);
+        // The last time entry is the segment maximum (written at seal/close): the batch holding
+        // its offset must carry that maximum. A non-empty segment without one is rescanned.
+        let Some(&(ts, rel)) = time.last() else {
+            return Ok(seg.size == 0);
+        };
+        let target = seg.base + i64::from(rel);
+        let mut pos = seg.index_lookup(target);
+        loop {
+            match self.header_at(seg, pos) {
+                Ok(Some(h)) if h.last_offset() < target => {
+                    pos += h.total_size().unwrap_or(0) as u64;
+                }
+                Ok(Some(h)) if h.max_timestamp == ts => break,
+                _ => return Ok(false),
+            }
         }
+        seg.max_ts = ts;
+        seg.max_ts_offset = target;
         seg.time = time;
         // Approximate: batches after the last index entry count toward the next one.
         seg.bytes_since_index = seg.size - seg.index.last().map_or(0, |e| u64::from(e.1));
@@ -656,6 +670,12 @@ impl PartitionLog {
             seg.log.truncate(pos).map_err(io_err(&path))?;
         }
         fresh.size = pos;
+        // Like a sealed segment, end the time index with the segment maximum, so the index can
+        // be trusted later (the last entry is how a loaded segment learns its maximum).
+        if fresh.max_ts >= 0 && fresh.time.last().is_none_or(|t| t.0 < fresh.max_ts) {
+            let t = (fresh.max_ts, fresh.rel(fresh.max_ts_offset));
+            fresh.time.push(t);
+        }
         // Rewrite both indexes from the in-memory rebuild.
         let ip = self.path(base, INDEX_SUFFIX);
         let tp = self.path(base, TIME_SUFFIX);

@@ -555,6 +555,12 @@ fn corrupted_index_is_rebuilt() {
     }
     let ti = &files(&s, ".timeindex")[3];
     s.write_file(&dir().join(ti), &[0xff; 24]);
+    // Well-formed but lying: claims a maximum the segment does not have.
+    let ti = &files(&s, ".timeindex")[4];
+    s.write_file(
+        &dir().join(ti),
+        &crate::format::encode_time_index(&[(NOW + 1000, 1)]),
+    );
     let log = open(&s, small_config());
     assert_eq!(&log.read(0, 1 << 20, 60).unwrap()[..], &want[..]);
     for off in 0..60 {

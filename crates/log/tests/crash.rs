@@ -19,6 +19,8 @@ enum Op {
     Sync,
     /// Take a sync point, append more, then complete the older point.
     SyncOverlapped { n: usize },
+    /// Enforce size retention (deletes old segments below the high watermark).
+    Retention,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -26,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1usize..6, 0usize..120, 0i64..1000).prop_map(|(n, len, ts)| Op::Append { n, len, ts }),
         2 => Just(Op::Sync),
         1 => (1usize..4).prop_map(|n| Op::SyncOverlapped { n }),
+        1 => Just(Op::Retention),
     ]
 }
 
@@ -41,6 +44,8 @@ fn config() -> LogConfig {
         segment_bytes: 700,
         index_interval_bytes: 150,
         segment_ms: None,
+        retention_ms: None,
+        retention_bytes: Some(2000),
         ..LogConfig::default()
     }
 }
@@ -96,6 +101,10 @@ fn run_round(
                 log.complete_sync(&p);
                 synced = log.high_watermark();
             }
+            Op::Retention => {
+                log.enforce_retention(0).expect("retention");
+                assert!(log.log_start_offset() <= log.high_watermark());
+            }
         }
     }
     assert_eq!(synced, log.high_watermark());
@@ -116,7 +125,7 @@ fn check(log: &PartitionLog, model: &mut Model, synced: i64) {
     // The recovered log is exactly a prefix of the appended batches ending at a batch boundary.
     let keep = model.batches.iter().take_while(|b| b.0 < end).count();
     model.batches.truncate(keep);
-    let model_end = model.batches.last().map_or(0, |b| {
+    let model_end = model.batches.last().map_or(log.log_start_offset(), |b| {
         let h = BatchHeader::parse(&b.1).expect("header");
         h.last_offset() + 1
     });
@@ -125,7 +134,22 @@ fn check(log: &PartitionLog, model: &mut Model, synced: i64) {
         "log end is not a batch boundary of the model"
     );
     model.end = end;
-    let all = log.read(0, usize::MAX, end).expect("read all");
+    // Retention may have deleted a prefix of whole batches.
+    let start = log.log_start_offset();
+    let first = model
+        .batches
+        .iter()
+        .position(|b| b.0 >= start)
+        .unwrap_or(model.batches.len());
+    assert!(
+        first == model.batches.len() || model.batches[first].0 == start,
+        "log start {start} is not a batch boundary"
+    );
+    model.batches.drain(..first);
+    if model.batches.is_empty() {
+        assert_eq!(start, end);
+    }
+    let all = log.read(start, usize::MAX, end).expect("read all");
     let want: Vec<u8> = model
         .batches
         .iter()
