@@ -47,7 +47,8 @@
 //!
 //! Opening checks the checksum of every page by default ([`RedbOptions::check_integrity_on_open`])
 //! so a damaged file is reported as [`StoreError::Corrupt`] naming it. A missing or empty file is
-//! initialised as a new, empty database (an empty file is what a crash during creation leaves).
+//! replaced by a new, empty database, built as `<path>.creating` and renamed into place (then the
+//! directory fsynced), so a crash during creation never leaves a half-written database behind.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -215,19 +216,15 @@ impl Inner {
         if let Some(size) = options.cache_size {
             builder.set_cache_size(size);
         }
-        // redb trusts structures it wrote itself and may panic (debug assertions) on a file
-        // altered behind its back; bad input must be an error, not a crash.
-        let opened = catch_unwind(AssertUnwindSafe(|| builder.create(&path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(open_error(&path, e)),
-            Err(_) => {
-                return Err(StoreError::corrupt(
-                    &path,
-                    "the database engine failed while reading the file",
-                ));
-            }
+        let needs_creating = match std::fs::metadata(&path) {
+            Ok(m) => m.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(StoreError::io("inspect", &path, e)),
         };
+        if needs_creating {
+            create_atomically(&builder, &path)?;
+        }
+        let db = open_db(&path, || builder.open(&path))?;
         let inner = Inner {
             db,
             path,
@@ -411,6 +408,54 @@ impl Inner {
             other => self.redb(other),
         }
     }
+}
+
+/// Runs a redb open, turning its errors and panics into typed errors naming `path`.
+fn open_db(
+    path: &Path,
+    open: impl FnOnce() -> Result<Database, DatabaseError>,
+) -> Result<Database, StoreError> {
+    // redb trusts structures it wrote itself and may panic (debug assertions) on a file
+    // altered behind its back; bad input must be an error, not a crash.
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(open_error(path, e)),
+        Err(_) => Err(StoreError::corrupt(
+            path,
+            "the database engine failed while reading the file",
+        )),
+    }
+}
+
+/// Creates a new database so that a crash at any moment leaves either no file at `path` (or
+/// the empty file that was there) or a complete, empty, versioned database: redb writes a new
+/// file's header in several steps, and a file killed half-way would fail to open as corrupt.
+/// The database is built under a temporary name, then renamed into place.
+fn create_atomically(builder: &Builder, path: &Path) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".creating");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("remove", &tmp, e)),
+    }
+    let staging = Inner {
+        db: open_db(&tmp, || builder.create(&tmp))?,
+        path: tmp.clone(),
+        limits: Limits::unlimited(),
+    };
+    // Creates both tables and commits the format version with an fsync.
+    staging.check_format()?;
+    drop(staging);
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("fsync directory", dir, e))
 }
 
 fn open_error(path: &Path, e: DatabaseError) -> StoreError {

@@ -336,3 +336,19 @@ async fn open_default_creates_the_directory() {
     assert_eq!(store.path(), nested.join("offsets.redb"));
     assert!(nested.join("offsets.redb").exists());
 }
+
+#[tokio::test]
+async fn redb_creation_leftovers_and_empty_files_start_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offsets.redb");
+    // What a crash during creation leaves: a half-written staging file, or an empty file.
+    std::fs::write(dir.path().join("offsets.redb.creating"), b"half a header").unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let store = RedbStore::open(&path).await.unwrap();
+    assert!(store.list_groups().await.unwrap().is_empty());
+    assert!(!dir.path().join("offsets.redb.creating").exists());
+    store.commit("g", &batch(1)).await.unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).await.unwrap();
+    assert_eq!(store.get_group("g").await.unwrap(), batch(1));
+}

@@ -25,6 +25,7 @@ const DIR_ENV: &str = "WATERLINE_STORE_CRASH_DIR";
 const GROUP: &str = "crash/group";
 const PARTITIONS: i32 = 100;
 const KILLS: usize = 50;
+const CREATION_KILLS: usize = 25;
 const DONE: &str = "committed seq ";
 
 async fn open(kind: &str, dir: &Path) -> Box<dyn OffsetStore> {
@@ -111,8 +112,10 @@ impl Drop for ChildGuard {
     }
 }
 
-fn crash_loop(kind: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// `kills` rounds of: start the child, SIGKILL it, reopen and check. With `fresh_dir`, every
+/// round starts from an empty directory and kills early, to hit store creation.
+fn crash_loop(kind: &str, kills: usize, fresh_dir: bool) {
+    let mut dir = tempfile::tempdir().expect("temp dir");
     let exe = std::env::current_exe().expect("test binary");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,7 +123,11 @@ fn crash_loop(kind: &str) {
         .expect("runtime");
     let mut rng = rand::rng();
     let mut durable = 0u64;
-    for round in 0..KILLS {
+    for round in 0..kills {
+        if fresh_dir {
+            dir = tempfile::tempdir().expect("temp dir");
+            durable = 0;
+        }
         let mut child = ChildGuard(
             Command::new(&exe)
                 .args([
@@ -152,7 +159,9 @@ fn crash_loop(kind: &str) {
         // recovery. Odd rounds: kill at a random time after the first reported commit, so the
         // child makes progress however slow the machine is.
         let mut reported = None;
-        if round % 2 == 1 {
+        if fresh_dir {
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
+        } else if round % 2 == 1 {
             reported = Some(
                 seen.recv_timeout(Duration::from_secs(60))
                     .expect("child reports a commit"),
@@ -194,19 +203,31 @@ fn crash_loop(kind: &str) {
         );
         durable = seq;
     }
-    // Each odd round saw at least one new commit reported.
-    assert!(
-        durable >= (KILLS / 2) as u64,
-        "only {durable} commits in {KILLS} rounds"
-    );
+    if !fresh_dir {
+        // Each odd round saw at least one new commit reported.
+        assert!(
+            durable >= (kills / 2) as u64,
+            "only {durable} commits in {kills} rounds"
+        );
+    }
 }
 
 #[test]
 fn file_store_survives_sigkill() {
-    crash_loop("file");
+    crash_loop("file", KILLS, false);
 }
 
 #[test]
 fn redb_store_survives_sigkill() {
-    crash_loop("redb");
+    crash_loop("redb", KILLS, false);
+}
+
+#[test]
+fn file_store_creation_survives_sigkill() {
+    crash_loop("file", CREATION_KILLS, true);
+}
+
+#[test]
+fn redb_store_creation_survives_sigkill() {
+    crash_loop("redb", CREATION_KILLS, true);
 }
