@@ -633,8 +633,13 @@ impl PartitionTracker {
             return Ok(None);
         }
         let c = self.commit_candidate(now_ms)?;
-        self.dirty = false;
+        self.mark_taken();
         Ok(Some(c))
+    }
+
+    /// Marks the current state as handed to a commit (clean until new acks arrive).
+    pub(crate) fn mark_taken(&mut self) {
+        self.dirty = false;
     }
 
     /// Records that a commit of `offset` is durable.

@@ -238,7 +238,7 @@ impl OffsetTracker {
             };
             if !all {
                 // Clean until new acks arrive; a failed commit marks it dirty again.
-                let _ = t.take_commit(now_ms);
+                t.mark_taken();
             }
             plan.entries.push(CommitEntry {
                 tp,
