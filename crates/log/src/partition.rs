@@ -693,6 +693,8 @@ impl PartitionLog {
 
     /// Queues a segment's files for the next sync (after recovery or a roll).
     fn queue_segment(&mut self, seg: &Segment) {
+        // A new generation, so no sync point taken earlier can claim to cover these files.
+        self.generation += 1;
         for f in [&seg.log, &seg.index_file, &seg.time_file] {
             self.pending.push((self.generation, f.clone()));
         }
@@ -1206,6 +1208,7 @@ impl PartitionLog {
         let dir = self.shared.dir.clone();
         let seg = self.segments.get_mut(&base).expect("active segment exists");
         seal_time_index(seg, &dir)?;
+        self.generation += 1;
         for f in [&seg.index_file, &seg.time_file] {
             self.pending.push((self.generation, f.clone()));
         }
