@@ -10,9 +10,12 @@
 //! # Memory and cost
 //!
 //! Acked offsets beyond the commit point live in a ring bitmap relative to the commit point
-//! (1 bit per offset of the live span, ring at most 4x the span, 2x after growth). An ack is a
-//! bit set plus word-level scans to the neighbouring run boundaries; the commit point advances
-//! over acked runs word by word, each bit cleared once.
+//! (1 bit per offset of the live span; the ring is at most 2x the span after growing and is
+//! shrunk once the span falls to a quarter of it). An ack is a bit set plus word-level scans
+//! (64 offsets per step) to the neighbouring run boundaries, so its cost is O(1) plus
+//! O(length of the adjacent runs / 64) — constant for acks shuffled within a bounded window.
+//! The commit point advances over acked runs word by word, each bit cleared once (amortised
+//! O(1) per ack).
 //!
 //! # Exact encoded size, incrementally
 //!
@@ -248,8 +251,10 @@ impl PartitionTracker {
         if offset < self.next || offset == i64::MAX || self.is_acked(offset) {
             return false;
         }
-        let empty = self.blocks == 0 && self.in_flight == 0;
-        if empty || offset == self.commit_point {
+        // Nothing in flight: everything below `offset` becomes done, so `offset` becomes the
+        // commit point and the encoding can only shrink. This also keeps a partition whose
+        // commit point is a gap in the log from deadlocking.
+        if self.in_flight == 0 || offset == self.commit_point {
             return true;
         }
         if (offset - self.commit_point) as u64 >= self.config.max_window {
@@ -292,7 +297,8 @@ impl PartitionTracker {
             self.handouts.clear();
         } else {
             let distance = (offset - self.commit_point) as u64;
-            if distance >= self.config.max_window {
+            // With nothing in flight the commit point moves up to `offset`: no window needed.
+            if self.in_flight > 0 && distance >= self.config.max_window {
                 return Err(TrackerError::WindowExceeded {
                     offset,
                     distance,
@@ -342,7 +348,14 @@ impl PartitionTracker {
                 continue;
             }
             if x == self.commit_point {
+                if self.blocks == 0 {
+                    // Nothing acked beyond: jump (a gap may be huge).
+                    self.commit_point = hi;
+                    self.dirty = true;
+                    return;
+                }
                 self.advance();
+                self.dirty = true;
                 x += 1;
                 continue;
             }
@@ -824,6 +837,31 @@ mod tests {
         r.hand_out(15, 0).unwrap(); // 13 skipped: done; then 14 was done already
         r.check_invariants();
         assert_eq!(r.commit_point(), 15);
+    }
+
+    #[test]
+    fn gap_at_restored_commit_point_does_not_deadlock() {
+        // Restored near a tiny budget; the commit point 10 was compacted away.
+        let cfg = TrackerConfig {
+            metadata_budget: 12,
+            ..TrackerConfig::default()
+        };
+        let set = AckedSet::from_offsets(10, [12, 14]).unwrap();
+        let c = OffsetAndMetadata::new(10, 0).with_metadata(set.encode_string());
+        let mut r = PartitionTracker::restore(&c, cfg).unwrap();
+        assert!(r.admit(11));
+        r.hand_out(11, 0).unwrap();
+        assert_eq!(r.commit_point(), 11);
+        assert_eq!(
+            r.ack(11).unwrap(),
+            AckOutcome::Advanced { from: 11, to: 13 }
+        );
+        // A huge gap with nothing in flight is a jump, not a walk.
+        let far = 1_000_000_000_000;
+        assert!(r.admit(far));
+        r.hand_out(far, 0).unwrap();
+        assert_eq!(r.commit_point(), far);
+        r.check_invariants();
     }
 
     #[test]

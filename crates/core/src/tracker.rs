@@ -20,6 +20,9 @@ use crate::partition::{AckOutcome, PartitionTracker, TrackerConfig};
 use crate::stats::{CommitStats, StatsRecorder};
 
 /// An assignment generation (Kafka's group generation id, or any counter the caller keeps).
+/// It must differ between consecutive assignments of the same partition, or late acks from the
+/// previous assignment cannot be told apart (standalone consumers, whose Kafka generation is
+/// always -1, should keep their own counter).
 pub type Generation = i32;
 
 #[derive(Debug)]

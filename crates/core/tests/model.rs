@@ -5,7 +5,9 @@
 //! * the commit point never passes an offset that exists in the log and was not acknowledged;
 //! * every committed offset satisfies the same;
 //! * after a restore, an offset acknowledged before the restored commit is never handed out
-//!   again (`should_process` is false), and an offset never acknowledged always is.
+//!   again (`should_process` is false), and an offset never acknowledged always is;
+//! * admission control refuses a record only while something is in flight (no deadlock), and
+//!   a commit never exceeds the metadata budget.
 
 use std::collections::BTreeSet;
 
@@ -111,6 +113,11 @@ impl World {
                         continue;
                     }
                     if !self.tracker.admit(&self.tp, o) {
+                        // Liveness: admission only waits for something in flight.
+                        assert!(
+                            !self.in_flight.is_empty(),
+                            "admission refused {o} with nothing in flight"
+                        );
                         break;
                     }
                     let g = self.tracker.hand_out(&self.tp, o, 0).unwrap();
