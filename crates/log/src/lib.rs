@@ -18,12 +18,12 @@
 //!
 //! | write path | writes | fsyncs |
 //! |---|---|---|
-//! | `append` | batch into the active `.log`; an `.index`/`.timeindex` entry every `index_interval_bytes` | nothing |
-//! | roll (inside `append`) | final `.timeindex` entry of the sealed segment, `{next}.snapshot`, three new empty files | nothing; the sealed segment's files, the snapshot and the directory are queued for the next sync point |
+//! | `append` | the batch into the active `.log` (index entries due every `index_interval_bytes` stay in memory) | nothing |
+//! | roll (inside `append`) | the sealed segment's `.index`/`.timeindex` entries (with a final maximum-timestamp entry), `{next}.snapshot`, three new empty files | nothing; the sealed segment's files, the snapshot and the directory are queued for the next sync point |
 //! | `SyncPoint::fsync` | `recovery-point` (after a roll) | queued files, the active `.log`, the directory if files were created, then `recovery-point` via tmp + fsync + rename + directory fsync |
 //! | `enforce_retention` | `log-start-offset`, deletions | `log-start-offset` via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
 //! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
-//! | `close` | final `.timeindex` entry, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
+//! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
 //!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
 //! (a retried fsync can report success for data the kernel already dropped). Reopening runs
@@ -79,16 +79,17 @@
 //!
 //! ## `{base}.index` — sparse offset index
 //! 8-byte entries: relative offset u32 (`offset - base`, > 0) | position u32 (byte position of
-//! that batch's start in `{base}.log`). An entry is written for the first batch that starts
+//! that batch's start in `{base}.log`). There is an entry for the first batch that starts
 //! after at least `index_interval_bytes` since the previous entry; the segment start (0, 0) is
 //! implicit. Both fields strictly increase. Lookup: last entry with relative offset <= target,
-//! then scan batch headers forward.
+//! then scan batch headers forward. The active segment's entries are kept in memory and
+//! written when it is sealed or the log is closed (recovery rebuilds them after a crash).
 //!
 //! ## `{base}.timeindex` — sparse time index
 //! 12-byte entries: timestamp i64 | relative offset u32. The timestamp is the segment's largest
-//! record timestamp so far and the offset is the first record carrying it; written alongside
-//! an offset index entry when the maximum grew, and once more when the segment is sealed or
-//! the log closed, so the last entry of a sealed segment is its maximum. Timestamps strictly
+//! record timestamp so far and the offset is the first record carrying it; there is one
+//! alongside each offset index entry at which the maximum grew, and one more when the segment
+//! is sealed or the log closed, so the last entry of a sealed segment is its maximum. Timestamps strictly
 //! increase. Lookup for target t: last entry with timestamp <= t; every record before its
 //! offset is older than t, so the scan starts at that offset's batch.
 //!

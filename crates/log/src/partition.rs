@@ -114,11 +114,6 @@ impl SyncPoint {
     }
 }
 
-/// Offset index entry: (offset - base, byte position).
-type IndexEntry = (u32, u32);
-/// Time index entry: (timestamp, offset - base).
-type TimeEntry = (i64, u32);
-
 /// One segment: `{base}.log` plus its sparse indexes, mirrored in memory.
 struct Segment {
     base: i64,
@@ -138,6 +133,9 @@ struct Segment {
     max_ts: i64,
     max_ts_offset: i64,
     bytes_since_index: u64,
+    /// How many of `index` / `time` are already in the index files.
+    index_on_disk: usize,
+    time_on_disk: usize,
     /// Reference time for age-based rolling (first batch's timestamp).
     roll_ref_ms: Option<i64>,
 }
@@ -500,6 +498,8 @@ impl PartitionLog {
             max_ts: -1,
             max_ts_offset: -1,
             bytes_since_index: 0,
+            index_on_disk: 0,
+            time_on_disk: 0,
             roll_ref_ms: None,
         }
     }
@@ -585,6 +585,8 @@ impl PartitionLog {
         }
         seg.max_ts = ts;
         seg.max_ts_offset = target;
+        seg.index_on_disk = seg.index.len();
+        seg.time_on_disk = time.len();
         seg.time = time;
         // Approximate: batches after the last index entry count toward the next one.
         seg.bytes_since_index = seg.size - seg.index.last().map_or(0, |e| u64::from(e.1));
@@ -687,6 +689,8 @@ impl PartitionLog {
         seg.time_file
             .append(&format::encode_time_index(&fresh.time))
             .map_err(io_err(&tp))?;
+        fresh.index_on_disk = fresh.index.len();
+        fresh.time_on_disk = fresh.time.len();
         *seg = fresh;
         Ok(Scan { truncated })
     }
@@ -813,25 +817,26 @@ impl PartitionLog {
         buf[..8].copy_from_slice(&base.to_be_bytes());
         let interval = self.config.index_interval_bytes;
         let active_base = self.active().base;
-        let path = self.path(active_base, LOG_SUFFIX);
-        let shared = self.shared.clone();
+        let dir = &self.shared.dir;
         let seg = self
             .segments
             .get_mut(&active_base)
             .expect("active segment exists");
         let pos = seg.size;
-        let written = seg.log.append(&buf);
-        let res = match written {
+        let log_path = || dir.join(format::file_name(active_base, LOG_SUFFIX));
+        // Index entries stay in memory until the segment is sealed or the log closed: recovery
+        // rebuilds an unsealed segment's indexes anyway, so appends cost one write.
+        let res = match seg.log.append(&buf) {
             Ok(p) if p == pos => {
-                let (idx, time) = note_batch(seg, &h, &buf, pos, size as u64, interval, now_ms);
-                write_entries(seg, idx, time, &shared.dir)
+                note_batch(seg, &h, &buf, pos, size as u64, interval, now_ms);
+                Ok(())
             }
             Ok(p) => Err(LogError::Corrupt {
-                path: path.clone(),
+                path: log_path(),
                 offset: p,
                 reason: format!("append landed at {p}, expected {pos}"),
             }),
-            Err(e) => Err(LogError::io(&path, e)),
+            Err(e) => Err(LogError::io(log_path(), e)),
         };
         self.scratch = buf;
         if let Err(e) = res {
@@ -1236,8 +1241,8 @@ impl PartitionLog {
     }
 }
 
-/// Updates a segment's in-memory state for a batch written at `pos` and returns the index and
-/// time index entries due (to be written to the files by the caller).
+/// Updates a segment's in-memory state (size, offsets, maximum timestamp, index entries due)
+/// for a batch written at `pos`.
 fn note_batch(
     seg: &mut Segment,
     h: &BatchHeader,
@@ -1246,7 +1251,7 @@ fn note_batch(
     size: u64,
     interval: u64,
     now_ms: i64,
-) -> (Option<IndexEntry>, Option<TimeEntry>) {
+) {
     if seg.size == 0 && seg.roll_ref_ms.is_none() {
         seg.roll_ref_ms = Some(if h.max_timestamp >= 0 {
             h.max_timestamp
@@ -1264,55 +1269,48 @@ fn note_batch(
         seg.max_ts = h.max_timestamp;
         seg.max_ts_offset = exact;
     }
-    let mut idx = None;
-    let mut time = None;
     if pos > 0 && seg.bytes_since_index >= interval {
         let e = (seg.rel(h.base_offset), pos as u32);
         seg.index.push(e);
-        idx = Some(e);
         seg.bytes_since_index = 0;
         if seg.time.last().is_none_or(|t| t.0 < seg.max_ts) {
             let t = (seg.max_ts, seg.rel(seg.max_ts_offset));
             seg.time.push(t);
-            time = Some(t);
         }
     }
     seg.bytes_since_index += size;
     seg.size = pos + size;
     seg.next_offset = h.last_offset() + 1;
-    (idx, time)
 }
 
-fn write_entries(
-    seg: &Segment,
-    idx: Option<IndexEntry>,
-    time: Option<TimeEntry>,
-    dir: &Path,
-) -> Result<(), LogError> {
-    if let Some(e) = idx {
+/// Writes the index entries not yet in the index files.
+fn flush_indexes(seg: &mut Segment, dir: &Path) -> Result<(), LogError> {
+    if seg.index_on_disk < seg.index.len() {
         let p = dir.join(format::file_name(seg.base, INDEX_SUFFIX));
         seg.index_file
-            .append(&format::encode_index(&[e]))
+            .append(&format::encode_index(&seg.index[seg.index_on_disk..]))
             .map_err(io_err(&p))?;
+        seg.index_on_disk = seg.index.len();
     }
-    if let Some(t) = time {
+    if seg.time_on_disk < seg.time.len() {
         let p = dir.join(format::file_name(seg.base, TIME_SUFFIX));
         seg.time_file
-            .append(&format::encode_time_index(&[t]))
+            .append(&format::encode_time_index(&seg.time[seg.time_on_disk..]))
             .map_err(io_err(&p))?;
+        seg.time_on_disk = seg.time.len();
     }
     Ok(())
 }
 
-/// Appends the segment's maximum timestamp to its time index if the last entry lacks it, so
-/// that the last entry of a sealed or cleanly closed segment is its maximum.
+/// Appends the segment's maximum timestamp to its time index if the last entry lacks it (so
+/// that the last entry of a sealed or cleanly closed segment is its maximum) and writes all
+/// index entries still in memory.
 fn seal_time_index(seg: &mut Segment, dir: &Path) -> Result<(), LogError> {
     if seg.max_ts >= 0 && seg.time.last().is_none_or(|t| t.0 < seg.max_ts) {
         let t = (seg.max_ts, seg.rel(seg.max_ts_offset));
         seg.time.push(t);
-        write_entries(seg, None, Some(t), dir)?;
     }
-    Ok(())
+    flush_indexes(seg, dir)
 }
 
 #[cfg(test)]
