@@ -10,8 +10,8 @@
 //! # Memory and cost
 //!
 //! Acked offsets beyond the commit point live in a ring bitmap relative to the commit point
-//! (1 bit per offset of the live span; the ring is at most 2x the span after growing and is
-//! shrunk once the span falls to a quarter of it). An ack is a bit set plus word-level scans
+//! (1 bit per offset of the live span; the ring is at most 2x the span right after growing, and
+//! is shrunk back to 2x once the span falls to a quarter of it, so at most 4x in between). An ack is a bit set plus word-level scans
 //! (64 offsets per step) to the neighbouring run boundaries, so its cost is O(1) plus
 //! O(length of the adjacent runs / 64) — constant for acks shuffled within a bounded window.
 //! The commit point advances over acked runs word by word, each bit cleared once (amortised
@@ -37,7 +37,15 @@
 //!   `floor(k/2)`; with `R` the largest possible number of runs, varint bytes are at most
 //!   `R + span/128`, since a run of length `n` takes at most `1 + n/128` bytes.
 //!
-//! The commit point itself may always be handed out, so a full budget never deadlocks.
+//! The commit point itself may always be handed out, and so may any offset while nothing is in
+//! flight (everything below it then becomes done), so a full budget never deadlocks.
+//!
+//! # Commit metadata
+//!
+//! [`PartitionTracker::commit_candidate`] puts the `wl1:` string form into
+//! [`OffsetAndMetadata::metadata`]; stores that keep bytes take
+//! `acked_set().encode_bytes()` instead. The budget applies to the configured
+//! [`MetadataForm`].
 
 use std::collections::VecDeque;
 
