@@ -84,6 +84,14 @@ impl OffsetTracker {
         self.partitions.read().get(tp).cloned()
     }
 
+    /// Runs `f` on `tp`'s slot under the map's shared read lock (no reference-count traffic
+    /// on the hot path; only assign/revoke wait for it).
+    fn with_slot<R>(&self, tp: &TopicPartition, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        let map = self.partitions.read();
+        let mut slot = map.get(tp)?.lock();
+        Some(f(&mut slot))
+    }
+
     fn insert(&self, tp: TopicPartition, generation: Generation, tracker: PartitionTracker) {
         self.partitions.write().insert(
             tp,
@@ -145,9 +153,7 @@ impl OffsetTracker {
         tp: &TopicPartition,
         f: impl FnOnce(&mut PartitionTracker) -> R,
     ) -> Option<R> {
-        let slot = self.slot(tp)?;
-        let mut slot = slot.lock();
-        Some(f(&mut slot.tracker))
+        self.with_slot(tp, |slot| f(&mut slot.tracker))
     }
 
     /// Records a hand-out at `now_ms`; returns the generation the ack must carry.
@@ -157,12 +163,11 @@ impl OffsetTracker {
         offset: i64,
         now_ms: i64,
     ) -> Result<Generation, TrackerError> {
-        let slot = self
-            .slot(tp)
-            .ok_or_else(|| TrackerError::NotAssigned(tp.to_string()))?;
-        let mut slot = slot.lock();
-        slot.tracker.hand_out(offset, now_ms)?;
-        Ok(slot.generation)
+        self.with_slot(tp, |slot| {
+            slot.tracker.hand_out(offset, now_ms)?;
+            Ok(slot.generation)
+        })
+        .unwrap_or_else(|| Err(TrackerError::NotAssigned(tp.to_string())))
     }
 
     /// Acknowledges `offset` handed out under `generation`. Acks for revoked partitions or
@@ -173,17 +178,21 @@ impl OffsetTracker {
         offset: i64,
         generation: Generation,
     ) -> Result<AckOutcome, TrackerError> {
-        let Some(slot) = self.slot(tp) else {
-            self.stats.lock().stale_acks(1);
-            return Ok(AckOutcome::Stale);
-        };
-        let mut slot = slot.lock();
-        if slot.generation != generation {
-            drop(slot);
-            self.stats.lock().stale_acks(1);
-            return Ok(AckOutcome::Stale);
+        let out = self.with_slot(tp, |slot| {
+            if slot.generation == generation {
+                slot.tracker.ack(offset)
+            } else {
+                Ok(AckOutcome::Stale)
+            }
+        });
+        match out {
+            Some(Ok(AckOutcome::Stale)) | None => {
+                // Counted outside the partition lock.
+                self.stats.lock().stale_acks(1);
+                Ok(AckOutcome::Stale)
+            }
+            Some(other) => other,
         }
-        slot.tracker.ack(offset)
     }
 
     /// Whether `offset` still needs processing; false for done offsets and unassigned partitions.
