@@ -1,14 +1,13 @@
 //! `waterline groups list | describe | delete`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::ExitCode;
 
 use waterline_core::TopicPartition;
 
 use super::render::{
     DescribeView, GroupView, MemberRow, OffsetRow, render_describe, render_group_list,
 };
-use super::{CliError, ConnectionArgs, OutputFormat, finish, now_ms};
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
 use crate::lag::time_lag;
@@ -84,17 +83,17 @@ pub struct DeleteGroupsArgs {
     pub group: Vec<String>,
 }
 
-/// Runs `waterline groups ...`; returns the process exit code.
-pub async fn run_groups(args: GroupsArgs) -> ExitCode {
+/// Runs `waterline groups ...` writing to `out`/`err`; returns the exit code.
+pub async fn run_groups_with(args: GroupsArgs, out: Out<'_>, err: Out<'_>) -> u8 {
     let result = match args.command {
-        GroupsCommand::List(a) => list(a).await,
-        GroupsCommand::Describe(a) => describe(a).await,
-        GroupsCommand::Delete(a) => delete(a).await,
+        GroupsCommand::List(a) => list(a, out).await,
+        GroupsCommand::Describe(a) => describe(a, out, err).await,
+        GroupsCommand::Delete(a) => delete(a, out).await,
     };
-    finish("groups", result)
+    finish("groups", result, err)
 }
 
-async fn list(args: ListArgs) -> Result<(), CliError> {
+async fn list(args: ListArgs, out: Out<'_>) -> Result<(), CliError> {
     if args.output == OutputFormat::Csv {
         return Err(CliError::Usage(
             "groups list: --output must be table or json".into(),
@@ -102,11 +101,11 @@ async fn list(args: ListArgs) -> Result<(), CliError> {
     }
     let mut client = args.conn.connect().await?;
     let groups = client.list_groups(&args.state).await?;
-    print!("{}", render_group_list(&groups, args.output));
+    let _ = write!(out, "{}", render_group_list(&groups, args.output));
     Ok(())
 }
 
-async fn describe(args: DescribeArgs) -> Result<(), CliError> {
+async fn describe(args: DescribeArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
     // Exactly one of the two: neither, or both, is a usage error.
     if args.group.is_empty() != args.all_groups {
         return Err(CliError::Usage(
@@ -135,11 +134,11 @@ async fn describe(args: DescribeArgs) -> Result<(), CliError> {
     if args.output == OutputFormat::Csv {
         for v in &views {
             if let Some(m) = v.message() {
-                eprintln!("{m}");
+                let _ = writeln!(err, "{m}");
             }
         }
     }
-    print!("{}", render_describe(&views, view, args.output));
+    let _ = write!(out, "{}", render_describe(&views, view, args.output));
     if let Some(missing) = views.iter().find(|v| !v.exists) {
         return Err(CliError::Failed(format!(
             "group '{}' does not exist",
@@ -255,13 +254,13 @@ pub(crate) async fn collect_views(
     Ok(views)
 }
 
-async fn delete(args: DeleteGroupsArgs) -> Result<(), CliError> {
+async fn delete(args: DeleteGroupsArgs, out: Out<'_>) -> Result<(), CliError> {
     let mut client = args.conn.connect().await?;
     let results = client.delete_groups(&args.group).await?;
     let mut failed = Vec::new();
     for (group, code) in results {
         if code == codes::NONE {
-            println!("Deleted group '{group}'.");
+            let _ = writeln!(out, "Deleted group '{group}'.");
         } else {
             failed.push(format!("group {group}: {}", codes::describe(code)));
         }

@@ -3,14 +3,12 @@
 //! estimates need.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use waterline_core::TopicPartition;
 
 use super::render::{LagGroupView, LagRow, render_lag};
-use super::{CliError, ConnectionArgs, OutputFormat, finish, now_ms};
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
 use crate::client::{AdminClient, OffsetSpec};
 use crate::lag::{Sample, WindowContext, evaluate, group_status, time_lag};
 use crate::timefmt::parse_duration_ms;
@@ -46,9 +44,11 @@ pub struct LagArgs {
     pub output: OutputFormat,
 }
 
-/// Runs `waterline lag`; returns the process exit code.
-pub async fn run_lag(args: LagArgs) -> ExitCode {
-    finish("lag", lag(args).await)
+/// Runs `waterline lag` writing to `out`/`err`; returns the exit code. With `in_place`,
+/// `--watch` clears the screen before each table (for terminals).
+pub async fn run_lag_with(args: LagArgs, in_place: bool, out: Out<'_>, err: Out<'_>) -> u8 {
+    let result = lag(args, in_place, out).await;
+    finish("lag", result, err)
 }
 
 /// What is remembered between refreshes for one partition.
@@ -59,7 +59,7 @@ struct History {
     ends: VecDeque<(i64, i64)>,
 }
 
-async fn lag(args: LagArgs) -> Result<(), CliError> {
+async fn lag(args: LagArgs, in_place: bool, out: Out<'_>) -> Result<(), CliError> {
     let window_ms =
         parse_duration_ms(&args.window).map_err(|e| CliError::Usage(format!("--window: {e}")))?;
     let interval_ms = parse_duration_ms(&args.interval)
@@ -71,21 +71,18 @@ async fn lag(args: LagArgs) -> Result<(), CliError> {
     }
     let mut client = args.conn.connect().await?;
     let mut history: BTreeMap<(String, TopicPartition), History> = BTreeMap::new();
-    let in_place =
-        args.watch && std::io::stdout().is_terminal() && args.output == OutputFormat::Table;
+    let in_place = in_place && args.watch && args.output == OutputFormat::Table;
     let mut round = 0u64;
     loop {
         round += 1;
         let views = refresh(&mut client, &args.group, &mut history, window_ms).await?;
         let text = render_lag(&views, args.output);
-        let mut out = std::io::stdout().lock();
         if in_place {
             // Cursor home and clear screen: the table is redrawn in place.
             let _ = write!(out, "\x1b[H\x1b[2J");
         }
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
-        drop(out);
         if !args.watch || (args.iterations > 0 && round >= args.iterations) {
             return Ok(());
         }

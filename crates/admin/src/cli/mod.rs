@@ -18,9 +18,37 @@ use waterline_core::TopicPartition;
 use crate::client::{AdminClient, ClientConfig, ClusterMetadata};
 use crate::error::ClientError;
 
-pub use groups::{DescribeArgs, GroupsArgs, GroupsCommand, ListArgs, run_groups};
-pub use lag::{LagArgs, run_lag};
-pub use offsets::{DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets};
+pub use groups::{DescribeArgs, GroupsArgs, GroupsCommand, ListArgs, run_groups_with};
+pub use lag::{LagArgs, run_lag_with};
+pub use offsets::{
+    DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets_with,
+};
+
+/// Runs `waterline groups ...` on standard output/error; returns the exit code.
+pub async fn run_groups(args: GroupsArgs) -> ExitCode {
+    ExitCode::from(run_groups_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
+}
+
+/// Runs `waterline offsets ...` on standard output/error; returns the exit code.
+pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
+    ExitCode::from(run_offsets_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
+}
+
+/// Runs `waterline lag ...` on standard output/error; returns the exit code. `--watch`
+/// redraws in place when standard output is a terminal.
+pub async fn run_lag(args: LagArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let in_place = std::io::stdout().is_terminal();
+    ExitCode::from(
+        run_lag_with(
+            args,
+            in_place,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )
+        .await,
+    )
+}
 
 /// Connection options shared by every command.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,15 +119,18 @@ impl CliError {
     }
 }
 
-/// Prints the error (one line) and maps the result to an exit code.
-pub(crate) fn finish(command: &str, result: Result<(), CliError>) -> ExitCode {
+/// Where a command writes: standard output and standard error, or buffers in tests.
+pub type Out<'a> = &'a mut (dyn std::io::Write + Send);
+
+/// Prints the error (one line) to `err` and maps the result to an exit code.
+pub(crate) fn finish(command: &str, result: Result<(), CliError>, err: Out<'_>) -> u8 {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             // One line: newlines inside messages would break scripts that read stderr.
             let msg = e.to_string().replace('\n', " ");
-            eprintln!("waterline {command}: error: {msg}");
-            ExitCode::from(e.exit_code())
+            let _ = writeln!(err, "waterline {command}: error: {msg}");
+            e.exit_code()
         }
     }
 }

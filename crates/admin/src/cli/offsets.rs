@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use waterline_core::TopicPartition;
 
 use super::render::{render_drift, render_plan};
 use super::{
-    CliError, ConnectionArgs, OutputFormat, finish, now_ms, parse_topic_spec, resolve_topics,
+    CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms, parse_topic_spec, resolve_topics,
 };
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
@@ -140,14 +139,14 @@ pub struct DeleteArgs {
     pub topic: Vec<String>,
 }
 
-/// Runs `waterline offsets ...`; returns the process exit code.
-pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
+/// Runs `waterline offsets ...` writing to `out`/`err`; returns the exit code.
+pub async fn run_offsets_with(args: OffsetsArgs, out: Out<'_>, err: Out<'_>) -> u8 {
     let result = match args.command {
-        OffsetsCommand::Reset(a) => reset(a).await,
-        OffsetsCommand::Export(a) => export(a).await,
-        OffsetsCommand::Delete(a) => delete(a).await,
+        OffsetsCommand::Reset(a) => reset(a, out, &mut *err).await,
+        OffsetsCommand::Export(a) => export(a, out).await,
+        OffsetsCommand::Delete(a) => delete(a, out).await,
     };
-    finish("offsets", result)
+    finish("offsets", result, err)
 }
 
 /// Where the partitions come from.
@@ -287,7 +286,7 @@ fn validate(args: &ResetArgs, now: i64) -> Result<ResetRequest, CliError> {
     })
 }
 
-async fn reset(args: ResetArgs) -> Result<(), CliError> {
+async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
     let now = now_ms();
     let req = validate(&args, now)?;
     let mut client = args.conn.connect().await?;
@@ -303,7 +302,7 @@ async fn reset(args: ResetArgs) -> Result<(), CliError> {
             let current = committed_offsets(&mut client, &plan.group).await?;
             let drift = plan.drift(&current);
             if !drift.is_empty() {
-                print!("{}", render_drift(&plan.group, &drift));
+                let _ = write!(out, "{}", render_drift(&plan.group, &drift));
                 return Err(CliError::Failed(format!(
                     "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
                     path.display(),
@@ -320,11 +319,12 @@ async fn reset(args: ResetArgs) -> Result<(), CliError> {
     } else {
         time_ranges(&mut client, &planned).await
     };
-    print!("{}", render_plan(&planned, &ranges, req.format));
+    let _ = write!(out, "{}", render_plan(&planned, &ranges, req.format));
     if !req.execute {
         if let Some(path) = &args.plan_out {
             write_durably(path, &crate::files::render_plan(&planned))?;
-            eprintln!(
+            let _ = writeln!(
+                err,
                 "Plan written to {}; apply with --execute --plan {}",
                 path.display(),
                 path.display()
@@ -332,7 +332,7 @@ async fn reset(args: ResetArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    execute(&mut client, &planned, &args).await
+    execute(&mut client, &planned, &args, err).await
 }
 
 async fn committed_offsets(
@@ -482,6 +482,7 @@ async fn execute(
     client: &mut AdminClient,
     planned: &ResetPlan,
     args: &ResetArgs,
+    err: Out<'_>,
 ) -> Result<(), CliError> {
     let group = &planned.group;
     let described = client.describe_groups(std::slice::from_ref(group)).await?;
@@ -504,7 +505,8 @@ async fn execute(
         &path,
         &render_backup(group, taken, &previous, args.backup_format),
     )?;
-    eprintln!(
+    let _ = writeln!(
+        err,
         "Backup of group {group}'s previous offsets: {} (restore with: waterline offsets reset --group {group} --from-file {} --execute)",
         path.display(),
         path.display()
@@ -516,14 +518,16 @@ async fn execute(
         .map(|r| format!("{}:{}", r.topic, r.partition))
         .collect();
     if !fresh.is_empty() {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with waterline offsets delete)",
             fresh.join(",")
         );
     }
     let failures = client.offset_commit(group, &planned.offsets()).await?;
     if failures.is_empty() {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "Reset {} partition(s) of group {group}.",
             planned.rows.len()
         );
@@ -548,7 +552,7 @@ async fn execute(
     )))
 }
 
-async fn export(args: ExportArgs) -> Result<(), CliError> {
+async fn export(args: ExportArgs, out: Out<'_>) -> Result<(), CliError> {
     let specs = args
         .topic
         .iter()
@@ -574,11 +578,11 @@ async fn export(args: ExportArgs) -> Result<(), CliError> {
             }
         }
     }
-    print!("{}", write_csv(&rows, args.group.len() > 1));
+    let _ = write!(out, "{}", write_csv(&rows, args.group.len() > 1));
     Ok(())
 }
 
-async fn delete(args: DeleteArgs) -> Result<(), CliError> {
+async fn delete(args: DeleteArgs, out: Out<'_>) -> Result<(), CliError> {
     let specs = args
         .topic
         .iter()
@@ -590,7 +594,8 @@ async fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let partitions = resolve_topics(&specs, &meta)?;
     let failures = client.offset_delete(&args.group, &partitions).await?;
     if failures.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "Deleted committed offsets of group {} for {} partition(s).",
             args.group,
             partitions.len()
