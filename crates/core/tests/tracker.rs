@@ -167,3 +167,37 @@ fn checkpoint_commits_what_was_acked_before_the_barrier() {
     assert_eq!(t.commit_point(&tp(0)), Some(7));
     assert_eq!(t.with_partition(&tp(0), |p| p.committed()), Some(Some(3)));
 }
+
+#[test]
+fn bypassing_admission_is_reported_not_silent() {
+    let cfg = TrackerConfig {
+        metadata_budget: 16,
+        ..TrackerConfig::default()
+    };
+    let t = OffsetTracker::new(cfg).unwrap();
+    t.assign_at(tp(0), 1, 0).unwrap();
+    for o in 0..400 {
+        // Deliberately ignores `admit`.
+        t.hand_out(&tp(0), o, 0).unwrap();
+    }
+    assert!(!t.can_hand_out(&tp(0)));
+    for o in (1..400).step_by(2) {
+        t.ack(&tp(0), o, 1).unwrap();
+    }
+    let err = t
+        .with_partition(&tp(0), |p| p.commit_candidate(0))
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        TrackerError::Encode(waterline_core::EncodeError::OverBudget { budget: 16, .. })
+    ));
+    let plan = t.prepare_commit(0);
+    assert_eq!(plan.over_budget, vec![tp(0)]);
+    // The safe fallback: the bare commit point, no metadata.
+    assert_eq!(
+        plan.entries[0].offset_and_metadata,
+        OffsetAndMetadata::new(0, 0)
+    );
+    assert_eq!(t.stats().over_budget, 1);
+}
