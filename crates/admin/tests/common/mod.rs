@@ -33,10 +33,12 @@ pub struct TestBroker {
 impl TestBroker {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig::default();
-        config.data_dir = dir.path().join("data");
-        config.listen = "127.0.0.1:0".into();
-        config.auto_create_topics = false;
+        let mut config = BrokerConfig {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".into(),
+            auto_create_topics: false,
+            ..Default::default()
+        };
         config.groups.initial_rebalance_delay_ms = 0;
         let broker = Broker::start(config).await.unwrap();
         let addr = broker.local_addr().to_string();
