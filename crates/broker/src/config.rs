@@ -81,6 +81,8 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// Milliseconds between retention checks.
     pub retention_check_ms: u64,
+    /// Consumer groups and committed offsets (`[groups]`).
+    pub groups: crate::groups::GroupConfig,
 }
 
 /// Kafka's default `log.segment.bytes`.
@@ -104,6 +106,7 @@ impl Default for BrokerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_message_bytes: 1024 * 1024 + 12,
             retention_check_ms: 60_000,
+            groups: crate::groups::GroupConfig::default(),
         }
     }
 }
@@ -139,6 +142,7 @@ impl BrokerConfig {
         if self.retention_check_ms == 0 {
             return bad("retention_check_ms must be at least 1");
         }
+        self.groups.validate()?;
         Ok(())
     }
 }

@@ -270,8 +270,9 @@ impl Groups {
         let limits = Limits {
             max_metadata_bytes: Some(gc.offset_metadata_max_bytes),
         };
-        let (store, group_ids) = open_store(path.clone(), limits)
-            .map_err(|e| BrokerError::io("opening offset store", &path, std::io::Error::other(e)))?;
+        let (store, group_ids) = open_store(path.clone(), limits).map_err(|e| {
+            BrokerError::io("opening offset store", &path, std::io::Error::other(e))
+        })?;
         let store = {
             // Coalescing spawns its task on the current runtime: enter ours explicitly.
             let _guard = runtime.enter();
@@ -282,9 +283,7 @@ impl Groups {
                     ..CoalescingConfig::default()
                 },
             )
-            .map_err(|e| {
-                BrokerError::io("opening offset store", &path, std::io::Error::other(e))
-            })?
+            .map_err(|e| BrokerError::io("opening offset store", &path, std::io::Error::other(e)))?
         };
         let clock = Clock::new();
         let now = clock.now_ms();
@@ -397,7 +396,11 @@ impl Groups {
 
     /// DescribeGroups through the coordinator.
     pub fn describe(&self, group_ids: &[String]) -> Vec<DescribedGroup> {
-        self.shared.core.lock().coordinator.describe_groups(group_ids)
+        self.shared
+            .core
+            .lock()
+            .coordinator
+            .describe_groups(group_ids)
     }
 
     /// ListGroups through the coordinator (empty filter: all).
@@ -439,7 +442,11 @@ impl Groups {
                 Err(e) => {
                     tracing::error!(%group, error = %e, "deleting group offsets failed");
                     let now = self.shared.clock.now_ms();
-                    self.shared.core.lock().coordinator.restore_group(&group, now);
+                    self.shared
+                        .core
+                        .lock()
+                        .coordinator
+                        .restore_group(&group, now);
                     results.push((group, Err(store_error_code(&e))));
                 }
             }
@@ -520,7 +527,11 @@ fn open_store(path: PathBuf, limits: Limits) -> Result<(RedbStore, Vec<String>),
             })
         })
         .join()
-        .unwrap_or_else(|_| Err(StoreError::TaskFailed("opening the offset store panicked".into())))
+        .unwrap_or_else(|_| {
+            Err(StoreError::TaskFailed(
+                "opening the offset store panicked".into(),
+            ))
+        })
     })
 }
 
@@ -560,7 +571,9 @@ async fn timer_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(()) => tracing::info!(%group, "offsets expired: group was empty past the retention"),
+                Ok(()) => {
+                    tracing::info!(%group, "offsets expired: group was empty past the retention")
+                }
                 Err(e) => {
                     // Keep it known so a later expiry retries the deletion.
                     tracing::error!(%group, error = %e, "deleting expired offsets failed");

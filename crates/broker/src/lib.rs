@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod guard;
 pub mod handlers;
 pub mod partition;

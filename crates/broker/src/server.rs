@@ -54,6 +54,8 @@ pub fn build_state(
     let producer_ids = ProducerIds::open(&config.data_dir)?;
     let sync = SyncManager::start(config.fsync)
         .map_err(|e| BrokerError::io("starting sync thread for", &config.data_dir, e))?;
+    let shutdown = CancellationToken::new();
+    let groups = crate::groups::Groups::open(&config, shutdown.clone())?;
     Ok(BrokerState {
         config,
         advertised_host,
@@ -61,7 +63,8 @@ pub fn build_state(
         topics,
         producer_ids,
         sync,
-        shutdown: CancellationToken::new(),
+        groups,
+        shutdown,
     })
 }
 
@@ -128,6 +131,7 @@ impl RunningBroker {
         let _ = self.accept.await;
         self.tracker.close();
         self.tracker.wait().await;
+        self.state.groups.close().await;
         let _ = self.retention.await;
         let state = self.state.clone();
         let failed = tokio::task::spawn_blocking(move || {

@@ -28,6 +28,8 @@ pub struct BrokerState {
     pub producer_ids: ProducerIds,
     /// Group commit of appended data.
     pub sync: SyncManager,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::groups::Groups,
     /// Cancelled when the broker shuts down: long polls return early.
     pub shutdown: CancellationToken,
 }

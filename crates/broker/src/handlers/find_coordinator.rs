@@ -17,7 +17,11 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The answer for one key: (error code, message, node id, host, port).
-fn lookup(state: &SharedState, key_type: i8, key: &str) -> (i16, Option<&'static str>, i32, String, i32) {
+fn lookup(
+    state: &SharedState,
+    key_type: i8,
+    key: &str,
+) -> (i16, Option<&'static str>, i32, String, i32) {
     let error = |e: ResponseError, msg| (e.code(), Some(msg), -1, String::new(), -1);
     match key_type {
         KEY_TYPE_GROUP if key.is_empty() => {
@@ -34,7 +38,10 @@ fn lookup(state: &SharedState, key_type: i8, key: &str) -> (i16, Option<&'static
             ResponseError::CoordinatorNotAvailable,
             "transactions are not supported by this broker",
         ),
-        _ => error(ResponseError::InvalidRequest, "unknown coordinator key type"),
+        _ => error(
+            ResponseError::InvalidRequest,
+            "unknown coordinator key type",
+        ),
     }
 }
 

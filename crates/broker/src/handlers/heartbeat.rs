@@ -22,7 +22,10 @@ pub async fn handle(
     resp.error_code = match state.groups.call(request).await {
         wc::Response::Heartbeat(r) => wc::GroupError::code_of(r.error),
         other => {
-            tracing::error!(?other, "coordinator answered Heartbeat with another response");
+            tracing::error!(
+                ?other,
+                "coordinator answered Heartbeat with another response"
+            );
             wc::GroupError::CoordinatorNotAvailable.code()
         }
     };

@@ -10,7 +10,10 @@ use crate::handlers::sb;
 use crate::state::SharedState;
 
 /// Converts the wire request (any version) into the coordinator's.
-pub(crate) fn to_coordinator(header: &RequestHeader, req: JoinGroupRequest) -> wc::JoinGroupRequest {
+pub(crate) fn to_coordinator(
+    header: &RequestHeader,
+    req: JoinGroupRequest,
+) -> wc::JoinGroupRequest {
     let version = header.request_api_version;
     wc::JoinGroupRequest {
         group_id: req.group_id.to_string(),
@@ -84,7 +87,10 @@ pub async fn handle(
     match state.groups.call(request).await {
         wc::Response::JoinGroup(r) => from_coordinator(r, version),
         other => {
-            tracing::error!(?other, "coordinator answered JoinGroup with another response");
+            tracing::error!(
+                ?other,
+                "coordinator answered JoinGroup with another response"
+            );
             let mut resp = JoinGroupResponse::default();
             resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
             resp.generation_id = -1;
@@ -132,7 +138,10 @@ mod tests {
         assert_eq!(joined.leader, joined.member_id);
         assert_eq!(joined.members.len(), 1);
         assert_eq!(joined.members[0].metadata.as_ref(), b"sub");
-        assert_eq!(joined.protocol_name.as_ref().map(|s| s.as_str()), Some("range"));
+        assert_eq!(
+            joined.protocol_name.as_ref().map(|s| s.as_str()),
+            Some("range")
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub async fn handle(
             }
         }
         other => {
-            tracing::error!(?other, "coordinator answered LeaveGroup with another response");
+            tracing::error!(
+                ?other,
+                "coordinator answered LeaveGroup with another response"
+            );
             resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
         }
     }

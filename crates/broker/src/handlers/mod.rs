@@ -8,19 +8,36 @@ use kafka_protocol::messages::{
     MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::{Message, VersionRange};
+// Consumer-group APIs (kept apart from the list above).
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+};
 
 use crate::state::SharedState;
 
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// Caps a message's decodable versions at `max` (e.g. to leave out topic-id versions).
 const fn capped(v: VersionRange, max: i16) -> VersionRange {
@@ -44,6 +61,25 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS),
     (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
     (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
+    // Consumer groups. OffsetCommit/OffsetFetch stop at 9 (10 addresses topics by id).
+    (
+        ApiKey::OffsetCommit,
+        capped(OffsetCommitRequest::VERSIONS, 9),
+    ),
+    (ApiKey::OffsetFetch, capped(OffsetFetchRequest::VERSIONS, 9)),
+    // FindCoordinator 5-6 add share-group and transaction-abortable semantics not served here.
+    (
+        ApiKey::FindCoordinator,
+        capped(FindCoordinatorRequest::VERSIONS, 4),
+    ),
+    (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+    (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+    (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+    (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
+    (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+    (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+    (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+    (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -83,6 +119,17 @@ pub async fn dispatch(
         }
         RequestKind::InitProducerId(r) => init_producer_id::handle(state, header, r).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(state, header, r).await.into(),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(state, header, r).await.into(),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(state, header, r).await.into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(state, header, r).await.into(),
+        RequestKind::JoinGroup(r) => join_group::handle(state, header, r).await.into(),
+        RequestKind::SyncGroup(r) => sync_group::handle(state, header, r).await.into(),
+        RequestKind::Heartbeat(r) => heartbeat::handle(state, header, r).await.into(),
+        RequestKind::LeaveGroup(r) => leave_group::handle(state, header, r).await.into(),
+        RequestKind::DescribeGroups(r) => describe_groups::handle(state, header, r).await.into(),
+        RequestKind::ListGroups(r) => list_groups::handle(state, header, r).await.into(),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(state, header, r).await.into(),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(state, header, r).await.into(),
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
             tracing::error!(api = ?header.request_api_key, "no handler for decoded request {other:?}");

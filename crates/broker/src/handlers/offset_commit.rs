@@ -84,7 +84,10 @@ pub async fn handle(
                     .with_metadata(metadata.to_string());
                 om.leader_epoch = (version >= 6 && p.committed_leader_epoch >= 0)
                     .then_some(p.committed_leader_epoch);
-                batch.push((TopicPartition::new(t.name.to_string(), p.partition_index), om));
+                batch.push((
+                    TopicPartition::new(t.name.to_string(), p.partition_index),
+                    om,
+                ));
             }
         }
         let stored = if batch.is_empty() {

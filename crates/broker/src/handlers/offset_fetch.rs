@@ -5,14 +5,12 @@
 
 use std::collections::HashMap;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{
-    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
-};
-use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName};
 
 use crate::groups::store_error_code;
 use crate::handlers::sb;
@@ -42,7 +40,14 @@ async fn fetch_group(
             let parts = topics
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(name, ps)| (name, ps.into_iter().map(|p| (p, -1, String::new(), code)).collect()))
+                .map(|(name, ps)| {
+                    (
+                        name,
+                        ps.into_iter()
+                            .map(|p| (p, -1, String::new(), code))
+                            .collect(),
+                    )
+                })
                 .collect();
             return (code, parts);
         }
@@ -61,7 +66,12 @@ async fn fetch_group(
     };
     let by_tp: HashMap<(String, i32), (i64, String)> = committed
         .into_iter()
-        .map(|(tp, om)| ((tp.topic, tp.partition), (om.offset().unwrap_or(-1), om.metadata)))
+        .map(|(tp, om)| {
+            (
+                (tp.topic, tp.partition),
+                (om.offset().unwrap_or(-1), om.metadata),
+            )
+        })
         .collect();
     let out = topics
         .into_iter()

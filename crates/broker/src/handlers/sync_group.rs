@@ -38,7 +38,10 @@ pub async fn handle(
             }
         }
         other => {
-            tracing::error!(?other, "coordinator answered SyncGroup with another response");
+            tracing::error!(
+                ?other,
+                "coordinator answered SyncGroup with another response"
+            );
             resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
         }
     }
