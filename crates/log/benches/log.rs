@@ -70,50 +70,58 @@ fn total_bytes() -> usize {
 }
 
 /// Appends 1024 batches to a fresh log, fsyncing (group commit) every `per_sync` batches.
+/// Opening the log (directory creation and its fsyncs) is setup, not measured.
 #[divan::bench(args = [1, 16, 1024], sample_count = 5, sample_size = 1)]
 fn append_sync(bencher: Bencher, per_sync: usize) {
     let b = batch();
     bencher
         .counter(BytesCount::new(total_bytes()))
-        .with_inputs(|| tempfile::tempdir().expect("tempdir"))
-        .bench_local_values(|tmp| {
-            let mut log = PartitionLog::open(
+        .with_inputs(|| {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let log = PartitionLog::open(
                 Arc::new(FsStorage::new()),
                 tmp.path().join("t-0"),
                 LogConfig::default(),
                 0,
             )
             .expect("open");
+            (tmp, log)
+        })
+        .bench_local_values(|(tmp, mut log)| {
             for i in 0..BATCHES {
                 log.append(&b, 0).expect("append");
                 if (i + 1) % per_sync == 0 {
                     log.sync().expect("sync");
                 }
             }
-            tmp
+            (tmp, log)
         });
 }
 
 /// The same bytes written sequentially to one file with fsync every `per_sync` batches.
+/// Creating the file is setup, not measured.
 #[divan::bench(args = [1, 16, 1024], sample_count = 5, sample_size = 1)]
 fn raw_write_fsync(bencher: Bencher, per_sync: usize) {
     let b = batch();
     bencher
         .counter(BytesCount::new(total_bytes()))
-        .with_inputs(|| tempfile::tempdir().expect("tempdir"))
-        .bench_local_values(|tmp| {
-            let mut f = OpenOptions::new()
+        .with_inputs(|| {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(tmp.path().join("raw"))
                 .expect("open");
+            (tmp, f)
+        })
+        .bench_local_values(|(tmp, mut f)| {
             for i in 0..BATCHES {
                 f.write_all(&b).expect("write");
                 if (i + 1) % per_sync == 0 {
                     f.sync_data().expect("fsync");
                 }
             }
-            tmp
+            (tmp, f)
         });
 }
 
