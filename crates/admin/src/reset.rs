@@ -51,11 +51,13 @@ impl ResetMode {
         }
     }
 
-    /// The timestamp to look offsets up for, if this mode needs one.
+    /// The timestamp to look offsets up for, if this mode needs one. Never negative: negative
+    /// ListOffsets timestamps are sentinels (-1 latest, -2 earliest, ...), and any time before
+    /// the epoch means "from the first record" anyway.
     pub fn lookup_timestamp(&self, now_ms: i64) -> Option<i64> {
         match self {
-            ResetMode::ToDatetime(ts) => Some(*ts),
-            ResetMode::ByDuration(d) => Some(now_ms.saturating_sub(*d)),
+            ResetMode::ToDatetime(ts) => Some((*ts).max(0)),
+            ResetMode::ByDuration(d) => Some(now_ms.saturating_sub(*d).max(0)),
             _ => None,
         }
     }
@@ -337,6 +339,20 @@ mod tests {
         g[1].source_offset = Some(3);
         check(ResetMode::ToGroup("other".into()), &g, &[60, 3], 0);
         check(ResetMode::FromFile, &g, &[60, 3], 0);
+    }
+
+    #[test]
+    fn lookup_timestamps_are_never_sentinels() {
+        assert_eq!(
+            ResetMode::ByDuration(5_000).lookup_timestamp(10_000),
+            Some(5_000)
+        );
+        assert_eq!(
+            ResetMode::ByDuration(50_000).lookup_timestamp(10_000),
+            Some(0)
+        );
+        assert_eq!(ResetMode::ToDatetime(-2).lookup_timestamp(0), Some(0));
+        assert_eq!(ResetMode::ToLatest.lookup_timestamp(0), None);
     }
 
     #[test]

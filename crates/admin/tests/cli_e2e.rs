@@ -1,0 +1,603 @@
+//! The `waterline groups | offsets | lag` commands end to end against an in-process
+//! `waterline serve`: every reset mode, clamping, backups and restore, plan files, refusal on
+//! an active group, describe output in table and JSON, and usage errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{TestBroker, run};
+use waterline_admin::client::AdminClient;
+use waterline_admin::timefmt::format_ms;
+use waterline_core::TopicPartition;
+
+const BASE: i64 = 1_700_000_000_000;
+
+fn tp(p: i32) -> TopicPartition {
+    TopicPartition::new("t", p)
+}
+
+/// Topic `t`: partition 0 has 10 records, partition 1 has 5; record i has time BASE + i s.
+async fn setup() -> TestBroker {
+    let b = TestBroker::start().await;
+    b.create_topic("t", 2).await;
+    let ts: Vec<i64> = (0..10).map(|i| BASE + 1_000 * i).collect();
+    b.produce("t", 0, &ts).await;
+    b.produce("t", 1, &ts[..5]).await;
+    b
+}
+
+async fn commit(c: &mut AdminClient, group: &str, offsets: &[(i32, i64)]) {
+    let map: BTreeMap<TopicPartition, i64> = offsets.iter().map(|(p, o)| (tp(*p), *o)).collect();
+    let failures = c.offset_commit(group, &map).await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+async fn committed(c: &mut AdminClient, group: &str) -> Vec<(i32, i64)> {
+    c.offset_fetch(group, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(tp, c)| (tp.partition, c.offset))
+        .collect()
+}
+
+/// (mode flags, expected committed offsets after --execute, expected warning text).
+type ResetCase<'a> = (Vec<&'a str>, Vec<(i32, i64)>, Option<&'a str>);
+
+fn one_line(s: &str) -> &str {
+    let t = s.trim_end();
+    assert_eq!(t.lines().count(), 1, "expected one line, got: {s:?}");
+    t
+}
+
+#[tokio::test]
+async fn every_reset_mode_with_clamping() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+    commit(&mut c, "other", &[(0, 8), (1, 1)]).await;
+
+    // Dry run (the default) prints the plan and changes nothing.
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("MESSAGES-SKIPPED-OR-REPLAYED"), "{}", r.out);
+    let row0 = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("g  ") && l.contains(" 0 "))
+        .unwrap();
+    let cells: Vec<&str> = row0.split_whitespace().collect();
+    assert_eq!(&cells[..6], &["g", "t", "0", "5", "0", "-5"], "{row0}");
+    assert!(
+        row0.contains("replays 5 records (offsets 0..=4) produced"),
+        "{row0}"
+    );
+    assert!(row0.contains(&format_ms(BASE)), "{row0}");
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5), (1, 2)]);
+
+    let before_dt = format_ms(BASE + 4_000 - 1);
+    let cases: Vec<ResetCase> = vec![
+        (vec!["--to-earliest"], vec![(0, 0), (1, 0)], None),
+        (vec!["--to-latest"], vec![(0, 10), (1, 5)], None),
+        (vec!["--to-offset", "3"], vec![(0, 3), (1, 3)], None),
+        (
+            vec!["--to-offset", "7"],
+            vec![(0, 7), (1, 5)],
+            Some("offset 7 is after the log end offset 5; using 5"),
+        ),
+        (vec!["--shift-by", "-2"], vec![(0, 5), (1, 3)], None),
+        (
+            vec!["--shift-by", "-100"],
+            vec![(0, 0), (1, 0)],
+            Some("is before the log start offset 0"),
+        ),
+        (vec!["--shift-by", "4"], vec![(0, 4), (1, 4)], None),
+        (vec!["--to-current"], vec![(0, 4), (1, 4)], None),
+        (
+            vec!["--to-datetime", &before_dt],
+            vec![(0, 4), (1, 4)],
+            None,
+        ),
+        (
+            vec!["--by-duration", "PT1S"],
+            vec![(0, 10), (1, 5)],
+            Some("no record at or after the time"),
+        ),
+        (vec!["--by-duration", "P36500D"], vec![(0, 0), (1, 0)], None),
+        (vec!["--to-group", "other"], vec![(0, 8), (1, 1)], None),
+    ];
+    for (mode, expect, warning) in cases {
+        let mut args = vec![
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ];
+        args.extend(mode.iter().copied());
+        let r = run(&b.addr, &args).await;
+        assert_eq!(r.code, 0, "{mode:?}: {r:?}");
+        assert_eq!(committed(&mut c, "g").await, expect, "{mode:?}");
+        if let Some(w) = warning {
+            assert!(r.out.contains(w), "{mode:?}: {}", r.out);
+        }
+        assert!(
+            r.err.contains("Backup of group g's previous offsets: "),
+            "{}",
+            r.err
+        );
+    }
+    // Partition selection: only partition 1.
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t:1",
+            "--to-offset",
+            "2",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 8), (1, 2)]);
+    // --all-topics: every partition the group has committed.
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--all-topics",
+            "--to-latest",
+            "--export",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.out, "t,0,10\nt,1,5\n");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn export_reset_restore_round_trips_exactly() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+    commit(&mut c, "h", &[(0, 1)]).await;
+
+    let exported = run(&b.addr, &["offsets", "export", "--group", "g"]).await;
+    assert_eq!(exported.code, 0);
+    assert_eq!(exported.out, "t,0,5\nt,1,2\n");
+    let both = run(
+        &b.addr,
+        &["offsets", "export", "--group", "g", "--group", "h"],
+    )
+    .await;
+    assert_eq!(both.out, "g,t,0,5\ng,t,1,2\nh,t,0,1\n");
+
+    for format in ["csv", "json"] {
+        let r = run(
+            &b.addr,
+            &[
+                "offsets",
+                "reset",
+                "--group",
+                "g",
+                "--topic",
+                "t",
+                "--to-latest",
+                "--execute",
+                "--backup-dir",
+                &backups,
+                "--backup-format",
+                format,
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(committed(&mut c, "g").await, vec![(0, 10), (1, 5)]);
+        let path = r
+            .err
+            .lines()
+            .find_map(|l| l.strip_prefix("Backup of group g's previous offsets: "))
+            .and_then(|rest| rest.split(" (restore").next())
+            .unwrap()
+            .to_string();
+        assert!(path.ends_with(format), "{path}");
+        let r = run(
+            &b.addr,
+            &[
+                "offsets",
+                "reset",
+                "--group",
+                "g",
+                "--from-file",
+                &path,
+                "--execute",
+                "--backup-dir",
+                &backups,
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{r:?}");
+        let again = run(&b.addr, &["offsets", "export", "--group", "g"]).await;
+        assert_eq!(again.out, exported.out);
+    }
+
+    // A multi-group export file restores only the named group's lines.
+    let file = dir.path().join("both.csv");
+    std::fs::write(&file, &both.out).unwrap();
+    commit(&mut c, "h", &[(0, 9)]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "h",
+            "--from-file",
+            file.to_str().unwrap(),
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "h").await, vec![(0, 1)]);
+
+    // A malformed file is refused with its line number.
+    std::fs::write(&file, "t,0,5\nt,one,5\n").unwrap();
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(
+        one_line(&r.err).ends_with("line 2: partition 'one' is not a non-negative integer"),
+        "{}",
+        r.err
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn plan_applies_only_while_offsets_are_unchanged() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let plan = dir.path().join("plan.json");
+    let plan_s = plan.to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--dry-run",
+            "--plan-out",
+            &plan_s,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(plan.exists());
+
+    commit(&mut c, "g", &[(0, 6)]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--execute",
+            "--plan",
+            &plan_s,
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.out.contains("PLANNED-CURRENT-OFFSET"), "{}", r.out);
+    let drift_row: Vec<&str> = r.out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(drift_row, vec!["g", "t", "0", "5", "6"]);
+    assert!(one_line(&r.err).contains("refused"), "{}", r.err);
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 6), (1, 2)]);
+
+    commit(&mut c, "g", &[(0, 5)]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--execute",
+            "--plan",
+            &plan_s,
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 0), (1, 0)]);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn active_groups_are_refused_and_described() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "live", &[(0, 5), (1, 2)]).await;
+    let (member, _conn) = b.join("live", &[("t", vec![0])]).await;
+
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "live",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let line = one_line(&r.err);
+    assert!(
+        line.contains("group live is Stable with 1 active member(s)"),
+        "{line}"
+    );
+    assert_eq!(committed(&mut c, "live").await, vec![(0, 5), (1, 2)]);
+
+    let r = run(&b.addr, &["groups", "describe", "--group", "live"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let rows: Vec<Vec<&str>> = r
+        .out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        &rows[0][..6],
+        &["live", "t", "0", "5", "10", "5"],
+        "{}",
+        r.out
+    );
+    assert_eq!(rows[0][7], member);
+    // Committed but unassigned: no owner.
+    assert_eq!(
+        &rows[1][..6],
+        &["live", "t", "1", "2", "5", "3"],
+        "{}",
+        r.out
+    );
+    assert_eq!(&rows[1][7..], &["-", "-", "-"], "{}", r.out);
+
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "live", "--output", "json"],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let p0 = &v["groups"][0]["partitions"][0];
+    assert_eq!(
+        (
+            p0["current_offset"].as_i64(),
+            p0["log_end_offset"].as_i64(),
+            p0["lag"].as_i64()
+        ),
+        (Some(5), Some(10), Some(5))
+    );
+    assert_eq!(p0["time_lag_kind"], "exact");
+    assert!(p0["time_lag_ms"].as_i64().unwrap() > 0);
+    assert_eq!(p0["consumer_id"], member.as_str());
+    assert!(v["groups"][0]["partitions"][1]["consumer_id"].is_null());
+
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "live", "--members"],
+    )
+    .await;
+    assert!(
+        r.out.contains(&member) && r.out.contains("#PARTITIONS"),
+        "{}",
+        r.out
+    );
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "live", "--state"],
+    )
+    .await;
+    assert!(r.out.contains("Stable"), "{}", r.out);
+
+    // An empty group says so; an unknown group fails.
+    commit(&mut c, "idle", &[(0, 10)]).await;
+    let r = run(&b.addr, &["groups", "describe", "--group", "idle"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.out
+            .starts_with("Consumer group 'idle' has no active members."),
+        "{}",
+        r.out
+    );
+    // Caught up: time lag 0.
+    assert!(
+        r.out.lines().last().unwrap().split_whitespace().nth(6) == Some("0s"),
+        "{}",
+        r.out
+    );
+    let r = run(&b.addr, &["groups", "describe", "--group", "nosuch"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.out.contains("Consumer group 'nosuch' does not exist."),
+        "{}",
+        r.out
+    );
+
+    let r = run(&b.addr, &["groups", "list", "--output", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let names: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"live") && names.contains(&"idle"),
+        "{names:?}"
+    );
+
+    // Offsets delete on the empty group.
+    let r = run(
+        &b.addr,
+        &["offsets", "delete", "--group", "idle", "--topic", "t:0"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "idle").await, vec![]);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn bad_arguments_exit_2_with_one_line() {
+    let b = setup().await;
+    for args in [
+        vec![
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "nope",
+            "--to-earliest",
+        ],
+        vec![
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--to-datetime",
+            "2024-02-30T00:00:00",
+        ],
+        vec!["offsets", "reset", "--group", "g", "--topic", "t"],
+        vec![
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest",
+        ],
+        vec![
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t:9",
+            "--to-earliest",
+        ],
+        vec!["offsets", "delete", "--group", "g", "--topic", "nope"],
+        vec!["groups", "describe"],
+        vec!["lag", "--window", "5m"],
+    ] {
+        let r = run(&b.addr, &args).await;
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        let line = one_line(&r.err);
+        assert!(line.starts_with("waterline "), "{line}");
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn lag_reports_records_time_and_status() {
+    let b = setup().await;
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 4), (1, 5)]).await;
+    let r = run(&b.addr, &["lag", "--group", "g", "--output", "json"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let parts = v["groups"][0]["partitions"].as_array().unwrap();
+    assert_eq!(parts[0]["lag"], 6);
+    assert_eq!(parts[0]["time_lag_kind"], "exact");
+    // The record at offset 4 was produced at BASE + 4 s.
+    let age = parts[0]["time_lag_ms"].as_i64().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now - (BASE + 4_000) - age).abs() < 60_000, "{age}");
+    assert_eq!(parts[1]["lag"], 0);
+    assert_eq!(parts[1]["time_lag_ms"], 0);
+    assert_eq!(parts[1]["status"], "OK");
+
+    let r = run(
+        &b.addr,
+        &[
+            "lag",
+            "--group",
+            "g",
+            "--watch",
+            "--interval",
+            "PT0.05S",
+            "--iterations",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.out.matches("Group 'g': ").count(), 3, "{}", r.out);
+    b.stop().await;
+}
