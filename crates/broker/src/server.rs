@@ -41,10 +41,22 @@ pub fn build_state(
     advertised_host: String,
     advertised_port: i32,
 ) -> Result<BrokerState, BrokerError> {
+    let storage: Arc<dyn waterline_log::Storage> = Arc::new(waterline_log::FsStorage::new());
+    build_state_with_storage(config, storage, advertised_host, advertised_port)
+}
+
+/// Like [`build_state`], with partition logs on the given storage (tests use
+/// `waterline_log::MemStorage` to inject fsync failures). Topic metadata and producer ids stay
+/// on the real file system under `config.data_dir`.
+pub fn build_state_with_storage(
+    config: BrokerConfig,
+    storage: Arc<dyn waterline_log::Storage>,
+    advertised_host: String,
+    advertised_port: i32,
+) -> Result<BrokerState, BrokerError> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| BrokerError::io("creating", &config.data_dir, e))?;
-    let storage: Arc<dyn waterline_log::Storage> = Arc::new(waterline_log::FsStorage::new());
     let topics = Topics::load(
         storage,
         &config.data_dir,

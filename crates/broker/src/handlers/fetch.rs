@@ -225,3 +225,123 @@ pub async fn handle(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::produce;
+    use crate::handlers::test_util::{self, batch, produce_req};
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+
+    fn req(topic: &str, parts: &[(i32, i64)], max_wait: i32, max_bytes: i32) -> FetchRequest {
+        let mut t = FetchTopic::default();
+        t.topic = kafka_protocol::messages::TopicName(crate::handlers::sb(topic));
+        t.partitions = parts
+            .iter()
+            .map(|&(p, o)| {
+                let mut fp = FetchPartition::default();
+                fp.partition = p;
+                fp.fetch_offset = o;
+                fp.partition_max_bytes = 1 << 20;
+                fp
+            })
+            .collect();
+        let mut r = FetchRequest::default();
+        r.topics = vec![t];
+        r.max_wait_ms = max_wait;
+        r.min_bytes = 1;
+        r.max_bytes = max_bytes;
+        r
+    }
+
+    async fn produce(state: &SharedState, topic: &str, p: i32, n: usize) {
+        let h = test_util::header(ApiKey::Produce, 9);
+        let r = produce::handle(state, &h, produce_req(topic, p, batch(n, 1, None), -1))
+            .await
+            .unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+
+    #[tokio::test]
+    async fn returns_whole_batches_and_partition_errors() {
+        let (state, _dir) = test_util::state();
+        state
+            .topics
+            .create("f", 2, Default::default(), false, 0)
+            .unwrap();
+        produce(&state, "f", 0, 3).await;
+        produce(&state, "f", 0, 2).await;
+        let h = test_util::header(ApiKey::Fetch, 11);
+        let r = handle(
+            &state,
+            &h,
+            req("f", &[(0, 1), (1, 0), (0, 99), (9, 0)], 0, 1 << 20),
+        )
+        .await;
+        let ps = &r.responses[0].partitions;
+        let first = ps[0].records.as_ref().unwrap();
+        assert_eq!(
+            i64::from_be_bytes(first[..8].try_into().unwrap()),
+            0,
+            "whole batch containing 1"
+        );
+        assert_eq!((ps[0].high_watermark, ps[0].last_stable_offset), (5, 5));
+        assert_eq!(ps[0].preferred_read_replica, BrokerId(-1));
+        assert_eq!(ps[0].aborted_transactions, Some(vec![]));
+        assert_eq!(
+            (ps[1].error_code, ps[1].records.as_ref().unwrap().len()),
+            (0, 0)
+        );
+        assert_eq!(ps[2].error_code, 1, "OFFSET_OUT_OF_RANGE");
+        assert_eq!(ps[3].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        assert!(ps.iter().all(|p| p.records.is_some()), "never null records");
+    }
+
+    #[tokio::test]
+    async fn max_bytes_gives_at_least_one_batch_then_stops() {
+        let (state, _dir) = test_util::state();
+        state
+            .topics
+            .create("m", 2, Default::default(), false, 0)
+            .unwrap();
+        produce(&state, "m", 0, 20).await;
+        produce(&state, "m", 1, 20).await;
+        let h = test_util::header(ApiKey::Fetch, 11);
+        let r = handle(&state, &h, req("m", &[(0, 0), (1, 0)], 0, 10)).await;
+        let ps = &r.responses[0].partitions;
+        assert!(
+            ps[0].records.as_ref().unwrap().len() > 10,
+            "one whole batch over the limit"
+        );
+        assert!(ps[1].records.as_ref().unwrap().is_empty(), "budget spent");
+        assert_eq!(ps[1].high_watermark, 20);
+    }
+
+    #[tokio::test]
+    async fn long_poll_wakes_on_new_data() {
+        let (state, _dir) = test_util::state();
+        state
+            .topics
+            .create("w", 1, Default::default(), false, 0)
+            .unwrap();
+        let s = state.clone();
+        let waiter = tokio::spawn(async move {
+            let h = test_util::header(ApiKey::Fetch, 11);
+            handle(&s, &h, req("w", &[(0, 0)], 20_000, 1 << 20)).await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "waits for data");
+        let start = std::time::Instant::now();
+        produce(&state, "w", 0, 1).await;
+        let r = waiter.await.unwrap();
+        assert!(
+            !r.responses[0].partitions[0]
+                .records
+                .as_ref()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}

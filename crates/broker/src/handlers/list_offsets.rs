@@ -97,3 +97,58 @@ pub async fn handle(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::produce;
+    use crate::handlers::test_util::{self, batch, produce_req};
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+
+    async fn lookup_ts(
+        state: &SharedState,
+        topic: &str,
+        partition: i32,
+        ts: i64,
+    ) -> (i16, i64, i64) {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = ts;
+        let mut t = ListOffsetsTopic::default();
+        t.name = kafka_protocol::messages::TopicName(crate::handlers::sb(topic));
+        t.partitions = vec![p];
+        let mut r = ListOffsetsRequest::default();
+        r.topics = vec![t];
+        let resp = handle(state, &test_util::header(ApiKey::ListOffsets, 7), r).await;
+        let p = &resp.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    }
+
+    #[tokio::test]
+    async fn special_and_timestamp_lookups() {
+        let (state, _dir) = test_util::state();
+        state
+            .topics
+            .create("l", 1, Default::default(), false, 0)
+            .unwrap();
+        assert_eq!(lookup_ts(&state, "l", 0, -1).await, (0, 0, -1));
+        assert_eq!(
+            lookup_ts(&state, "l", 0, -3).await,
+            (0, -1, -1),
+            "empty log"
+        );
+        let h = test_util::header(ApiKey::Produce, 9);
+        let r = produce::handle(&state, &h, produce_req("l", 0, batch(4, 100, None), -1)).await;
+        assert_eq!(r.unwrap().responses[0].partition_responses[0].error_code, 0);
+        assert_eq!(lookup_ts(&state, "l", 0, -2).await, (0, 0, -1));
+        assert_eq!(lookup_ts(&state, "l", 0, -4).await, (0, 0, -1));
+        assert_eq!(lookup_ts(&state, "l", 0, -1).await, (0, 4, -1));
+        assert_eq!(lookup_ts(&state, "l", 0, -3).await, (0, 3, 103));
+        assert_eq!(lookup_ts(&state, "l", 0, 102).await, (0, 2, 102));
+        assert_eq!(lookup_ts(&state, "l", 0, 500).await, (0, -1, -1));
+        assert_eq!(lookup_ts(&state, "l", 0, -9).await.0, 42, "INVALID_REQUEST");
+        assert_eq!(lookup_ts(&state, "l", 3, -1).await.0, 3);
+        assert_eq!(lookup_ts(&state, "nope", 0, -1).await.0, 3);
+    }
+}

@@ -193,6 +193,83 @@ pub(crate) mod test_util {
         )
     }
 
+    /// A state whose partition logs live on an in-memory disk (for fsync-failure tests).
+    pub fn mem_state() -> (
+        SharedState,
+        Arc<waterline_log::MemStorage>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let mem = Arc::new(waterline_log::MemStorage::new());
+        let state =
+            crate::server::build_state_with_storage(config, mem.clone(), "127.0.0.1".into(), 9092)
+                .unwrap();
+        (Arc::new(state), mem, dir)
+    }
+
+    /// One uncompressed v2 batch of `n` records with timestamps `ts0..`, optionally idempotent
+    /// (producer id, epoch, base sequence).
+    pub fn batch(n: usize, ts0: i64, idempotent: Option<(i64, i16, i32)>) -> bytes::Bytes {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let (pid, epoch, seq) = idempotent.unwrap_or((-1, -1, -1));
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // offset - sequence must be constant for the encoder to keep one batch.
+                sequence: seq + i as i32,
+                timestamp: ts0 + i as i64,
+                key: None,
+                value: Some(bytes::Bytes::from(format!("value {i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            recs.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    /// A produce request for one partition.
+    pub fn produce_req(
+        topic: &str,
+        partition: i32,
+        records: bytes::Bytes,
+        acks: i16,
+    ) -> kafka_protocol::messages::ProduceRequest {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let mut p = PartitionProduceData::default();
+        p.index = partition;
+        p.records = Some(records);
+        let mut t = TopicProduceData::default();
+        t.name = kafka_protocol::messages::TopicName(crate::handlers::sb(topic));
+        t.partition_data = vec![p];
+        let mut r = kafka_protocol::messages::ProduceRequest::default();
+        r.acks = acks;
+        r.timeout_ms = 5_000;
+        r.topic_data = vec![t];
+        r
+    }
+
     /// A request header for `key` at `version`.
     pub fn header(key: ApiKey, version: i16) -> RequestHeader {
         let mut h = RequestHeader::default();

@@ -351,3 +351,123 @@ fn legacy_body(frame: &[u8]) -> Option<Option<Vec<u8>>> {
 pub fn is_legacy(api_key: i16, version: i16) -> bool {
     api_key == 0 && (0..=2).contains(&version)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::test_util::{self, batch, produce_req};
+    use kafka_protocol::messages::ApiKey;
+
+    fn part(r: &ProduceResponse) -> &PartitionProduceResponse {
+        &r.responses[0].partition_responses[0]
+    }
+
+    #[tokio::test]
+    async fn acks_all_is_answered_after_the_sync_and_offsets_advance() {
+        let (state, _dir) = test_util::state();
+        let h = test_util::header(ApiKey::Produce, 9);
+        for expected in [0, 3, 6] {
+            let r = handle(&state, &h, produce_req("p", 0, batch(3, 1, None), -1))
+                .await
+                .unwrap();
+            assert_eq!((part(&r).error_code, part(&r).base_offset), (0, expected));
+            let p = state.topics.partition("p", 0).unwrap();
+            assert!(
+                p.signal().high_watermark >= expected + 3,
+                "durable before the answer"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_zero_has_no_response_but_appends() {
+        let (state, _dir) = test_util::state();
+        let h = test_util::header(ApiKey::Produce, 9);
+        assert!(
+            handle(&state, &h, produce_req("z", 0, batch(2, 1, None), 0))
+                .await
+                .is_none()
+        );
+        let p = state.topics.partition("z", 0).unwrap();
+        assert_eq!(p.with_log(|l| l.log_end_offset()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn errors_map_to_kafka_codes() {
+        let (state, _dir) = test_util::state();
+        let h = test_util::header(ApiKey::Produce, 9);
+        let code = |r: Option<ProduceResponse>| part(&r.unwrap()).error_code;
+        let r = handle(&state, &h, produce_req("e", 7, batch(1, 1, None), -1)).await;
+        assert_eq!(code(r), 3, "unknown partition");
+        let r = handle(&state, &h, produce_req("e", 0, batch(1, 1, None), 5)).await;
+        assert_eq!(code(r), 21, "invalid acks");
+        let r = handle(&state, &h, produce_req("e", 0, bytes::Bytes::new(), 1)).await;
+        assert_eq!(code(r), 87, "no batches");
+        let mut bad = batch(2, 1, None).to_vec();
+        bad[30] ^= 1;
+        let r = handle(&state, &h, produce_req("e", 0, bad.into(), 1)).await;
+        assert_eq!(code(r), 2, "crc");
+        let r = handle(
+            &state,
+            &h,
+            produce_req("e", 0, batch(1, 1, Some((5, 0, 0))), 1),
+        )
+        .await;
+        assert_eq!(code(r), 0);
+        let r = handle(
+            &state,
+            &h,
+            produce_req("e", 0, batch(1, 1, Some((5, 0, 3))), 1),
+        )
+        .await;
+        assert_eq!(code(r), 45, "sequence gap");
+        let r = handle(
+            &state,
+            &h,
+            produce_req("e", 0, batch(1, 1, Some((5, 1, 0))), 1),
+        )
+        .await;
+        assert_eq!(code(r), 0, "new epoch restarts sequences");
+        let r = handle(
+            &state,
+            &h,
+            produce_req("e", 0, batch(1, 1, Some((5, 0, 1))), 1),
+        )
+        .await;
+        assert_eq!(code(r), 47, "old epoch is fenced");
+        let small = [("max.message.bytes".to_string(), "128".to_string())].into();
+        state.topics.create("small", 1, small, false, 0).unwrap();
+        let r = handle(&state, &h, produce_req("small", 0, batch(10, 1, None), 1)).await;
+        assert_eq!(code(r), 10, "MESSAGE_TOO_LARGE");
+    }
+
+    #[tokio::test]
+    async fn failed_fsync_answers_storage_error_instead_of_hanging() {
+        let (state, mem, _dir) = test_util::mem_state();
+        let h = test_util::header(ApiKey::Produce, 9);
+        let r = handle(&state, &h, produce_req("f", 0, batch(1, 1, None), -1)).await;
+        assert_eq!(part(&r.unwrap()).error_code, 0);
+        mem.fail_next_syncs(1_000);
+        let start = std::time::Instant::now();
+        let r = handle(&state, &h, produce_req("f", 0, batch(1, 1, None), -1)).await;
+        assert_eq!(part(&r.unwrap()).error_code, 56, "KAFKA_STORAGE_ERROR");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "did not wait for the timeout"
+        );
+        // The log is poisoned: later appends are refused too.
+        let r = handle(&state, &h, produce_req("f", 0, batch(1, 1, None), -1)).await;
+        assert_ne!(part(&r.unwrap()).error_code, 0);
+    }
+
+    #[test]
+    fn legacy_produce_is_parsed_defensively() {
+        assert!(legacy_unsupported(&[0; 5]).is_err());
+        let mut f = vec![0, 0, 0, 1, 0, 0, 0, 9, 255, 255, 0, 1, 0, 0, 0, 0];
+        f.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(
+            legacy_unsupported(&f).is_err(),
+            "topic count beyond the frame"
+        );
+    }
+}
