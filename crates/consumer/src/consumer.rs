@@ -1,0 +1,569 @@
+//! The consumer handle: hand-outs, back-pressure, the commit thread, lag and shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::TopicPartitionList;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use waterline_core::{
+    BarrierId, CommitDecision, CommitStats, LagReport, OffsetTracker, PolicyEvent, TopicPartition,
+};
+
+use crate::config::{ConsumerConfig, Exhausted};
+use crate::delivery::{Delivery, Record};
+use crate::error::ConsumerError;
+use crate::metrics::MetricsSnapshot;
+use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
+
+/// What [`Consumer::shutdown`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Records still in flight when the deadline passed (they will be processed again).
+    pub abandoned_in_flight: u64,
+    /// Whether the final commit succeeded.
+    pub final_commit_ok: bool,
+}
+
+/// A Kafka consumer with out-of-order acknowledgement and safe commits.
+///
+/// Needs a multi-threaded tokio runtime: rebalance handling blocks the task that calls
+/// [`recv`](Self::recv) while in-flight records drain, and acks arrive from other workers.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    kafka: Arc<StreamConsumer<Ctx>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Redelivery>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    stop_committer: Arc<AtomicBool>,
+    /// Per partition, the next offset to accept from the fetcher; drops refetched duplicates
+    /// (the client may refetch after a pause).
+    next_fetch: Mutex<HashMap<TopicPartition, (i32, Arc<AtomicI64>)>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Creates the consumer and subscribes (or assigns). Must be called inside a
+    /// multi-threaded tokio runtime.
+    pub fn new(config: ConsumerConfig) -> Result<Self, ConsumerError> {
+        let handle = Handle::try_current()
+            .map_err(|_| ConsumerError::Config("Consumer::new needs a tokio runtime".into()))?;
+        let tracker = OffsetTracker::new(config.tracker)?;
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Eager protocol: every rebalance revokes everything first, which the revoke
+            // handler relies on (drain, commit, then give up).
+            .set("partition.assignment.strategy", "roundrobin");
+        for (k, v) in &config.properties {
+            cc.set(k, v);
+        }
+        let dlq = match &config.failure.exhausted {
+            Exhausted::DeadLetter(topic) => {
+                let producer: FutureProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &config.bootstrap_servers)
+                    .set("message.timeout.ms", "30000")
+                    .create()?;
+                Some((producer, topic.clone()))
+            }
+            Exhausted::Hold => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(SharedParts {
+            group: config.group_id.clone(),
+            tracker,
+            storage: config.storage.clone(),
+            reset: config.reset.clone(),
+            max_in_flight: config.max_in_flight_per_partition,
+            drain_timeout: config.drain_timeout,
+            kafka_timeout: config.kafka_timeout,
+            failure: config.failure.clone(),
+            listener: config.listener.clone(),
+            policy: config.policy,
+            redeliver: tx,
+            handle,
+            dlq,
+        }));
+        let kafka: StreamConsumer<Ctx> = cc.create_with_context(Ctx {
+            shared: Arc::clone(&shared),
+        })?;
+        let kafka = Arc::new(kafka);
+        match &config.assignment {
+            Some(tps) => {
+                let mut tpl = TopicPartitionList::new();
+                for tp in tps {
+                    tpl.add_partition(&tp.topic, tp.partition);
+                }
+                shared.assign(kafka.as_ref(), &mut tpl);
+                if let Some(e) = shared.fatal.lock().take() {
+                    return Err(e);
+                }
+                kafka.assign(&tpl)?;
+            }
+            None => {
+                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+                kafka.subscribe(&topics)?;
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let committer = {
+            let (shared, kafka, stop) =
+                (Arc::clone(&shared), Arc::clone(&kafka), Arc::clone(&stop));
+            let tick = config.commit_tick;
+            std::thread::Builder::new()
+                .name("waterline-commit".into())
+                .spawn(move || commit_loop(&shared, &kafka, &stop, tick))
+                .map_err(|e| ConsumerError::Config(format!("cannot start commit thread: {e}")))?
+        };
+        Ok(Self {
+            shared,
+            kafka,
+            rx: tokio::sync::Mutex::new(rx),
+            committer: Mutex::new(Some(committer)),
+            stop_committer: stop,
+            next_fetch: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The next record to process. Records of one partition are handed out in offset order
+    /// (redeliveries after a nack excepted); finish each with [`Delivery::ack`] or
+    /// [`Delivery::nack`]. Transient client errors are logged and retried; errors returned are
+    /// fatal (e.g. committed offsets could not be read), and after one every call fails with
+    /// [`ConsumerError::ShutDown`].
+    pub async fn recv(&self) -> Result<Delivery, ConsumerError> {
+        let mut rx = self.rx.lock().await;
+        loop {
+            if let Some(e) = self.shared.fatal.lock().take() {
+                self.shared.stopping.store(true, Ordering::Release);
+                return Err(e);
+            }
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return Err(ConsumerError::ShutDown);
+            }
+            while let Ok(r) = rx.try_recv() {
+                if let Some(d) = self.redeliver(r) {
+                    return Ok(d);
+                }
+            }
+            if let Some(d) = self.next_buffered() {
+                return Ok(d);
+            }
+            tokio::select! {
+                biased;
+                r = rx.recv() => {
+                    if let Some(d) = r.and_then(|r| self.redeliver(r)) {
+                        return Ok(d);
+                    }
+                }
+                _ = self.shared.wake.notified() => {}
+                m = self.kafka.recv() => match m {
+                    Ok(m) => {
+                        let record = Record::from_message(&m);
+                        drop(m);
+                        if let Some(d) = self.offer(record) {
+                            return Ok(d);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka client error");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                // Paused partitions resume when their commit point moves; re-check regularly
+                // in case a wake-up raced with the checks above.
+                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+            }
+        }
+    }
+
+    fn redeliver(&self, r: Redelivery) -> Option<Delivery> {
+        self.shared.current(&r.record.tp, r.generation)?;
+        self.shared.counters.bump(
+            &self.shared.counters.retries,
+            "waterline_consumer_retries_total",
+        );
+        Some(Delivery::new(
+            r.record,
+            r.generation,
+            r.attempt,
+            Arc::clone(&self.shared),
+        ))
+    }
+
+    fn admissible(&self, tp: &TopicPartition, p: &PartState, offset: i64) -> bool {
+        !p.held.load(Ordering::Acquire)
+            && self
+                .shared
+                .tracker
+                .with_partition(tp, |t| {
+                    t.in_flight() < self.shared.max_in_flight && t.admit(offset)
+                })
+                .unwrap_or(false)
+    }
+
+    fn hand_out(&self, record: Record) -> Option<Delivery> {
+        let now = now_ms();
+        match self.shared.tracker.hand_out(&record.tp, record.offset, now) {
+            Ok(generation) => {
+                self.shared.counters.consumed(record.size());
+                Some(Delivery::new(
+                    record,
+                    generation,
+                    1,
+                    Arc::clone(&self.shared),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(tp = %record.tp, offset = record.offset, error = %e, "hand-out refused");
+                None
+            }
+        }
+    }
+
+    /// A fetched record: hand it out, or buffer it and pause its partition.
+    fn offer(&self, record: Record) -> Option<Delivery> {
+        let tp = record.tp.clone();
+        let p = self.shared.part(&tp)?;
+        if p.revoking.load(Ordering::Acquire) {
+            return None;
+        }
+        {
+            let mut nf = self.next_fetch.lock();
+            let entry = nf
+                .entry(tp.clone())
+                .or_insert_with(|| (p.generation, Arc::new(AtomicI64::new(i64::MIN))));
+            if entry.0 != p.generation {
+                *entry = (p.generation, Arc::new(AtomicI64::new(i64::MIN)));
+            }
+            if record.offset < entry.1.load(Ordering::Relaxed) {
+                return None;
+            }
+            entry.1.store(record.offset + 1, Ordering::Relaxed);
+        }
+        if !self.shared.tracker.should_process(&tp, record.offset) {
+            self.shared.counters.bump(
+                &self.shared.counters.skipped_done,
+                "waterline_consumer_skipped_done_total",
+            );
+            return None;
+        }
+        let mut buf = p.buffer.lock();
+        if !buf.is_empty() || !self.admissible(&tp, &p, record.offset) {
+            buf.push_back(record);
+            drop(buf);
+            self.pause(&tp, &p);
+            return None;
+        }
+        drop(buf);
+        self.hand_out(record)
+    }
+
+    fn next_buffered(&self) -> Option<Delivery> {
+        let waiting: Vec<(TopicPartition, Arc<PartState>)> = self
+            .shared
+            .parts
+            .read()
+            .iter()
+            .filter(|(_, p)| p.paused.load(Ordering::Acquire))
+            .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
+            .collect();
+        for (tp, p) in waiting {
+            if p.revoking.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut buf = p.buffer.lock();
+            while let Some(front) = buf.front() {
+                if !self.shared.tracker.should_process(&tp, front.offset) {
+                    buf.pop_front();
+                    continue;
+                }
+                if !self.admissible(&tp, &p, front.offset) {
+                    break;
+                }
+                let Some(record) = buf.pop_front() else { break };
+                let empty = buf.is_empty();
+                drop(buf);
+                if empty {
+                    self.resume(&tp, &p);
+                }
+                return self.hand_out(record);
+            }
+            let empty = buf.is_empty();
+            drop(buf);
+            if empty {
+                self.resume(&tp, &p);
+            }
+        }
+        None
+    }
+
+    fn tpl(tp: &TopicPartition) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        tpl
+    }
+
+    fn pause(&self, tp: &TopicPartition, p: &PartState) {
+        if !p.paused.swap(true, Ordering::AcqRel) {
+            self.shared.counters.bump(
+                &self.shared.counters.pauses,
+                "waterline_consumer_pauses_total",
+            );
+            if let Err(e) = self.kafka.pause(&Self::tpl(tp)) {
+                tracing::warn!(%tp, error = %e, "pause failed");
+            }
+        }
+    }
+
+    fn resume(&self, tp: &TopicPartition, p: &PartState) {
+        if p.paused.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.kafka.resume(&Self::tpl(tp))
+        {
+            tracing::warn!(%tp, error = %e, "resume failed");
+        }
+    }
+
+    /// Partitions currently assigned, sorted.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.shared.tracker.assigned()
+    }
+
+    /// Commit statistics from the tracker (attempts, successes, offsets committed).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.tracker.stats()
+    }
+
+    /// Commits every assigned partition's current position now (not in
+    /// [`OffsetStorage::Transactional`] mode, where it returns `false`).
+    pub async fn commit_now(&self) -> bool {
+        if self.shared.is_transactional() {
+            return false;
+        }
+        let (shared, kafka) = (Arc::clone(&self.shared), Arc::clone(&self.kafka));
+        tokio::task::spawn_blocking(move || shared.commit_all(kafka.as_ref()))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Asks the commit policy for a commit (honoured by [`waterline_core::Manual`] and policies
+    /// built on it).
+    pub fn request_commit(&self) {
+        self.shared
+            .policy
+            .lock()
+            .observe(&PolicyEvent::ManualRequest { now_ms: now_ms() });
+    }
+
+    /// Declares checkpoint barrier `id`: snapshots what is acknowledged now. With the
+    /// [`waterline_core::Checkpoint`] policy, that snapshot is committed once the barrier
+    /// completes, whatever was acknowledged after it.
+    pub fn declare_barrier(&self, id: BarrierId) {
+        let now = now_ms();
+        let snapshot = self.shared.tracker.snapshot(now);
+        self.shared
+            .policy
+            .lock()
+            .observe(&PolicyEvent::BarrierDeclared {
+                id,
+                snapshot,
+                now_ms: now,
+            });
+    }
+
+    /// Completes barrier `id`: its snapshot may be committed.
+    pub fn complete_barrier(&self, id: BarrierId) {
+        self.shared
+            .policy
+            .lock()
+            .observe(&PolicyEvent::BarrierCompleted {
+                id,
+                now_ms: now_ms(),
+            });
+    }
+
+    /// Fetches every assigned partition's high watermark from the brokers and reports lag
+    /// (commit point to log end), in-flight counts and oldest in-flight ages. Also updates the
+    /// `waterline_consumer_lag` gauges and the snapshot's lag.
+    pub async fn lag(&self) -> Result<LagReport, ConsumerError> {
+        let tps = self.shared.tracker.assigned();
+        let kafka = Arc::clone(&self.kafka);
+        let timeout = self.shared.kafka_timeout;
+        let hws = tokio::task::spawn_blocking(move || {
+            let mut out = HashMap::new();
+            for tp in tps {
+                let (_, hi) = kafka.fetch_watermarks(&tp.topic, tp.partition, timeout)?;
+                out.insert(tp, hi);
+            }
+            Ok::<_, rdkafka::error::KafkaError>(out)
+        })
+        .await
+        .map_err(|_| ConsumerError::ShutDown)??;
+        let report = self.shared.tracker.lag(|tp| hws.get(tp).copied(), now_ms());
+        for p in &report.partitions {
+            metrics::gauge!(
+                "waterline_consumer_lag",
+                "topic" => p.tp.topic.clone(),
+                "partition" => p.tp.partition.to_string()
+            )
+            .set(p.lag as f64);
+        }
+        *self.shared.high_watermarks.lock() = hws;
+        Ok(report)
+    }
+
+    /// A snapshot of the metrics (lag from the last [`lag`](Self::lag) call).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let hws = self.shared.high_watermarks.lock().clone();
+        let now = now_ms();
+        // In-flight figures for every partition, lag only where a watermark is known.
+        let all = self
+            .shared
+            .tracker
+            .lag(|tp| Some(hws.get(tp).copied().unwrap_or(0)), now);
+        let lag = LagReport::from_partitions(
+            all.partitions
+                .iter()
+                .filter(|p| hws.contains_key(&p.tp))
+                .cloned()
+                .collect(),
+        );
+        self.shared.counters.snapshot(
+            self.shared.tracker.assigned().len(),
+            all.total_in_flight,
+            all.oldest_unacked_age_ms,
+            lag,
+        )
+    }
+
+    /// Graceful shutdown: stops handing out records, waits up to `deadline` for in-flight ones,
+    /// commits final positions, and leaves the group. Later [`recv`](Self::recv) calls fail with
+    /// [`ConsumerError::ShutDown`].
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.wake.notify_waiters();
+        let until = Instant::now() + deadline;
+        let in_flight = || -> u64 {
+            self.shared
+                .tracker
+                .assigned()
+                .iter()
+                .filter_map(|tp| self.shared.tracker.with_partition(tp, |t| t.in_flight()))
+                .sum()
+        };
+        while in_flight() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let abandoned = in_flight();
+        self.stop_commit_thread();
+        let (shared, kafka) = (Arc::clone(&self.shared), Arc::clone(&self.kafka));
+        let final_commit_ok = tokio::task::spawn_blocking(move || {
+            let ok = if shared.is_transactional() {
+                final_transactional_commit(&shared, kafka.as_ref())
+            } else {
+                shared.commit_all(kafka.as_ref())
+            };
+            // Leaving now runs the revoke handler here, off the async workers.
+            kafka.unsubscribe();
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        ShutdownReport {
+            abandoned_in_flight: abandoned,
+            final_commit_ok,
+        }
+    }
+
+    fn stop_commit_thread(&self) {
+        self.stop_committer.store(true, Ordering::Release);
+        if let Some(h) = self.committer.lock().take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.stop_commit_thread();
+    }
+}
+
+/// Final commit in transactional mode: only partitions whose transaction lock is free (no
+/// step in progress), so the write cannot race an application transaction.
+fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> bool {
+    let parts: Vec<(TopicPartition, Arc<PartState>)> = shared
+        .parts
+        .read()
+        .iter()
+        .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
+        .collect();
+    let mut guards = Vec::new();
+    let mut locked = Vec::new();
+    for (tp, p) in parts {
+        if let Ok(g) = Arc::clone(&p.txn).try_lock_owned() {
+            guards.push(g);
+            locked.push(tp);
+        }
+    }
+    let _g = shared.commit_lock.lock();
+    let mut plan = shared.current_only(shared.tracker.snapshot(now_ms()));
+    plan.entries.retain(|e| locked.contains(&e.tp));
+    shared.tracker.commit_started(&plan);
+    shared.commit_plan(kafka, &plan)
+}
+
+fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, tick: Duration) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(tick);
+        if stop.load(Ordering::Acquire) || shared.is_transactional() {
+            continue;
+        }
+        let now = now_ms();
+        let acks = shared.acks.swap(0, Ordering::Relaxed);
+        let decision = {
+            let mut p = shared.policy.lock();
+            if acks > 0 {
+                p.observe(&PolicyEvent::Acked {
+                    count: acks,
+                    now_ms: now,
+                });
+            }
+            p.on_event(&PolicyEvent::Tick { now_ms: now })
+        };
+        let retry = shared.retry_commit.swap(false, Ordering::AcqRel);
+        match decision {
+            CommitDecision::CommitSnapshot { plan, .. } => {
+                let _g = shared.commit_lock.lock();
+                let plan = shared.current_only(plan);
+                shared.tracker.commit_started(&plan);
+                shared.commit_plan(kafka, &plan);
+            }
+            CommitDecision::CommitCurrent => commit_current(shared, kafka, now),
+            CommitDecision::Nothing if retry => commit_current(shared, kafka, now),
+            CommitDecision::Nothing => {}
+        }
+    }
+}
+
+fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {
+    let _g = shared.commit_lock.lock();
+    let plan = shared.current_only(shared.tracker.prepare_commit(now));
+    shared.commit_plan(kafka, &plan);
+}

@@ -1,0 +1,58 @@
+//! The crate's error type.
+
+use waterline_core::{ResetConfigError, TopicPartition, TrackerError};
+use waterline_store::StoreError;
+
+/// Everything the consumer can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The configuration is incomplete or inconsistent.
+    #[error("invalid consumer configuration: {0}")]
+    Config(String),
+    /// The reset policy is invalid.
+    #[error("invalid reset policy: {0}")]
+    Reset(#[from] ResetConfigError),
+    /// The Kafka client reported an error.
+    #[error("Kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The offset store failed.
+    #[error("offset store error: {0}")]
+    Store(#[from] StoreError),
+    /// The offset tracker refused an operation.
+    #[error("offset tracker error: {0}")]
+    Tracker(#[from] TrackerError),
+    /// A partition has no committed offset and the reset policy gave no start offset.
+    #[error("cannot choose a start offset for {tp}: {reason}")]
+    ResetFailed {
+        /// The partition.
+        tp: TopicPartition,
+        /// Why the reset policy failed.
+        reason: String,
+    },
+    /// The delivery's partition was revoked (or re-assigned) since it was handed out.
+    #[error("partition {0} was revoked since this record was handed out")]
+    Revoked(TopicPartition),
+    /// A record's payload could not be deserialized.
+    #[error("cannot deserialize the payload of {tp} offset {offset}: {source}")]
+    Deserialize {
+        /// The record's partition.
+        tp: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record has no payload (a tombstone) but one was required.
+    #[error("record {tp} offset {offset} has no payload")]
+    NoPayload {
+        /// The record's partition.
+        tp: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+    },
+    /// The consumer is shutting down or was shut down.
+    #[error("the consumer is shut down")]
+    ShutDown,
+}

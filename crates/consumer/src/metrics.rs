@@ -1,0 +1,156 @@
+//! Consumer metrics: atomic counters, a [`MetricsSnapshot`], and the `metrics` facade.
+//!
+//! Facade names (all prefixed `waterline_consumer_`): counters `messages_total`,
+//! `bytes_total`, `failures_total`, `retries_total`, `dead_lettered_total`, `stale_acks_total`,
+//! `commits_total{result=ok|failed}`, `rebalances_total`; histogram `commit_duration_seconds`;
+//! gauges `assigned_partitions`, `in_flight`, `oldest_in_flight_age_seconds`, and
+//! `lag{topic,partition}` (set by [`Consumer::lag`](crate::Consumer::lag)).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use waterline_core::LagReport;
+
+/// Live counters, shared by the consumer's parts.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    started: Instant,
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub failures: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub stale_acks: AtomicU64,
+    pub skipped_done: AtomicU64,
+    pub commits_ok: AtomicU64,
+    pub commits_failed: AtomicU64,
+    pub last_commit_us: AtomicU64,
+    pub rebalances: AtomicU64,
+    pub pauses: AtomicU64,
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            stale_acks: AtomicU64::new(0),
+            skipped_done: AtomicU64::new(0),
+            commits_ok: AtomicU64::new(0),
+            commits_failed: AtomicU64::new(0),
+            last_commit_us: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn consumed(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        metrics::counter!("waterline_consumer_messages_total").increment(1);
+        metrics::counter!("waterline_consumer_bytes_total").increment(bytes as u64);
+    }
+
+    pub fn bump(&self, c: &AtomicU64, name: &'static str) {
+        c.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(name).increment(1);
+    }
+
+    pub fn commit(&self, ok: bool, micros: u64) {
+        if ok {
+            self.commits_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.commits_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_commit_us.store(micros, Ordering::Relaxed);
+        metrics::counter!("waterline_consumer_commits_total", "result" => if ok { "ok" } else { "failed" })
+            .increment(1);
+        metrics::histogram!("waterline_consumer_commit_duration_seconds")
+            .record(micros as f64 / 1e6);
+    }
+
+    pub fn snapshot(
+        &self,
+        assigned: usize,
+        in_flight: u64,
+        oldest_ms: Option<u64>,
+        lag: LagReport,
+    ) -> MetricsSnapshot {
+        let secs = self.started.elapsed().as_secs_f64();
+        let messages = self.messages.load(Ordering::Relaxed);
+        metrics::gauge!("waterline_consumer_assigned_partitions").set(assigned as f64);
+        metrics::gauge!("waterline_consumer_in_flight").set(in_flight as f64);
+        metrics::gauge!("waterline_consumer_oldest_in_flight_age_seconds")
+            .set(oldest_ms.unwrap_or(0) as f64 / 1e3);
+        MetricsSnapshot {
+            messages_consumed: messages,
+            bytes_consumed: self.bytes.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            stale_acks: self.stale_acks.load(Ordering::Relaxed),
+            skipped_already_done: self.skipped_done.load(Ordering::Relaxed),
+            commits_ok: self.commits_ok.load(Ordering::Relaxed),
+            commits_failed: self.commits_failed.load(Ordering::Relaxed),
+            last_commit_duration_us: self.last_commit_us.load(Ordering::Relaxed),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
+            pauses: self.pauses.load(Ordering::Relaxed),
+            assigned_partitions: assigned,
+            in_flight,
+            oldest_in_flight_age_ms: oldest_ms,
+            throughput_per_sec: if secs > 0.0 {
+                messages as f64 / secs
+            } else {
+                0.0
+            },
+            uptime_secs: secs,
+            lag,
+        }
+    }
+}
+
+/// A point-in-time copy of the consumer's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Records handed out for the first time.
+    pub messages_consumed: u64,
+    /// Key plus payload bytes of those records.
+    pub bytes_consumed: u64,
+    /// Nacks (including dropped, unacknowledged deliveries).
+    pub failures: u64,
+    /// Redeliveries after a nack.
+    pub retries: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Acks that arrived for a revoked or re-assigned partition and were dropped.
+    pub stale_acks: u64,
+    /// Records skipped because a previous run had already finished them.
+    pub skipped_already_done: u64,
+    /// Successful commits.
+    pub commits_ok: u64,
+    /// Failed commits.
+    pub commits_failed: u64,
+    /// Duration of the latest commit, microseconds.
+    pub last_commit_duration_us: u64,
+    /// Assignments and revocations handled.
+    pub rebalances: u64,
+    /// Times a partition was paused by back-pressure or a hold.
+    pub pauses: u64,
+    /// Partitions currently assigned.
+    pub assigned_partitions: usize,
+    /// Records handed out and not yet acknowledged.
+    pub in_flight: u64,
+    /// Age of the oldest in-flight record.
+    pub oldest_in_flight_age_ms: Option<u64>,
+    /// Records consumed per second since the consumer started.
+    pub throughput_per_sec: f64,
+    /// Seconds since the consumer started.
+    pub uptime_secs: f64,
+    /// Per-partition lag; high watermarks as last fetched by
+    /// [`Consumer::lag`](crate::Consumer::lag) (partitions never fetched are left out).
+    pub lag: LagReport,
+}

@@ -1,0 +1,755 @@
+//! State shared by the consumer handle, deliveries, the commit thread and the rebalance
+//! callback.
+//!
+//! Invariants:
+//! - A partition is in `parts` exactly while it is assigned in the tracker; both change only in
+//!   [`Shared::assign`] and [`Shared::revoke`], the latter under `commit_lock`.
+//! - Every commit runs under `commit_lock` and re-checks each entry's generation against
+//!   `parts`, so no commit is ever issued for a partition after its revocation began.
+//! - With [`OffsetStorage::Transactional`], offsets are written only while holding the
+//!   partition's transaction lock (application steps, revocation, shutdown).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, mpsc};
+use waterline_core::{
+    AckOutcome, CommitPlan, CommitPolicy, Generation, OffsetAndMetadata, OffsetResolver,
+    OffsetTracker, Position, ResetPolicy, TopicPartition,
+};
+
+use crate::config::{EventListener, Exhausted, FailurePolicy, OffsetStorage};
+use crate::delivery::Record;
+use crate::error::ConsumerError;
+use crate::events::ConsumerEvent;
+use crate::metrics::Counters;
+
+/// Wall-clock milliseconds since the Unix epoch (the tracker takes time as an input).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Per-partition state beside the tracker.
+#[derive(Debug)]
+pub(crate) struct PartState {
+    pub generation: Generation,
+    /// Set when revocation starts: nothing more is handed out.
+    pub revoking: AtomicBool,
+    /// A record exhausted its attempts under [`Exhausted::Hold`].
+    pub held: AtomicBool,
+    /// Paused in the Kafka client.
+    pub paused: AtomicBool,
+    /// Fetched but not yet handed out (back-pressure or hold), in offset order.
+    pub buffer: Mutex<VecDeque<Record>>,
+    /// Serializes exactly-once steps; revocation takes it.
+    pub txn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl PartState {
+    fn new(generation: Generation) -> Self {
+        Self {
+            generation,
+            revoking: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            buffer: Mutex::new(VecDeque::new()),
+            txn: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// A nacked record waiting to be delivered again.
+#[derive(Debug)]
+pub(crate) struct Redelivery {
+    pub record: Record,
+    pub generation: Generation,
+    pub attempt: u32,
+}
+
+/// See the module docs.
+pub(crate) struct Shared {
+    pub group: String,
+    pub tracker: OffsetTracker,
+    pub parts: RwLock<HashMap<TopicPartition, Arc<PartState>>>,
+    pub storage: OffsetStorage,
+    pub reset: ResetPolicy,
+    pub max_in_flight: u64,
+    pub drain_timeout: Duration,
+    pub kafka_timeout: Duration,
+    pub failure: FailurePolicy,
+    pub listener: Option<EventListener>,
+    pub counters: Counters,
+    pub policy: Mutex<Box<dyn CommitPolicy>>,
+    /// Acks since the commit thread last fed the policy.
+    pub acks: AtomicU64,
+    /// A commit failed: commit again at the next tick whatever the policy says.
+    pub retry_commit: AtomicBool,
+    pub commit_lock: Mutex<()>,
+    next_generation: AtomicI32,
+    pub redeliver: mpsc::UnboundedSender<Redelivery>,
+    /// Woken when a paused or held partition may move again.
+    pub wake: Notify,
+    pub handle: Handle,
+    pub stopping: AtomicBool,
+    /// An error from a callback (e.g. committed offsets unreadable) for `recv` to report.
+    pub fatal: Mutex<Option<ConsumerError>>,
+    pub high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
+    pub dlq: Option<(FutureProducer, String)>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("group", &self.group)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Arguments of [`Shared::new`].
+pub(crate) struct SharedParts {
+    pub group: String,
+    pub tracker: OffsetTracker,
+    pub storage: OffsetStorage,
+    pub reset: ResetPolicy,
+    pub max_in_flight: u64,
+    pub drain_timeout: Duration,
+    pub kafka_timeout: Duration,
+    pub failure: FailurePolicy,
+    pub listener: Option<EventListener>,
+    pub policy: Box<dyn CommitPolicy>,
+    pub redeliver: mpsc::UnboundedSender<Redelivery>,
+    pub handle: Handle,
+    pub dlq: Option<(FutureProducer, String)>,
+}
+
+impl Shared {
+    pub fn new(p: SharedParts) -> Self {
+        Self {
+            group: p.group,
+            tracker: p.tracker,
+            parts: RwLock::new(HashMap::new()),
+            storage: p.storage,
+            reset: p.reset,
+            max_in_flight: p.max_in_flight,
+            drain_timeout: p.drain_timeout,
+            kafka_timeout: p.kafka_timeout,
+            failure: p.failure,
+            listener: p.listener,
+            counters: Counters::new(),
+            policy: Mutex::new(p.policy),
+            acks: AtomicU64::new(0),
+            retry_commit: AtomicBool::new(false),
+            commit_lock: Mutex::new(()),
+            next_generation: AtomicI32::new(0),
+            redeliver: p.redeliver,
+            wake: Notify::new(),
+            handle: p.handle,
+            stopping: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            high_watermarks: Mutex::new(HashMap::new()),
+            dlq: p.dlq,
+        }
+    }
+
+    pub fn emit(&self, e: ConsumerEvent) {
+        if let Some(l) = &self.listener {
+            l(&e);
+        }
+    }
+
+    pub fn part(&self, tp: &TopicPartition) -> Option<Arc<PartState>> {
+        self.parts.read().get(tp).cloned()
+    }
+
+    /// The partition's state if it is still assigned under `generation` and not revoking.
+    pub fn current(&self, tp: &TopicPartition, generation: Generation) -> Option<Arc<PartState>> {
+        self.part(tp)
+            .filter(|p| p.generation == generation && !p.revoking.load(Ordering::Acquire))
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        matches!(self.storage, OffsetStorage::Transactional(_))
+    }
+
+    // ---- acknowledgements -------------------------------------------------------------------
+
+    /// Applies an ack; false if it was stale.
+    pub fn ack(&self, tp: &TopicPartition, offset: i64, generation: Generation) -> bool {
+        match self.tracker.ack(tp, offset, generation) {
+            Ok(AckOutcome::Stale) => {
+                self.counters.bump(
+                    &self.counters.stale_acks,
+                    "waterline_consumer_stale_acks_total",
+                );
+                false
+            }
+            Ok(outcome) => {
+                self.acks.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = self.part(tp) {
+                    let advanced = matches!(outcome, AckOutcome::Advanced { .. });
+                    if p.held.load(Ordering::Acquire) && advanced {
+                        p.held.store(false, Ordering::Release);
+                    }
+                    if advanced && p.paused.load(Ordering::Acquire) {
+                        self.wake.notify_one();
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                // Only offsets never handed out fail here; that is a bug in the caller's
+                // bookkeeping, not a reason to stop consuming.
+                tracing::warn!(%tp, offset, error = %e, "ack refused by the tracker");
+                false
+            }
+        }
+    }
+
+    /// Applies the failure policy to a nacked record.
+    pub fn nack(
+        this: &Arc<Self>,
+        record: Record,
+        generation: Generation,
+        attempt: u32,
+        reason: String,
+    ) {
+        if record.offset < 0 {
+            return;
+        }
+        this.counters
+            .bump(&this.counters.failures, "waterline_consumer_failures_total");
+        if this.current(&record.tp, generation).is_none() {
+            // Revoked: the new owner processes it; nothing to retry here.
+            this.counters.bump(
+                &this.counters.stale_acks,
+                "waterline_consumer_stale_acks_total",
+            );
+            return;
+        }
+        tracing::debug!(tp = %record.tp, offset = record.offset, attempt, %reason, "nack");
+        let f = &this.failure;
+        if attempt < f.max_attempts {
+            Self::schedule(this, record, generation, attempt + 1, f.delay(attempt));
+            return;
+        }
+        match &f.exhausted {
+            Exhausted::Hold => {
+                if let Some(p) = this.part(&record.tp) {
+                    p.held.store(true, Ordering::Release);
+                }
+                Self::schedule(this, record, generation, attempt + 1, f.max_backoff);
+            }
+            Exhausted::DeadLetter(_) => Self::dead_letter(this, record, generation, reason),
+        }
+    }
+
+    fn schedule(
+        this: &Arc<Self>,
+        record: Record,
+        generation: Generation,
+        attempt: u32,
+        delay: Duration,
+    ) {
+        let tx = this.redeliver.clone();
+        let shared = Arc::clone(this);
+        this.handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Redelivery {
+                record,
+                generation,
+                attempt,
+            });
+            shared.wake.notify_one();
+        });
+    }
+
+    fn dead_letter(this: &Arc<Self>, record: Record, generation: Generation, reason: String) {
+        let Some((producer, topic)) = this.dlq.clone() else {
+            return;
+        };
+        let shared = Arc::clone(this);
+        this.handle.spawn(async move {
+            let offset = record.offset.to_string();
+            let partition = record.tp.partition.to_string();
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &record.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            let headers = headers
+                .insert(Header {
+                    key: "waterline.source.topic",
+                    value: Some(record.tp.topic.as_bytes()),
+                })
+                .insert(Header {
+                    key: "waterline.source.partition",
+                    value: Some(partition.as_bytes()),
+                })
+                .insert(Header {
+                    key: "waterline.source.offset",
+                    value: Some(offset.as_bytes()),
+                })
+                .insert(Header {
+                    key: "waterline.error",
+                    value: Some(reason.as_bytes()),
+                });
+            let mut delay = shared.failure.backoff;
+            loop {
+                if shared.current(&record.tp, generation).is_none() {
+                    return;
+                }
+                let mut fr: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&topic).headers(headers.clone());
+                if let Some(k) = &record.key {
+                    fr = fr.key(k.as_slice());
+                }
+                if let Some(p) = &record.payload {
+                    fr = fr.payload(p.as_slice());
+                }
+                if let Some(ts) = record.timestamp_ms {
+                    fr = fr.timestamp(ts);
+                }
+                match producer.send(fr, shared.kafka_timeout).await {
+                    Ok(_) => {
+                        shared.counters.bump(
+                            &shared.counters.dead_lettered,
+                            "waterline_consumer_dead_lettered_total",
+                        );
+                        shared.ack(&record.tp, record.offset, generation);
+                        return;
+                    }
+                    Err((e, _)) => {
+                        tracing::warn!(%topic, error = %e, "dead-letter produce failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(shared.failure.max_backoff);
+                    }
+                }
+            }
+        });
+    }
+
+    // ---- exactly-once steps -----------------------------------------------------------------
+
+    pub fn txn_lock(
+        &self,
+        tp: &TopicPartition,
+        generation: Generation,
+    ) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.current(tp, generation).map(|p| Arc::clone(&p.txn))
+    }
+
+    /// The partition's commit as if `offset` were acked (the tracker itself is not changed).
+    pub fn offsets_if_acked(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        generation: Generation,
+    ) -> Option<OffsetAndMetadata> {
+        self.current(tp, generation)?;
+        if self.tracker.generation(tp) != Some(generation) {
+            return None;
+        }
+        let now = now_ms();
+        self.tracker
+            .with_partition(tp, |t| {
+                let mut t = t.clone();
+                t.ack(offset).ok()?;
+                t.commit_candidate(now)
+                    .ok()
+                    .or_else(|| Some(OffsetAndMetadata::new(t.commit_point(), now)))
+            })
+            .flatten()
+    }
+
+    // ---- commits ----------------------------------------------------------------------------
+
+    /// Drops plan entries whose partition was revoked or re-assigned. Call under `commit_lock`.
+    pub fn current_only(&self, mut plan: CommitPlan) -> CommitPlan {
+        let parts = self.parts.read();
+        plan.entries.retain(|e| {
+            parts.get(&e.tp).is_some_and(|p| {
+                p.generation == e.generation && !p.revoking.load(Ordering::Acquire)
+            })
+        });
+        plan
+    }
+
+    /// Writes `plan` to the offset storage and records the outcome. Call under `commit_lock`.
+    pub fn commit_plan<C, X>(&self, consumer: &C, plan: &CommitPlan) -> bool
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        if plan.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = plan
+            .entries
+            .iter()
+            .map(|e| (e.tp.clone(), e.offset_and_metadata.clone()))
+            .collect();
+        let result: Result<(), String> = match &self.storage {
+            OffsetStorage::Kafka => kafka_commit(consumer, &offsets),
+            OffsetStorage::External(s) | OffsetStorage::Transactional(s) => {
+                match block_on(&self.handle, s.commit(&self.group, &offsets)) {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("store commit task panicked".into()),
+                }
+            }
+        };
+        let ok = result.is_ok();
+        let micros = started.elapsed().as_micros() as u64;
+        self.tracker
+            .commit_finished(plan, ok, now_ms(), micros / 1000);
+        self.counters.commit(ok, micros);
+        match result {
+            Ok(()) => self.emit(ConsumerEvent::Committed { offsets }),
+            Err(error) => {
+                tracing::warn!(%error, "offset commit failed; will retry");
+                self.retry_commit.store(true, Ordering::Release);
+                self.emit(ConsumerEvent::CommitFailed { error });
+            }
+        }
+        ok
+    }
+
+    /// Commits every assigned partition's current position now.
+    pub fn commit_all<C, X>(&self, consumer: &C) -> bool
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        let _g = self.commit_lock.lock();
+        let plan = self.current_only(self.tracker.snapshot(now_ms()));
+        self.tracker.commit_started(&plan);
+        self.commit_plan(consumer, &plan)
+    }
+
+    // ---- rebalances -------------------------------------------------------------------------
+
+    fn fail(&self, e: ConsumerError) {
+        tracing::error!(error = %e, "consumer failed");
+        let mut f = self.fatal.lock();
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Handles an assignment: restores each partition from its committed position (or the reset
+    /// policy) and sets the start offsets in `tpl`, which the caller then assigns.
+    pub fn assign<C, X>(&self, consumer: &C, tpl: &mut TopicPartitionList)
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        self.counters.bump(
+            &self.counters.rebalances,
+            "waterline_consumer_rebalances_total",
+        );
+        let generation = self.next_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let tps: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        let committed = match self.read_committed(consumer, tpl, &tps) {
+            Ok(c) => c,
+            Err(e) => {
+                // Consuming from a guessed position could skip records: stop instead.
+                self.fail(e);
+                let _ = tpl.set_all_offsets(Offset::End);
+                return;
+            }
+        };
+        let resolver = KafkaResolver {
+            consumer,
+            timeout: self.kafka_timeout,
+            _ctx: std::marker::PhantomData,
+        };
+        let mut positions = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let start = match committed.get(&tp).and_then(|o| o.offset().map(|n| (n, o))) {
+                Some((n, oam)) => {
+                    if let Err(e) = self.tracker.assign_committed(tp.clone(), generation, oam) {
+                        // Unusable metadata: the acked offsets beyond `n` are processed again.
+                        tracing::warn!(%tp, error = %e, "ignoring committed metadata");
+                        if let Err(e) = self.tracker.assign_at(tp.clone(), generation, n) {
+                            self.fail(e.into());
+                            continue;
+                        }
+                    }
+                    n
+                }
+                None => match self.reset.resolve(&tp, &resolver) {
+                    Ok(n) => {
+                        if let Err(e) = self.tracker.assign_at(tp.clone(), generation, n) {
+                            self.fail(e.into());
+                            continue;
+                        }
+                        n
+                    }
+                    Err(e) => {
+                        self.fail(ConsumerError::ResetFailed {
+                            tp: tp.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = tpl.set_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))
+            {
+                self.fail(e.into());
+            }
+            self.parts
+                .write()
+                .insert(tp.clone(), Arc::new(PartState::new(generation)));
+            positions.push((tp, start));
+        }
+        tracing::info!(generation, partitions = positions.len(), "assigned");
+        self.emit(ConsumerEvent::Assigned {
+            generation,
+            positions,
+        });
+    }
+
+    fn read_committed<C, X>(
+        &self,
+        consumer: &C,
+        tpl: &TopicPartitionList,
+        tps: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, OffsetAndMetadata>, ConsumerError>
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        let mut out = HashMap::new();
+        match &self.storage {
+            OffsetStorage::Kafka => {
+                let got = consumer.committed_offsets(tpl.clone(), self.kafka_timeout)?;
+                for e in got.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        let mut oam = OffsetAndMetadata::new(o, 0);
+                        oam.metadata = e.metadata().to_string();
+                        out.insert(TopicPartition::new(e.topic(), e.partition()), oam);
+                    }
+                }
+            }
+            OffsetStorage::External(s) | OffsetStorage::Transactional(s) => {
+                let all = block_on(&self.handle, s.get_group(&self.group))
+                    .ok_or(ConsumerError::ShutDown)??;
+                for (tp, oam) in all {
+                    if tps.contains(&tp) && matches!(oam.position, Position::Offset(_)) {
+                        out.insert(tp, oam);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Handles a revocation: stops hand-outs, drains in-flight records (up to the drain
+    /// timeout), commits the final positions, then forgets the partitions.
+    pub fn revoke<C, X>(&self, consumer: &C, tps: &[TopicPartition])
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        self.counters.bump(
+            &self.counters.rebalances,
+            "waterline_consumer_rebalances_total",
+        );
+        let parts: Vec<(TopicPartition, Arc<PartState>)> = tps
+            .iter()
+            .filter_map(|tp| self.part(tp).map(|p| (tp.clone(), p)))
+            .collect();
+        for (_, p) in &parts {
+            p.revoking.store(true, Ordering::Release);
+            p.buffer.lock().clear();
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        let in_flight = || -> u64 {
+            parts
+                .iter()
+                .filter_map(|(tp, _)| self.tracker.with_partition(tp, |t| t.in_flight()))
+                .sum()
+        };
+        while in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Exactly-once steps hold these locks until their transaction ended.
+        let mut guards = Vec::new();
+        for (_, p) in &parts {
+            loop {
+                if let Ok(g) = Arc::clone(&p.txn).try_lock_owned() {
+                    guards.push(g);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let abandoned = in_flight();
+        let committed = {
+            let _g = self.commit_lock.lock();
+            let mut plan = self.tracker.snapshot(now_ms());
+            plan.entries.retain(|e| tps.contains(&e.tp));
+            plan.entries.retain(|e| {
+                parts
+                    .iter()
+                    .any(|(tp, p)| *tp == e.tp && p.generation == e.generation)
+            });
+            self.tracker.commit_started(&plan);
+            let ok = self.commit_plan(consumer, &plan);
+            let mut map = self.parts.write();
+            for (tp, _) in &parts {
+                self.tracker.revoke(tp);
+                map.remove(tp);
+            }
+            ok
+        };
+        drop(guards);
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "drain timeout expired with records in flight");
+        }
+        tracing::info!(partitions = parts.len(), committed, "revoked");
+        self.emit(ConsumerEvent::Revoked {
+            partitions: parts.into_iter().map(|(tp, _)| tp).collect(),
+            committed,
+            abandoned_in_flight: abandoned,
+        });
+    }
+}
+
+fn kafka_commit<C, X>(
+    consumer: &C,
+    offsets: &[(TopicPartition, OffsetAndMetadata)],
+) -> Result<(), String>
+where
+    C: Consumer<X>,
+    X: ConsumerContext + 'static,
+{
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (tp, o) in offsets {
+        let Some(n) = o.offset() else { continue };
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(n))
+            .map_err(|e| e.to_string())?;
+        if let Some(mut e) = tpl.find_partition(&tp.topic, tp.partition) {
+            e.set_metadata(o.metadata.clone());
+        }
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `f` to completion from synchronous code. On a runtime thread (the rebalance callback
+/// runs inside `recv`) it runs on a helper thread, since blocking on the runtime from its own
+/// thread is not allowed; the runtime must be multi-threaded so its other workers drive I/O.
+/// `None` if the future panicked.
+pub(crate) fn block_on<F>(handle: &Handle, f: F) -> Option<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if Handle::try_current().is_ok() {
+        std::thread::scope(|s| s.spawn(|| handle.block_on(f)).join().ok())
+    } else {
+        Some(handle.block_on(f))
+    }
+}
+
+/// Log bounds and timestamp lookups through the Kafka client, for reset policies.
+struct KafkaResolver<'a, C, X> {
+    consumer: &'a C,
+    timeout: Duration,
+    _ctx: std::marker::PhantomData<X>,
+}
+
+impl<C, X> OffsetResolver for KafkaResolver<'_, C, X>
+where
+    C: Consumer<X>,
+    X: ConsumerContext + 'static,
+{
+    type Error = rdkafka::error::KafkaError;
+
+    fn earliest(&self, tp: &TopicPartition) -> Result<i64, Self::Error> {
+        self.consumer
+            .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+            .map(|(lo, _)| lo)
+    }
+    fn latest(&self, tp: &TopicPartition) -> Result<i64, Self::Error> {
+        self.consumer
+            .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+            .map(|(_, hi)| hi)
+    }
+    fn offset_for_timestamp(
+        &self,
+        tp: &TopicPartition,
+        ts_ms: i64,
+    ) -> Result<Option<i64>, Self::Error> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(ts_ms))?;
+        let got = self.consumer.offsets_for_times(tpl, self.timeout)?;
+        Ok(got
+            .find_partition(&tp.topic, tp.partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            }))
+    }
+}
+
+/// The Kafka client's context: routes rebalances to [`Shared`].
+pub(crate) struct Ctx {
+    pub shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        base: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.shared.assign(base, tpl);
+                if let Err(e) = base.assign(tpl) {
+                    self.shared.fail(e.into());
+                }
+            }
+            _ => {
+                if err != E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::error!(?err, "rebalance error; giving up the assignment");
+                }
+                let tps: Vec<TopicPartition> = self.shared.parts.read().keys().cloned().collect();
+                self.shared.revoke(base, &tps);
+                let _ = base.unassign();
+            }
+        }
+    }
+}
