@@ -122,9 +122,11 @@ fn sync_round(batch: &[Arc<Partition>]) {
             points.push((p, point));
         }
     }
-    // fsync outside every partition lock; appends proceed meanwhile.
-    for (p, point) in points {
-        match point.fsync() {
+    // fsync outside every partition lock; appends proceed meanwhile. Partitions are independent
+    // files, so their fsyncs run in parallel (the disk and the journal batch them).
+    let results = fsync_all(&points);
+    for ((p, point), result) in points.into_iter().zip(results) {
+        match result {
             Ok(()) => {
                 if let Some(hw) = p.with_log(|log| {
                     log.complete_sync(&point);
@@ -140,4 +142,43 @@ fn sync_round(batch: &[Arc<Partition>]) {
             }
         }
     }
+}
+
+/// Most fsyncs issued at once by one round.
+const MAX_PARALLEL_FSYNCS: usize = 8;
+
+/// Fsyncs every point, in parallel when there are several; results in input order.
+fn fsync_all(
+    points: &[(&Arc<Partition>, waterline_log::SyncPoint)],
+) -> Vec<Result<(), waterline_log::LogError>> {
+    if points.len() <= 1 {
+        return points.iter().map(|(_, point)| point.fsync()).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<(), waterline_log::LogError>>>> =
+        points.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..points.len().min(MAX_PARALLEL_FSYNCS) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((_, point)) = points.get(i) else {
+                        return;
+                    };
+                    *results[i].lock() = Some(point.fsync());
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner().unwrap_or_else(|| {
+                Err(waterline_log::LogError::Io {
+                    path: Default::default(),
+                    source: std::io::Error::other("fsync worker did not run"),
+                })
+            })
+        })
+        .collect()
 }
