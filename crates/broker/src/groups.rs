@@ -645,6 +645,15 @@ mod tests {
 }
 
 #[cfg(test)]
+impl Groups {
+    /// Drops the offset store while the coordinator keeps running, so every store operation
+    /// fails from now on (to test that failures are never answered as success).
+    pub(crate) fn detach_store(&self) {
+        self.shared.store.write().take();
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod test_util {
     //! A broker state with chosen group settings, for handler tests.
     use std::sync::Arc;

@@ -125,3 +125,69 @@ pub async fn handle(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, TopicName};
+
+    use super::*;
+    use crate::handlers::{offset_fetch, sb, test_util};
+
+    fn request(group: &str, partitions: &[i32], offset: i64) -> OffsetCommitRequest {
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(sb("t"));
+        t.partitions = partitions
+            .iter()
+            .map(|&p| {
+                let mut x = OffsetCommitRequestPartition::default();
+                x.partition_index = p;
+                x.committed_offset = offset;
+                x
+            })
+            .collect();
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(sb(group));
+        r.generation_id_or_member_epoch = -1;
+        r.topics = vec![t];
+        r
+    }
+
+    fn codes(r: &OffsetCommitResponse) -> Vec<i16> {
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_never_answered_as_success() {
+        let (state, _dir) = crate::groups::test_util::state(0);
+        state
+            .topics
+            .get_or_create("t", 2, BrokerState::now_ms())
+            .unwrap();
+        let h = test_util::header(ApiKey::OffsetCommit, 8);
+        let ok = handle(&state, &h, request("g", &[0, 1], 5)).await;
+        assert_eq!(codes(&ok), vec![0, 0]);
+
+        state.groups.detach_store();
+        let failed = handle(&state, &h, request("g", &[0, 1], 6)).await;
+        let unavailable = ResponseError::CoordinatorNotAvailable.code();
+        assert_eq!(codes(&failed), vec![unavailable, unavailable]);
+
+        let mut t = OffsetFetchRequestTopic::default();
+        t.name = TopicName(sb("t"));
+        t.partition_indexes = vec![0];
+        let mut f = OffsetFetchRequest::default();
+        f.group_id = GroupId(sb("g"));
+        f.topics = Some(vec![t]);
+        let fetched =
+            offset_fetch::handle(&state, &test_util::header(ApiKey::OffsetFetch, 5), f).await;
+        assert_eq!(fetched.error_code, unavailable);
+        assert_eq!(fetched.topics[0].partitions[0].committed_offset, -1);
+    }
+}
