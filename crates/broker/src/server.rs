@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -332,11 +332,22 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
                 break;
             }
             Prepared::Dispatch(header, request, key) => {
-                let s = state.clone();
+                let version = header.request_api_version;
+                let corr = header.correlation_id;
+                let work: ResponseFuture = match *request {
+                    // Appended here, in arrival order, before the next frame is read; only the
+                    // wait for the covering sync overlaps later requests.
+                    RequestKind::Produce(r) => {
+                        let pending = produce::append(&state, &header, r).await;
+                        Box::pin(async move { pending.finish().await.map(ResponseKind::from) })
+                    }
+                    other => {
+                        let s = state.clone();
+                        Box::pin(async move { handlers::dispatch(&s, &header, other).await })
+                    }
+                };
                 tokio::spawn(async move {
-                    let version = header.request_api_version;
-                    let corr = header.correlation_id;
-                    match handlers::dispatch(&s, &header, *request).await {
+                    match work.await {
                         None => {
                             let _ = otx.send(None);
                         }
@@ -357,6 +368,10 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
 }
+
+/// A request's handler, boxed so produce and other requests share one spawn path.
+type ResponseFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>;
 
 enum Prepared {
     /// Answer at once with these bytes (or nothing).

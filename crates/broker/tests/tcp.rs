@@ -524,3 +524,31 @@ async fn shutdown_ends_long_polls_promptly() {
     stop.await.unwrap();
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn pipelined_idempotent_produces_are_appended_in_order() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    let _: MetadataResponse = c.call(ApiKey::Metadata, 9, &metadata_req("pipe")).await;
+    let pid: InitProducerIdResponse = c
+        .call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default())
+        .await;
+    let id = pid.producer_id.0;
+    for round in 0..4 {
+        let mut corrs = Vec::new();
+        // Five in flight per partition, as librdkafka and the Java client do.
+        for i in 0..5 {
+            let seq = round * 10 + i * 2;
+            let req = produce_req("pipe", 0, idempotent_batch(2, id, 0, seq), -1);
+            corrs.push(c.send(ApiKey::Produce, 9, &req).await);
+        }
+        for (i, corr) in corrs.into_iter().enumerate() {
+            let (cid, r): (i32, ProduceResponse) = c.recv(ApiKey::Produce, 9).await;
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(cid, corr);
+            assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+            assert_eq!(p.base_offset, i64::from(round * 10) + 2 * i as i64);
+        }
+    }
+    b.stop().await;
+}

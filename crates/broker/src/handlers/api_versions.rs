@@ -67,7 +67,7 @@ mod tests {
         let fetch = r.api_keys.iter().find(|k| k.api_key == 1).unwrap();
         assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
         let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
-        assert_eq!((produce.min_version, produce.max_version), (0, 13));
+        assert_eq!((produce.min_version, produce.max_version), (0, 12));
         assert!(r.api_keys.iter().all(|k| k.api_key != 68), "no KIP-848");
     }
 

@@ -50,7 +50,8 @@ const fn capped(v: VersionRange, max: i16) -> VersionRange {
 /// Every API the broker serves and the versions it decodes (each message type's `VERSIONS`,
 /// capped where the broker does not implement a version's features).
 pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
-    (ApiKey::Produce, ProduceRequest::VERSIONS),
+    // Produce 13 addresses topics by id, which this broker does not implement.
+    (ApiKey::Produce, capped(ProduceRequest::VERSIONS, 12)),
     // Fetch 13+ addresses topics by id, which this broker does not implement.
     (ApiKey::Fetch, capped(FetchRequest::VERSIONS, 12)),
     (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),

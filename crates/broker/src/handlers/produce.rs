@@ -146,13 +146,38 @@ async fn wait_synced(p: &Partition, end_offset: i64, timeout: Duration) -> Resul
 /// Handles a decoded produce request (v3+). `None` for acks=0.
 pub async fn handle(
     state: &SharedState,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     req: ProduceRequest,
 ) -> Option<ProduceResponse> {
+    append(state, header, req).await.finish().await
+}
+
+/// (topic name, per partition: (index, outcome)) in request order.
+type TopicResults = Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Appended)>)>;
+
+/// A produce request whose batches are appended but whose answer may still wait for a sync.
+pub struct PendingProduce {
+    acks: i16,
+    timeout: Duration,
+    wait_for_sync: bool,
+    results: TopicResults,
+    /// (topic slot, partition slot, partition, outcome) of every partition that was appended to.
+    appended: Vec<(usize, usize, Arc<Partition>, Appended)>,
+}
+
+/// First phase of a produce: resolves topics and appends every batch. The connection runs this
+/// phase inline, in arrival order, so requests pipelined on one connection are appended in the
+/// order they were sent (idempotent producers pipeline up to 5 per partition); only the wait
+/// for the sync ([`PendingProduce::finish`]) runs concurrently with later requests.
+pub async fn append(
+    state: &SharedState,
+    _header: &RequestHeader,
+    req: ProduceRequest,
+) -> PendingProduce {
     let acks = req.acks;
     // (topic index, partition index, partition, records, max batch) for the blocking stage.
     let mut work = Vec::new();
-    let mut results: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Appended)>)> = Vec::new();
+    let mut results: TopicResults = Vec::new();
     for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
         let name = topic_data.name.clone();
         let topic = topic_for_use(state, &name, true).await;
@@ -216,55 +241,74 @@ pub async fn handle(
         }
     };
 
-    let wait_for_sync = acks != 0 && state.config.fsync == FsyncPolicy::Always;
-    let timeout = Duration::from_millis(if req.timeout_ms > 0 {
-        req.timeout_ms
-    } else {
-        DEFAULT_SYNC_WAIT_MS
-    } as u64);
-    let mut waits = Vec::new();
-    for (ti, slot, p, mut a) in appended {
-        if wait_for_sync && a.end_offset >= 0 {
-            let end = a.end_offset;
-            waits.push(async move {
-                if let Err(code) = wait_synced(&p, end, timeout).await
-                    && a.error_code == 0
-                {
-                    a.error_code = code;
-                    a.error_message = Some("the append was not made durable in time".into());
-                }
-                (ti, slot, a)
-            });
+    PendingProduce {
+        acks,
+        timeout: Duration::from_millis(if req.timeout_ms > 0 {
+            req.timeout_ms
         } else {
+            DEFAULT_SYNC_WAIT_MS
+        } as u64),
+        wait_for_sync: acks != 0 && state.config.fsync == FsyncPolicy::Always,
+        results,
+        appended,
+    }
+}
+
+impl PendingProduce {
+    /// Second phase: waits (for acks=1/-1 under [`FsyncPolicy::Always`]) until a sync covers
+    /// every appended batch, then builds the response; `None` for acks=0.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let PendingProduce {
+            acks,
+            timeout,
+            wait_for_sync,
+            mut results,
+            appended,
+        } = self;
+        let mut waits = Vec::new();
+        for (ti, slot, p, mut a) in appended {
+            if wait_for_sync && a.end_offset >= 0 {
+                let end = a.end_offset;
+                waits.push(async move {
+                    if let Err(code) = wait_synced(&p, end, timeout).await
+                        && a.error_code == 0
+                    {
+                        a.error_code = code;
+                        a.error_message = Some("the append was not made durable in time".into());
+                    }
+                    (ti, slot, a)
+                });
+            } else {
+                results[ti].1[slot].1 = a;
+            }
+        }
+        for (ti, slot, a) in futures::future::join_all(waits).await {
             results[ti].1[slot].1 = a;
         }
-    }
-    for (ti, slot, a) in futures::future::join_all(waits).await {
-        results[ti].1[slot].1 = a;
-    }
-    if acks == 0 {
-        return None;
-    }
-
-    let mut resp = ProduceResponse::default();
-    for (name, parts) in results {
-        let mut t = TopicProduceResponse::default();
-        t.name = name;
-        for (index, a) in parts {
-            let mut pr = PartitionProduceResponse::default();
-            pr.index = index;
-            pr.error_code = a.error_code;
-            pr.base_offset = a.base_offset;
-            pr.log_append_time_ms = -1;
-            pr.log_start_offset = a.log_start_offset;
-            if a.error_code != 0 {
-                pr.error_message = a.error_message.map(sb);
-            }
-            t.partition_responses.push(pr);
+        if acks == 0 {
+            return None;
         }
-        resp.responses.push(t);
+
+        let mut resp = ProduceResponse::default();
+        for (name, parts) in results {
+            let mut t = TopicProduceResponse::default();
+            t.name = name;
+            for (index, a) in parts {
+                let mut pr = PartitionProduceResponse::default();
+                pr.index = index;
+                pr.error_code = a.error_code;
+                pr.base_offset = a.base_offset;
+                pr.log_append_time_ms = -1;
+                pr.log_start_offset = a.log_start_offset;
+                if a.error_code != 0 {
+                    pr.error_message = a.error_message.map(sb);
+                }
+                t.partition_responses.push(pr);
+            }
+            resp.responses.push(t);
+        }
+        Some(resp)
     }
-    Some(resp)
 }
 
 /// Answers a Produce v0-2 request (advertised like Apache Kafka 4 does, but not served) with
