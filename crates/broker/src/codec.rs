@@ -60,6 +60,27 @@ pub fn decode_request_bytes(frame: Bytes) -> Result<(RequestHeader, RequestKind)
             correlation_id: prefix.correlation_id,
         });
     }
+    decode_checked(frame, key, prefix)
+}
+
+/// Decodes a request of a served API at a version above what the broker serves but within what
+/// kafka-protocol decodes (e.g. Fetch 13+), so it can be refused in its own schema. `None` if
+/// the frame is not such a request or does not decode.
+pub fn decode_beyond_served(frame: Bytes) -> Option<(RequestHeader, RequestKind)> {
+    let prefix = header_prefix(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key).ok()?;
+    if prefix.api_version <= handlers::supported_versions(key)?.max {
+        return None;
+    }
+    decode_checked(frame, key, prefix).ok()
+}
+
+/// Header decode, guard walk and body decode; kafka-protocol refuses versions it does not know.
+fn decode_checked(
+    frame: Bytes,
+    key: ApiKey,
+    prefix: HeaderPrefix,
+) -> Result<(RequestHeader, RequestKind), ProtocolError> {
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(prefix.api_version))
         .map_err(|e| ProtocolError::BadHeader(e.to_string()))?;

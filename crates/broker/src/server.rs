@@ -429,9 +429,22 @@ fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
                 .and_then(handlers::supported_versions)
                 .is_some();
             if served {
-                // A version we never advertised; we cannot encode its schema.
-                tracing::warn!(%peer, api_key, version, "closing connection: unsupported version");
-                Prepared::Close
+                // A version we never advertised: refuse it in its own schema when it decodes.
+                let answer = codec::decode_beyond_served(frame.clone()).and_then(|(h, req)| {
+                    let key = ApiKey::try_from(api_key).ok()?;
+                    let resp = handlers::unsupported_version_response(req)?;
+                    codec::encode_response(key, version, h.correlation_id, &resp).ok()
+                });
+                match answer {
+                    Some(bytes) => {
+                        tracing::warn!(%peer, api_key, version, "version not served; answering UNSUPPORTED_VERSION");
+                        Prepared::Respond(Some(bytes))
+                    }
+                    None => {
+                        tracing::warn!(%peer, api_key, version, "closing connection: unsupported version");
+                        Prepared::Close
+                    }
+                }
             } else {
                 tracing::warn!(%peer, api_key, version, "API not served; answering UNSUPPORTED_VERSION");
                 raw(

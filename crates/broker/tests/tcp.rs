@@ -552,3 +552,16 @@ async fn pipelined_idempotent_produces_are_appended_in_order() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn versions_above_the_served_ones_are_refused_in_their_own_schema() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    let r: FetchResponse = c.call(ApiKey::Fetch, 15, &fetch_req("x", 0, 0)).await;
+    assert_eq!(r.error_code, 35);
+    let p = produce_req("x", 0, batch(&records(1, 1), Compression::None), 1);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 13, &p).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 35);
+    still_serves(&b).await;
+    b.stop().await;
+}

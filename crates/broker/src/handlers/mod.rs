@@ -139,6 +139,47 @@ pub async fn dispatch(
     })
 }
 
+/// The answer to a request of a served API at a version above the one served (decoded with
+/// [`crate::codec::decode_beyond_served`]): UNSUPPORTED_VERSION in that API's own schema, or
+/// `None` if there is no such answer (the connection is then closed).
+pub fn unsupported_version_response(request: RequestKind) -> Option<ResponseKind> {
+    use kafka_protocol::ResponseError;
+    let code = ResponseError::UnsupportedVersion.code();
+    match request {
+        RequestKind::Fetch(_) => {
+            let mut r = kafka_protocol::messages::FetchResponse::default();
+            r.error_code = code;
+            Some(r.into())
+        }
+        RequestKind::Produce(req) => {
+            use kafka_protocol::messages::produce_response::{
+                PartitionProduceResponse, TopicProduceResponse,
+            };
+            if req.acks == 0 {
+                return None;
+            }
+            let mut r = kafka_protocol::messages::ProduceResponse::default();
+            for t in req.topic_data {
+                let mut tr = TopicProduceResponse::default();
+                tr.name = t.name;
+                tr.topic_id = t.topic_id;
+                for p in t.partition_data {
+                    let mut pr = PartitionProduceResponse::default();
+                    pr.index = p.index;
+                    pr.error_code = code;
+                    pr.base_offset = -1;
+                    pr.log_append_time_ms = -1;
+                    pr.log_start_offset = -1;
+                    tr.partition_responses.push(pr);
+                }
+                r.responses.push(tr);
+            }
+            Some(r.into())
+        }
+        _ => None,
+    }
+}
+
 /// Shorthand for building `StrBytes` from owned or borrowed text.
 pub(crate) fn sb(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
