@@ -90,7 +90,9 @@ pub async fn handle(
             pr.error_code = code;
             pr.timestamp = ts;
             pr.offset = offset;
-            pr.leader_epoch = if code == 0 { 0 } else { -1 };
+            // No leader epochs on a single node: -1 keeps clients from validating positions with
+            // OffsetForLeaderEpoch, which is not served.
+            pr.leader_epoch = -1;
             t.partitions.push(pr);
         }
         resp.topics.push(t);

@@ -82,7 +82,8 @@ fn describe(t: &Topic) -> MetadataResponseTopic {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p.index;
             mp.leader_id = BrokerId(NODE_ID);
-            mp.leader_epoch = 0;
+            // Unknown epoch (see list_offsets.rs): clients then skip leader-epoch validation.
+            mp.leader_epoch = -1;
             mp.replica_nodes = vec![BrokerId(NODE_ID)];
             mp.isr_nodes = vec![BrokerId(NODE_ID)];
             mp
