@@ -52,11 +52,23 @@ pub fn producer(addr: &str) -> FutureProducer {
 }
 
 /// Produces `n` records `key = i`, payload `"{i}"` (padded to `size` bytes), round-robin over
-/// `partitions`; returns the number produced.
+/// `partitions`.
 pub async fn produce(addr: &str, topic: &str, partitions: i32, n: usize, size: usize) {
+    produce_from(addr, topic, partitions, 0, n, size).await
+}
+
+/// Same, for indices `start..start + n`.
+pub async fn produce_from(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    start: usize,
+    n: usize,
+    size: usize,
+) {
     let p = producer(addr);
     let mut futs = Vec::with_capacity(n);
-    for i in 0..n {
+    for i in start..start + n {
         let key = i.to_string();
         let mut payload = key.clone().into_bytes();
         payload.resize(size.max(payload.len()), b' ');
