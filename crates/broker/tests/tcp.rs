@@ -565,3 +565,58 @@ async fn versions_above_the_served_ones_are_refused_in_their_own_schema() {
     still_serves(&b).await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn retention_task_deletes_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_check_ms = 100;
+    let broker = waterline_broker::Broker::start(cfg).await.unwrap();
+    let mut c = Client::connect(broker.local_addr()).await;
+    let mut t = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+    t.name = name("ret");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    t.configs = [("retention.ms", "1000"), ("segment.bytes", "1024")]
+        .iter()
+        .map(|(k, v)| {
+            let mut cfg =
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+            cfg.name = StrBytes::from_static_str(k);
+            cfg.value = Some(StrBytes::from_static_str(v));
+            cfg
+        })
+        .collect();
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    // Records stamped in 1970: far older than retention.ms once their segment is rolled.
+    for _ in 0..10 {
+        assert_eq!(
+            produce(&mut c, "ret", batch(&records(10, 1_000), Compression::None))
+                .await
+                .error_code,
+            0
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (start, _) = list_offset(&mut c, "ret", -2).await;
+        if start > 0 {
+            let r: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch_req("ret", 0, 0)).await;
+            assert_eq!(
+                r.responses[0].partitions[0].error_code, 1,
+                "deleted offsets are out of range"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never advanced the log start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(list_offset(&mut c, "ret", -1).await.0, 100);
+    broker.shutdown().await.unwrap();
+}

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 
 use crate::error::BrokerError;
@@ -61,9 +63,26 @@ pub async fn handle(
         .await
         .unwrap_or_else(|e| Err(TopicError::Storage(BrokerError::Task(e.to_string()))));
         match result {
-            Ok(_) => {
+            Ok(topic) => {
                 r.num_partitions = partitions;
                 r.replication_factor = 1;
+                // v5+ reports the effective configuration of the new topic.
+                r.configs = Some(
+                    crate::handlers::describe_configs::topic_configs(&topic)
+                        .into_iter()
+                        .map(|(name, value, _)| {
+                            let mut c = CreatableTopicConfigs::default();
+                            c.name = sb(name);
+                            c.value = Some(sb(value));
+                            c.config_source = if topic.overrides.contains_key(name) {
+                                1
+                            } else {
+                                5
+                            };
+                            c
+                        })
+                        .collect(),
+                );
             }
             Err(e) => {
                 if let TopicError::Storage(err) = &e {
@@ -120,6 +139,15 @@ mod tests {
         let r = handle(&state, &h, req).await;
         let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
         assert_eq!(codes, vec![0, 36, 37, 40, 17, 0]);
+        let reported = r.topics[0].configs.as_ref().unwrap();
+        let rm = reported
+            .iter()
+            .find(|c| c.name.as_str() == "retention.ms")
+            .unwrap();
+        assert_eq!(
+            (rm.value.as_ref().unwrap().as_str(), rm.config_source),
+            ("1000", 1)
+        );
         assert_eq!(state.topics.get("a").unwrap().partitions.len(), 3);
         assert_eq!(
             state.topics.get("a").unwrap().log_config.retention_ms,

@@ -22,7 +22,7 @@ const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
 /// (name, effective value, type) of every config a topic reports.
-fn topic_configs(t: &Topic) -> Vec<(&'static str, String, i8)> {
+pub(crate) fn topic_configs(t: &Topic) -> Vec<(&'static str, String, i8)> {
     let c = &t.log_config;
     let opt = |v: Option<i64>| v.unwrap_or(-1).to_string();
     vec![
