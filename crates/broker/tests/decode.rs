@@ -267,3 +267,122 @@ async fn every_served_version_gets_a_decodable_response() {
     }
     b.stop().await;
 }
+
+/// A Produce or Fetch or Metadata or ListOffsets request of random shape.
+fn random_request(
+    key_pick: u8,
+    names: &[String],
+    parts: &[i32],
+    blob: &[u8],
+) -> (ApiKey, RequestKind) {
+    let topic = |n: &String| TopicName(s(n));
+    match key_pick % 4 {
+        0 => {
+            let mut r = ProduceRequest::default();
+            r.acks = 1;
+            r.topic_data = names
+                .iter()
+                .map(|n| {
+                    let mut t = TopicProduceData::default();
+                    t.name = topic(n);
+                    t.partition_data = parts
+                        .iter()
+                        .map(|&i| {
+                            let mut p = PartitionProduceData::default();
+                            p.index = i;
+                            p.records = Some(Bytes::copy_from_slice(blob));
+                            p
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            (ApiKey::Produce, r.into())
+        }
+        1 => {
+            let mut r = FetchRequest::default();
+            r.topics = names
+                .iter()
+                .map(|n| {
+                    let mut t = FetchTopic::default();
+                    t.topic = topic(n);
+                    t.partitions = parts
+                        .iter()
+                        .map(|&i| {
+                            let mut p = FetchPartition::default();
+                            p.partition = i;
+                            p.fetch_offset = i64::from(i) * 1000;
+                            p
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            (ApiKey::Fetch, r.into())
+        }
+        2 => {
+            let mut r = MetadataRequest::default();
+            r.topics = if names.is_empty() {
+                None
+            } else {
+                Some(
+                    names
+                        .iter()
+                        .map(|n| {
+                            let mut t = MetadataRequestTopic::default();
+                            t.name = Some(topic(n));
+                            t
+                        })
+                        .collect(),
+                )
+            };
+            (ApiKey::Metadata, r.into())
+        }
+        _ => {
+            let mut r = ListOffsetsRequest::default();
+            r.topics = names
+                .iter()
+                .map(|n| {
+                    let mut t = ListOffsetsTopic::default();
+                    t.name = topic(n);
+                    t.partitions = parts
+                        .iter()
+                        .map(|&i| {
+                            let mut p = ListOffsetsPartition::default();
+                            p.partition_index = i;
+                            p.timestamp = -2;
+                            p
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+            (ApiKey::ListOffsets, r.into())
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The guard accepts every well-formed request kafka-protocol encodes, whatever its shape:
+    /// it walks exactly the bytes kafka-protocol writes.
+    #[test]
+    fn random_valid_requests_pass_the_guard(
+        key_pick in any::<u8>(),
+        version_pick in any::<prop::sample::Index>(),
+        names in proptest::collection::vec("[a-zA-Z0-9._-]{1,40}", 0..6),
+        parts in proptest::collection::vec(0i32..1000, 0..6),
+        blob in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let (key, req) = random_request(key_pick, &names, &parts, &blob);
+        let range = SUPPORTED.iter().find(|(k, _)| *k == key).unwrap().1;
+        let span = (range.max - range.min + 1) as usize;
+        let v = range.min + version_pick.index(span) as i16;
+        let f = frame(key, v, &req).unwrap();
+        let decoded = decode_request(&f);
+        prop_assert!(decoded.is_ok(), "{:?} v{}: {:?}", key, v, decoded.err());
+        let (_, back) = decoded.unwrap();
+        prop_assert_eq!(frame(key, v, &back).unwrap(), f);
+    }
+}
