@@ -208,7 +208,13 @@ pub async fn append(
                         ),
                     )),
                     Some(p) => {
-                        parts.push((pd.index, Appended::error(0, "")));
+                        parts.push((
+                            pd.index,
+                            Appended::error(
+                                ResponseError::UnknownServerError.code(),
+                                "append did not complete",
+                            ),
+                        ));
                         work.push((
                             ti,
                             slot,
