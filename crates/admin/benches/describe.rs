@@ -143,7 +143,13 @@ fn setup() -> Setup {
         let offsets: BTreeMap<TopicPartition, i64> = (0..PARTITIONS)
             .map(|p| (TopicPartition::new("bench", p), 5))
             .collect();
-        assert!(client.offset_commit("g", &offsets).await.unwrap().is_empty());
+        assert!(
+            client
+                .offset_commit("g", &offsets)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
     Setup {
         rt,

@@ -545,3 +545,29 @@ async fn unreachable_bootstrap_is_reported() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn element_counts_the_body_cannot_hold_are_refused_before_decoding() {
+    // Without the guard, kafka-protocol would reserve 2^31 - 1 brokers and abort.
+    let fake = start(Box::new(|h, _| {
+        match ApiKey::try_from(h.request_api_key).unwrap() {
+            ApiKey::ApiVersions => {
+                answer_api_versions(h, &[(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 1)])
+            }
+            _ => {
+                let mut body = BytesMut::new();
+                body.put_i32(i32::MAX);
+                body.put_slice(&[0; 32]);
+                Reply::Body(body.freeze())
+            }
+        }
+    }))
+    .await;
+    let mut c = client(&fake).await;
+    let err = c.metadata(None).await.unwrap_err();
+    assert!(matches!(err, ClientError::Decode { .. }), "{err}");
+    assert!(
+        err.to_string().contains("claims 2147483647 elements"),
+        "{err}"
+    );
+}

@@ -161,6 +161,12 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        tracing::debug!(
+            addr = %self.addr,
+            api_versions_version = version,
+            apis = self.broker_versions.len(),
+            "connected and negotiated API versions"
+        );
         Ok(())
     }
 
@@ -183,6 +189,13 @@ impl Connection {
         version: i16,
         mut body: Bytes,
     ) -> Result<T, ClientError> {
+        // Refuse element counts the body cannot hold before kafka-protocol allocates them.
+        super::guard::check(api as i16, version, &body).map_err(|message| ClientError::Decode {
+            api: api_name(api),
+            version,
+            addr: self.addr.clone(),
+            message,
+        })?;
         T::decode(&mut body, version).map_err(|e| ClientError::Decode {
             api: api_name(api),
             version,
