@@ -334,8 +334,10 @@ impl AdminClient {
     ) -> Result<ClusterMetadata, ClientError> {
         let addr = self.any_addr();
         let (_, resp) = self
-            .send(&addr, |_| {
+            .send(&addr, |v| {
                 MetadataRequest::default()
+                    // The flag exists from v4; older versions follow the broker's setting.
+                    .with_allow_auto_topic_creation(v < 4)
                     .with_topics(topics.map(|ts| {
                         ts.iter()
                             .map(|t| {
@@ -344,7 +346,6 @@ impl AdminClient {
                             })
                             .collect()
                     }))
-                    .with_allow_auto_topic_creation(false)
             })
             .await?;
         let brokers: Vec<BrokerInfo> = resp
