@@ -23,6 +23,9 @@ use crate::error::ConsumerError;
 use crate::metrics::MetricsSnapshot;
 use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
 
+/// Records buffered locally per partition before the partition is paused in the client.
+const PAUSE_AT: usize = 512;
+
 /// What [`Consumer::shutdown`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -265,8 +268,14 @@ impl Consumer {
         let mut buf = p.buffer.lock();
         if !buf.is_empty() || !self.admissible(&tp, &p, record.offset) {
             buf.push_back(record);
+            let len = buf.len();
+            p.waiting.store(len, Ordering::Release);
             drop(buf);
-            self.pause(&tp, &p);
+            // Pausing makes the client drop and later refetch its prefetched records, so only
+            // pause once the local buffer is large (or the partition is held).
+            if len >= PAUSE_AT || p.held.load(Ordering::Acquire) {
+                self.pause(&tp, &p);
+            }
             return None;
         }
         drop(buf);
@@ -279,7 +288,9 @@ impl Consumer {
             .parts
             .read()
             .iter()
-            .filter(|(_, p)| p.paused.load(Ordering::Acquire))
+            .filter(|(_, p)| {
+                p.waiting.load(Ordering::Acquire) > 0 || p.paused.load(Ordering::Acquire)
+            })
             .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
             .collect();
         for (tp, p) in waiting {
@@ -296,16 +307,18 @@ impl Consumer {
                     break;
                 }
                 let Some(record) = buf.pop_front() else { break };
-                let empty = buf.is_empty();
+                let len = buf.len();
+                p.waiting.store(len, Ordering::Release);
                 drop(buf);
-                if empty {
+                if len <= PAUSE_AT / 2 {
                     self.resume(&tp, &p);
                 }
                 return self.hand_out(record);
             }
-            let empty = buf.is_empty();
+            let len = buf.len();
+            p.waiting.store(len, Ordering::Release);
             drop(buf);
-            if empty {
+            if len <= PAUSE_AT / 2 && !p.held.load(Ordering::Acquire) {
                 self.resume(&tp, &p);
             }
         }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -51,6 +51,8 @@ pub(crate) struct PartState {
     pub held: AtomicBool,
     /// Paused in the Kafka client.
     pub paused: AtomicBool,
+    /// Records waiting in `buffer` (kept beside it so acks can check without locking).
+    pub waiting: AtomicUsize,
     /// Fetched but not yet handed out (back-pressure or hold), in offset order.
     pub buffer: Mutex<VecDeque<Record>>,
     /// Serializes exactly-once steps; revocation takes it.
@@ -64,6 +66,7 @@ impl PartState {
             revoking: AtomicBool::new(false),
             held: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             buffer: Mutex::new(VecDeque::new()),
             txn: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -203,7 +206,7 @@ impl Shared {
                     if p.held.load(Ordering::Acquire) && advanced {
                         p.held.store(false, Ordering::Release);
                     }
-                    if advanced && p.paused.load(Ordering::Acquire) {
+                    if advanced && p.waiting.load(Ordering::Acquire) > 0 {
                         self.wake.notify_one();
                     }
                 }
@@ -584,6 +587,7 @@ impl Shared {
         for (_, p) in &parts {
             p.revoking.store(true, Ordering::Release);
             p.buffer.lock().clear();
+            p.waiting.store(0, Ordering::Release);
         }
         let deadline = Instant::now() + self.drain_timeout;
         let in_flight = || -> u64 {

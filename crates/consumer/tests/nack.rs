@@ -19,7 +19,13 @@ use common::{TestBroker, index_of, init_tracing, produce};
 
 type Commits = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
 
-fn config(addr: &str, group: &str, topic: &str, failure: FailurePolicy, commits: Commits) -> ConsumerConfig {
+fn config(
+    addr: &str,
+    group: &str,
+    topic: &str,
+    failure: FailurePolicy,
+    commits: Commits,
+) -> ConsumerConfig {
     ConsumerConfig::builder(addr, group)
         .topic(topic)
         .failure_policy(failure)
@@ -49,7 +55,14 @@ async fn retry_then_succeed() {
         max_backoff: Duration::from_millis(100),
         exhausted: Exhausted::Hold,
     };
-    let c = Consumer::new(config(&b.addr, "g-retry", "retry", failure, commits.clone())).unwrap();
+    let c = Consumer::new(config(
+        &b.addr,
+        "g-retry",
+        "retry",
+        failure,
+        commits.clone(),
+    ))
+    .unwrap();
     let mut attempts: HashMap<usize, u32> = HashMap::new();
     let mut done = BTreeSet::new();
     timeout(Duration::from_secs(30), async {
@@ -57,7 +70,11 @@ async fn retry_then_succeed() {
             let d = c.recv().await.unwrap();
             let i = index_of(d.payload.as_deref().unwrap());
             *attempts.entry(i).or_default() += 1;
-            assert_eq!(d.attempt(), attempts[&i], "attempt numbers count deliveries");
+            assert_eq!(
+                d.attempt(),
+                attempts[&i],
+                "attempt numbers count deliveries"
+            );
             if i == 7 && d.attempt() < 3 {
                 d.nack("transient");
             } else {
@@ -77,7 +94,11 @@ async fn retry_then_succeed() {
     assert_eq!(report.abandoned_in_flight, 0);
     let commits = commits.lock().unwrap().clone();
     for p in 0..3 {
-        assert_eq!(commits.get(&("retry".into(), p)), Some(&10), "partition {p}");
+        assert_eq!(
+            commits.get(&("retry".into(), p)),
+            Some(&10),
+            "partition {p}"
+        );
     }
     drop(c);
     b.stop().await;
@@ -134,7 +155,8 @@ async fn dead_letter_topic_receives_the_record() {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("orders-dlq", 0, Offset::Beginning).unwrap();
+        tpl.add_partition_offset("orders-dlq", 0, Offset::Beginning)
+            .unwrap();
         dlq.assign(&tpl).unwrap();
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -148,7 +170,11 @@ async fn dead_letter_topic_receives_the_record() {
                             .collect()
                     })
                     .unwrap_or_default();
-                got.push((m.key().unwrap().to_vec(), m.payload().unwrap().to_vec(), headers));
+                got.push((
+                    m.key().unwrap().to_vec(),
+                    m.payload().unwrap().to_vec(),
+                    headers,
+                ));
             }
         }
         got
@@ -179,8 +205,7 @@ async fn hold_blocks_only_its_partition() {
         max_backoff: Duration::from_millis(30),
         exhausted: Exhausted::Hold,
     };
-    let c = Consumer::new(config(&b.addr, "g-hold", "held", failure, commits.clone()))
-        .unwrap();
+    let c = Consumer::new(config(&b.addr, "g-hold", "held", failure, commits.clone())).unwrap();
     let mut seen: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
     let mut redeliveries = 0;
     // Phase 1: offset 2 of partition 0 (index 4) keeps failing.

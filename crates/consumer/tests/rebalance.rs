@@ -74,7 +74,10 @@ fn check_commits_owned(name: &str, log: &[ConsumerEvent]) -> usize {
             ConsumerEvent::Committed { offsets } => {
                 commits += 1;
                 for (tp, _) in offsets {
-                    assert!(owned.contains(tp), "{name} committed {tp} without owning it");
+                    assert!(
+                        owned.contains(tp),
+                        "{name} committed {tp} without owning it"
+                    );
                 }
             }
             _ => {}
@@ -86,7 +89,10 @@ fn check_commits_owned(name: &str, log: &[ConsumerEvent]) -> usize {
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -110,20 +116,26 @@ async fn join_mid_stream_then_leave() {
     let a = consumer(&b.addr, log_a.clone());
     let stop_a = Arc::new(AtomicBool::new(false));
     let run_a = run(Arc::clone(&a), Arc::clone(&done), Arc::clone(&stop_a));
-    wait_for("consumer A to make progress", || done.lock().unwrap().len() >= 300).await;
+    wait_for("consumer A to make progress", || {
+        done.lock().unwrap().len() >= 300
+    })
+    .await;
 
     let c_b = consumer(&b.addr, log_b.clone());
     let stop_b = Arc::new(AtomicBool::new(false));
     let run_b = run(Arc::clone(&c_b), Arc::clone(&done), Arc::clone(&stop_b));
     // B is in once it owns partitions.
     wait_for("consumer B to be assigned", || {
-        log_b.lock().unwrap().iter().any(|e| {
-            matches!(e, ConsumerEvent::Assigned { positions, .. } if !positions.is_empty())
-        })
+        log_b.lock().unwrap().iter().any(
+            |e| matches!(e, ConsumerEvent::Assigned { positions, .. } if !positions.is_empty()),
+        )
     })
     .await;
     let seen = done.lock().unwrap().len();
-    wait_for("both consumers to progress", || done.lock().unwrap().len() >= seen + 300).await;
+    wait_for("both consumers to progress", || {
+        done.lock().unwrap().len() >= seen + 300
+    })
+    .await;
 
     // A leaves: graceful shutdown, then drop (leaves the group).
     stop_a.store(true, Ordering::Release);
@@ -133,7 +145,10 @@ async fn join_mid_stream_then_leave() {
     drop(a);
     producer.await.unwrap();
 
-    wait_for("B to own every partition", || c_b.assignment().len() == PARTITIONS as usize).await;
+    wait_for("B to own every partition", || {
+        c_b.assignment().len() == PARTITIONS as usize
+    })
+    .await;
     wait_for("every record to be processed", || {
         let v = done.lock().unwrap();
         v.iter().collect::<HashSet<_>>().len() >= RECORDS
@@ -174,11 +189,9 @@ async fn join_mid_stream_then_leave() {
     let commits_b = check_commits_owned("B", &log_b.lock().unwrap());
     assert!(commits_a > 0 && commits_b > 0);
     assert!(
-        log_a
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, ConsumerEvent::Revoked { partitions, .. } if !partitions.is_empty())),
+        log_a.lock().unwrap().iter().any(
+            |e| matches!(e, ConsumerEvent::Revoked { partitions, .. } if !partitions.is_empty())
+        ),
         "A saw a revocation when B joined"
     );
 

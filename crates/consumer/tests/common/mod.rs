@@ -95,7 +95,11 @@ pub async fn produce_from(
 
 /// Parses the record index out of a test payload.
 pub fn index_of(payload: &[u8]) -> usize {
-    std::str::from_utf8(payload).unwrap().trim().parse().unwrap()
+    std::str::from_utf8(payload)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 pub fn init_tracing() {
