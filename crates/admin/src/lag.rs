@@ -7,9 +7,10 @@
 //! 3. STOP: lag > 0 and the last commit (explicit, or the observed offset change) is older
 //!    than the window, or no consumer is active and the offset did not move for a full window.
 //! 4. OK: some sample in the window had zero lag (the consumer caught up meanwhile).
-//! 5. STALL: lag > 0 in every sample and the committed offset never moved across >= 2 samples.
-//! 6. WARN: lag never decreased between samples and ended higher than it started.
-//! 7. OK otherwise.
+//! 5. OK: only one sample in the window, so no trend can be judged yet.
+//! 6. STALL: lag > 0 in every sample and the committed offset never moved across the samples.
+//! 7. WARN: lag never decreased between samples and ended higher than it started.
+//! 8. OK otherwise.
 
 use serde::Serialize;
 
@@ -157,6 +158,15 @@ pub fn evaluate(samples: &[Sample], ctx: WindowContext) -> Evaluation {
     }
     if window.iter().any(|s| s.lag() == 0) {
         return eval(Status::Ok, "caught up within the window".into());
+    }
+    if window.len() < 2 {
+        return eval(
+            Status::Ok,
+            format!(
+                "lag {}; one sample so far, trends need more (--watch)",
+                last.lag()
+            ),
+        );
     }
     if window.len() >= 2 && unchanged {
         let at = last
@@ -378,6 +388,7 @@ mod tests {
             "within the window",
         );
         check(&[], ctx(1), Status::Ok, "no samples");
+        check(&[s(1, 10, 20)], ctx(1), Status::Ok, "one sample so far");
     }
 
     #[test]
