@@ -4,9 +4,10 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-/// Kafka offset management and checkpointing.
+/// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
+/// and move consumer group offsets safely.
 #[derive(Debug, Parser)]
-#[command(name = "waterline", version, about, long_about = None, propagate_version = true)]
+#[command(name = "waterline", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
