@@ -7,13 +7,10 @@ use waterline_core::TopicPartition;
 use super::render::{
     DescribeView, GroupView, MemberRow, OffsetRow, render_describe, render_group_list,
 };
-use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, next_record_times, now_ms};
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
 use crate::lag::time_lag;
-
-/// Per-partition bytes asked for when reading the records at committed offsets for time lag.
-const TIME_LAG_FETCH_BYTES: i32 = 64 << 10;
 
 /// `waterline groups ...`.
 #[derive(Debug, clap::Args)]
@@ -188,33 +185,16 @@ pub(crate) async fn collect_views(
             } else {
                 client.list_offsets(&specs).await?
             };
-            let behind: Vec<(TopicPartition, i64)> = committed
+            let committed_at: BTreeMap<TopicPartition, i64> = committed
                 .iter()
-                .filter(|(tp, c)| {
-                    ends.get(*tp)
-                        .copied()
-                        .flatten()
-                        .is_some_and(|e| c.offset < e)
-                })
                 .map(|(tp, c)| (tp.clone(), c.offset))
                 .collect();
-            let records = if behind.is_empty() {
-                BTreeMap::new()
-            } else {
-                client.fetch_records(&behind, TIME_LAG_FETCH_BYTES).await?
-            };
+            let next_ts = next_record_times(client, &committed_at, &ends).await?;
             let now = now_ms();
             for tp in partitions {
                 let current = committed.get(&tp).map(|c| c.offset);
                 let log_end = ends.get(&tp).copied().flatten();
-                // The record read is the first at or after the committed offset; only its
-                // own offset gives the exact age.
-                let record_ts = records
-                    .get(&tp)
-                    .copied()
-                    .flatten()
-                    .filter(|r| Some(r.offset) == current)
-                    .map(|r| r.timestamp_ms);
+                let record_ts = next_ts.get(&tp).copied();
                 let tl = match log_end {
                     Some(end) => time_lag(now, current, end, record_ts, &[]),
                     None => crate::lag::TimeLag::Unknown,

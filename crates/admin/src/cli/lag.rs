@@ -8,13 +8,11 @@ use std::time::Duration;
 use waterline_core::TopicPartition;
 
 use super::render::{LagGroupView, LagRow, render_lag};
-use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, next_record_times, now_ms};
 use crate::client::{AdminClient, OffsetSpec};
 use crate::lag::{Sample, WindowContext, evaluate, group_status, time_lag};
 use crate::timefmt::parse_duration_ms;
 
-/// Per-partition bytes asked for when reading records at committed offsets.
-const FETCH_BYTES: i32 = 64 << 10;
 /// History kept per partition, beyond which the oldest samples are dropped.
 const MAX_SAMPLES: usize = 10_000;
 
@@ -128,21 +126,11 @@ async fn refresh(
                 .collect();
             client.list_offsets(&specs).await?
         };
-        let behind: Vec<(TopicPartition, i64)> = committed
+        let offsets: BTreeMap<TopicPartition, i64> = committed
             .iter()
-            .filter(|(tp, c)| {
-                ends.get(*tp)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|e| c.offset < e)
-            })
             .map(|(tp, c)| (tp.clone(), c.offset))
             .collect();
-        let records = if behind.is_empty() {
-            BTreeMap::new()
-        } else {
-            client.fetch_records(&behind, FETCH_BYTES).await?
-        };
+        let next_ts = next_record_times(client, &offsets, &ends).await?;
         let now = now_ms();
         let ctx = WindowContext {
             window_ms,
@@ -175,12 +163,7 @@ async fn refresh(
             while h.ends.len() > MAX_SAMPLES {
                 h.ends.pop_front();
             }
-            let record_ts = records
-                .get(&tp)
-                .copied()
-                .flatten()
-                .filter(|r| Some(r.offset) == current)
-                .map(|r| r.timestamp_ms);
+            let record_ts = next_ts.get(&tp).copied();
             let ends_vec: Vec<(i64, i64)> = h.ends.iter().copied().collect();
             let samples: Vec<Sample> = h.samples.iter().copied().collect();
             rows.push(LagRow {

@@ -140,6 +140,56 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Per-partition bytes asked for in the batched read of next records (time lag).
+const NEXT_RECORD_BATCH_BYTES: i32 = 64 << 10;
+/// Partitions retried one by one with a larger limit when the batched read came back cut.
+const NEXT_RECORD_RETRIES: usize = 32;
+
+/// Timestamps of the next record each group consumer will read: the first data record at or
+/// after its committed offset, for partitions with lag. Its age is the exact time lag (also on
+/// compacted topics and past transaction markers, where no record sits at the committed offset
+/// itself). One batched Fetch per leader; partitions whose first batch did not fit are retried
+/// singly (up to a bound), and any left unreadable are simply absent.
+pub(crate) async fn next_record_times(
+    client: &mut AdminClient,
+    committed: &std::collections::BTreeMap<TopicPartition, i64>,
+    log_ends: &std::collections::BTreeMap<TopicPartition, Option<i64>>,
+) -> Result<std::collections::BTreeMap<TopicPartition, i64>, CliError> {
+    let behind: Vec<(TopicPartition, i64)> = committed
+        .iter()
+        .filter(|(tp, c)| {
+            log_ends
+                .get(*tp)
+                .copied()
+                .flatten()
+                .is_some_and(|e| **c < e)
+        })
+        .map(|(tp, c)| (tp.clone(), *c))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    if behind.is_empty() {
+        return Ok(out);
+    }
+    let found = client
+        .fetch_records(&behind, NEXT_RECORD_BATCH_BYTES)
+        .await?;
+    let mut missing = Vec::new();
+    for (tp, offset) in &behind {
+        match found.get(tp).copied().flatten() {
+            Some(r) => {
+                out.insert(tp.clone(), r.timestamp_ms);
+            }
+            None => missing.push((tp.clone(), *offset)),
+        }
+    }
+    for (tp, offset) in missing.into_iter().take(NEXT_RECORD_RETRIES) {
+        if let Some(r) = client.fetch_record(&tp, offset).await? {
+            out.insert(tp, r.timestamp_ms);
+        }
+    }
+    Ok(out)
+}
+
 /// A parsed `--topic T[:P,P...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
