@@ -601,3 +601,30 @@ async fn lag_reports_records_time_and_status() {
     assert_eq!(r.out.matches("Group 'g': ").count(), 3, "{}", r.out);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn assigned_partitions_without_commits_are_listed() {
+    let b = setup().await;
+    let (member, _conn) = b.join("fresh", &[("t", vec![1])]).await;
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "fresh", "--output", "csv"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "GROUP,TOPIC,PARTITION,CURRENT-OFFSET,LOG-END-OFFSET,LAG,TIME-LAG,CONSUMER-ID,HOST,CLIENT-ID"
+    );
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(
+        &cells[..7],
+        &["fresh", "t", "1", "", "5", "", ""],
+        "{}",
+        r.out
+    );
+    assert_eq!(cells[7], member);
+    assert_eq!(lines.len(), 2, "{}", r.out);
+    b.stop().await;
+}
