@@ -113,6 +113,7 @@ pub struct ConsumerConfig {
     pub(crate) listener: Option<EventListener>,
     pub(crate) commit_tick: Duration,
     pub(crate) kafka_timeout: Duration,
+    pub(crate) final_commit: bool,
 }
 
 impl fmt::Debug for ConsumerConfig {
@@ -162,6 +163,7 @@ impl ConsumerConfig {
                 listener: None,
                 commit_tick: Duration::from_millis(20),
                 kafka_timeout: Duration::from_secs(10),
+                final_commit: true,
             },
         }
     }
@@ -264,6 +266,14 @@ impl ConsumerConfigBuilder {
     /// Timeout of blocking Kafka requests (committed offsets, watermarks, commits; default 10 s).
     pub fn kafka_timeout(mut self, d: Duration) -> Self {
         self.cfg.kafka_timeout = d;
+        self
+    }
+
+    /// Whether revocation and shutdown commit the current positions (default `true`). Turn it
+    /// off when an ack does not yet mean "durably done", e.g. with checkpoint-driven commits:
+    /// then only the commit policy commits, and a new owner resumes from its last commit.
+    pub fn final_commit(mut self, on: bool) -> Self {
+        self.cfg.final_commit = on;
         self
     }
 

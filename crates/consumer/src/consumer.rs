@@ -14,7 +14,8 @@ use rdkafka::producer::FutureProducer;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use waterline_core::{
-    BarrierId, CommitDecision, CommitStats, LagReport, OffsetTracker, PolicyEvent, TopicPartition,
+    BarrierId, CommitDecision, CommitPlan, CommitStats, LagReport, OffsetTracker, PolicyEvent,
+    TopicPartition,
 };
 
 use crate::config::{ConsumerConfig, Exhausted};
@@ -97,6 +98,7 @@ impl Consumer {
             kafka_timeout: config.kafka_timeout,
             failure: config.failure.clone(),
             listener: config.listener.clone(),
+            final_commit: config.final_commit,
             policy: config.policy,
             redeliver: tx,
             handle,
@@ -485,7 +487,9 @@ impl Consumer {
         self.stop_commit_thread();
         let (shared, kafka) = (Arc::clone(&self.shared), Arc::clone(&self.kafka));
         let final_commit_ok = tokio::task::spawn_blocking(move || {
-            let ok = if shared.is_transactional() {
+            let ok = if !shared.final_commit {
+                true
+            } else if shared.is_transactional() {
                 final_transactional_commit(&shared, kafka.as_ref())
             } else {
                 shared.commit_all(kafka.as_ref())
@@ -542,37 +546,56 @@ fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> b
     shared.commit_plan(kafka, &plan)
 }
 
+/// Evaluates the commit policy every `tick`; once `stop` is set, evaluates it one last time (so
+/// a barrier completed just before shutdown is still committed) and returns.
 fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, tick: Duration) {
-    while !stop.load(Ordering::Acquire) {
+    loop {
         std::thread::park_timeout(tick);
-        if stop.load(Ordering::Acquire) || shared.is_transactional() {
-            continue;
+        let last = stop.load(Ordering::Acquire);
+        if !shared.is_transactional() {
+            commit_tick(shared, kafka);
         }
-        let now = now_ms();
-        let acks = shared.acks.swap(0, Ordering::Relaxed);
-        let decision = {
-            let mut p = shared.policy.lock();
-            if acks > 0 {
-                p.observe(&PolicyEvent::Acked {
-                    count: acks,
-                    now_ms: now,
-                });
-            }
-            p.on_event(&PolicyEvent::Tick { now_ms: now })
-        };
-        let retry = shared.retry_commit.swap(false, Ordering::AcqRel);
-        match decision {
-            CommitDecision::CommitSnapshot { plan, .. } => {
-                let _g = shared.commit_lock.lock();
-                let plan = shared.current_only(plan);
-                shared.tracker.commit_started(&plan);
-                shared.commit_plan(kafka, &plan);
-            }
-            CommitDecision::CommitCurrent => commit_current(shared, kafka, now),
-            CommitDecision::Nothing if retry => commit_current(shared, kafka, now),
-            CommitDecision::Nothing => {}
+        if last {
+            return;
         }
     }
+}
+
+fn commit_tick(shared: &Shared, kafka: &StreamConsumer<Ctx>) {
+    let now = now_ms();
+    let acks = shared.acks.swap(0, Ordering::Relaxed);
+    let decision = {
+        let mut p = shared.policy.lock();
+        if acks > 0 {
+            p.observe(&PolicyEvent::Acked {
+                count: acks,
+                now_ms: now,
+            });
+        }
+        p.on_event(&PolicyEvent::Tick { now_ms: now })
+    };
+    match decision {
+        CommitDecision::CommitSnapshot { plan, .. } => commit_snapshot(shared, kafka, plan),
+        CommitDecision::CommitCurrent => commit_current(shared, kafka, now),
+        CommitDecision::Nothing => {
+            // A failed commit is retried: with the current positions when acks mean done,
+            // else with the very plan that failed (e.g. a checkpoint snapshot).
+            if let Some(failed) = shared.failed_plan.lock().take() {
+                if shared.final_commit {
+                    commit_current(shared, kafka, now);
+                } else {
+                    commit_snapshot(shared, kafka, failed);
+                }
+            }
+        }
+    }
+}
+
+fn commit_snapshot(shared: &Shared, kafka: &StreamConsumer<Ctx>, plan: CommitPlan) {
+    let _g = shared.commit_lock.lock();
+    let plan = shared.current_only(plan);
+    shared.tracker.commit_started(&plan);
+    shared.commit_plan(kafka, &plan);
 }
 
 fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {

@@ -15,7 +15,8 @@ pub enum ConsumerEvent {
         /// Each partition with its start offset.
         positions: Vec<(TopicPartition, i64)>,
     },
-    /// Partitions were revoked; their final positions were committed first (when `committed`).
+    /// Partitions were revoked; their final positions were committed first (when `committed`;
+    /// never with `final_commit(false)`).
     Revoked {
         /// The partitions.
         partitions: Vec<TopicPartition>,

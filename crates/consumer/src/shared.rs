@@ -93,12 +93,14 @@ pub(crate) struct Shared {
     pub kafka_timeout: Duration,
     pub failure: FailurePolicy,
     pub listener: Option<EventListener>,
+    /// Commit current positions on revoke and shutdown.
+    pub final_commit: bool,
     pub counters: Counters,
     pub policy: Mutex<Box<dyn CommitPolicy>>,
     /// Acks since the commit thread last fed the policy.
     pub acks: AtomicU64,
-    /// A commit failed: commit again at the next tick whatever the policy says.
-    pub retry_commit: AtomicBool,
+    /// The last commit that failed, to retry at the next tick whatever the policy says.
+    pub failed_plan: Mutex<Option<CommitPlan>>,
     pub commit_lock: Mutex<()>,
     next_generation: AtomicI32,
     pub redeliver: mpsc::UnboundedSender<Redelivery>,
@@ -132,6 +134,7 @@ pub(crate) struct SharedParts {
     pub kafka_timeout: Duration,
     pub failure: FailurePolicy,
     pub listener: Option<EventListener>,
+    pub final_commit: bool,
     pub policy: Box<dyn CommitPolicy>,
     pub redeliver: mpsc::UnboundedSender<Redelivery>,
     pub handle: Handle,
@@ -151,10 +154,11 @@ impl Shared {
             kafka_timeout: p.kafka_timeout,
             failure: p.failure,
             listener: p.listener,
+            final_commit: p.final_commit,
             counters: Counters::new(),
             policy: Mutex::new(p.policy),
             acks: AtomicU64::new(0),
-            retry_commit: AtomicBool::new(false),
+            failed_plan: Mutex::new(None),
             commit_lock: Mutex::new(()),
             next_generation: AtomicI32::new(0),
             redeliver: p.redeliver,
@@ -423,10 +427,14 @@ impl Shared {
             .commit_finished(plan, ok, now_ms(), micros / 1000);
         self.counters.commit(ok, micros);
         match result {
-            Ok(()) => self.emit(ConsumerEvent::Committed { offsets }),
+            Ok(()) => {
+                // Anything that failed before is superseded by this newer commit.
+                *self.failed_plan.lock() = None;
+                self.emit(ConsumerEvent::Committed { offsets })
+            }
             Err(error) => {
                 tracing::warn!(%error, "offset commit failed; will retry");
-                self.retry_commit.store(true, Ordering::Release);
+                *self.failed_plan.lock() = Some(plan.clone());
                 self.emit(ConsumerEvent::CommitFailed { error });
             }
         }
@@ -623,8 +631,12 @@ impl Shared {
                     .iter()
                     .any(|(tp, p)| *tp == e.tp && p.generation == e.generation)
             });
-            self.tracker.commit_started(&plan);
-            let ok = self.commit_plan(consumer, &plan);
+            let ok = if self.final_commit {
+                self.tracker.commit_started(&plan);
+                self.commit_plan(consumer, &plan)
+            } else {
+                false
+            };
             let mut map = self.parts.write();
             for (tp, _) in &parts {
                 self.tracker.revoke(tp);
