@@ -2,7 +2,10 @@
 
 mod serve;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs};
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
 /// and move consumer group offsets safely.
@@ -17,18 +20,41 @@ struct Cli {
 enum Command {
     /// Run a single-node broker that speaks the Kafka wire protocol.
     Serve(serve::ServeArgs),
+    /// List, describe and delete consumer groups (kafka-consumer-groups parity, with time lag).
+    Groups(GroupsArgs),
+    /// Reset, export, import and delete a group's committed offsets, with backups and plans.
+    Offsets(OffsetsArgs),
+    /// Lag in records and time per group and partition, with a health status.
+    Lag(LagArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match cli.command {
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("waterline: error: {err:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Groups(args) => tool(waterline_admin::cli::run_groups(args)),
+        Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
+        Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
+    }
+}
+
+/// Runs one operator command on a small single-threaded runtime: these commands make a handful
+/// of requests and exit, so start-up cost matters more than parallelism.
+fn tool(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
         Err(err) => {
-            eprintln!("waterline: error: {err:#}");
-            std::process::ExitCode::from(1)
+            eprintln!("waterline: error: starting the async runtime: {err}");
+            ExitCode::from(1)
         }
     }
 }
