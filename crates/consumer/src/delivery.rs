@@ -299,3 +299,50 @@ impl Delivery {
         ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(payload: Option<&[u8]>) -> Record {
+        Record {
+            tp: TopicPartition::new("t", 1),
+            offset: 7,
+            key: Some(b"k".to_vec()),
+            payload: payload.map(<[u8]>::to_vec),
+            timestamp_ms: Some(5),
+            headers: vec![("a".into(), Some(b"1".to_vec())), ("n".into(), None)],
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Order {
+        id: u32,
+    }
+
+    #[test]
+    fn json_payloads() {
+        assert_eq!(
+            rec(Some(br#"{"id":3}"#)).json::<Order>().unwrap(),
+            Order { id: 3 }
+        );
+        let err = rec(Some(b"nope")).json::<Order>().unwrap_err();
+        assert!(
+            matches!(err, ConsumerError::Deserialize { offset: 7, .. }),
+            "{err}"
+        );
+        let err = rec(None).json::<Order>().unwrap_err();
+        assert!(matches!(err, ConsumerError::NoPayload { offset: 7, .. }));
+    }
+
+    #[test]
+    fn headers_text_and_size() {
+        let r = rec(Some(b"hello"));
+        assert_eq!(r.header("a"), Some(&b"1"[..]));
+        assert_eq!(r.header("n"), None);
+        assert_eq!(r.header("zz"), None);
+        assert_eq!(r.payload_str(), Some("hello"));
+        assert_eq!(rec(Some(&[0xff])).payload_str(), None);
+        assert_eq!(r.size(), 6);
+    }
+}

@@ -769,3 +769,152 @@ impl ConsumerContext for Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use waterline_core::{Interval, ResetStrategy, TrackerConfig};
+
+    use super::*;
+
+    fn shared(failure: FailurePolicy) -> (Arc<Shared>, mpsc::UnboundedReceiver<Redelivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Shared::new(SharedParts {
+            group: "g".into(),
+            tracker: OffsetTracker::new(TrackerConfig::default()).unwrap(),
+            storage: OffsetStorage::Kafka,
+            reset: ResetPolicy::single(ResetStrategy::Earliest).unwrap(),
+            max_in_flight: 100,
+            drain_timeout: Duration::from_millis(10),
+            kafka_timeout: Duration::from_secs(1),
+            failure,
+            listener: None,
+            final_commit: true,
+            policy: Box::new(Interval::new(1000).unwrap()),
+            redeliver: tx,
+            handle: Handle::current(),
+            dlq: None,
+        });
+        (Arc::new(s), rx)
+    }
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
+
+    /// What `assign` does for one partition, without a Kafka client.
+    fn assign_local(s: &Shared, generation: Generation, start: i64) {
+        s.tracker.assign_at(tp(), generation, start).unwrap();
+        s.parts
+            .write()
+            .insert(tp(), Arc::new(PartState::new(generation)));
+    }
+
+    fn record(offset: i64) -> Record {
+        Record {
+            tp: tp(),
+            offset,
+            key: None,
+            payload: Some(b"x".to_vec()),
+            timestamp_ms: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_for_other_generations_are_stale_and_counted() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        assign_local(&s, 1, 0);
+        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.tracker.hand_out(&tp(), 1, 0).unwrap();
+        assert!(s.ack(&tp(), 1, 1));
+        assert!(!s.ack(&tp(), 0, 2), "wrong generation");
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+        assert_eq!(s.tracker.commit_point(&tp()), Some(0));
+        // After re-assignment under generation 2, the old generation's ack is dropped.
+        assign_local(&s, 2, 0);
+        assert!(!s.ack(&tp(), 0, 1));
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn offsets_if_acked_leaves_the_tracker_alone() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        assign_local(&s, 1, 10);
+        for o in 10..13 {
+            s.tracker.hand_out(&tp(), o, 0).unwrap();
+        }
+        assert!(s.ack(&tp(), 11, 1));
+        let o = s.offsets_if_acked(&tp(), 10, 1).unwrap();
+        assert_eq!(o.offset(), Some(12));
+        assert_eq!(s.tracker.commit_point(&tp()), Some(10), "unchanged");
+        let o = s.offsets_if_acked(&tp(), 12, 1).unwrap();
+        assert_eq!(o.offset(), Some(10));
+        assert!(o.metadata.starts_with("wl1:"), "acked set in metadata");
+        assert!(
+            s.offsets_if_acked(&tp(), 10, 2).is_none(),
+            "other generation"
+        );
+        s.part(&tp())
+            .unwrap()
+            .revoking
+            .store(true, Ordering::Release);
+        assert!(s.offsets_if_acked(&tp(), 10, 1).is_none(), "revoking");
+    }
+
+    #[tokio::test]
+    async fn commit_plans_drop_revoked_and_reassigned_partitions() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        assign_local(&s, 1, 0);
+        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.ack(&tp(), 0, 1);
+        let plan = s.tracker.snapshot(0);
+        assert_eq!(s.current_only(plan.clone()).entries.len(), 1);
+        s.part(&tp())
+            .unwrap()
+            .revoking
+            .store(true, Ordering::Release);
+        assert!(s.current_only(plan.clone()).is_empty());
+        assign_local(&s, 2, 0);
+        assert!(s.current_only(plan).is_empty(), "plan of generation 1");
+    }
+
+    #[tokio::test]
+    async fn nack_retries_then_holds() {
+        let failure = FailurePolicy {
+            max_attempts: 2,
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            exhausted: Exhausted::Hold,
+        };
+        let (s, mut rx) = shared(failure);
+        assign_local(&s, 1, 0);
+        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        Shared::nack(&s, record(0), 1, 1, "boom".into());
+        let r = rx.recv().await.unwrap();
+        assert_eq!((r.record.offset, r.attempt, r.generation), (0, 2, 1));
+        assert!(!s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        Shared::nack(&s, r.record, 1, 2, "boom".into());
+        let r = rx.recv().await.unwrap();
+        assert_eq!(r.attempt, 3, "held records keep being redelivered");
+        assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        // Success releases the hold.
+        assert!(s.ack(&tp(), 0, 1));
+        assert!(!s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        assert_eq!(s.counters.failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn nack_after_revoke_is_not_retried() {
+        let (s, mut rx) = shared(FailurePolicy::default());
+        assign_local(&s, 1, 0);
+        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.part(&tp())
+            .unwrap()
+            .revoking
+            .store(true, Ordering::Release);
+        Shared::nack(&s, record(0), 1, 1, "late".into());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(rx.try_recv().is_err());
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+    }
+}
