@@ -698,3 +698,69 @@ async fn shutdown_answers_parked_joins() {
         .await
         .expect("shutdown hung on a parked JoinGroup");
 }
+
+#[tokio::test]
+async fn a_silent_member_is_evicted_after_its_session_timeout() {
+    let b = GroupBroker::start(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        min_session_timeout_ms: 100,
+        ..GroupConfig::default()
+    })
+    .await;
+    let short = |member: &str| {
+        let mut r = join_request("g", member);
+        r.session_timeout_ms = 400;
+        r
+    };
+    // A alone, stable in generation 1.
+    let mut a = b.client().await;
+    let first: JoinGroupResponse = a.call(ApiKey::JoinGroup, JOIN_V, &short("")).await;
+    let member_a = first.member_id.to_string();
+    let joined: JoinGroupResponse = a.call(ApiKey::JoinGroup, JOIN_V, &short(&member_a)).await;
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(sync(&mut a, "g", 1, &member_a, &[]).await.error_code, 0);
+
+    // B joins (parked); A rejoins when told to; both get generation 2.
+    let mut bc = b.client().await;
+    let first: JoinGroupResponse = bc.call(ApiKey::JoinGroup, JOIN_V, &short("")).await;
+    let member_b = first.member_id.to_string();
+    bc.send(ApiKey::JoinGroup, JOIN_V, &short(&member_b)).await;
+    while heartbeat(&mut a, "g", 1, &member_a).await != code(ResponseError::RebalanceInProgress) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let joined: JoinGroupResponse = a.call(ApiKey::JoinGroup, JOIN_V, &short(&member_a)).await;
+    let (_, joined_b): (i32, JoinGroupResponse) = bc.recv(ApiKey::JoinGroup, JOIN_V).await;
+    assert_eq!((joined.generation_id, joined_b.generation_id), (2, 2));
+    let leader = joined.leader.to_string();
+    // Leader syncs first; the follower's sync then completes at once.
+    let (lc, fc, follower) = if leader == member_a {
+        (&mut a, &mut bc, member_b.clone())
+    } else {
+        (&mut bc, &mut a, member_a.clone())
+    };
+    assert_eq!(sync(lc, "g", 2, &leader, &[]).await.error_code, 0);
+    assert_eq!(sync(fc, "g", 2, &follower, &[]).await.error_code, 0);
+
+    // B goes silent; A keeps heartbeating until the broker's timer evicts B and A is told to
+    // rejoin; A then forms generation 3 alone.
+    let mut rebalanced = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if heartbeat(&mut a, "g", 2, &member_a).await == code(ResponseError::RebalanceInProgress) {
+            rebalanced = true;
+            break;
+        }
+    }
+    assert!(rebalanced, "the silent member was never evicted");
+    let joined: JoinGroupResponse = a.call(ApiKey::JoinGroup, JOIN_V, &short(&member_a)).await;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.generation_id, 3);
+    assert_eq!(joined.leader.as_str(), member_a);
+    assert_eq!(joined.members.len(), 1);
+    // B's old membership is gone.
+    assert_eq!(
+        heartbeat(&mut bc, "g", 2, &member_b).await,
+        code(ResponseError::UnknownMemberId)
+    );
+    b.stop().await;
+}
