@@ -288,3 +288,32 @@ def test_standalone_assign_commit_with_generation_minus_one(gbroker, topic):
         assert tp.offset == 10
     finally:
         c.close()
+
+
+def test_static_member_rejoins_with_its_old_partitions(gbroker, topic):
+    create_topic(gbroker.bootstrap, topic)
+    group = "static-" + uuid.uuid4().hex[:8]
+
+    def static_member(instance):
+        m = Member(gbroker.bootstrap, group, topic)
+        m.config["group.instance.id"] = instance
+        m.start()
+        return m
+
+    a, b = static_member("inst-a"), static_member("inst-b")
+    try:
+        wait_for(lambda: balanced([a, b], 3), "two static members with three partitions each")
+        b_parts = b.assigned
+        # A static member leaving on close does not send LeaveGroup; restarting it with the
+        # same group.instance.id within the session timeout takes its membership over.
+        b.call("close")
+        b = static_member("inst-b")
+        wait_for(lambda: b.assigned == b_parts, "the restarted static member's old partitions")
+        assert len(a.assigned) == 3 and a.assigned.isdisjoint(b.assigned)
+        produce(gbroker.bootstrap, topic, 60)
+        wait_for(lambda: a.count() + b.count() == 60, "60 records consumed")
+        assert {p for p, _, _ in b.records} <= b_parts
+    finally:
+        for m in (a, b):
+            if m.is_alive():
+                m.call("close")
