@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Waterline test on a fresh Debian machine with the Rust toolchain.
 # Installs what the tests need first (idempotent; skips what is already there):
-#   - Debian packages: kcat (real-client tests), PostgreSQL (store tests), build tools for librdkafka
+#   - Debian packages: kcat (real-client tests), PostgreSQL server binaries (the store and
+#     exactly-once tests start their own throwaway clusters), build tools for librdkafka
 #   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs) and pytest
 # Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
 # rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
@@ -21,6 +22,10 @@ command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v perl >/dev/null 2>&1 || need_pkgs+=(perl)
 [ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
+# The PostgreSQL store and exactly-once tests start throwaway clusters with initdb/pg_ctl.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_pkgs+=(postgresql)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
