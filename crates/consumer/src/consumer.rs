@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
@@ -27,6 +28,16 @@ use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
 /// Records buffered locally per partition before the partition is paused in the client.
 const PAUSE_AT: usize = 512;
 
+/// What admission decided for one record.
+enum Step {
+    /// Handed out: deliver it.
+    Go,
+    /// Already done (or a duplicate): drop it.
+    Skip,
+    /// Not now (in-flight window, encoding budget, or hold): keep it buffered.
+    Wait,
+}
+
 /// What [`Consumer::shutdown`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -46,9 +57,6 @@ pub struct Consumer {
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Redelivery>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stop_committer: Arc<AtomicBool>,
-    /// Per partition, the next offset to accept from the fetcher; drops refetched duplicates
-    /// (the client may refetch after a pause).
-    next_fetch: Mutex<HashMap<TopicPartition, (i32, Arc<AtomicI64>)>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -141,7 +149,6 @@ impl Consumer {
             rx: tokio::sync::Mutex::new(rx),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
-            next_fetch: Mutex::new(HashMap::new()),
         })
     }
 
@@ -167,6 +174,24 @@ impl Consumer {
             }
             if let Some(d) = self.next_buffered() {
                 return Ok(d);
+            }
+            // Fast path: a record is usually ready; skip setting up the wait below.
+            if let Some(m) = self.kafka.recv().now_or_never() {
+                match m {
+                    Ok(m) => {
+                        let record = Record::from_message(&m);
+                        drop(m);
+                        if let Some(d) = self.offer(record) {
+                            return Ok(d);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka client error");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
             }
             tokio::select! {
                 biased;
@@ -207,81 +232,90 @@ impl Consumer {
             r.generation,
             r.attempt,
             Arc::clone(&self.shared),
+            None,
         ))
     }
 
-    fn admissible(&self, tp: &TopicPartition, p: &PartState, offset: i64) -> bool {
-        !p.held.load(Ordering::Acquire)
-            && self
-                .shared
-                .tracker
-                .with_partition(tp, |t| {
-                    t.in_flight() < self.shared.max_in_flight && t.admit(offset)
-                })
-                .unwrap_or(false)
-    }
-
-    fn hand_out(&self, record: Record) -> Option<Delivery> {
-        let now = now_ms();
-        match self.shared.tracker.hand_out(&record.tp, record.offset, now) {
-            Ok(generation) => {
-                self.shared.counters.consumed(record.size());
-                Some(Delivery::new(
-                    record,
-                    generation,
-                    1,
-                    Arc::clone(&self.shared),
-                ))
-            }
-            Err(e) => {
-                tracing::warn!(tp = %record.tp, offset = record.offset, error = %e, "hand-out refused");
-                None
-            }
+    /// Admission and hand-out in one tracker call.
+    fn try_hand_out(&self, tp: &TopicPartition, p: &PartState, offset: i64) -> Step {
+        if p.held.load(Ordering::Acquire) {
+            return Step::Wait;
         }
+        let now = self.shared.coarse_now();
+        let max = self.shared.max_in_flight;
+        self.shared
+            .tracker
+            .with_partition(tp, |t| {
+                if !t.should_process(offset) {
+                    Step::Skip
+                } else if t.in_flight() >= max || !t.admit(offset) {
+                    Step::Wait
+                } else {
+                    match t.hand_out(offset, now) {
+                        Ok(()) => Step::Go,
+                        Err(e) => {
+                            // Only an offset at or below an earlier hand-out: a duplicate.
+                            tracing::warn!(%tp, offset, error = %e, "hand-out refused");
+                            Step::Skip
+                        }
+                    }
+                }
+            })
+            .unwrap_or(Step::Skip)
     }
 
-    /// A fetched record: hand it out, or buffer it and pause its partition.
+    fn delivery(&self, record: Record, p: &Arc<PartState>) -> Delivery {
+        self.shared.counters.consumed(record.size());
+        Delivery::new(
+            record,
+            p.generation,
+            1,
+            Arc::clone(&self.shared),
+            Some(Arc::clone(p)),
+        )
+    }
+
+    fn skipped(&self) {
+        self.shared.counters.bump(
+            &self.shared.counters.skipped_done,
+            "waterline_consumer_skipped_done_total",
+        );
+    }
+
+    /// A fetched record: hand it out, or buffer it (pausing the partition when the buffer is
+    /// large or the partition is held).
     fn offer(&self, record: Record) -> Option<Delivery> {
-        let tp = record.tp.clone();
-        let p = self.shared.part(&tp)?;
-        if p.revoking.load(Ordering::Acquire) {
-            return None;
-        }
+        let p = self.shared.part(&record.tp)?;
+        if p.revoking.load(Ordering::Acquire)
+            || record.offset < p.next_fetch.load(Ordering::Relaxed)
         {
-            let mut nf = self.next_fetch.lock();
-            let entry = nf
-                .entry(tp.clone())
-                .or_insert_with(|| (p.generation, Arc::new(AtomicI64::new(i64::MIN))));
-            if entry.0 != p.generation {
-                *entry = (p.generation, Arc::new(AtomicI64::new(i64::MIN)));
-            }
-            if record.offset < entry.1.load(Ordering::Relaxed) {
-                return None;
-            }
-            entry.1.store(record.offset + 1, Ordering::Relaxed);
-        }
-        if !self.shared.tracker.should_process(&tp, record.offset) {
-            self.shared.counters.bump(
-                &self.shared.counters.skipped_done,
-                "waterline_consumer_skipped_done_total",
-            );
             return None;
         }
+        p.next_fetch.store(record.offset + 1, Ordering::Relaxed);
+        // Buffer manipulation happens only inside `recv` (the rebalance callback included),
+        // which one task runs at a time: `waiting` cannot change under us here.
+        if p.waiting.load(Ordering::Acquire) == 0 {
+            match self.try_hand_out(&record.tp, &p, record.offset) {
+                Step::Go => return Some(self.delivery(record, &p)),
+                Step::Skip => {
+                    self.skipped();
+                    return None;
+                }
+                Step::Wait => {}
+            }
+        }
+        let tp = record.tp.clone();
         let mut buf = p.buffer.lock();
-        if !buf.is_empty() || !self.admissible(&tp, &p, record.offset) {
-            buf.push_back(record);
-            let len = buf.len();
-            p.waiting.store(len, Ordering::Release);
-            drop(buf);
-            // Pausing makes the client drop and later refetch its prefetched records, so only
-            // pause once the local buffer is large (or the partition is held).
-            if len >= PAUSE_AT || p.held.load(Ordering::Acquire) {
-                self.pause(&tp, &p);
-            }
-            return None;
-        }
+        buf.push_back(record);
+        let len = buf.len();
+        p.waiting.store(len, Ordering::Release);
         drop(buf);
-        self.hand_out(record)
+        // Pausing makes the client drop and later refetch its prefetched records, so only
+        // pause once the local buffer is large (or the partition is held).
+        if len >= PAUSE_AT || p.held.load(Ordering::Acquire) {
+            self.pause(&tp, &p);
+        }
+        None
     }
 
     fn next_buffered(&self) -> Option<Delivery> {
@@ -301,21 +335,23 @@ impl Consumer {
             }
             let mut buf = p.buffer.lock();
             while let Some(front) = buf.front() {
-                if !self.shared.tracker.should_process(&tp, front.offset) {
-                    buf.pop_front();
-                    continue;
+                match self.try_hand_out(&tp, &p, front.offset) {
+                    Step::Wait => break,
+                    Step::Skip => {
+                        buf.pop_front();
+                        self.skipped();
+                    }
+                    Step::Go => {
+                        let record = buf.pop_front()?;
+                        let len = buf.len();
+                        p.waiting.store(len, Ordering::Release);
+                        drop(buf);
+                        if len <= PAUSE_AT / 2 {
+                            self.resume(&tp, &p);
+                        }
+                        return Some(self.delivery(record, &p));
+                    }
                 }
-                if !self.admissible(&tp, &p, front.offset) {
-                    break;
-                }
-                let Some(record) = buf.pop_front() else { break };
-                let len = buf.len();
-                p.waiting.store(len, Ordering::Release);
-                drop(buf);
-                if len <= PAUSE_AT / 2 {
-                    self.resume(&tp, &p);
-                }
-                return self.hand_out(record);
             }
             let len = buf.len();
             p.waiting.store(len, Ordering::Release);
@@ -551,6 +587,7 @@ fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> b
 fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, tick: Duration) {
     loop {
         std::thread::park_timeout(tick);
+        shared.tick_clock();
         let last = stop.load(Ordering::Acquire);
         if !shared.is_transactional() {
             commit_tick(shared, kafka);

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use waterline_core::{Generation, OffsetAndMetadata, TopicPartition};
 
 use crate::error::ConsumerError;
-use crate::shared::Shared;
+use crate::shared::{PartState, Shared};
 
 /// A consumed record, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,8 @@ pub struct Delivery {
     generation: Generation,
     attempt: u32,
     shared: Arc<Shared>,
+    /// The partition's state at hand-out (saves a lookup per ack).
+    part: Option<Arc<PartState>>,
     done: bool,
 }
 
@@ -99,12 +101,14 @@ impl Delivery {
         generation: Generation,
         attempt: u32,
         shared: Arc<Shared>,
+        part: Option<Arc<PartState>>,
     ) -> Self {
         Self {
             record,
             generation,
             attempt,
             shared,
+            part,
             done: false,
         }
     }
@@ -129,8 +133,12 @@ impl Delivery {
     /// the partition's new owner.
     pub fn ack(mut self) -> bool {
         self.done = true;
-        self.shared
-            .ack(&self.record.tp, self.record.offset, self.generation)
+        self.shared.ack(
+            &self.record.tp,
+            self.record.offset,
+            self.generation,
+            self.part.as_ref(),
+        )
     }
 
     /// Reports a failed attempt; the [`FailurePolicy`](crate::FailurePolicy) decides what
@@ -175,6 +183,7 @@ impl Delivery {
                 self.generation,
                 self.attempt,
                 Arc::clone(&self.shared),
+                self.part.take(),
             )),
             offsets: vec![(tp, offsets)],
             _guard: guard,
@@ -284,9 +293,12 @@ impl Delivery {
     /// commit with the tracker so later commits know where the store stands.
     fn ack_committed(mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> bool {
         self.done = true;
-        let ok = self
-            .shared
-            .ack(&self.record.tp, self.record.offset, self.generation);
+        let ok = self.shared.ack(
+            &self.record.tp,
+            self.record.offset,
+            self.generation,
+            self.part.as_ref(),
+        );
         if ok {
             for (tp, o) in offsets {
                 if let Some(off) = o.offset() {

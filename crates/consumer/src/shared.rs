@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -57,6 +57,8 @@ pub(crate) struct PartState {
     pub buffer: Mutex<VecDeque<Record>>,
     /// Serializes exactly-once steps; revocation takes it.
     pub txn: Arc<tokio::sync::Mutex<()>>,
+    /// The next offset to accept from the fetcher: drops records refetched after a pause.
+    pub next_fetch: AtomicI64,
 }
 
 impl PartState {
@@ -69,6 +71,7 @@ impl PartState {
             waiting: AtomicUsize::new(0),
             buffer: Mutex::new(VecDeque::new()),
             txn: Arc::new(tokio::sync::Mutex::new(())),
+            next_fetch: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -112,6 +115,9 @@ pub(crate) struct Shared {
     pub fatal: Mutex<Option<ConsumerError>>,
     pub high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
     pub dlq: Option<(FutureProducer, String)>,
+    /// Wall clock in ms, refreshed by the commit thread every tick: hand-outs read it instead
+    /// of the system clock (it only feeds in-flight ages).
+    clock_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -168,7 +174,18 @@ impl Shared {
             fatal: Mutex::new(None),
             high_watermarks: Mutex::new(HashMap::new()),
             dlq: p.dlq,
+            clock_ms: AtomicI64::new(now_ms()),
         }
+    }
+
+    /// The coarse clock (see `clock_ms`).
+    pub fn coarse_now(&self) -> i64 {
+        self.clock_ms.load(Ordering::Relaxed)
+    }
+
+    /// Refreshes the coarse clock.
+    pub fn tick_clock(&self) {
+        self.clock_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     pub fn emit(&self, e: ConsumerEvent) {
@@ -193,8 +210,15 @@ impl Shared {
 
     // ---- acknowledgements -------------------------------------------------------------------
 
-    /// Applies an ack; false if it was stale.
-    pub fn ack(&self, tp: &TopicPartition, offset: i64, generation: Generation) -> bool {
+    /// Applies an ack; false if it was stale. `part` is the partition's state at hand-out, if
+    /// the caller has it (saves a lookup).
+    pub fn ack(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        generation: Generation,
+        part: Option<&Arc<PartState>>,
+    ) -> bool {
         match self.tracker.ack(tp, offset, generation) {
             Ok(AckOutcome::Stale) => {
                 self.counters.bump(
@@ -205,7 +229,15 @@ impl Shared {
             }
             Ok(outcome) => {
                 self.acks.fetch_add(1, Ordering::Relaxed);
-                if let Some(p) = self.part(tp) {
+                let found;
+                let part = match part {
+                    Some(p) => Some(p),
+                    None => {
+                        found = self.part(tp);
+                        found.as_ref()
+                    }
+                };
+                if let Some(p) = part.filter(|p| p.generation == generation) {
                     let advanced = matches!(outcome, AckOutcome::Advanced { .. });
                     if p.held.load(Ordering::Acquire) && advanced {
                         p.held.store(false, Ordering::Release);
@@ -337,7 +369,7 @@ impl Shared {
                             &shared.counters.dead_lettered,
                             "waterline_consumer_dead_lettered_total",
                         );
-                        shared.ack(&record.tp, record.offset, generation);
+                        shared.ack(&record.tp, record.offset, generation, None);
                         return;
                     }
                     Err((e, _)) => {
@@ -826,13 +858,13 @@ mod tests {
         assign_local(&s, 1, 0);
         s.tracker.hand_out(&tp(), 0, 0).unwrap();
         s.tracker.hand_out(&tp(), 1, 0).unwrap();
-        assert!(s.ack(&tp(), 1, 1));
-        assert!(!s.ack(&tp(), 0, 2), "wrong generation");
+        assert!(s.ack(&tp(), 1, 1, None));
+        assert!(!s.ack(&tp(), 0, 2, None), "wrong generation");
         assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
         assert_eq!(s.tracker.commit_point(&tp()), Some(0));
         // After re-assignment under generation 2, the old generation's ack is dropped.
         assign_local(&s, 2, 0);
-        assert!(!s.ack(&tp(), 0, 1));
+        assert!(!s.ack(&tp(), 0, 1, None));
         assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 2);
     }
 
@@ -843,7 +875,7 @@ mod tests {
         for o in 10..13 {
             s.tracker.hand_out(&tp(), o, 0).unwrap();
         }
-        assert!(s.ack(&tp(), 11, 1));
+        assert!(s.ack(&tp(), 11, 1, None));
         let o = s.offsets_if_acked(&tp(), 10, 1).unwrap();
         assert_eq!(o.offset(), Some(12));
         assert_eq!(s.tracker.commit_point(&tp()), Some(10), "unchanged");
@@ -866,7 +898,7 @@ mod tests {
         let (s, _rx) = shared(FailurePolicy::default());
         assign_local(&s, 1, 0);
         s.tracker.hand_out(&tp(), 0, 0).unwrap();
-        s.ack(&tp(), 0, 1);
+        s.ack(&tp(), 0, 1, None);
         let plan = s.tracker.snapshot(0);
         assert_eq!(s.current_only(plan.clone()).entries.len(), 1);
         s.part(&tp())
@@ -898,7 +930,7 @@ mod tests {
         assert_eq!(r.attempt, 3, "held records keep being redelivered");
         assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
         // Success releases the hold.
-        assert!(s.ack(&tp(), 0, 1));
+        assert!(s.ack(&tp(), 0, 1, None));
         assert!(!s.part(&tp()).unwrap().held.load(Ordering::Acquire));
         assert_eq!(s.counters.failures.load(Ordering::Relaxed), 2);
     }
