@@ -155,6 +155,26 @@ struct Core {
     armed_ms: u64,
     /// Set on shutdown: the coordinator has answered everything and forgotten all groups.
     closed: bool,
+    /// Groups whose offsets are being deleted (deleted or expired, store deletion in flight),
+    /// with a count of deletions in flight. Commits to them are refused (retriably) until the
+    /// deletion is durable: otherwise a commit acknowledged after the coordinator forgot the
+    /// group could be erased by the deletion that follows.
+    deleting: HashMap<String, usize>,
+}
+
+impl Core {
+    fn start_deleting(&mut self, group: &str) {
+        *self.deleting.entry(group.to_owned()).or_default() += 1;
+    }
+
+    fn finish_deleting(&mut self, group: &str) {
+        if let Some(n) = self.deleting.get_mut(group) {
+            *n -= 1;
+            if *n == 0 {
+                self.deleting.remove(group);
+            }
+        }
+    }
 }
 
 impl Core {
@@ -304,6 +324,7 @@ impl Groups {
                 waiters: HashMap::new(),
                 armed_ms: u64::MAX,
                 closed: false,
+                deleting: HashMap::new(),
             }),
             store: parking_lot::RwLock::new(Some(Arc::new(store))),
             wake: Notify::new(),
@@ -367,17 +388,28 @@ impl Groups {
         if core.closed {
             return Err(GroupError::NotCoordinator);
         }
+        if core.deleting.contains_key(&check.group_id) {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
         let now = self.shared.clock.now_ms();
         core.coordinator.validate_offset_commit(check, now)
     }
 
-    /// Stores offsets for `group`; returns once they are durable (shared fsync).
+    /// Stores offsets for `group`; returns once they are durable (shared fsync). Afterwards the
+    /// group is known to the coordinator even if a DeleteGroups made it forget the group while
+    /// the commit was in flight: stored offsets always belong to a listed group.
     pub async fn commit(
         &self,
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<(), StoreError> {
-        self.shared.store()?.commit(group, offsets).await
+        self.shared.store()?.commit(group, offsets).await?;
+        let now = self.shared.clock.now_ms();
+        let mut core = self.shared.core.lock();
+        if !core.closed {
+            core.coordinator.restore_group(group, now);
+        }
+        Ok(())
     }
 
     /// All committed offsets of `group`, sorted by topic then partition.
@@ -425,7 +457,13 @@ impl Groups {
                     .map(|g| (g.clone(), Err(GroupError::NotCoordinator.code())))
                     .collect();
             }
-            core.coordinator.delete_groups(group_ids)
+            let decided = core.coordinator.delete_groups(group_ids);
+            for (group, error) in &decided {
+                if error.is_none() {
+                    core.start_deleting(group);
+                }
+            }
+            decided
         };
         let mut results = Vec::with_capacity(decided.len());
         for (group, error) in decided {
@@ -433,20 +471,10 @@ impl Groups {
                 results.push((group, Err(e.code())));
                 continue;
             }
-            let outcome = match self.shared.store() {
-                Ok(store) => store.delete_group(&group).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
+            match delete_group_offsets(&self.shared, &group).await {
                 Ok(()) => results.push((group, Ok(()))),
                 Err(e) => {
                     tracing::error!(%group, error = %e, "deleting group offsets failed");
-                    let now = self.shared.clock.now_ms();
-                    self.shared
-                        .core
-                        .lock()
-                        .coordinator
-                        .restore_group(&group, now);
                     results.push((group, Err(store_error_code(&e))));
                 }
             }
@@ -492,6 +520,23 @@ fn shut_down(shared: &Shared) {
     core.deliver(&mut out);
     // Anything left has no coordinator state behind it any more.
     core.waiters.clear();
+}
+
+/// Deletes a group's offsets from the store for a group already marked with
+/// [`Core::start_deleting`], then unmarks it. On failure the group is registered again (it
+/// still has offsets), so it stays listed and a later expiry or DeleteGroups retries.
+async fn delete_group_offsets(shared: &Shared, group: &str) -> Result<(), StoreError> {
+    let outcome = match shared.store() {
+        Ok(store) => store.delete_group(group).await,
+        Err(e) => Err(e),
+    };
+    let now = shared.clock.now_ms();
+    let mut core = shared.core.lock();
+    core.finish_deleting(group);
+    if outcome.is_err() && !core.closed {
+        core.coordinator.restore_group(group, now);
+    }
+    outcome
 }
 
 /// Maps a store failure to the Kafka error code answered for the affected partitions or group.
@@ -563,23 +608,17 @@ async fn timer_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             let now = shared.clock.now_ms();
             let mut out = core.coordinator.tick(now);
             core.deliver(&mut out);
+            for group in &out.expired_groups {
+                core.start_deleting(group);
+            }
             std::mem::take(&mut out.expired_groups)
         };
         for group in expired {
-            let outcome = match shared.store() {
-                Ok(store) => store.delete_group(&group).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
+            match delete_group_offsets(&shared, &group).await {
                 Ok(()) => {
                     tracing::info!(%group, "offsets expired: group was empty past the retention")
                 }
-                Err(e) => {
-                    // Keep it known so a later expiry retries the deletion.
-                    tracing::error!(%group, error = %e, "deleting expired offsets failed");
-                    let now = shared.clock.now_ms();
-                    shared.core.lock().coordinator.restore_group(&group, now);
-                }
+                Err(e) => tracing::error!(%group, error = %e, "deleting expired offsets failed"),
             }
         }
     }
@@ -631,6 +670,48 @@ mod tests {
         ] {
             assert_ne!(store_error_code(&e), 0, "{e:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn commits_wait_while_a_group_deletion_is_in_flight() {
+        let (state, _dir) = test_util::state(0);
+        let check = OffsetCommitCheck {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            api_version: 8,
+        };
+        state.groups.shared.core.lock().start_deleting("g");
+        state.groups.shared.core.lock().start_deleting("g");
+        assert_eq!(
+            state.groups.validate_commit(&check),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
+        state.groups.shared.core.lock().finish_deleting("g");
+        assert!(
+            state.groups.validate_commit(&check).is_err(),
+            "one deletion still in flight"
+        );
+        state.groups.shared.core.lock().finish_deleting("g");
+        assert_eq!(state.groups.validate_commit(&check), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn stored_offsets_always_belong_to_a_listed_group() {
+        let (state, _dir) = test_util::state(0);
+        let tp = TopicPartition::new("t", 0);
+        // The coordinator never saw this group (as if DeleteGroups raced the commit).
+        assert!(state.groups.group("raced").is_none());
+        state
+            .groups
+            .commit("raced", &[(tp, OffsetAndMetadata::new(3, 0))])
+            .await
+            .unwrap();
+        assert_eq!(
+            state.groups.group("raced").map(|g| g.state),
+            Some(GroupState::Empty)
+        );
     }
 
     #[test]
