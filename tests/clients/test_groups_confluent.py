@@ -88,9 +88,9 @@ def wait_for(cond, what, timeout=30.0):
 class Member(threading.Thread):
     """One subscribe() consumer on its own thread; the test drives it with commands."""
 
-    def __init__(self, bootstrap, group, topic):
+    def __init__(self, bootstrap, group, topic, **extra):
         super().__init__(daemon=True)
-        self.config = consumer_config(bootstrap, group)
+        self.config = consumer_config(bootstrap, group, **extra)
         self.topic = topic
         self.records = []  # (partition, offset, value)
         self.assigned = frozenset()
@@ -153,10 +153,12 @@ def balanced(members, per_member):
             and sum(len(s) for s in sets) == PARTITIONS)
 
 
-def test_three_members_split_then_take_over(gbroker, topic):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_three_members_split_then_take_over(gbroker, topic, assignor):
     create_topic(gbroker.bootstrap, topic)
     group = "g-" + uuid.uuid4().hex[:8]
-    members = [Member(gbroker.bootstrap, group, topic) for _ in range(3)]
+    extra = {"partition.assignment.strategy": assignor}
+    members = [Member(gbroker.bootstrap, group, topic, **extra) for _ in range(3)]
     for m in members:
         m.start()
     try:
