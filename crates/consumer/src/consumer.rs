@@ -54,7 +54,10 @@ pub struct ShutdownReport {
 pub struct Consumer {
     shared: Arc<Shared>,
     kafka: Arc<StreamConsumer<Ctx>>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Redelivery>>,
+    /// Redeliveries; drained with `try_recv` (their sender wakes `recv` through `wake`).
+    rx: Mutex<mpsc::UnboundedReceiver<Redelivery>>,
+    /// One `recv` at a time: the buffers rely on it.
+    recv_lock: tokio::sync::Mutex<()>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stop_committer: Arc<AtomicBool>,
 }
@@ -146,7 +149,8 @@ impl Consumer {
         Ok(Self {
             shared,
             kafka,
-            rx: tokio::sync::Mutex::new(rx),
+            rx: Mutex::new(rx),
+            recv_lock: tokio::sync::Mutex::new(()),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
         })
@@ -158,16 +162,23 @@ impl Consumer {
     /// fatal (e.g. committed offsets could not be read), and after one every call fails with
     /// [`ConsumerError::ShutDown`].
     pub async fn recv(&self) -> Result<Delivery, ConsumerError> {
-        let mut rx = self.rx.lock().await;
+        let _one = match self.recv_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => self.recv_lock.lock().await,
+        };
         loop {
-            if let Some(e) = self.shared.fatal.lock().take() {
+            if self.shared.has_fatal.load(Ordering::Acquire)
+                && let Some(e) = self.shared.fatal.lock().take()
+            {
                 self.shared.stopping.store(true, Ordering::Release);
                 return Err(e);
             }
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ConsumerError::ShutDown);
             }
-            while let Ok(r) = rx.try_recv() {
+            loop {
+                let r = self.rx.lock().try_recv();
+                let Ok(r) = r else { break };
                 if let Some(d) = self.redeliver(r) {
                     return Ok(d);
                 }
@@ -195,11 +206,6 @@ impl Consumer {
             }
             tokio::select! {
                 biased;
-                r = rx.recv() => {
-                    if let Some(d) = r.and_then(|r| self.redeliver(r)) {
-                        return Ok(d);
-                    }
-                }
                 _ = self.shared.wake.notified() => {}
                 m = self.kafka.recv() => match m {
                     Ok(m) => {
@@ -305,6 +311,7 @@ impl Consumer {
             }
         }
         let tp = record.tp.clone();
+        self.shared.maybe_waiting.store(true, Ordering::Release);
         let mut buf = p.buffer.lock();
         buf.push_back(record);
         let len = buf.len();
@@ -319,6 +326,9 @@ impl Consumer {
     }
 
     fn next_buffered(&self) -> Option<Delivery> {
+        if !self.shared.maybe_waiting.load(Ordering::Acquire) {
+            return None;
+        }
         let waiting: Vec<(TopicPartition, Arc<PartState>)> = self
             .shared
             .parts
@@ -329,6 +339,10 @@ impl Consumer {
             })
             .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
             .collect();
+        if waiting.is_empty() {
+            // Set again (inside `recv` too) whenever a record is buffered or a partition paused.
+            self.shared.maybe_waiting.store(false, Ordering::Release);
+        }
         for (tp, p) in waiting {
             if p.revoking.load(Ordering::Acquire) {
                 continue;
@@ -588,6 +602,7 @@ fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, 
     loop {
         std::thread::park_timeout(tick);
         shared.tick_clock();
+        shared.counters.publish();
         let last = stop.load(Ordering::Acquire);
         if !shared.is_transactional() {
             commit_tick(shared, kafka);

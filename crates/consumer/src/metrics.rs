@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     pub last_commit_us: AtomicU64,
     pub rebalances: AtomicU64,
     pub pauses: AtomicU64,
+    /// Messages and bytes already reported to the facade (see [`Counters::publish`]).
+    published: (AtomicU64, AtomicU64),
 }
 
 impl Counters {
@@ -45,14 +47,29 @@ impl Counters {
             last_commit_us: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            published: (AtomicU64::new(0), AtomicU64::new(0)),
         }
     }
 
+    /// Per record: atomics only; the facade hears of it at the next [`publish`](Self::publish).
     pub fn consumed(&self, bytes: usize) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        metrics::counter!("waterline_consumer_messages_total").increment(1);
-        metrics::counter!("waterline_consumer_bytes_total").increment(bytes as u64);
+    }
+
+    /// Reports messages and bytes consumed since the last call to the facade (the commit
+    /// thread calls it every tick; only that thread calls it).
+    pub fn publish(&self) {
+        let m = self.messages.load(Ordering::Relaxed);
+        let b = self.bytes.load(Ordering::Relaxed);
+        let pm = self.published.0.swap(m, Ordering::Relaxed);
+        let pb = self.published.1.swap(b, Ordering::Relaxed);
+        if m > pm {
+            metrics::counter!("waterline_consumer_messages_total").increment(m - pm);
+        }
+        if b > pb {
+            metrics::counter!("waterline_consumer_bytes_total").increment(b - pb);
+        }
     }
 
     pub fn bump(&self, c: &AtomicU64, name: &'static str) {

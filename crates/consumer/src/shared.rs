@@ -113,6 +113,10 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     /// An error from a callback (e.g. committed offsets unreadable) for `recv` to report.
     pub fatal: Mutex<Option<ConsumerError>>,
+    /// Set with `fatal`, so `recv` checks a flag instead of a lock.
+    pub has_fatal: AtomicBool,
+    /// Some partition may have buffered records or be paused (cleared by `recv` when none is).
+    pub maybe_waiting: AtomicBool,
     pub high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
     pub dlq: Option<(FutureProducer, String)>,
     /// Wall clock in ms, refreshed by the commit thread every tick: hand-outs read it instead
@@ -172,6 +176,8 @@ impl Shared {
             handle: p.handle,
             stopping: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            has_fatal: AtomicBool::new(false),
+            maybe_waiting: AtomicBool::new(false),
             high_watermarks: Mutex::new(HashMap::new()),
             dlq: p.dlq,
             clock_ms: AtomicI64::new(now_ms()),
@@ -493,6 +499,7 @@ impl Shared {
         if f.is_none() {
             *f = Some(e);
         }
+        self.has_fatal.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
