@@ -6,7 +6,8 @@
 //! remaining partition); then per-partition metadata size (OFFSET_METADATA_TOO_LARGE). What
 //! passes is committed through the coalescing store in one batch, and the response is sent only
 //! once that batch is durable. A store failure answers the batch's partitions with an error,
-//! never with success.
+//! never with success. v2-4's per-request `retention_time_ms` is ignored: offsets expire with
+//! their group (`groups.offsets_retention_ms`), as in Kafka 2.1+.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
