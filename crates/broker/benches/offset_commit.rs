@@ -272,10 +272,13 @@ async fn restart_time(bin: &Path) {
 
     child.kill().expect("kill -9");
     child.wait().expect("reap");
-    // The offset store alone: reopen the crash-state file in-process and list its groups (what
-    // the broker does at start-up), then release it for the restarted child.
+    // The offset store alone: reopen a copy of the crash-state file in-process and list its
+    // groups (what the broker does at start-up). A copy, so that any crash recovery the open
+    // performs is left for the restarted child to do too.
+    let copy = dir.path().join("offsets-copy.redb");
+    std::fs::copy(data.join("offsets.redb"), &copy).expect("copy offset store");
     let store_open = Instant::now();
-    let store = waterline_store::RedbStore::open(data.join("offsets.redb"))
+    let store = waterline_store::RedbStore::open(&copy)
         .await
         .expect("reopen offset store");
     let groups = waterline_store::OffsetStore::list_groups(&store)
