@@ -319,3 +319,52 @@ def test_static_member_rejoins_with_its_old_partitions(gbroker, topic):
         for m in (a, b):
             if m.is_alive():
                 m.call("close")
+
+
+def test_admin_client_lists_describes_and_deletes_groups(gbroker, topic):
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    create_topic(gbroker.bootstrap, topic)
+    admin = AdminClient({"bootstrap.servers": gbroker.bootstrap, "broker.address.family": "v4"})
+    live = "live-" + uuid.uuid4().hex[:8]
+    parked = "offsets-only-" + uuid.uuid4().hex[:8]
+
+    # A group that only has committed offsets (written by the admin API itself).
+    req = ConsumerGroupTopicPartitions(parked, [TopicPartition(topic, 2, 11)])
+    admin.alter_consumer_group_offsets([req])[parked].result(30)
+
+    m = Member(gbroker.bootstrap, live, topic)
+    m.start()
+    try:
+        wait_for(lambda: len(m.assigned) == PARTITIONS, "the member's assignment")
+        listed = admin.list_consumer_groups().result(30)
+        states = {g.group_id: g.state for g in listed.valid}
+        assert states[live] == ConsumerGroupState.STABLE
+        assert states[parked] == ConsumerGroupState.EMPTY
+
+        desc = admin.describe_consumer_groups([live, parked])
+        d = desc[live].result(30)
+        assert d.state == ConsumerGroupState.STABLE
+        assert d.partition_assignor == "range"
+        (member,) = d.members
+        assert sorted(tp.partition for tp in member.assignment.topic_partitions) == list(
+            range(PARTITIONS)
+        )
+        assert desc[parked].result(30).state == ConsumerGroupState.EMPTY
+
+        offsets = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(parked, [TopicPartition(topic, 2)])]
+        )[parked].result(30)
+        assert [(tp.partition, tp.offset) for tp in offsets.topic_partitions] == [(2, 11)]
+
+        # A group with members cannot be deleted; an offsets-only one can.
+        futures = admin.delete_consumer_groups([live, parked])
+        futures[parked].result(30)
+        with pytest.raises(KafkaException) as err:
+            futures[live].result(30)
+        assert "NON_EMPTY_GROUP" in str(err.value)
+        listed = admin.list_consumer_groups().result(30)
+        assert parked not in {g.group_id for g in listed.valid}
+    finally:
+        m.call("close")
