@@ -141,8 +141,12 @@ impl Clock {
             .saturating_add(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// The instant of clock time `ms`; one beyond `Instant`'s range maps to a second from now
+    /// (the timer task re-checks then).
     fn instant_of(&self, ms: u64) -> Instant {
-        self.start + Duration::from_millis(ms.saturating_sub(self.base_ms))
+        self.start
+            .checked_add(Duration::from_millis(ms.saturating_sub(self.base_ms)))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
     }
 }
 
@@ -722,6 +726,7 @@ mod tests {
         assert!(b >= a);
         assert!(a >= c.base_ms);
         assert!(c.instant_of(a) >= c.start);
+        assert!(c.instant_of(u64::MAX) > c.start);
     }
 }
 
