@@ -1,6 +1,7 @@
 //! Records per second through the Waterline consumer (acknowledging every record, committing
-//! every second) next to a bare rdkafka `StreamConsumer` with auto-commit: same in-process
-//! broker, same data, same run, 100-byte and 1 KiB records.
+//! every second) next to a bare rdkafka `StreamConsumer` with auto-commit (borrowing each
+//! record, and detaching it into an owned copy): same in-process broker, same data, same run,
+//! 100-byte and 1 KiB records.
 //!
 //! Each sample consumes the whole topic (`RECORDS` records over 4 partitions) with a fresh
 //! consumer and group; both use an explicit assignment. Connecting, finding the coordinator and
@@ -120,6 +121,35 @@ fn waterline(bencher: Bencher, size: usize) {
 
 #[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
 fn bare_rdkafka(bencher: Bencher, size: usize) {
+    let env = &*ENV;
+    bencher.counter(ItemsCount::new(RECORDS)).bench(|| {
+        env.rt.block_on(async {
+            let c: StreamConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &env.addr)
+                .set("group.id", group())
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+                    .unwrap();
+            }
+            c.assign(&tpl).unwrap();
+            for _ in 0..RECORDS {
+                let m = c.recv().await.unwrap();
+                divan::black_box(rdkafka::Message::payload(&m));
+            }
+            c
+        })
+    });
+}
+
+/// The bare consumer plus the copy every concurrent consumer makes: each record detached
+/// into an owned message.
+#[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
+fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher.counter(ItemsCount::new(RECORDS)).bench(|| {
         env.rt.block_on(async {

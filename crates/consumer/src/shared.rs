@@ -47,8 +47,10 @@ pub(crate) struct PartState {
     pub generation: Generation,
     /// Set when revocation starts: nothing more is handed out.
     pub revoking: AtomicBool,
-    /// A record exhausted its attempts under [`Exhausted::Hold`].
+    /// Some record exhausted its attempts under [`Exhausted::Hold`] (`held_offsets` non-empty).
     pub held: AtomicBool,
+    /// The held records; the hold ends when the last of them is acknowledged.
+    pub held_offsets: Mutex<std::collections::BTreeSet<i64>>,
     /// Paused in the Kafka client.
     pub paused: AtomicBool,
     /// Records waiting in `buffer` (kept beside it so acks can check without locking).
@@ -67,6 +69,7 @@ impl PartState {
             generation,
             revoking: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            held_offsets: Mutex::new(std::collections::BTreeSet::new()),
             paused: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             buffer: Mutex::new(VecDeque::new()),
@@ -244,11 +247,16 @@ impl Shared {
                     }
                 };
                 if let Some(p) = part.filter(|p| p.generation == generation) {
-                    let advanced = matches!(outcome, AckOutcome::Advanced { .. });
-                    if p.held.load(Ordering::Acquire) && advanced {
-                        p.held.store(false, Ordering::Release);
+                    let mut wake = matches!(outcome, AckOutcome::Advanced { .. })
+                        && p.waiting.load(Ordering::Acquire) > 0;
+                    if p.held.load(Ordering::Acquire) {
+                        let mut held = p.held_offsets.lock();
+                        if held.remove(&offset) && held.is_empty() {
+                            p.held.store(false, Ordering::Release);
+                            wake = true;
+                        }
                     }
-                    if advanced && p.waiting.load(Ordering::Acquire) > 0 {
+                    if wake {
                         self.wake.notify_one();
                     }
                 }
@@ -293,6 +301,7 @@ impl Shared {
         match &f.exhausted {
             Exhausted::Hold => {
                 if let Some(p) = this.part(&record.tp) {
+                    p.held_offsets.lock().insert(record.offset);
                     p.held.store(true, Ordering::Release);
                 }
                 Self::schedule(this, record, generation, attempt + 1, f.max_backoff);
@@ -928,6 +937,7 @@ mod tests {
         let (s, mut rx) = shared(failure);
         assign_local(&s, 1, 0);
         s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.tracker.hand_out(&tp(), 1, 0).unwrap();
         Shared::nack(&s, record(0), 1, 1, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!((r.record.offset, r.attempt, r.generation), (0, 2, 1));
@@ -935,6 +945,9 @@ mod tests {
         Shared::nack(&s, r.record, 1, 2, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!(r.attempt, 3, "held records keep being redelivered");
+        assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        // Another record's success does not release the hold.
+        assert!(s.ack(&tp(), 1, 1, None));
         assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
         // Success releases the hold.
         assert!(s.ack(&tp(), 0, 1, None));
