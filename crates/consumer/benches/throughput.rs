@@ -1,5 +1,5 @@
 //! Records per second through the Waterline consumer (acknowledging every record, committing
-//! every second) next to a bare rdkafka `StreamConsumer` with auto-commit (borrowing each
+//! every 10 ms) next to a bare rdkafka `StreamConsumer` with auto-commit (borrowing each
 //! record, and detaching it into an owned copy): same in-process broker, same data, same run,
 //! 100-byte and 1 KiB records.
 //!
@@ -96,54 +96,72 @@ fn group() -> String {
 #[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
 fn waterline(bencher: Bencher, size: usize) {
     let env = &*ENV;
-    bencher.counter(ItemsCount::new(RECORDS)).bench(|| {
-        env.rt.block_on(async {
-            let tps = (0..PARTITIONS)
-                .map(|p| TopicPartition::new(topic(size), p))
-                .collect();
-            let c = Consumer::new(
-                ConsumerConfig::builder(&env.addr, group())
-                    .assign(tps)
-                    .commit_policy(Interval::new(1000).unwrap())
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
-            for _ in 0..RECORDS {
-                let d = c.recv().await.unwrap();
-                divan::black_box(d.payload.as_deref());
-                d.ack();
-            }
-            c
+    bencher
+        .counter(ItemsCount::new(RECORDS - 1))
+        .with_inputs(|| {
+            env.rt.block_on(async {
+                let tps = (0..PARTITIONS)
+                    .map(|p| TopicPartition::new(topic(size), p))
+                    .collect();
+                let c = Consumer::new(
+                    ConsumerConfig::builder(&env.addr, group())
+                        .assign(tps)
+                        // Stricter than the "every second": a timed run lasts tens of
+                        // milliseconds, so commit every 10 ms to have commits inside it.
+                        .commit_policy(Interval::new(10).unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
+                c.recv().await.unwrap().ack();
+                c
+            })
         })
-    });
+        .bench_local_values(|c| {
+            env.rt.block_on(async {
+                for _ in 1..RECORDS {
+                    let d = c.recv().await.unwrap();
+                    divan::black_box(d.payload.as_deref());
+                    d.ack();
+                }
+            });
+            c
+        });
 }
 
 #[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
 fn bare_rdkafka(bencher: Bencher, size: usize) {
     let env = &*ENV;
-    bencher.counter(ItemsCount::new(RECORDS)).bench(|| {
-        env.rt.block_on(async {
-            let c: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &env.addr)
-                .set("group.id", group())
-                .set("enable.auto.commit", "true")
-                .set("auto.commit.interval.ms", "1000")
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+    bencher
+        .counter(ItemsCount::new(RECORDS - 1))
+        .with_inputs(|| {
+            env.rt.block_on(async {
+                let c: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &env.addr)
+                    .set("group.id", group())
+                    .set("enable.auto.commit", "true")
+                    .set("auto.commit.interval.ms", "1000")
+                    .create()
                     .unwrap();
-            }
-            c.assign(&tpl).unwrap();
-            for _ in 0..RECORDS {
-                let m = c.recv().await.unwrap();
-                divan::black_box(rdkafka::Message::payload(&m));
-            }
-            c
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..PARTITIONS {
+                    tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+                        .unwrap();
+                }
+                c.assign(&tpl).unwrap();
+                c.recv().await.unwrap();
+                c
+            })
         })
-    });
+        .bench_local_values(|c| {
+            env.rt.block_on(async {
+                for _ in 1..RECORDS {
+                    let m = c.recv().await.unwrap();
+                    divan::black_box(rdkafka::Message::payload(&m));
+                }
+            });
+            c
+        });
 }
 
 /// The bare consumer plus the copy every concurrent consumer makes: each record detached
@@ -151,28 +169,37 @@ fn bare_rdkafka(bencher: Bencher, size: usize) {
 #[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
 fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
     let env = &*ENV;
-    bencher.counter(ItemsCount::new(RECORDS)).bench(|| {
-        env.rt.block_on(async {
-            let c: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &env.addr)
-                .set("group.id", group())
-                .set("enable.auto.commit", "true")
-                .set("auto.commit.interval.ms", "1000")
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+    bencher
+        .counter(ItemsCount::new(RECORDS - 1))
+        .with_inputs(|| {
+            env.rt.block_on(async {
+                let c: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &env.addr)
+                    .set("group.id", group())
+                    .set("enable.auto.commit", "true")
+                    .set("auto.commit.interval.ms", "1000")
+                    .create()
                     .unwrap();
-            }
-            c.assign(&tpl).unwrap();
-            for _ in 0..RECORDS {
-                let m = c.recv().await.unwrap();
-                divan::black_box(rdkafka::Message::payload(&m));
-            }
-            c
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..PARTITIONS {
+                    tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+                        .unwrap();
+                }
+                c.assign(&tpl).unwrap();
+                c.recv().await.unwrap();
+                c
+            })
         })
-    });
+        .bench_local_values(|c| {
+            env.rt.block_on(async {
+                for _ in 1..RECORDS {
+                    // Owned copies, as handing records to concurrent tasks needs.
+                    let m = c.recv().await.unwrap().detach();
+                    divan::black_box(rdkafka::Message::payload(&m));
+                }
+            });
+            c
+        });
 }
 
 fn main() {

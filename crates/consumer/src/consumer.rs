@@ -220,9 +220,11 @@ impl Consumer {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                // Paused partitions resume when their commit point moves; re-check regularly
-                // in case a wake-up raced with the checks above.
-                _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                // Buffered records wait for acks, which wake us through `wake`; re-check
+                // regularly all the same. Only armed when something waits: registering a
+                // timer from outside the runtime's workers costs a driver wake-up each time.
+                _ = tokio::time::sleep(Duration::from_millis(25)),
+                    if self.shared.maybe_waiting.load(Ordering::Acquire) => {}
             }
         }
     }
