@@ -1,8 +1,10 @@
 //! A throwaway PostgreSQL cluster for tests (feature `test-cluster`).
 //!
 //! [`TempCluster::start`] runs `initdb` into a fresh temporary directory and starts `postgres`
-//! on 127.0.0.1 at a free port, waiting until it accepts connections. Dropping it stops the
-//! server (`pg_ctl stop -m immediate`) and removes the directory, so nothing is left running.
+//! on 127.0.0.1 at a free port, waiting until it accepts connections (`pg_isready`). Dropping
+//! it stops the server (`pg_ctl stop -m immediate`), waits for it and removes the directory, so
+//! nothing is left running. The server runs as this process's child (not daemonized by
+//! `pg_ctl start`), so its exit is reaped here even where PID 1 reaps nothing.
 //!
 //! PostgreSQL refuses to run as root: when the process is root, the binaries run as the
 //! `postgres` system user (via `runuser`), and the directory is handed to that user.
@@ -13,7 +15,7 @@
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Why a throwaway cluster could not be started.
@@ -46,6 +48,7 @@ pub struct TempCluster {
     bin: PathBuf,
     as_postgres: bool,
     port: u16,
+    server: Option<Child>,
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -102,6 +105,7 @@ impl TempCluster {
             bin,
             as_postgres,
             port: 0,
+            server: None,
         };
         let data = cluster.data_dir();
         let out = cluster
@@ -116,39 +120,54 @@ impl TempCluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port()?;
-            let opts = format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                cluster.port,
-                cluster.root().display()
-            );
-            let out = cluster
-                .pg("pg_ctl")
+            let log = std::fs::File::create(cluster.root().join("postgres.log"))?;
+            let server = cluster
+                .pg("postgres")
                 .arg("-D")
                 .arg(&data)
-                .args(["-o", &opts, "-l"])
-                .arg(cluster.root().join("postgres.log"))
-                .args(["-w", "-t", "30", "start"])
-                .output()?;
-            if out.status.success() {
-                return cluster.wait_ready().map(|()| cluster);
+                .args(["-p", &cluster.port.to_string(), "-k"])
+                .arg(cluster.root())
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=200"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            cluster.server = Some(server);
+            match cluster.wait_ready() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    last = format!(
+                        "{e}: {}",
+                        std::fs::read_to_string(cluster.root().join("postgres.log"))
+                            .unwrap_or_default()
+                    );
+                    cluster.stop_server();
+                }
             }
-            last = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(cluster.root().join("postgres.log")).unwrap_or_default()
-            );
         }
         Err(ClusterError::Command {
-            cmd: "pg_ctl start".into(),
+            cmd: "postgres".into(),
             output: last,
         })
     }
 
-    fn wait_ready(&self) -> Result<(), ClusterError> {
+    fn wait_ready(&mut self) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Some(server) = self.server.as_mut()
+                && let Ok(Some(status)) = server.try_wait()
+            {
+                return Err(ClusterError::NotReady(format!("server exited: {status}")));
+            }
+            let ready = self
+                .pg("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -156,6 +175,29 @@ impl TempCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the server (immediate shutdown) and reaps it.
+    fn stop_server(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let _ = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "-t", "10", "stop"])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Still there: kill the direct child (postgres itself, or runuser, which forwards it).
+        let _ = server.kill();
+        let _ = server.wait();
     }
 
     fn root(&self) -> &Path {
@@ -216,14 +258,7 @@ fn check(cmd: &str, out: Output) -> Result<(), ClusterError> {
 
 impl Drop for TempCluster {
     fn drop(&mut self) {
-        if self.port != 0 {
-            let _ = self
-                .pg("pg_ctl")
-                .arg("-D")
-                .arg(self.data_dir())
-                .args(["-m", "immediate", "-w", "stop"])
-                .output();
-        }
+        self.stop_server();
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
