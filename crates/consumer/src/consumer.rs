@@ -416,7 +416,8 @@ impl Consumer {
     }
 
     /// Commits every assigned partition's current position now (not in
-    /// [`OffsetStorage::Transactional`] mode, where it returns `false`).
+    /// [`OffsetStorage::Transactional`](crate::OffsetStorage::Transactional) mode, where it
+    /// returns `false`).
     pub async fn commit_now(&self) -> bool {
         if self.shared.is_transactional() {
             return false;

@@ -155,8 +155,8 @@ impl Delivery {
         );
     }
 
-    /// Starts an exactly-once step for this record ([`OffsetStorage::Transactional`]
-    /// (crate::OffsetStorage::Transactional)): waits for the partition's transaction lock and
+    /// Starts an exactly-once step for this record
+    /// ([`OffsetStorage::Transactional`](crate::OffsetStorage::Transactional)): waits for the partition's transaction lock and
     /// returns the offsets to write inside the application's transaction, computed as if this
     /// record were already done. Commit the transaction, then call
     /// [`TxnAck::committed`]; on failure call [`TxnAck::aborted`].
