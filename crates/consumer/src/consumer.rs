@@ -15,8 +15,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use waterline_core::{
-    BarrierId, CommitDecision, CommitPlan, CommitStats, LagReport, OffsetTracker, PolicyEvent,
-    TopicPartition,
+    BarrierId, CommitDecision, CommitPlan, CommitStats, LagReport, PolicyEvent, TopicPartition,
 };
 
 use crate::config::{ConsumerConfig, Exhausted};
@@ -76,7 +75,7 @@ impl Consumer {
     pub fn new(config: ConsumerConfig) -> Result<Self, ConsumerError> {
         let handle = Handle::try_current()
             .map_err(|_| ConsumerError::Config("Consumer::new needs a tokio runtime".into()))?;
-        let tracker = OffsetTracker::new(config.tracker)?;
+        config.tracker.validate()?;
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", &config.group_id)
@@ -101,7 +100,7 @@ impl Consumer {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(SharedParts {
             group: config.group_id.clone(),
-            tracker,
+            tracker_config: config.tracker,
             storage: config.storage.clone(),
             reset: config.reset.clone(),
             max_in_flight: config.max_in_flight_per_partition,
@@ -245,31 +244,27 @@ impl Consumer {
     }
 
     /// Admission and hand-out in one tracker call.
-    fn try_hand_out(&self, tp: &TopicPartition, p: &PartState, offset: i64) -> Step {
+    fn try_hand_out(&self, p: &PartState, offset: i64) -> Step {
         if p.held.load(Ordering::Acquire) {
             return Step::Wait;
         }
         let now = self.shared.coarse_now();
         let max = self.shared.max_in_flight;
-        self.shared
-            .tracker
-            .with_partition(tp, |t| {
-                if !t.should_process(offset) {
+        let mut t = p.tracker.lock();
+        if p.released.load(Ordering::Acquire) || !t.should_process(offset) {
+            Step::Skip
+        } else if t.in_flight() >= max || !t.admit(offset) {
+            Step::Wait
+        } else {
+            match t.hand_out(offset, now) {
+                Ok(()) => Step::Go,
+                Err(e) => {
+                    // Only an offset at or below an earlier hand-out: a duplicate.
+                    tracing::warn!(tp = %p.tp, offset, error = %e, "hand-out refused");
                     Step::Skip
-                } else if t.in_flight() >= max || !t.admit(offset) {
-                    Step::Wait
-                } else {
-                    match t.hand_out(offset, now) {
-                        Ok(()) => Step::Go,
-                        Err(e) => {
-                            // Only an offset at or below an earlier hand-out: a duplicate.
-                            tracing::warn!(%tp, offset, error = %e, "hand-out refused");
-                            Step::Skip
-                        }
-                    }
                 }
-            })
-            .unwrap_or(Step::Skip)
+            }
+        }
     }
 
     fn delivery(&self, record: Record, p: &Arc<PartState>) -> Delivery {
@@ -303,7 +298,7 @@ impl Consumer {
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {
-            match self.try_hand_out(&record.tp, &p, record.offset) {
+            match self.try_hand_out(&p, record.offset) {
                 Step::Go => return Some(self.delivery(record, &p)),
                 Step::Skip => {
                     self.skipped();
@@ -351,7 +346,7 @@ impl Consumer {
             }
             let mut buf = p.buffer.lock();
             while let Some(front) = buf.front() {
-                match self.try_hand_out(&tp, &p, front.offset) {
+                match self.try_hand_out(&p, front.offset) {
                     Step::Wait => break,
                     Step::Skip => {
                         buf.pop_front();
@@ -407,12 +402,12 @@ impl Consumer {
 
     /// Partitions currently assigned, sorted.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.shared.tracker.assigned()
+        self.shared.assigned()
     }
 
     /// Commit statistics from the tracker (attempts, successes, offsets committed).
     pub fn commit_stats(&self) -> CommitStats {
-        self.shared.tracker.stats()
+        self.shared.commit_stats()
     }
 
     /// Commits every assigned partition's current position now (not in
@@ -442,7 +437,7 @@ impl Consumer {
     /// completes, whatever was acknowledged after it.
     pub fn declare_barrier(&self, id: BarrierId) {
         let now = now_ms();
-        let snapshot = self.shared.tracker.snapshot(now);
+        let snapshot = self.shared.snapshot(now);
         self.shared
             .policy
             .lock()
@@ -468,7 +463,7 @@ impl Consumer {
     /// (commit point to log end), in-flight counts and oldest in-flight ages. Also updates the
     /// `waterline_consumer_lag` gauges and the snapshot's lag.
     pub async fn lag(&self) -> Result<LagReport, ConsumerError> {
-        let tps = self.shared.tracker.assigned();
+        let tps = self.shared.assigned();
         let kafka = Arc::clone(&self.kafka);
         let timeout = self.shared.kafka_timeout;
         let hws = tokio::task::spawn_blocking(move || {
@@ -481,7 +476,7 @@ impl Consumer {
         })
         .await
         .map_err(|_| ConsumerError::ShutDown)??;
-        let report = self.shared.tracker.lag(|tp| hws.get(tp).copied(), now_ms());
+        let report = self.shared.lag(|tp| hws.get(tp).copied(), now_ms());
         for p in &report.partitions {
             metrics::gauge!(
                 "waterline_consumer_lag",
@@ -501,7 +496,6 @@ impl Consumer {
         // In-flight figures for every partition, lag only where a watermark is known.
         let all = self
             .shared
-            .tracker
             .lag(|tp| Some(hws.get(tp).copied().unwrap_or(0)), now);
         let lag = LagReport::from_partitions(
             all.partitions
@@ -511,7 +505,7 @@ impl Consumer {
                 .collect(),
         );
         self.shared.counters.snapshot(
-            self.shared.tracker.assigned().len(),
+            self.shared.assigned().len(),
             all.total_in_flight,
             all.oldest_unacked_age_ms,
             lag,
@@ -525,14 +519,7 @@ impl Consumer {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.wake.notify_waiters();
         let until = Instant::now() + deadline;
-        let in_flight = || -> u64 {
-            self.shared
-                .tracker
-                .assigned()
-                .iter()
-                .filter_map(|tp| self.shared.tracker.with_partition(tp, |t| t.in_flight()))
-                .sum()
-        };
+        let in_flight = || self.shared.in_flight();
         while in_flight() > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -593,9 +580,9 @@ fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> b
         }
     }
     let _g = shared.commit_lock.lock();
-    let mut plan = shared.current_only(shared.tracker.snapshot(now_ms()));
+    let mut plan = shared.current_only(shared.snapshot(now_ms()));
     plan.entries.retain(|e| locked.contains(&e.tp));
-    shared.tracker.commit_started(&plan);
+    shared.commit_started(&plan);
     shared.commit_plan(kafka, &plan)
 }
 
@@ -649,12 +636,12 @@ fn commit_tick(shared: &Shared, kafka: &StreamConsumer<Ctx>) {
 fn commit_snapshot(shared: &Shared, kafka: &StreamConsumer<Ctx>, plan: CommitPlan) {
     let _g = shared.commit_lock.lock();
     let plan = shared.current_only(plan);
-    shared.tracker.commit_started(&plan);
+    shared.commit_started(&plan);
     shared.commit_plan(kafka, &plan);
 }
 
 fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {
     let _g = shared.commit_lock.lock();
-    let plan = shared.current_only(shared.tracker.prepare_commit(now));
+    let plan = shared.current_only(shared.prepare_commit(now));
     shared.commit_plan(kafka, &plan);
 }

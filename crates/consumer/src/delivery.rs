@@ -302,7 +302,7 @@ impl Delivery {
         if ok {
             for (tp, o) in offsets {
                 if let Some(off) = o.offset() {
-                    self.shared.tracker.with_partition(tp, |t| {
+                    self.shared.with_partition(tp, |t| {
                         t.commit_succeeded(off);
                     });
                 }

@@ -2,8 +2,12 @@
 //! callback.
 //!
 //! Invariants:
-//! - A partition is in `parts` exactly while it is assigned in the tracker; both change only in
-//!   [`Shared::assign`] and [`Shared::revoke`], the latter under `commit_lock`.
+//! - Each assigned partition has one [`PartState`] holding its core
+//!   [`PartitionTracker`](waterline_core::PartitionTracker) (the bookkeeping of
+//!   `waterline_core::OffsetTracker`, kept per partition so a delivery reaches its tracker
+//!   without a map lookup). `parts` changes only in [`Shared::assign`] and [`Shared::revoke`],
+//!   the latter under `commit_lock`; a revoked `PartState` is marked `released` under its
+//!   tracker lock, after which acks through it are stale.
 //! - Every commit runs under `commit_lock` and re-checks each entry's generation against
 //!   `parts`, so no commit is ever issued for a partition after its revocation began.
 //! - With [`OffsetStorage::Transactional`], offsets are written only while holding the
@@ -22,9 +26,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
+use waterline_core::stats::StatsRecorder;
 use waterline_core::{
-    AckOutcome, CommitPlan, CommitPolicy, Generation, OffsetAndMetadata, OffsetResolver,
-    OffsetTracker, Position, ResetPolicy, TopicPartition,
+    AckOutcome, CommitEntry, CommitPlan, CommitPolicy, CommitStats, EncodeError, Generation,
+    LagReport, OffsetAndMetadata, OffsetResolver, PartitionLag, PartitionTracker, Position,
+    ResetPolicy, TopicPartition, TrackerConfig, TrackerError,
 };
 
 use crate::config::{EventListener, Exhausted, FailurePolicy, OffsetStorage};
@@ -41,10 +47,16 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Per-partition state beside the tracker.
+/// Per-partition state, including its offset tracker. Deliveries keep an `Arc` to it, so an
+/// ack touches one mutex and no map.
 #[derive(Debug)]
 pub(crate) struct PartState {
+    pub tp: TopicPartition,
     pub generation: Generation,
+    /// The partition's out-of-order offset tracker.
+    pub tracker: Mutex<PartitionTracker>,
+    /// Set (under the tracker lock) when the partition is given up: later acks are stale.
+    pub released: AtomicBool,
     /// Set when revocation starts: nothing more is handed out.
     pub revoking: AtomicBool,
     /// Some record exhausted its attempts under [`Exhausted::Hold`] (`held_offsets` non-empty).
@@ -64,9 +76,12 @@ pub(crate) struct PartState {
 }
 
 impl PartState {
-    fn new(generation: Generation) -> Self {
+    fn new(tp: TopicPartition, generation: Generation, tracker: PartitionTracker) -> Self {
         Self {
+            tp,
             generation,
+            tracker: Mutex::new(tracker),
+            released: AtomicBool::new(false),
             revoking: AtomicBool::new(false),
             held: AtomicBool::new(false),
             held_offsets: Mutex::new(std::collections::BTreeSet::new()),
@@ -90,7 +105,8 @@ pub(crate) struct Redelivery {
 /// See the module docs.
 pub(crate) struct Shared {
     pub group: String,
-    pub tracker: OffsetTracker,
+    pub tracker_config: TrackerConfig,
+    stats: Mutex<StatsRecorder>,
     pub parts: RwLock<HashMap<TopicPartition, Arc<PartState>>>,
     pub storage: OffsetStorage,
     pub reset: ResetPolicy,
@@ -139,7 +155,7 @@ impl std::fmt::Debug for Shared {
 /// Arguments of [`Shared::new`].
 pub(crate) struct SharedParts {
     pub group: String,
-    pub tracker: OffsetTracker,
+    pub tracker_config: TrackerConfig,
     pub storage: OffsetStorage,
     pub reset: ResetPolicy,
     pub max_in_flight: u64,
@@ -158,7 +174,8 @@ impl Shared {
     pub fn new(p: SharedParts) -> Self {
         Self {
             group: p.group,
-            tracker: p.tracker,
+            tracker_config: p.tracker_config,
+            stats: Mutex::new(StatsRecorder::default()),
             parts: RwLock::new(HashMap::new()),
             storage: p.storage,
             reset: p.reset,
@@ -219,8 +236,16 @@ impl Shared {
 
     // ---- acknowledgements -------------------------------------------------------------------
 
-    /// Applies an ack; false if it was stale. `part` is the partition's state at hand-out, if
-    /// the caller has it (saves a lookup).
+    fn stale(&self) {
+        self.counters.bump(
+            &self.counters.stale_acks,
+            "waterline_consumer_stale_acks_total",
+        );
+        self.stats.lock().stale_acks(1);
+    }
+
+    /// Applies an ack; false if it was stale (the partition was revoked or re-assigned since
+    /// the hand-out). `part` is the partition's state at hand-out, if the caller has it.
     pub fn ack(
         &self,
         tp: &TopicPartition,
@@ -228,47 +253,208 @@ impl Shared {
         generation: Generation,
         part: Option<&Arc<PartState>>,
     ) -> bool {
-        match self.tracker.ack(tp, offset, generation) {
-            Ok(AckOutcome::Stale) => {
-                self.counters.bump(
-                    &self.counters.stale_acks,
-                    "waterline_consumer_stale_acks_total",
-                );
+        let found;
+        let p = match part {
+            Some(p) => p,
+            None => match self.part(tp) {
+                Some(p) => {
+                    found = p;
+                    &found
+                }
+                None => {
+                    self.stale();
+                    return false;
+                }
+            },
+        };
+        if p.generation != generation {
+            self.stale();
+            return false;
+        }
+        let outcome = {
+            let mut t = p.tracker.lock();
+            if p.released.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(t.ack(offset))
+            }
+        };
+        match outcome {
+            None | Some(Ok(AckOutcome::Stale)) => {
+                self.stale();
                 false
             }
-            Ok(outcome) => {
+            Some(Ok(outcome)) => {
                 self.acks.fetch_add(1, Ordering::Relaxed);
-                let found;
-                let part = match part {
-                    Some(p) => Some(p),
-                    None => {
-                        found = self.part(tp);
-                        found.as_ref()
+                let mut wake = matches!(outcome, AckOutcome::Advanced { .. })
+                    && p.waiting.load(Ordering::Acquire) > 0;
+                if p.held.load(Ordering::Acquire) {
+                    let mut held = p.held_offsets.lock();
+                    if held.remove(&offset) && held.is_empty() {
+                        p.held.store(false, Ordering::Release);
+                        wake = true;
                     }
-                };
-                if let Some(p) = part.filter(|p| p.generation == generation) {
-                    let mut wake = matches!(outcome, AckOutcome::Advanced { .. })
-                        && p.waiting.load(Ordering::Acquire) > 0;
-                    if p.held.load(Ordering::Acquire) {
-                        let mut held = p.held_offsets.lock();
-                        if held.remove(&offset) && held.is_empty() {
-                            p.held.store(false, Ordering::Release);
-                            wake = true;
-                        }
-                    }
-                    if wake {
-                        self.wake.notify_one();
-                    }
+                }
+                if wake {
+                    self.wake.notify_one();
                 }
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Only offsets never handed out fail here; that is a bug in the caller's
                 // bookkeeping, not a reason to stop consuming.
                 tracing::warn!(%tp, offset, error = %e, "ack refused by the tracker");
                 false
             }
         }
+    }
+
+    /// Runs `f` on `tp`'s tracker, if assigned.
+    pub fn with_partition<R>(
+        &self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut PartitionTracker) -> R,
+    ) -> Option<R> {
+        let p = self.part(tp)?;
+        let mut t = p.tracker.lock();
+        Some(f(&mut t))
+    }
+
+    /// Assigned partitions, sorted.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<_> = self.parts.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn parts_sorted(&self) -> Vec<Arc<PartState>> {
+        let mut v: Vec<(TopicPartition, Arc<PartState>)> = self
+            .parts
+            .read()
+            .iter()
+            .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Records handed out and not acknowledged, over all assigned partitions.
+    pub fn in_flight(&self) -> u64 {
+        self.parts_sorted()
+            .iter()
+            .map(|p| p.tracker.lock().in_flight())
+            .sum()
+    }
+
+    /// Commit statistics so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.stats.lock().snapshot()
+    }
+
+    /// Lag per assigned partition with a known high watermark, at `now_ms`.
+    pub fn lag(
+        &self,
+        high_watermark: impl Fn(&TopicPartition) -> Option<i64>,
+        now_ms: i64,
+    ) -> LagReport {
+        let mut out = Vec::new();
+        for p in self.parts_sorted() {
+            let Some(hw) = high_watermark(&p.tp) else {
+                continue;
+            };
+            let t = p.tracker.lock();
+            out.push(PartitionLag::new(
+                p.tp.clone(),
+                hw,
+                t.commit_point(),
+                t.in_flight(),
+                t.oldest_unacked_age_ms(now_ms),
+            ));
+        }
+        LagReport::from_partitions(out)
+    }
+
+    /// What to commit: every partition (`all`) or those whose position changed since their
+    /// last commit (which are then marked clean until new acks arrive).
+    fn plan(&self, now_ms: i64, all: bool) -> CommitPlan {
+        let mut plan = CommitPlan::default();
+        for p in self.parts_sorted() {
+            let mut t = p.tracker.lock();
+            if p.released.load(Ordering::Acquire) || (!all && !t.needs_commit()) {
+                continue;
+            }
+            let previous = t.committed();
+            let oam = match t.commit_candidate(now_ms) {
+                Ok(oam) => oam,
+                Err(TrackerError::Encode(EncodeError::OverBudget { .. })) => {
+                    // Safe: the acked offsets beyond the commit point are processed again.
+                    plan.over_budget.push(p.tp.clone());
+                    OffsetAndMetadata::new(t.commit_point(), now_ms)
+                }
+                Err(_) => continue,
+            };
+            if !all {
+                let _ = t.take_commit(now_ms);
+            }
+            plan.entries.push(CommitEntry {
+                tp: p.tp.clone(),
+                generation: p.generation,
+                offset_and_metadata: oam,
+                previous,
+            });
+        }
+        let mut stats = self.stats.lock();
+        for _ in &plan.over_budget {
+            stats.over_budget();
+        }
+        plan
+    }
+
+    /// Positions changed since their last commit; counted as a commit attempt.
+    pub fn prepare_commit(&self, now_ms: i64) -> CommitPlan {
+        let plan = self.plan(now_ms, false);
+        self.commit_started(&plan);
+        plan
+    }
+
+    /// Every assigned partition's current position (not counted as an attempt).
+    pub fn snapshot(&self, now_ms: i64) -> CommitPlan {
+        self.plan(now_ms, true)
+    }
+
+    /// Counts `plan` as a commit attempt.
+    pub fn commit_started(&self, plan: &CommitPlan) {
+        if !plan.is_empty() {
+            self.stats.lock().attempted();
+        }
+    }
+
+    /// Records the outcome of committing `plan`.
+    pub fn commit_finished(&self, plan: &CommitPlan, ok: bool, now_ms: i64, duration_ms: u64) {
+        if plan.is_empty() {
+            return;
+        }
+        let mut advanced = 0u64;
+        for e in &plan.entries {
+            let Some(p) = self.part(&e.tp).filter(|p| p.generation == e.generation) else {
+                continue;
+            };
+            let Some(offset) = e.offset_and_metadata.offset() else {
+                continue;
+            };
+            let mut t = p.tracker.lock();
+            if ok {
+                if let Some(b) = t.committed().or(e.previous) {
+                    advanced += offset.saturating_sub(b).max(0) as u64;
+                }
+                t.commit_succeeded(offset);
+            } else {
+                t.commit_failed();
+            }
+        }
+        self.stats
+            .lock()
+            .finished(ok, advanced, now_ms, duration_ms);
     }
 
     /// Applies the failure policy to a nacked record.
@@ -414,20 +600,13 @@ impl Shared {
         offset: i64,
         generation: Generation,
     ) -> Option<OffsetAndMetadata> {
-        self.current(tp, generation)?;
-        if self.tracker.generation(tp) != Some(generation) {
-            return None;
-        }
+        let p = self.current(tp, generation)?;
         let now = now_ms();
-        self.tracker
-            .with_partition(tp, |t| {
-                let mut t = t.clone();
-                t.ack(offset).ok()?;
-                t.commit_candidate(now)
-                    .ok()
-                    .or_else(|| Some(OffsetAndMetadata::new(t.commit_point(), now)))
-            })
-            .flatten()
+        let mut t = p.tracker.lock().clone();
+        t.ack(offset).ok()?;
+        t.commit_candidate(now)
+            .ok()
+            .or_else(|| Some(OffsetAndMetadata::new(t.commit_point(), now)))
     }
 
     // ---- commits ----------------------------------------------------------------------------
@@ -470,8 +649,7 @@ impl Shared {
         };
         let ok = result.is_ok();
         let micros = started.elapsed().as_micros() as u64;
-        self.tracker
-            .commit_finished(plan, ok, now_ms(), micros / 1000);
+        self.commit_finished(plan, ok, now_ms(), micros / 1000);
         self.counters.commit(ok, micros);
         match result {
             Ok(()) => {
@@ -495,8 +673,8 @@ impl Shared {
         X: ConsumerContext + 'static,
     {
         let _g = self.commit_lock.lock();
-        let plan = self.current_only(self.tracker.snapshot(now_ms()));
-        self.tracker.commit_started(&plan);
+        let plan = self.current_only(self.snapshot(now_ms()));
+        self.commit_started(&plan);
         self.commit_plan(consumer, &plan)
     }
 
@@ -545,26 +723,31 @@ impl Shared {
         };
         let mut positions = Vec::with_capacity(tps.len());
         for tp in tps {
-            let start = match committed.get(&tp).and_then(|o| o.offset().map(|n| (n, o))) {
-                Some((n, oam)) => {
-                    if let Err(e) = self.tracker.assign_committed(tp.clone(), generation, oam) {
+            let cfg = self.tracker_config;
+            let (start, tracker) = match committed.get(&tp).and_then(|o| o.offset().map(|n| (n, o)))
+            {
+                Some((n, oam)) => match PartitionTracker::restore(oam, cfg) {
+                    Ok(t) => (n, t),
+                    Err(e) => {
                         // Unusable metadata: the acked offsets beyond `n` are processed again.
                         tracing::warn!(%tp, error = %e, "ignoring committed metadata");
-                        if let Err(e) = self.tracker.assign_at(tp.clone(), generation, n) {
-                            self.fail(e.into());
-                            continue;
+                        match PartitionTracker::new(n, cfg) {
+                            Ok(t) => (n, t),
+                            Err(e) => {
+                                self.fail(e.into());
+                                continue;
+                            }
                         }
                     }
-                    n
-                }
+                },
                 None => match self.reset.resolve(&tp, &resolver) {
-                    Ok(n) => {
-                        if let Err(e) = self.tracker.assign_at(tp.clone(), generation, n) {
+                    Ok(n) => match PartitionTracker::new(n, cfg) {
+                        Ok(t) => (n, t),
+                        Err(e) => {
                             self.fail(e.into());
                             continue;
                         }
-                        n
-                    }
+                    },
                     Err(e) => {
                         self.fail(ConsumerError::ResetFailed {
                             tp: tp.clone(),
@@ -578,9 +761,10 @@ impl Shared {
             {
                 self.fail(e.into());
             }
-            self.parts
-                .write()
-                .insert(tp.clone(), Arc::new(PartState::new(generation)));
+            self.parts.write().insert(
+                tp.clone(),
+                Arc::new(PartState::new(tp.clone(), generation, tracker)),
+            );
             positions.push((tp, start));
         }
         tracing::info!(generation, partitions = positions.len(), "assigned");
@@ -649,7 +833,7 @@ impl Shared {
         let in_flight = || -> u64 {
             parts
                 .iter()
-                .filter_map(|(tp, _)| self.tracker.with_partition(tp, |t| t.in_flight()))
+                .map(|(_, p)| p.tracker.lock().in_flight())
                 .sum()
         };
         while in_flight() > 0 && Instant::now() < deadline {
@@ -672,7 +856,7 @@ impl Shared {
         let abandoned = in_flight();
         let committed = {
             let _g = self.commit_lock.lock();
-            let mut plan = self.tracker.snapshot(now_ms());
+            let mut plan = self.snapshot(now_ms());
             plan.entries.retain(|e| tps.contains(&e.tp));
             plan.entries.retain(|e| {
                 parts
@@ -680,14 +864,17 @@ impl Shared {
                     .any(|(tp, p)| *tp == e.tp && p.generation == e.generation)
             });
             let ok = if self.final_commit {
-                self.tracker.commit_started(&plan);
+                self.commit_started(&plan);
                 self.commit_plan(consumer, &plan)
             } else {
                 false
             };
             let mut map = self.parts.write();
-            for (tp, _) in &parts {
-                self.tracker.revoke(tp);
+            for (tp, p) in &parts {
+                // Under the tracker lock: an ack either lands before (and was part of the
+                // state above) or sees `released` and counts as stale.
+                let _t = p.tracker.lock();
+                p.released.store(true, Ordering::Release);
                 map.remove(tp);
             }
             ok
@@ -820,7 +1007,7 @@ impl ConsumerContext for Ctx {
 
 #[cfg(test)]
 mod tests {
-    use waterline_core::{Interval, ResetStrategy, TrackerConfig};
+    use waterline_core::{Interval, ResetStrategy};
 
     use super::*;
 
@@ -828,7 +1015,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Shared::new(SharedParts {
             group: "g".into(),
-            tracker: OffsetTracker::new(TrackerConfig::default()).unwrap(),
+            tracker_config: TrackerConfig::default(),
             storage: OffsetStorage::Kafka,
             reset: ResetPolicy::single(ResetStrategy::Earliest).unwrap(),
             max_in_flight: 100,
@@ -851,10 +1038,10 @@ mod tests {
 
     /// What `assign` does for one partition, without a Kafka client.
     fn assign_local(s: &Shared, generation: Generation, start: i64) {
-        s.tracker.assign_at(tp(), generation, start).unwrap();
+        let t = PartitionTracker::new(start, TrackerConfig::default()).unwrap();
         s.parts
             .write()
-            .insert(tp(), Arc::new(PartState::new(generation)));
+            .insert(tp(), Arc::new(PartState::new(tp(), generation, t)));
     }
 
     fn record(offset: i64) -> Record {
@@ -872,12 +1059,16 @@ mod tests {
     async fn acks_for_other_generations_are_stale_and_counted() {
         let (s, _rx) = shared(FailurePolicy::default());
         assign_local(&s, 1, 0);
-        s.tracker.hand_out(&tp(), 0, 0).unwrap();
-        s.tracker.hand_out(&tp(), 1, 0).unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(0, 0))
+            .unwrap()
+            .unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(1, 0))
+            .unwrap()
+            .unwrap();
         assert!(s.ack(&tp(), 1, 1, None));
         assert!(!s.ack(&tp(), 0, 2, None), "wrong generation");
         assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
-        assert_eq!(s.tracker.commit_point(&tp()), Some(0));
+        assert_eq!(s.with_partition(&tp(), |t| t.commit_point()), Some(0));
         // After re-assignment under generation 2, the old generation's ack is dropped.
         assign_local(&s, 2, 0);
         assert!(!s.ack(&tp(), 0, 1, None));
@@ -885,16 +1076,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn acks_through_a_released_partition_are_stale() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        assign_local(&s, 1, 0);
+        let p = s.part(&tp()).unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(0, 0))
+            .unwrap()
+            .unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(1, 0))
+            .unwrap()
+            .unwrap();
+        assert!(s.ack(&tp(), 0, 1, Some(&p)));
+        p.released.store(true, Ordering::Release);
+        s.parts.write().remove(&tp());
+        assert!(
+            !s.ack(&tp(), 1, 1, Some(&p)),
+            "held Arc, released partition"
+        );
+        assert!(!s.ack(&tp(), 1, 1, None), "no partition at all");
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 2);
+        assert_eq!(s.commit_stats().stale_acks, 2);
+        assert!(s.snapshot(0).is_empty());
+    }
+
+    #[tokio::test]
     async fn offsets_if_acked_leaves_the_tracker_alone() {
         let (s, _rx) = shared(FailurePolicy::default());
         assign_local(&s, 1, 10);
         for o in 10..13 {
-            s.tracker.hand_out(&tp(), o, 0).unwrap();
+            s.with_partition(&tp(), |t| t.hand_out(o, 0))
+                .unwrap()
+                .unwrap();
         }
         assert!(s.ack(&tp(), 11, 1, None));
         let o = s.offsets_if_acked(&tp(), 10, 1).unwrap();
         assert_eq!(o.offset(), Some(12));
-        assert_eq!(s.tracker.commit_point(&tp()), Some(10), "unchanged");
+        assert_eq!(
+            s.with_partition(&tp(), |t| t.commit_point()),
+            Some(10),
+            "unchanged"
+        );
         let o = s.offsets_if_acked(&tp(), 12, 1).unwrap();
         assert_eq!(o.offset(), Some(10));
         assert!(o.metadata.starts_with("wl1:"), "acked set in metadata");
@@ -913,9 +1134,11 @@ mod tests {
     async fn commit_plans_drop_revoked_and_reassigned_partitions() {
         let (s, _rx) = shared(FailurePolicy::default());
         assign_local(&s, 1, 0);
-        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(0, 0))
+            .unwrap()
+            .unwrap();
         s.ack(&tp(), 0, 1, None);
-        let plan = s.tracker.snapshot(0);
+        let plan = s.snapshot(0);
         assert_eq!(s.current_only(plan.clone()).entries.len(), 1);
         s.part(&tp())
             .unwrap()
@@ -936,8 +1159,12 @@ mod tests {
         };
         let (s, mut rx) = shared(failure);
         assign_local(&s, 1, 0);
-        s.tracker.hand_out(&tp(), 0, 0).unwrap();
-        s.tracker.hand_out(&tp(), 1, 0).unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(0, 0))
+            .unwrap()
+            .unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(1, 0))
+            .unwrap()
+            .unwrap();
         Shared::nack(&s, record(0), 1, 1, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!((r.record.offset, r.attempt, r.generation), (0, 2, 1));
@@ -959,7 +1186,9 @@ mod tests {
     async fn nack_after_revoke_is_not_retried() {
         let (s, mut rx) = shared(FailurePolicy::default());
         assign_local(&s, 1, 0);
-        s.tracker.hand_out(&tp(), 0, 0).unwrap();
+        s.with_partition(&tp(), |t| t.hand_out(0, 0))
+            .unwrap()
+            .unwrap();
         s.part(&tp())
             .unwrap()
             .revoking
