@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use parking_lot::Mutex;
-use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Message as _, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use waterline_core::{
@@ -57,6 +58,8 @@ pub struct Consumer {
     rx: Mutex<mpsc::UnboundedReceiver<Redelivery>>,
     /// One `recv` at a time: the buffers rely on it.
     recv_lock: tokio::sync::Mutex<()>,
+    /// Partition states by the map epoch they were read under (see `hot_part`).
+    hot: Mutex<(u64, Vec<Arc<PartState>>)>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stop_committer: Arc<AtomicBool>,
 }
@@ -150,6 +153,7 @@ impl Consumer {
             kafka,
             rx: Mutex::new(rx),
             recv_lock: tokio::sync::Mutex::new(()),
+            hot: Mutex::new((u64::MAX, Vec::new())),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
         })
@@ -189,9 +193,9 @@ impl Consumer {
             if let Some(m) = self.kafka.recv().now_or_never() {
                 match m {
                     Ok(m) => {
-                        let record = Record::from_message(&m);
+                        let d = self.offer(&m);
                         drop(m);
-                        if let Some(d) = self.offer(record) {
+                        if let Some(d) = d {
                             return Ok(d);
                         }
                         continue;
@@ -208,9 +212,9 @@ impl Consumer {
                 _ = self.shared.wake.notified() => {}
                 m = self.kafka.recv() => match m {
                     Ok(m) => {
-                        let record = Record::from_message(&m);
+                        let d = self.offer(&m);
                         drop(m);
-                        if let Some(d) = self.offer(record) {
+                        if let Some(d) = d {
                             return Ok(d);
                         }
                     }
@@ -285,16 +289,37 @@ impl Consumer {
         );
     }
 
+    /// The state of a partition, from a small cache in front of the shared map (the cache is
+    /// dropped whenever an assignment or revocation changed the map).
+    fn hot_part(&self, topic: &str, partition: i32) -> Option<Arc<PartState>> {
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let mut hot = self.hot.lock();
+        if hot.0 != epoch {
+            hot.0 = epoch;
+            hot.1.clear();
+        }
+        if let Some(p) = hot
+            .1
+            .iter()
+            .find(|p| p.tp.partition == partition && p.tp.topic == topic)
+        {
+            return Some(Arc::clone(p));
+        }
+        let p = self.shared.part(&TopicPartition::new(topic, partition))?;
+        hot.1.push(Arc::clone(&p));
+        Some(p)
+    }
+
     /// A fetched record: hand it out, or buffer it (pausing the partition when the buffer is
     /// large or the partition is held).
-    fn offer(&self, record: Record) -> Option<Delivery> {
-        let p = self.shared.part(&record.tp)?;
-        if p.revoking.load(Ordering::Acquire)
-            || record.offset < p.next_fetch.load(Ordering::Relaxed)
-        {
+    fn offer(&self, m: &BorrowedMessage<'_>) -> Option<Delivery> {
+        let p = self.hot_part(m.topic(), m.partition())?;
+        let offset = m.offset();
+        if p.revoking.load(Ordering::Acquire) || offset < p.next_fetch.load(Ordering::Relaxed) {
             return None;
         }
-        p.next_fetch.store(record.offset + 1, Ordering::Relaxed);
+        p.next_fetch.store(offset + 1, Ordering::Relaxed);
+        let record = Record::from_message(m, p.tp.clone());
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {

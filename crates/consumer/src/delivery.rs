@@ -28,7 +28,8 @@ pub struct Record {
 }
 
 impl Record {
-    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
+    /// Copies `m`, whose partition the caller already knows as `tp`.
+    pub(crate) fn from_message(m: &BorrowedMessage<'_>, tp: TopicPartition) -> Self {
         let headers = m
             .headers()
             .map(|h| {
@@ -38,7 +39,7 @@ impl Record {
             })
             .unwrap_or_default();
         Record {
-            tp: TopicPartition::new(m.topic(), m.partition()),
+            tp,
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),

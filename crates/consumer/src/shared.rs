@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     pub has_fatal: AtomicBool,
     /// Some partition may have buffered records or be paused (cleared by `recv` when none is).
     pub maybe_waiting: AtomicBool,
+    /// Bumped after every change of `parts`, so caches of it know to refresh.
+    pub epoch: AtomicU64,
     pub high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
     pub dlq: Option<(FutureProducer, String)>,
     /// Wall clock in ms, refreshed by the commit thread every tick: hand-outs read it instead
@@ -198,6 +200,7 @@ impl Shared {
             fatal: Mutex::new(None),
             has_fatal: AtomicBool::new(false),
             maybe_waiting: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             high_watermarks: Mutex::new(HashMap::new()),
             dlq: p.dlq,
             clock_ms: AtomicI64::new(now_ms()),
@@ -767,6 +770,7 @@ impl Shared {
             );
             positions.push((tp, start));
         }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         tracing::info!(generation, partitions = positions.len(), "assigned");
         self.emit(ConsumerEvent::Assigned {
             generation,
@@ -877,6 +881,7 @@ impl Shared {
                 p.released.store(true, Ordering::Release);
                 map.remove(tp);
             }
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             ok
         };
         drop(guards);
