@@ -93,7 +93,7 @@ fn group() -> String {
     format!("bench-g{}", GROUP.fetch_add(1, Ordering::Relaxed))
 }
 
-#[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
+#[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn waterline(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher
@@ -129,7 +129,7 @@ fn waterline(bencher: Bencher, size: usize) {
         });
 }
 
-#[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
+#[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn bare_rdkafka(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher
@@ -166,7 +166,7 @@ fn bare_rdkafka(bencher: Bencher, size: usize) {
 
 /// The bare consumer plus the copy every concurrent consumer makes: each record detached
 /// into an owned message.
-#[divan::bench(args = [100, 1024], sample_count = 5, sample_size = 1)]
+#[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher

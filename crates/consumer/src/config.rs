@@ -308,7 +308,11 @@ impl ConsumerConfigBuilder {
             return bad("commit tick must be > 0");
         }
         c.tracker.validate()?;
-        for (k, _) in &c.properties {
+        for (k, v) in &c.properties {
+            // The revoke handler gives up every partition on each rebalance (eager protocol).
+            if k == "partition.assignment.strategy" && v.contains("cooperative") {
+                return bad("the cooperative assignment protocol is not supported");
+            }
             if matches!(
                 k.as_str(),
                 "enable.auto.commit"
@@ -350,6 +354,12 @@ mod tests {
                 .topic("t")
                 .set("enable.auto.commit", "true"))
             .contains("set by Waterline")
+        );
+        assert!(
+            err(ConsumerConfig::builder("b", "g")
+                .topic("t")
+                .set("partition.assignment.strategy", "cooperative-sticky"))
+            .contains("cooperative")
         );
         assert!(
             err(ConsumerConfig::builder("b", "g")
