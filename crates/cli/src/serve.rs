@@ -142,7 +142,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         wait_for_stop_signal().await?;
         tracing::info!("stop signal received, shutting down");
-        broker.shutdown().await.context("shutting down the broker")?;
+        broker
+            .shutdown()
+            .await
+            .context("shutting down the broker")?;
         tracing::info!("clean shutdown complete");
         Ok(())
     })

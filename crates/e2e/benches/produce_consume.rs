@@ -130,7 +130,9 @@ async fn produce(bootstrap: &str, topic: &str, partitions: i32, bytes: usize) ->
     }
 }
 
-fn consume(bootstrap: &str, topic: &str, partitions: i32, bytes: usize) -> f64 {
+/// (MB/s from assign() to the last record, MB/s from the first record to the last, time to the
+/// first record).
+fn consume(bootstrap: &str, topic: &str, partitions: i32, bytes: usize) -> (f64, f64, Duration) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench")
@@ -151,15 +153,30 @@ fn consume(bootstrap: &str, topic: &str, partitions: i32, bytes: usize) -> f64 {
     let mut got = 0usize;
     let mut got_bytes = 0usize;
     let start = Instant::now();
+    let mut first: Option<(Instant, usize)> = None;
     while got < want {
         if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
             let msg = msg.expect("message");
-            got_bytes += msg.payload().map_or(0, <[u8]>::len);
+            let len = msg.payload().map_or(0, <[u8]>::len);
+            if first.is_none() {
+                first = Some((Instant::now(), len));
+            }
+            got_bytes += len;
             got += 1;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "consume stalled");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "consume stalled"
+        );
     }
-    got_bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+    let total = start.elapsed();
+    let (first_at, first_len) = first.expect("at least one record");
+    let steady = (got_bytes - first_len) as f64 / first_at.elapsed().as_secs_f64() / 1e6;
+    (
+        got_bytes as f64 / total.as_secs_f64() / 1e6,
+        steady,
+        first_at - start,
+    )
 }
 
 fn main() {
@@ -210,7 +227,12 @@ fn main() {
             let c = tokio::task::spawn_blocking(move || consume(&b, &t, partitions, bytes))
                 .await
                 .expect("consumer");
-            println!("consume from page cache, {partitions} partition(s): {c:.1} MB/s");
+            println!(
+                "consume from page cache, {partitions} partition(s): {:.1} MB/s from assign(), {:.1} MB/s from the first record (first record after {:.0} ms)",
+                c.0,
+                c.1,
+                c.2.as_secs_f64() * 1e3
+            );
             let raw = raw_fetch(broker.addr(), &topic, partitions, bytes).await;
             println!(
                 "broker fetch serving rate (raw Fetch v12 requests, no client decoding), {partitions} partition(s): {raw:.1} MB/s"
@@ -266,18 +288,20 @@ async fn raw_fetch(addr: std::net::SocketAddr, topic: &str, partitions: i32, byt
             .with_max_wait_ms(100)
             .with_min_bytes(1)
             .with_max_bytes(50 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(
-                    (0..partitions)
-                        .map(|p| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_fetch_offset(next[p as usize])
-                                .with_partition_max_bytes(10 << 20)
-                        })
-                        .collect(),
-                )]);
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(
+                        (0..partitions)
+                            .map(|p| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(next[p as usize])
+                                    .with_partition_max_bytes(10 << 20)
+                            })
+                            .collect(),
+                    ),
+            ]);
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::Fetch as i16)
             .with_request_api_version(VERSION)
@@ -307,7 +331,8 @@ async fn raw_fetch(addr: std::net::SocketAddr, topic: &str, partitions: i32, byt
                 let mut at = 0usize;
                 while at + 61 <= records.len() {
                     let base = i64::from_be_bytes(records[at..at + 8].try_into().unwrap());
-                    let blen = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+                    let blen =
+                        i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
                     if at + 12 + blen > records.len() {
                         break;
                     }

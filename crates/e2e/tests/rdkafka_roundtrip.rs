@@ -41,7 +41,9 @@ fn records(n: usize) -> Vec<Rec> {
 }
 
 fn first_offset_at_or_after(recs: &[Rec], ts: i64) -> Option<i64> {
-    recs.iter().position(|r| r.timestamp >= ts).map(|i| i as i64)
+    recs.iter()
+        .position(|r| r.timestamp >= ts)
+        .map(|i| i as i64)
 }
 
 async fn produce(bootstrap: &str, topic: &str, codec: &str, recs: &[Rec]) -> Vec<i64> {
@@ -126,11 +128,20 @@ fn check_roundtrip(c: &BaseConsumer, recs: &[Rec]) {
 fn check_offsets_for_times(c: &BaseConsumer, topic: &str, recs: &[Rec]) {
     let first = recs[0].timestamp;
     let last = recs[recs.len() - 1].timestamp;
-    for ts in [first - 1000, first, first + 5, recs[recs.len() / 2].timestamp, last, last + 1] {
+    for ts in [
+        first - 1000,
+        first,
+        first + 5,
+        recs[recs.len() / 2].timestamp,
+        last,
+        last + 1,
+    ] {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
             .expect("tpl");
-        let found = c.offsets_for_times(tpl, TIMEOUT).expect("offsets_for_times");
+        let found = c
+            .offsets_for_times(tpl, TIMEOUT)
+            .expect("offsets_for_times");
         let got = found.elements()[0].offset();
         let want = match first_offset_at_or_after(recs, ts) {
             Some(o) => Offset::Offset(o),
@@ -138,9 +149,7 @@ fn check_offsets_for_times(c: &BaseConsumer, topic: &str, recs: &[Rec]) {
         };
         assert_eq!(got, want, "offset for time {ts}");
     }
-    let (low, high) = c
-        .fetch_watermarks(topic, 0, TIMEOUT)
-        .expect("watermarks");
+    let (low, high) = c.fetch_watermarks(topic, 0, TIMEOUT).expect("watermarks");
     assert_eq!((low, high), (0, recs.len() as i64));
 }
 
@@ -152,7 +161,11 @@ async fn every_codec_round_trips_exactly() {
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("rdkafka-{codec}");
         let offsets = produce(&bootstrap, &topic, codec, &recs).await;
-        assert_eq!(offsets, (0..recs.len() as i64).collect::<Vec<_>>(), "{codec}");
+        assert_eq!(
+            offsets,
+            (0..recs.len() as i64).collect::<Vec<_>>(),
+            "{codec}"
+        );
         let topic2 = topic.clone();
         let bootstrap2 = bootstrap.clone();
         let recs2 = records(60);
