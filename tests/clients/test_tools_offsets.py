@@ -1,4 +1,4 @@
-"""The operator tools (`waterline offsets|groups|lag`) run as subprocesses against `waterline serve`.
+"""The operator tools (`waterline offsets|groups|lag`), run as subprocesses against a broker.
 
 Each reset mode moves a real group's offsets and a confluent-kafka consumer in that group, assigned
 without explicit offsets, must then start exactly at the new position. Also: clamping, refusal on an
@@ -8,6 +8,8 @@ output against what a client committed, and exit code 2 on bad arguments.
 One broker serves the whole module; every test uses its own topics and groups.
 """
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -51,19 +53,23 @@ def uid(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def wl(broker, *args, cwd=None, timeout=60):
-    """Run the `waterline` binary like an operator would; returns the CompletedProcess."""
+def wl(broker, *args, timeout=60):
+    """Run the `waterline` binary like an operator would; returns the CompletedProcess.
+
+    Runs in the broker's temp dir, so a default-placed backup file never lands in the repo.
+    """
     return subprocess.run(
         [waterline_bin(), *args, "--bootstrap-server", broker.bootstrap, "--timeout-ms", "10000"],
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=broker.data_dir.parent,
         timeout=timeout,
     )
 
 
 def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
@@ -498,9 +504,6 @@ def json_view(partitions):
 
 
 def csv_rows(text):
-    import csv
-    import io
-
     return list(csv.DictReader(io.StringIO(text)))
 
 
@@ -603,6 +606,38 @@ def test_lag_in_records_and_time(tbroker):
     assert parts[1]["time_lag_ms"] >= 26 * STEP_MS
 
 
+def listed(broker):
+    doc = json.loads(ok(wl(broker, "groups", "list", "--output", "json")).stdout)
+    return {g["group"]: g["state"] for g in doc["groups"]}
+
+
+def test_list_and_delete_offsets_and_groups(tbroker):
+    topic, _ = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    m = Member(tbroker, group, [topic])
+    m.start()
+    try:
+        m.wait_assigned(PARTITIONS)
+        assert listed(tbroker)[group] == "Stable"
+        # An active group cannot be deleted.
+        r = wl(tbroker, "groups", "delete", "--group", group)
+        assert r.returncode != 0 and group in r.stderr, r.stdout + r.stderr
+        assert committed(tbroker, group, topic) == START
+    finally:
+        m.stop()
+    assert listed(tbroker)[group] == "Empty"
+
+    ok(wl(tbroker, "offsets", "delete", "--group", group, "--topic", f"{topic}:1"))
+    assert committed(tbroker, group, topic) == {0: 3, 1: None, 2: 7}
+    assert ok(wl(tbroker, "offsets", "export", "--group", group)).stdout.splitlines() == [
+        f"{topic},0,3", f"{topic},2,7"]
+
+    ok(wl(tbroker, "groups", "delete", "--group", group))
+    assert group not in listed(tbroker)
+    assert committed(tbroker, group, topic) == {0: None, 1: None, 2: None}
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad arguments: exit code 2 and one line on stderr.
 
@@ -631,3 +666,33 @@ def test_bad_arguments_exit_2_with_one_line(tbroker, tmp_path, build, needle):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], r.stderr
         assert committed(tbroker, group, topic) == START
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["groups", "describe"], "--group"),
+    (["lag", "--window", "5 minutes"], "5 minutes"),
+    (["offsets", "reset", "--topic", "t", "--to-earliest"], "--group"),
+    (["offsets", "reset", "--group", "g", "--to-earliest"], "--topic"),
+    (["offsets", "reset", "--group", "g", "--all-topics", "--topic", "t", "--to-earliest"],
+     "--all-topics"),
+    (["offsets", "export", "--group", "g", "--topic", "t:x"], "'x'"),
+], ids=["describe-no-group", "lag-bad-window", "reset-no-group", "reset-no-partitions",
+        "reset-topic-and-all-topics", "export-bad-partition"])
+def test_other_bad_arguments_exit_2_with_one_line(tbroker, args, needle):
+    r = wl(tbroker, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_partition_beyond_topic_exits_2(tbroker):
+    topic, _ = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    r = wl(tbroker, "offsets", "reset", "--group", group, "--topic", f"{topic}:{PARTITIONS}",
+           "--to-earliest", "--execute")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and topic in lines[0] and f"partition {PARTITIONS}" in lines[0]
+    assert committed(tbroker, group, topic) == START
