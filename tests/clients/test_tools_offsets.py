@@ -11,6 +11,7 @@ One broker serves the whole module; every test uses its own topics and groups.
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import threading
@@ -53,7 +54,7 @@ def uid(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def wl(broker, *args, timeout=60):
+def wl(broker, *args, timeout=60, env=None):
     """Run the `waterline` binary like an operator would; returns the CompletedProcess.
 
     Runs in the broker's temp dir, so a default-placed backup file never lands in the repo.
@@ -63,6 +64,7 @@ def wl(broker, *args, timeout=60):
         capture_output=True,
         text=True,
         cwd=broker.data_dir.parent,
+        env=None if env is None else {**os.environ, **env},
         timeout=timeout,
     )
 
@@ -137,21 +139,26 @@ def committed(broker, group, topic, partitions=PARTITIONS):
         c.close()
 
 
-def first_positions(broker, group, topic, partitions=PARTITIONS, timeout=20.0):
+def first_positions(broker, group, topic, partitions=PARTITIONS, subscribe=False, timeout=20.0):
     """Where a consumer of `group` starts on each partition: the offset of its first record.
 
-    Assigns without explicit offsets, so librdkafka starts from the committed position (and
-    fails rather than guessing where there is none). Checks each record's value against its
-    offset. Commits nothing.
+    Assigns (or subscribes) without explicit offsets, so librdkafka starts from the committed
+    position (and fails rather than guessing where there is none). Checks each record's value
+    against its offset. Commits nothing.
     """
     c = Consumer(base_config(broker, **{
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "error",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
     }))
     first = {}
     try:
-        c.assign([TopicPartition(topic, p) for p in range(partitions)])
+        if subscribe:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, p) for p in range(partitions)])
         deadline = time.monotonic() + timeout
         while len(first) < partitions and time.monotonic() < deadline:
             msg = c.poll(0.1)
@@ -165,14 +172,14 @@ def first_positions(broker, group, topic, partitions=PARTITIONS, timeout=20.0):
     return first
 
 
-def assert_starts_at(broker, group, topic, expected, partitions=PARTITIONS):
+def assert_starts_at(broker, group, topic, expected, partitions=PARTITIONS, subscribe=False):
     """A consumer in `group` gets, as its first record of each partition, the one at `expected`.
 
     Adds one marker record per partition (at offset RECORDS) first, so a position at the old log
     end also has a record to deliver. Call at most once per topic.
     """
     produce(broker, topic, int(time.time() * 1000), partitions, count=1, start=RECORDS)
-    assert first_positions(broker, group, topic, partitions) == expected
+    assert first_positions(broker, group, topic, partitions, subscribe) == expected
 
 
 def iso(ms, tz=timezone.utc):
@@ -263,6 +270,31 @@ def test_reset_mode_moves_consumer(tbroker, tmp_path, start, build, expected):
           "--backup-dir", str(tmp_path)))
     assert committed(tbroker, group, topic) == expected
     assert_starts_at(tbroker, group, topic, expected)
+
+
+def test_reset_of_listed_partitions_leaves_the_others(tbroker, tmp_path):
+    topic, _ = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    r = ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", f"{topic}:0,2",
+              "--to-offset", "8", "--execute", "--backup-dir", str(tmp_path), "--output", "json"))
+    assert sorted(row["partition"] for row in json.loads(r.stdout)["partitions"]) == [0, 2]
+    assert_starts_at(tbroker, group, topic, {0: 8, 1: 5, 2: 8})
+
+
+@pytest.mark.parametrize("tz", ["IST-5:30", "UTC0"])
+def test_to_datetime_without_zone_uses_local_time(tbroker, tmp_path, tz):
+    """A zone-less --to-datetime is local time (TZ as a POSIX rule, so no tzdata is needed)."""
+    topic, base = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    offset = timedelta(hours=5, minutes=30) if tz.startswith("IST") else timedelta(0)
+    # Partition 1's record 3, written as local wall-clock time without a zone.
+    local = iso(base + 3 * STEP_MS + 1, timezone(offset))
+    local = local[:-1] if local.endswith("Z") else local[:-6]
+    ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic, "--to-datetime", local,
+          "--execute", "--backup-dir", str(tmp_path), env={"TZ": tz}))
+    assert_starts_at(tbroker, group, topic, {0: 4, 1: 3, 2: 3})
 
 
 def test_offset_beyond_log_end_is_clamped_with_warning(tbroker, tmp_path):
@@ -367,26 +399,41 @@ class Member(threading.Thread):
         assert self.error is None, repr(self.error)
 
 
-def test_reset_refuses_active_group(tbroker, tmp_path):
+@pytest.mark.parametrize("how", ["mode", "from-file", "plan"])
+def test_reset_refuses_active_group(tbroker, tmp_path, how):
     topic, _ = topic_with_records(tbroker)
     group = uid("g")
     commit(tbroker, group, topic, START)
+    if how == "mode":
+        args = ["--topic", topic, "--to-earliest"]
+    elif how == "from-file":
+        f = tmp_path / "offsets.csv"
+        f.write_text("".join(f"{topic},{p},0\n" for p in range(PARTITIONS)))
+        args = ["--from-file", str(f)]
+    else:
+        # Written while the group is empty; the plan's offsets still match when it is applied.
+        plan = tmp_path / "reset.plan"
+        ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic, "--to-earliest",
+              "--plan-out", str(plan)))
+        args = ["--plan", str(plan)]
+    backups = tmp_path / "backups"
+    backups.mkdir()
     m = Member(tbroker, group, [topic])
     m.start()
     try:
         m.wait_assigned(PARTITIONS)
-        r = wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic,
-               "--to-earliest", "--execute", "--backup-dir", str(tmp_path))
+        r = wl(tbroker, "offsets", "reset", "--group", group, *args, "--execute",
+               "--backup-dir", str(backups))
         assert r.returncode != 0, r.stdout + r.stderr
         err = r.stderr.strip().splitlines()
         assert len(err) == 1 and group in err[0] and "Stable" in err[0], r.stderr
         assert committed(tbroker, group, topic) == START
-        assert not list(tmp_path.glob("waterline-backup-*")), "a refused reset wrote a backup"
+        assert not list(backups.iterdir()), "a refused reset wrote a backup"
     finally:
         m.stop()
     # Once the member has left, the same reset goes through.
-    ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic,
-          "--to-earliest", "--execute", "--backup-dir", str(tmp_path)))
+    ok(wl(tbroker, "offsets", "reset", "--group", group, *args, "--execute",
+          "--backup-dir", str(backups)))
     assert committed(tbroker, group, topic) == {0: 0, 1: 0, 2: 0}
 
 
@@ -415,7 +462,7 @@ def test_export_reset_restore_round_trips(tbroker, tmp_path, fmt):
     ok(wl(tbroker, "offsets", "reset", "--group", group, "--from-file", backup, "--execute",
           "--backup-dir", str(tmp_path)))
     assert ok(wl(tbroker, "offsets", "export", "--group", group)).stdout == before
-    assert_starts_at(tbroker, group, t1, START)
+    assert_starts_at(tbroker, group, t1, START, subscribe=True)
 
 
 def test_plan_applies_only_if_offsets_unchanged(tbroker, tmp_path):
