@@ -115,7 +115,7 @@ impl BrokerConfig {
     /// Parses a TOML document (keys as the field names) over the defaults, then validates it.
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
         let config: BrokerConfig =
-            toml::from_str(s).map_err(|e| ConfigError::Toml(e.to_string()))?;
+            toml::from_str(s).map_err(|e| ConfigError::Toml(one_line_toml_error(s, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -147,6 +147,21 @@ impl BrokerConfig {
     }
 }
 
+/// toml's own rendering spans several lines (a source snippet with a caret); operators get one
+/// line: `line L, column C: message`.
+fn one_line_toml_error(source: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &source[..span.start.min(source.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +176,15 @@ mod tests {
         assert_eq!(c.fsync, FsyncPolicy::Always);
         assert_eq!(c.max_frame_bytes, 104_857_600);
         assert_eq!(c.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_position() {
+        let err = BrokerConfig::from_toml_str("listen = \"x:1\"\ndefault_partitions = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("line 2, column 22"), "{err}");
     }
 
     #[test]

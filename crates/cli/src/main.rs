@@ -29,7 +29,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return argument_error(err),
+    };
     match cli.command {
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +45,33 @@ fn main() -> ExitCode {
         Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
     }
+}
+
+/// Help and version go to stdout as clap prints them (exit 0). A usage error is one line on
+/// stderr naming the problem (clap's rendering adds a blank line and a hint), exit code 2.
+fn argument_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = err.render().to_string();
+    let line = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("waterline: error: {line} (see --help)");
+    ExitCode::from(2)
 }
 
 /// Runs one operator command on a small single-threaded runtime: these commands make a handful
