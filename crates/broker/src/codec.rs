@@ -84,7 +84,8 @@ fn decode_checked(
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, key.request_header_version(prefix.api_version))
         .map_err(|e| ProtocolError::BadHeader(e.to_string()))?;
-    guard::check(prefix.api_key, prefix.api_version, &buf).map_err(ProtocolError::BadBody)?;
+    guard::check(prefix.api_key, prefix.api_version, &buf)
+        .map_err(|e| ProtocolError::BadBody(e.to_string()))?;
     let request = RequestKind::decode(key, &mut buf, prefix.api_version)
         .map_err(|e| ProtocolError::BadBody(format!("{key:?} v{}: {e}", prefix.api_version)))?;
     if !buf.is_empty() {

@@ -1,10 +1,10 @@
 //! waterline serve: a single-node server speaking the Kafka wire protocol over the Waterline log.
 //!
 //! Layout: [`config`] (settings), [`server`] (TCP, connections, shutdown), [`codec`] (frame
-//! decoding that never panics, response encoding), [`guard`] (pre-decode bounds checks),
-//! [`handlers`] (one module per Kafka API), [`topics`] (registry and on-disk layout),
-//! [`partition`] (a log behind a mutex plus its high-watermark channel), [`sync`] (group commit),
-//! [`producer_ids`] (durable producer-id allocation).
+//! decoding that never panics, response encoding), [`guard`] (pre-decode bounds checks, from
+//! waterline-wire), [`handlers`] (one module per Kafka API), [`topics`] (registry and on-disk
+//! layout), [`partition`] (a log behind a mutex plus its high-watermark channel), [`sync`] (group
+//! commit), [`producer_ids`] (durable producer-id allocation).
 #![deny(missing_docs)]
 
 pub mod codec;

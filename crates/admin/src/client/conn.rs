@@ -190,11 +190,13 @@ impl Connection {
         mut body: Bytes,
     ) -> Result<T, ClientError> {
         // Refuse element counts the body cannot hold before kafka-protocol allocates them.
-        super::guard::check(api as i16, version, &body).map_err(|message| ClientError::Decode {
-            api: api_name(api),
-            version,
-            addr: self.addr.clone(),
-            message,
+        waterline_wire::check_response(api as i16, version, &body).map_err(|e| {
+            ClientError::Decode {
+                api: api_name(api),
+                version,
+                addr: self.addr.clone(),
+                message: e.to_string(),
+            }
         })?;
         T::decode(&mut body, version).map_err(|e| ClientError::Decode {
             api: api_name(api),
