@@ -108,6 +108,15 @@ fn is_header(fields: &[String]) -> bool {
 /// Reads offsets CSV. Every line must have the same number of fields (3 or 4); blank lines are
 /// skipped; a (topic, partition) may appear once per group.
 pub fn parse_csv(text: &str) -> Result<Vec<CsvRow>, CsvError> {
+    Ok(parse_csv_lines(text)?
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect())
+}
+
+/// [`parse_csv`], with the 1-based line number of each row, so that later checks (an unknown
+/// topic, say) can name the line too.
+pub fn parse_csv_lines(text: &str) -> Result<Vec<(usize, CsvRow)>, CsvError> {
     let mut rows = Vec::new();
     let mut width: Option<usize> = None;
     let mut seen = BTreeSet::new();
@@ -182,7 +191,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<CsvRow>, CsvError> {
                     .unwrap_or_default()
             )));
         }
-        rows.push(CsvRow { group, tp, offset });
+        rows.push((line_no, CsvRow { group, tp, offset }));
     }
     Ok(rows)
 }
@@ -217,6 +226,14 @@ mod tests {
             parse_csv("group,topic,partition,offset\n\"g \"\"x\"\"\",t,0,5\n").unwrap(),
             vec![row(Some("g \"x\""), "t", 0, 5)]
         );
+    }
+
+    #[test]
+    fn rows_carry_their_line_numbers() {
+        let got = parse_csv_lines("topic,partition,offset\n\nt,0,5\r\nt,1,6\n").unwrap();
+        let lines: Vec<usize> = got.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![3, 4]);
+        assert_eq!(got[1].1, row(None, "t", 1, 6));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use waterline_core::TopicPartition;
 
-use crate::csvio::{CsvRow, parse_csv, write_csv};
+use crate::csvio::{CsvRow, parse_csv_lines, write_csv};
 use crate::error::FileError;
 use crate::reset::ResetPlan;
 
@@ -154,6 +154,31 @@ pub fn parse_offsets_file(
     text: &str,
     group: &str,
 ) -> Result<BTreeMap<TopicPartition, i64>, FileError> {
+    Ok(parse_offsets_file_located(path, text, group)?
+        .into_iter()
+        .map(|o| (o.tp, o.offset))
+        .collect())
+}
+
+/// One offset of a `--from-file` input and where in the file it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOffset {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The offset.
+    pub offset: i64,
+    /// `line N` (CSV, 1-based) or `offsets[N]` (JSON backup, 0-based), for error messages.
+    pub location: String,
+}
+
+/// [`parse_offsets_file`] keeping file order and each offset's location, so that a problem
+/// found later (an unknown topic or partition) can name the line. A partition given twice
+/// in a JSON backup keeps its last entry, as the map form does.
+pub fn parse_offsets_file_located(
+    path: &Path,
+    text: &str,
+    group: &str,
+) -> Result<Vec<FileOffset>, FileError> {
     if text.trim_start().starts_with('{') {
         let doc: BackupDoc = serde_json::from_str(text).map_err(|e| FileError::Json {
             path: path.to_path_buf(),
@@ -167,20 +192,36 @@ pub fn parse_offsets_file(
                 message: format!("format is '{}', expected '{BACKUP_FORMAT}'", doc.format),
             });
         }
-        return Ok(doc
-            .offsets
-            .into_iter()
-            .map(|e| (TopicPartition::new(e.topic, e.partition), e.offset))
-            .collect());
+        let mut out: Vec<FileOffset> = Vec::with_capacity(doc.offsets.len());
+        let mut index: BTreeMap<TopicPartition, usize> = BTreeMap::new();
+        for (i, e) in doc.offsets.into_iter().enumerate() {
+            let entry = FileOffset {
+                tp: TopicPartition::new(e.topic, e.partition),
+                offset: e.offset,
+                location: format!("offsets[{i}]"),
+            };
+            match index.get(&entry.tp) {
+                Some(at) => out[*at] = entry,
+                None => {
+                    index.insert(entry.tp.clone(), out.len());
+                    out.push(entry);
+                }
+            }
+        }
+        return Ok(out);
     }
-    let rows = parse_csv(text).map_err(|source| FileError::Csv {
+    let rows = parse_csv_lines(text).map_err(|source| FileError::Csv {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(rows
         .into_iter()
-        .filter(|r| r.group.as_deref().is_none_or(|g| g == group))
-        .map(|r| (r.tp, r.offset))
+        .filter(|(_, r)| r.group.as_deref().is_none_or(|g| g == group))
+        .map(|(line, r)| FileOffset {
+            tp: r.tp,
+            offset: r.offset,
+            location: format!("line {line}"),
+        })
         .collect())
 }
 
@@ -262,6 +303,24 @@ mod tests {
         let text = "g1,a,0,5\ng2,a,0,7\n";
         let got = parse_offsets_file(Path::new("f"), text, "g2").unwrap();
         assert_eq!(got, BTreeMap::from([(TopicPartition::new("a", 0), 7)]));
+    }
+
+    #[test]
+    fn located_offsets_name_lines_and_entries() {
+        let got =
+            parse_offsets_file_located(Path::new("f"), "g1,a,0,5\n\ng2,b,1,7\n", "g2").unwrap();
+        assert_eq!(
+            got,
+            vec![FileOffset {
+                tp: TopicPartition::new("b", 1),
+                offset: 7,
+                location: "line 3".into(),
+            }]
+        );
+        let json = render_backup("g", 1, &offsets(), BackupFormat::Json);
+        let got = parse_offsets_file_located(Path::new("f.json"), &json, "g").unwrap();
+        let locations: Vec<&str> = got.iter().map(|o| o.location.as_str()).collect();
+        assert_eq!(locations, vec!["offsets[0]", "offsets[1]"]);
     }
 
     #[test]

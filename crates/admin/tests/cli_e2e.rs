@@ -137,8 +137,20 @@ async fn every_reset_mode_with_clamping() {
         let r = run(&b.addr, &args).await;
         assert_eq!(r.code, 0, "{mode:?}: {r:?}");
         assert_eq!(committed(&mut c, "g").await, expect, "{mode:?}");
-        if let Some(w) = warning {
-            assert!(r.out.contains(w), "{mode:?}: {}", r.out);
+        // Warnings are diagnostics: on stderr, one `Warning:` line each, never on stdout.
+        assert!(!r.out.contains("Warning"), "{mode:?}: {}", r.out);
+        let warnings: Vec<&str> = r
+            .err
+            .lines()
+            .filter(|l| l.starts_with("Warning: "))
+            .collect();
+        match warning {
+            Some(w) => assert!(
+                warnings.iter().any(|l| l.contains(w)),
+                "{mode:?}: {}",
+                r.err
+            ),
+            None => assert!(warnings.is_empty(), "{mode:?}: {}", r.err),
         }
         assert!(
             r.err.contains("Backup of group g's previous offsets: "),
@@ -289,11 +301,12 @@ async fn export_reset_restore_round_trips_exactly() {
         ],
     )
     .await;
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "{r:?}");
+    let line = one_line(&r.err);
     assert!(
-        one_line(&r.err).ends_with("line 2: partition 'one' is not a non-negative integer"),
-        "{}",
-        r.err
+        line.contains(file.to_str().unwrap())
+            && line.ends_with("line 2: partition 'one' is not a non-negative integer"),
+        "{line}"
     );
     b.stop().await;
 }
@@ -626,5 +639,257 @@ async fn assigned_partitions_without_commits_are_listed() {
     );
     assert_eq!(cells[7], member);
     assert_eq!(lines.len(), 2, "{}", r.out);
+    b.stop().await;
+}
+
+/// Runs `offsets reset --group g --from-file <file>` (a dry run) and expects exit 2 with one
+/// line naming the file and containing `needle`.
+async fn from_file_usage_error(b: &TestBroker, file: &std::path::Path, needle: &str) {
+    let path = file.to_str().unwrap();
+    let r = run(
+        &b.addr,
+        &["offsets", "reset", "--group", "g", "--from-file", path],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{path}: {r:?}");
+    let line = one_line(&r.err);
+    assert!(
+        line.starts_with("waterline offsets: error: --from-file ")
+            && line.contains(path)
+            && line.contains(needle),
+        "{line}"
+    );
+    assert_eq!(r.out, "", "{path}");
+}
+
+#[tokio::test]
+async fn from_file_problems_are_usage_errors_naming_file_and_line() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+    let cases = [
+        (
+            "malformed.csv",
+            "t,0,1\nt,zero,1\n",
+            "line 2: partition 'zero'",
+        ),
+        (
+            "topic.csv",
+            "t,0,1\n\nnope,0,1\n",
+            "line 3: unknown topic 'nope'",
+        ),
+        (
+            "partition.csv",
+            "t,0,1\nt,7,1\n",
+            "line 2: topic 't' has no partition 7 (2 partitions)",
+        ),
+        ("other-group.csv", "h,t,0,1\n", "no offsets for group g"),
+        (
+            "backup.json",
+            "{\"format\":\"waterline-offsets-backup\",\"version\":1,\"group\":\"g\",\"taken_ms\":0,\
+             \"offsets\":[{\"topic\":\"t\",\"partition\":0,\"offset\":1},\
+             {\"topic\":\"t\",\"partition\":9,\"offset\":1}]}",
+            "offsets[1]: topic 't' has no partition 9",
+        ),
+        ("bad.json", "{\"format\":1}", "not a valid backup file"),
+    ];
+    for (name, text, needle) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        from_file_usage_error(&b, &file, needle).await;
+    }
+    // A missing file, too, is the user's input.
+    from_file_usage_error(&b, &dir.path().join("absent.csv"), "No such file").await;
+    // None of these changed anything, with or without --execute.
+    let file = dir.path().join("topic.csv");
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--from-file",
+            file.to_str().unwrap(),
+            "--execute",
+            "--backup-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5), (1, 2)]);
+
+    // A plan file that is missing or malformed is a usage error as well.
+    let plan = dir.path().join("plan.json");
+    for (text, needle) in [
+        (None, "No such file"),
+        (Some("{\"format\":\"x\"}"), "not a valid plan file"),
+    ] {
+        if let Some(t) = text {
+            std::fs::write(&plan, t).unwrap();
+        }
+        let r = run(
+            &b.addr,
+            &[
+                "offsets",
+                "reset",
+                "--execute",
+                "--plan",
+                plan.to_str().unwrap(),
+                "--backup-dir",
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 2, "{r:?}");
+        let line = one_line(&r.err);
+        assert!(
+            line.starts_with("waterline offsets: error: --plan ")
+                && line.contains(plan.to_str().unwrap())
+                && line.contains(needle),
+            "{line}"
+        );
+    }
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5), (1, 2)]);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn clamp_warnings_go_to_stderr_in_every_output_mode() {
+    let b = setup().await;
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+    let base = [
+        "offsets",
+        "reset",
+        "--group",
+        "g",
+        "--topic",
+        "t",
+        "--to-offset",
+        "1000",
+    ];
+    let expect_warnings = [
+        "Warning: t partition 0: offset 1000 is after the log end offset 10; using 10",
+        "Warning: t partition 1: offset 1000 is after the log end offset 5; using 5",
+    ];
+    for extra in [
+        &[][..],
+        &["--export"][..],
+        &["--output", "csv"][..],
+        &["--output", "json"][..],
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let r = run(&b.addr, &args).await;
+        assert_eq!(r.code, 0, "{extra:?}: {r:?}");
+        let warnings: Vec<&str> = r
+            .err
+            .lines()
+            .filter(|l| l.starts_with("Warning:"))
+            .collect();
+        assert_eq!(warnings, expect_warnings, "{extra:?}: {}", r.err);
+        assert!(!r.out.contains("Warning"), "{extra:?}: {}", r.out);
+        match extra {
+            ["--export"] | ["--output", "csv"] => assert_eq!(r.out, "t,0,10\nt,1,5\n"),
+            ["--output", "json"] => {
+                let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+                let w = v["warnings"].as_array().unwrap();
+                assert_eq!(w.len(), 2, "{}", r.out);
+                assert_eq!(
+                    w[0].as_str().map(|s| format!("Warning: {s}")).as_deref(),
+                    Some(expect_warnings[0])
+                );
+            }
+            _ => assert!(r.out.starts_with("GROUP "), "{}", r.out),
+        }
+    }
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5), (1, 2)]);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn list_state_filter_is_validated_case_insensitively() {
+    let b = setup().await;
+    let mut c = b.client().await;
+    commit(&mut c, "idle", &[(0, 1)]).await;
+    let (_member, _conn) = b.join("live", &[("t", vec![0])]).await;
+
+    let r = run(&b.addr, &["groups", "list", "--state", "Bogus"]).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    let line = one_line(&r.err);
+    assert!(
+        line.contains("'Bogus'")
+            && line.contains("Empty, PreparingRebalance, CompletingRebalance, Stable, Dead"),
+        "{line}"
+    );
+    assert_eq!(r.out, "");
+
+    let names = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let r = run(&b.addr, &["groups", "list", "--state", "stable"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(names(&r.out), vec!["live"], "{}", r.out);
+    let r = run(&b.addr, &["groups", "list", "--state", "EMPTY,Stable"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(names(&r.out), vec!["idle", "live"], "{}", r.out);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn lag_of_a_group_that_does_not_exist_fails_like_describe() {
+    let b = setup().await;
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 4)]).await;
+
+    for args in [
+        &["lag", "--group", "nosuch"][..],
+        &["lag", "--group", "nosuch", "--output", "json"][..],
+        &["groups", "describe", "--group", "nosuch"][..],
+    ] {
+        let r = run(&b.addr, args).await;
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            one_line(&r.err).ends_with("error: group 'nosuch' does not exist"),
+            "{args:?}: {}",
+            r.err
+        );
+        assert!(!r.out.contains("OK"), "{args:?}: {}", r.out);
+    }
+    // The groups that exist are still shown; the command fails for the one that does not.
+    let r = run(
+        &b.addr,
+        &[
+            "lag", "--group", "g", "--group", "nosuch", "--group", "gone",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.out.starts_with("Group 'g': "), "{}", r.out);
+    assert!(!r.out.contains("nosuch"), "{}", r.out);
+    assert_eq!(
+        one_line(&r.err),
+        "waterline lag: error: groups 'nosuch', 'gone' do not exist"
+    );
+    // A group whose offsets were all deleted, with no members, no longer exists either.
+    let r = run(
+        &b.addr,
+        &["offsets", "delete", "--group", "g", "--topic", "t"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(&b.addr, &["lag", "--group", "g"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        one_line(&r.err).ends_with("group 'g' does not exist"),
+        "{}",
+        r.err
+    );
     b.stop().await;
 }

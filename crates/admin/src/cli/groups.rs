@@ -7,7 +7,9 @@ use waterline_core::TopicPartition;
 use super::render::{
     DescribeView, GroupView, MemberRow, OffsetRow, render_describe, render_group_list,
 };
-use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, next_record_times, now_ms};
+use super::{
+    CliError, ConnectionArgs, Out, OutputFormat, finish, group_exists, next_record_times, now_ms,
+};
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
 use crate::lag::time_lag;
@@ -38,7 +40,7 @@ pub struct ListArgs {
     #[command(flatten)]
     pub conn: ConnectionArgs,
     /// Only groups in this state (Empty, Stable, PreparingRebalance, CompletingRebalance,
-    /// Dead); repeatable.
+    /// Dead; case-insensitive); repeatable or comma-separated.
     #[arg(long, value_name = "STATE")]
     pub state: Vec<String>,
     /// Output format: table or json.
@@ -90,14 +92,45 @@ pub async fn run_groups_with(args: GroupsArgs, out: Out<'_>, err: Out<'_>) -> u8
     finish("groups", result, err)
 }
 
+/// Group states `groups list --state` accepts, spelled as brokers report them.
+pub const GROUP_STATES: [&str; 5] = [
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Stable",
+    "Dead",
+];
+
+/// Parses `--state` values (repeatable, each possibly comma-separated) into the brokers'
+/// spelling. An unknown state is a usage error: filtering on it would silently list nothing.
+pub fn parse_states(values: &[String]) -> Result<Vec<String>, CliError> {
+    let mut states: Vec<String> = Vec::new();
+    for value in values {
+        for name in value.split(',').map(str::trim) {
+            let Some(known) = GROUP_STATES.iter().find(|s| s.eq_ignore_ascii_case(name)) else {
+                return Err(CliError::Usage(format!(
+                    "--state '{name}': unknown group state; valid states (case-insensitive): {}",
+                    GROUP_STATES.join(", ")
+                )));
+            };
+            if !states.iter().any(|s| s == known) {
+                states.push((*known).to_string());
+            }
+        }
+    }
+    Ok(states)
+}
+
 async fn list(args: ListArgs, out: Out<'_>) -> Result<(), CliError> {
     if args.output == OutputFormat::Csv {
         return Err(CliError::Usage(
             "groups list: --output must be table or json".into(),
         ));
     }
+    // Checked before connecting: a usage error must not depend on the broker being up.
+    let states = parse_states(&args.state)?;
     let mut client = args.conn.connect().await?;
-    let groups = client.list_groups(&args.state).await?;
+    let groups = client.list_groups(&states).await?;
     let _ = write!(out, "{}", render_group_list(&groups, args.output));
     Ok(())
 }
@@ -170,8 +203,12 @@ pub(crate) async fn collect_views(
                 owners.insert(tp.clone(), i);
             }
         }
-        let exists = g.error_code == codes::NONE
-            && !(g.state == "Dead" && committed.is_empty() && g.members.is_empty());
+        let exists = group_exists(
+            g.error_code,
+            &g.state,
+            !g.members.is_empty(),
+            !committed.is_empty(),
+        );
         let mut offsets = Vec::new();
         if with_offsets {
             let partitions: BTreeSet<TopicPartition> =

@@ -8,8 +8,11 @@ use std::time::Duration;
 use waterline_core::TopicPartition;
 
 use super::render::{LagGroupView, LagRow, render_lag};
-use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, next_record_times, now_ms};
+use super::{
+    CliError, ConnectionArgs, Out, OutputFormat, finish, group_exists, next_record_times, now_ms,
+};
 use crate::client::{AdminClient, OffsetSpec};
+use crate::codes;
 use crate::lag::{Sample, WindowContext, evaluate, group_status, time_lag};
 use crate::timefmt::parse_duration_ms;
 
@@ -73,7 +76,7 @@ async fn lag(args: LagArgs, in_place: bool, out: Out<'_>) -> Result<(), CliError
     let mut round = 0u64;
     loop {
         round += 1;
-        let views = refresh(&mut client, &args.group, &mut history, window_ms).await?;
+        let (views, missing) = refresh(&mut client, &args.group, &mut history, window_ms).await?;
         let text = render_lag(&views, args.output);
         if in_place {
             // Cursor home and clear screen: the table is redrawn in place.
@@ -81,6 +84,11 @@ async fn lag(args: LagArgs, in_place: bool, out: Out<'_>) -> Result<(), CliError
         }
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+        // As `groups describe`: the groups that exist are shown, and a named group that does
+        // not exist fails the command (also under --watch, where it is not going to appear).
+        if !missing.is_empty() {
+            return Err(missing_groups(&missing));
+        }
         if !args.watch || (args.iterations > 0 && round >= args.iterations) {
             return Ok(());
         }
@@ -91,12 +99,23 @@ async fn lag(args: LagArgs, in_place: bool, out: Out<'_>) -> Result<(), CliError
     }
 }
 
+/// The error for named groups that do not exist.
+fn missing_groups(missing: &[String]) -> CliError {
+    let names: Vec<String> = missing.iter().map(|g| format!("'{g}'")).collect();
+    CliError::Failed(match names.as_slice() {
+        [one] => format!("group {one} does not exist"),
+        _ => format!("groups {} do not exist", names.join(", ")),
+    })
+}
+
+/// One round: the views of the groups that exist, and the named groups that do not. Without
+/// named groups, every listed group is reported, and one deleted since the listing is skipped.
 async fn refresh(
     client: &mut AdminClient,
     wanted: &[String],
     history: &mut BTreeMap<(String, TopicPartition), History>,
     window_ms: i64,
-) -> Result<Vec<LagGroupView>, CliError> {
+) -> Result<(Vec<LagGroupView>, Vec<String>), CliError> {
     let groups: Vec<String> = if wanted.is_empty() {
         client
             .list_groups(&[])
@@ -109,8 +128,27 @@ async fn refresh(
     };
     let described = client.describe_groups(&groups).await?;
     let mut views = Vec::new();
+    let mut missing = Vec::new();
     for g in described {
+        if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
+            return Err(CliError::Failed(format!(
+                "DescribeGroups failed for group {}: {}",
+                g.group_id,
+                codes::describe(g.error_code)
+            )));
+        }
         let committed = client.offset_fetch(&g.group_id, None).await?;
+        if !group_exists(
+            g.error_code,
+            &g.state,
+            !g.members.is_empty(),
+            !committed.is_empty(),
+        ) {
+            if !wanted.is_empty() {
+                missing.push(g.group_id.clone());
+            }
+            continue;
+        }
         let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
         for m in &g.members {
             partitions.extend(m.assignment.iter().cloned());
@@ -185,5 +223,5 @@ async fn refresh(
             rows,
         });
     }
-    Ok(views)
+    Ok((views, missing))
 }

@@ -135,6 +135,22 @@ pub(crate) fn finish(command: &str, result: Result<(), CliError>, err: Out<'_>) 
     }
 }
 
+/// Whether a described group exists, for `groups describe` and `lag` alike: the broker knows
+/// it (no GROUP_ID_NOT_FOUND) and it has members, committed offsets, or a state other than
+/// Dead or Empty (a rebalance in progress). A group with neither members nor offsets is what
+/// Kafka removes, and what brokers report for ids they never saw.
+pub(crate) fn group_exists(
+    error_code: i16,
+    state: &str,
+    has_members: bool,
+    has_offsets: bool,
+) -> bool {
+    if error_code == crate::codes::GROUP_ID_NOT_FOUND {
+        return false;
+    }
+    has_members || has_offsets || !matches!(state, "Dead" | "Empty" | "")
+}
+
 /// Milliseconds since the Unix epoch (the CLI is the only place that reads the clock).
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -5,16 +5,17 @@ use std::path::PathBuf;
 
 use waterline_core::TopicPartition;
 
-use super::render::{render_drift, render_plan};
+use super::render::{render_drift, render_plan, render_plan_warnings};
 use super::{
     CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms, parse_topic_spec, resolve_topics,
 };
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
 use crate::csvio::{CsvRow, write_csv};
+use crate::error::FileError;
 use crate::files::{
-    BackupFormat, backup_file_name, parse_offsets_file, parse_plan, read_text, render_backup,
-    write_durably,
+    BackupFormat, FileOffset, backup_file_name, parse_offsets_file_located, parse_plan, read_text,
+    render_backup, write_durably,
 };
 use crate::reset::{PartitionInput, ResetMode, ResetPlan, describe_time_range, plan};
 use crate::timefmt::{parse_datetime_ms, parse_duration_ms};
@@ -286,39 +287,88 @@ fn validate(args: &ResetArgs, now: i64) -> Result<ResetRequest, CliError> {
     })
 }
 
-async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
-    let now = now_ms();
-    let req = validate(&args, now)?;
-    let mut client = args.conn.connect().await?;
-    let planned = match &req.scope {
+/// What `--from-file` or `--plan` supplied, read before connecting.
+enum Input {
+    /// Partitions come from flags.
+    None,
+    /// `--from-file`: the group's offsets, in file order, with their locations.
+    File(Vec<FileOffset>),
+    /// `--plan`: the plan to apply.
+    Plan(ResetPlan),
+}
+
+/// A problem with a file the user supplied (missing, unreadable, malformed): a usage error,
+/// like a bad flag, named by the flag and the file (and line, when there is one).
+fn input_error(flag: &str, e: FileError) -> CliError {
+    CliError::Usage(format!("{flag} {e}"))
+}
+
+/// Reads and parses the `--from-file` or `--plan` input. Everything wrong here is the user's
+/// input, so it is reported before any broker is contacted.
+fn read_input(req: &ResetRequest) -> Result<Input, CliError> {
+    match &req.scope {
+        Scope::File(path) => {
+            let text = read_text(path).map_err(|e| input_error("--from-file", e))?;
+            let offsets = parse_offsets_file_located(path, &text, &req.group)
+                .map_err(|e| input_error("--from-file", e))?;
+            if offsets.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--from-file {}: no offsets for group {}",
+                    path.display(),
+                    req.group
+                )));
+            }
+            Ok(Input::File(offsets))
+        }
         Scope::Plan(path) => {
-            let plan = parse_plan(path, &read_text(path)?)?;
+            let text = read_text(path).map_err(|e| input_error("--plan", e))?;
+            let plan = parse_plan(path, &text).map_err(|e| input_error("--plan", e))?;
             if !req.group.is_empty() && req.group != plan.group {
                 return Err(CliError::Usage(format!(
                     "--group {} does not match the plan's group {}",
                     req.group, plan.group
                 )));
             }
+            Ok(Input::Plan(plan))
+        }
+        Scope::Topics(_) | Scope::AllTopics => Ok(Input::None),
+    }
+}
+
+async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
+    let now = now_ms();
+    let req = validate(&args, now)?;
+    let input = read_input(&req)?;
+    let mut client = args.conn.connect().await?;
+    let planned = match input {
+        Input::Plan(plan) => {
+            let path = match &req.scope {
+                Scope::Plan(p) => p.display().to_string(),
+                _ => String::new(),
+            };
             let current = committed_offsets(&mut client, &plan.group).await?;
             let drift = plan.drift(&current);
             if !drift.is_empty() {
                 let _ = write!(out, "{}", render_drift(&plan.group, &drift));
                 return Err(CliError::Failed(format!(
-                    "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
-                    path.display(),
+                    "plan {path} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
                     plan.group,
                     drift.len()
                 )));
             }
             plan
         }
-        _ => make_plan(&mut client, &req, now).await?,
+        Input::File(offsets) => make_plan(&mut client, &req, &offsets, now).await?,
+        Input::None => make_plan(&mut client, &req, &[], now).await?,
     };
     let ranges = if req.format == OutputFormat::Csv {
         Vec::new()
     } else {
         time_ranges(&mut client, &planned).await
     };
+    // Diagnostics on stderr in every format, so that stdout stays a clean table, JSON
+    // document or CSV file (JSON also keeps them in its `warnings` field).
+    let _ = write!(err, "{}", render_plan_warnings(&planned));
     let _ = write!(out, "{}", render_plan(&planned, &ranges, req.format));
     if !req.execute {
         if let Some(path) = &args.plan_out {
@@ -347,13 +397,14 @@ async fn committed_offsets(
         .collect())
 }
 
+/// Plans a reset from flags, or from `file_offsets` (non-empty exactly for `--from-file`).
 async fn make_plan(
     client: &mut AdminClient,
     req: &ResetRequest,
+    file_offsets: &[FileOffset],
     now: i64,
 ) -> Result<ResetPlan, CliError> {
     let current = committed_offsets(client, &req.group).await?;
-    let mut file_offsets = BTreeMap::new();
     let partitions: Vec<TopicPartition> = match &req.scope {
         Scope::Topics(specs) => {
             let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
@@ -370,32 +421,39 @@ async fn make_plan(
             current.keys().cloned().collect()
         }
         Scope::File(path) => {
-            file_offsets = parse_offsets_file(path, &read_text(path)?, &req.group)?;
-            if file_offsets.is_empty() {
-                return Err(CliError::Failed(format!(
-                    "{}: no offsets for group {}",
-                    path.display(),
-                    req.group
-                )));
-            }
             let topics: Vec<String> = file_offsets
-                .keys()
-                .map(|tp| tp.topic.clone())
+                .iter()
+                .map(|o| o.tp.topic.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
             let meta = client.metadata(Some(&topics)).await?;
-            let specs: Vec<super::TopicSpec> = file_offsets
-                .keys()
-                .map(|tp| super::TopicSpec {
-                    topic: tp.topic.clone(),
-                    partitions: Some(vec![tp.partition]),
-                })
-                .collect();
-            resolve_topics(&specs, &meta)?
+            let mut partitions = Vec::with_capacity(file_offsets.len());
+            for o in file_offsets {
+                let spec = super::TopicSpec {
+                    topic: o.tp.topic.clone(),
+                    partitions: Some(vec![o.tp.partition]),
+                };
+                // An unknown topic or partition is the file's mistake: name file and line.
+                let found = resolve_topics(std::slice::from_ref(&spec), &meta).map_err(|e| {
+                    CliError::Usage(format!(
+                        "--from-file {}: {}: {e}",
+                        path.display(),
+                        o.location
+                    ))
+                })?;
+                partitions.extend(found);
+            }
+            partitions.sort();
+            partitions.dedup();
+            partitions
         }
         Scope::Plan(_) => Vec::new(),
     };
+    let file_offsets: BTreeMap<TopicPartition, i64> = file_offsets
+        .iter()
+        .map(|o| (o.tp.clone(), o.offset))
+        .collect();
     let earliest = list(client, &partitions, OffsetSpec::Earliest).await?;
     let latest = list(client, &partitions, OffsetSpec::Latest).await?;
     let for_time = match req.mode.lookup_timestamp(now) {

@@ -365,6 +365,8 @@ const PLAN_HEADERS: [&str; 7] = [
 
 /// A reset plan. `time_ranges[i]` describes row `i` (see [`crate::reset::describe_time_range`]).
 /// CSV output is the kafka-consumer-groups `--export` format (`topic,partition,offset`).
+/// Warnings are diagnostics, not output: only JSON carries them (in `warnings`); for every
+/// format the caller writes them to standard error with [`render_plan_warnings`].
 pub fn render_plan(plan: &ResetPlan, time_ranges: &[String], format: OutputFormat) -> String {
     match format {
         OutputFormat::Csv => {
@@ -410,17 +412,18 @@ pub fn render_plan(plan: &ResetPlan, time_ranges: &[String], format: OutputForma
                     ]
                 })
                 .collect();
-            let mut out = String::new();
-            for w in &plan.warnings {
-                out.push_str(&format!("Warning: {w}\n"));
-            }
-            if !plan.warnings.is_empty() {
-                out.push('\n');
-            }
-            out.push_str(&render_table(&PLAN_HEADERS, &rows));
-            out
+            render_table(&PLAN_HEADERS, &rows)
         }
     }
+}
+
+/// The plan's warnings (clamps, substitutions) for standard error: one `Warning: ` line each.
+pub fn render_plan_warnings(plan: &ResetPlan) -> String {
+    plan.warnings
+        .iter()
+        // One line per warning, whatever the text: stderr is read line by line.
+        .map(|w| format!("Warning: {}\n", w.replace(['\n', '\r'], " ")))
+        .collect()
 }
 
 /// Why a plan file was refused: the partitions whose committed offsets moved.
@@ -696,11 +699,18 @@ g      t      1          -               3               -    -         -       
         };
         let p = plan("g", &ResetMode::ShiftBy(-100), &[input], 0).unwrap();
         let out = render_plan(&p, &["replays 40 records".into()], OutputFormat::Table);
-        assert!(out.starts_with("Warning: t partition 0: offset -50 is before the log start offset 10; using 10\n\nGROUP"), "{out}");
+        // The clamp warning is not part of any output format's text except JSON's field.
+        assert!(out.starts_with("GROUP"), "{out}");
+        assert!(!out.contains("Warning"), "{out}");
+        assert_eq!(
+            render_plan_warnings(&p),
+            "Warning: t partition 0: offset -50 is before the log start offset 10; using 10\n"
+        );
         assert!(out.contains("g      t      0          50              10          -40                           replays 40 records"), "{out}");
         assert_eq!(render_plan(&p, &[], OutputFormat::Csv), "t,0,10\n");
         let v: Value = serde_json::from_str(&render_plan(&p, &[], OutputFormat::Json)).unwrap();
         assert_eq!(v["partitions"][0]["messages_skipped_or_replayed"], -40);
+        assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["mode"], "--shift-by");
     }
 
