@@ -1,12 +1,14 @@
 //! Records per second through the Waterline consumer (acknowledging every record, committing
-//! every 10 ms) next to a bare rdkafka `StreamConsumer` with auto-commit (borrowing each
-//! record, and detaching it into an owned copy): same in-process broker, same data, same run,
-//! 100-byte and 1 KiB records.
+//! every 10 ms) next to a bare rdkafka `StreamConsumer` with auto-commit every 10 ms too
+//! (borrowing each record, and detaching it into an owned copy): same in-process broker, same
+//! data, same client defaults for fetching, 100-byte and 1 KiB records.
 //!
-//! Each sample consumes the whole topic (`RECORDS` records over 4 partitions) with a fresh
-//! consumer and group; both use an explicit assignment. Connecting, finding the coordinator and
-//! receiving the first record happen in the (untimed) input; the timed part is the remaining
-//! `RECORDS - 1` records, so the figures are steady-state throughput.
+//! Each sample consumes the whole topic (`records(size)` records over 4 partitions) with a
+//! fresh consumer and group; all use an explicit assignment. Connecting, finding the
+//! coordinator and receiving the first record happen in the (untimed) input; the timed part is
+//! the remaining records, so the figures are steady-state throughput. The record counts make a
+//! timed run of the bare consumer last a few hundred milliseconds, so timer and scheduling
+//! noise stay small against it.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +23,21 @@ use waterline_broker::{Broker, BrokerConfig, RunningBroker};
 use waterline_consumer::waterline_core::{Interval, TopicPartition};
 use waterline_consumer::{Consumer, ConsumerConfig};
 
-const RECORDS: usize = 50_000;
 const PARTITIONS: i32 = 4;
+/// Bare auto-commit interval and Waterline's commit policy: the same for both, so neither
+/// is charged for more commits than the other.
+const COMMIT_MS: i64 = 10;
+
+/// Client settings given to every consumer alike. librdkafka postpones the next fetch by
+/// `fetch.queue.backoff.ms` (1 s by default) whenever its prefetch queue is over its
+/// thresholds; with runs longer than the queue holds, that backoff would dominate the timing
+/// instead of the per-record cost this bench is about.
+const FETCH: &[(&str, &str)] = &[("fetch.queue.backoff.ms", "10")];
+
+/// Records per topic: runs of a few hundred milliseconds at a couple of million records/s.
+fn records(size: usize) -> usize {
+    if size <= 100 { 600_000 } else { 250_000 }
+}
 
 struct Env {
     rt: tokio::runtime::Runtime,
@@ -67,11 +82,14 @@ async fn produce(addr: &str, topic: &str, size: usize) {
         .set("bootstrap.servers", addr)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
+        // Every record is queued before the first is awaited.
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
         .create()
         .unwrap();
     let payload = vec![b'x'; size];
-    let mut futs = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
+    let mut futs = Vec::with_capacity(records(size));
+    for i in 0..records(size) {
         let part = (i % PARTITIONS as usize) as i32;
         futs.push(
             p.send_result(
@@ -97,18 +115,21 @@ fn group() -> String {
 fn waterline(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher
-        .counter(ItemsCount::new(RECORDS - 1))
+        .counter(ItemsCount::new(records(size) - 1))
         .with_inputs(|| {
             env.rt.block_on(async {
                 let tps = (0..PARTITIONS)
                     .map(|p| TopicPartition::new(topic(size), p))
                     .collect();
+                let mut config = ConsumerConfig::builder(&env.addr, group()).assign(tps);
+                for (k, v) in FETCH {
+                    config = config.set(*k, *v);
+                }
                 let c = Consumer::new(
-                    ConsumerConfig::builder(&env.addr, group())
-                        .assign(tps)
-                        // Stricter than the "every second": a timed run lasts tens of
-                        // milliseconds, so commit every 10 ms to have commits inside it.
-                        .commit_policy(Interval::new(10).unwrap())
+                    config
+                        // Stricter than the "every second", so that a timed run has
+                        // commits inside it.
+                        .commit_policy(Interval::new(COMMIT_MS).unwrap())
                         .build()
                         .unwrap(),
                 )
@@ -119,7 +140,7 @@ fn waterline(bencher: Bencher, size: usize) {
         })
         .bench_local_values(|c| {
             env.rt.block_on(async {
-                for _ in 1..RECORDS {
+                for _ in 1..records(size) {
                     let d = c.recv().await.unwrap();
                     divan::black_box(d.payload.as_deref());
                     d.ack();
@@ -133,16 +154,19 @@ fn waterline(bencher: Bencher, size: usize) {
 fn bare_rdkafka(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher
-        .counter(ItemsCount::new(RECORDS - 1))
+        .counter(ItemsCount::new(records(size) - 1))
         .with_inputs(|| {
             env.rt.block_on(async {
-                let c: StreamConsumer = ClientConfig::new()
+                let mut config = ClientConfig::new();
+                config
                     .set("bootstrap.servers", &env.addr)
                     .set("group.id", group())
                     .set("enable.auto.commit", "true")
-                    .set("auto.commit.interval.ms", "1000")
-                    .create()
-                    .unwrap();
+                    .set("auto.commit.interval.ms", COMMIT_MS.to_string());
+                for (k, v) in FETCH {
+                    config.set(*k, *v);
+                }
+                let c: StreamConsumer = config.create().unwrap();
                 let mut tpl = TopicPartitionList::new();
                 for p in 0..PARTITIONS {
                     tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
@@ -155,7 +179,7 @@ fn bare_rdkafka(bencher: Bencher, size: usize) {
         })
         .bench_local_values(|c| {
             env.rt.block_on(async {
-                for _ in 1..RECORDS {
+                for _ in 1..records(size) {
                     let m = c.recv().await.unwrap();
                     divan::black_box(rdkafka::Message::payload(&m));
                 }
@@ -170,16 +194,19 @@ fn bare_rdkafka(bencher: Bencher, size: usize) {
 fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
     let env = &*ENV;
     bencher
-        .counter(ItemsCount::new(RECORDS - 1))
+        .counter(ItemsCount::new(records(size) - 1))
         .with_inputs(|| {
             env.rt.block_on(async {
-                let c: StreamConsumer = ClientConfig::new()
+                let mut config = ClientConfig::new();
+                config
                     .set("bootstrap.servers", &env.addr)
                     .set("group.id", group())
                     .set("enable.auto.commit", "true")
-                    .set("auto.commit.interval.ms", "1000")
-                    .create()
-                    .unwrap();
+                    .set("auto.commit.interval.ms", COMMIT_MS.to_string());
+                for (k, v) in FETCH {
+                    config.set(*k, *v);
+                }
+                let c: StreamConsumer = config.create().unwrap();
                 let mut tpl = TopicPartitionList::new();
                 for p in 0..PARTITIONS {
                     tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
@@ -192,7 +219,7 @@ fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
         })
         .bench_local_values(|c| {
             env.rt.block_on(async {
-                for _ in 1..RECORDS {
+                for _ in 1..records(size) {
                     // Owned copies, as handing records to concurrent tasks needs.
                     let m = c.recv().await.unwrap().detach();
                     divan::black_box(rdkafka::Message::payload(&m));

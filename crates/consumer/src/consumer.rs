@@ -38,6 +38,44 @@ enum Step {
     Wait,
 }
 
+/// Lets one [`Consumer::recv`] run at a time. Uncontended, entering and leaving cost one
+/// atomic swap and one store plus a lock-free `notify_one` (a tokio mutex takes an internal
+/// lock on every release).
+#[derive(Default)]
+struct RecvGate {
+    busy: AtomicBool,
+    freed: tokio::sync::Notify,
+}
+
+impl RecvGate {
+    async fn enter(&self) -> RecvTurn<'_> {
+        loop {
+            if !self.busy.swap(true, Ordering::Acquire) {
+                return RecvTurn(self);
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the re-check, so a release in between still wakes us.
+            freed.as_mut().enable();
+            if !self.busy.swap(true, Ordering::Acquire) {
+                return RecvTurn(self);
+            }
+            freed.await;
+        }
+    }
+}
+
+/// The right to run `recv`; released on drop (also when a `recv` future is cancelled).
+struct RecvTurn<'a>(&'a RecvGate);
+
+impl Drop for RecvTurn<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+        // A stored permit left behind only causes one extra loop in a later waiter.
+        self.0.freed.notify_one();
+    }
+}
+
 /// What [`Consumer::shutdown`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -56,8 +94,8 @@ pub struct Consumer {
     kafka: Arc<StreamConsumer<Ctx>>,
     /// Redeliveries; drained with `try_recv` (their sender wakes `recv` through `wake`).
     rx: Mutex<mpsc::UnboundedReceiver<Redelivery>>,
-    /// One `recv` at a time: the buffers rely on it.
-    recv_lock: tokio::sync::Mutex<()>,
+    /// One `recv` at a time: the buffers and the single-writer counters rely on it.
+    recv_gate: RecvGate,
     /// Partition states by the map epoch they were read under (see `hot_part`).
     hot: Mutex<(u64, Vec<Arc<PartState>>)>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -152,7 +190,7 @@ impl Consumer {
             shared,
             kafka,
             rx: Mutex::new(rx),
-            recv_lock: tokio::sync::Mutex::new(()),
+            recv_gate: RecvGate::default(),
             hot: Mutex::new((u64::MAX, Vec::new())),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
@@ -165,10 +203,7 @@ impl Consumer {
     /// fatal (e.g. committed offsets could not be read), and after one every call fails with
     /// [`ConsumerError::ShutDown`].
     pub async fn recv(&self) -> Result<Delivery, ConsumerError> {
-        let _one = match self.recv_lock.try_lock() {
-            Ok(g) => g,
-            Err(_) => self.recv_lock.lock().await,
-        };
+        let _one = self.recv_gate.enter().await;
         loop {
             if self.shared.has_fatal.load(Ordering::Acquire)
                 && let Some(e) = self.shared.fatal.lock().take()
@@ -179,11 +214,17 @@ impl Consumer {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ConsumerError::ShutDown);
             }
-            loop {
-                let r = self.rx.lock().try_recv();
-                let Ok(r) = r else { break };
-                if let Some(d) = self.redeliver(r) {
-                    return Ok(d);
+            // The flag is raised after each send, so clearing it before draining cannot lose
+            // a redelivery: one sent after the drain raises it again.
+            if self.shared.redelivery_ready.swap(false, Ordering::AcqRel) {
+                loop {
+                    let r = self.rx.lock().try_recv();
+                    let Ok(r) = r else { break };
+                    if let Some(d) = self.redeliver(r) {
+                        // More may wait behind this one: look again next time.
+                        self.shared.redelivery_ready.store(true, Ordering::Release);
+                        return Ok(d);
+                    }
                 }
             }
             if let Some(d) = self.next_buffered() {
@@ -272,7 +313,8 @@ impl Consumer {
     }
 
     fn delivery(&self, record: Record, p: &Arc<PartState>) -> Delivery {
-        self.shared.counters.consumed(record.size());
+        // Only `recv` hands out first deliveries, one call at a time (see `recv_gate`).
+        self.shared.counters.consumed_single_writer(record.size());
         Delivery::new(
             record,
             p.generation,
@@ -319,7 +361,7 @@ impl Consumer {
             return None;
         }
         p.next_fetch.store(offset + 1, Ordering::Relaxed);
-        let record = Record::from_message(m, p.tp.clone());
+        let record = Record::from_message(m, Arc::clone(&p.tp_shared));
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {
@@ -669,4 +711,70 @@ fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {
     let _g = shared.commit_lock.lock();
     let plan = shared.current_only(shared.prepare_commit(now));
     shared.commit_plan(kafka, &plan);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recv_gate_admits_one_at_a_time_and_wakes_waiters() {
+        let gate = Arc::new(RecvGate::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let turns = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (gate, inside, turns) =
+                (Arc::clone(&gate), Arc::clone(&inside), Arc::clone(&turns));
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    let _t = gate.enter().await;
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
+                    tokio::task::yield_now().await;
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    turns.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("a waiter was never woken")
+                .unwrap();
+        }
+        assert_eq!(turns.load(Ordering::SeqCst), 800);
+    }
+
+    #[tokio::test]
+    async fn recv_gate_is_released_by_a_cancelled_waiter_and_holder() {
+        let gate = RecvGate::default();
+        let held = gate.enter().await;
+        // A waiter that gives up must not keep the gate or swallow the wake-up for good.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), gate.enter())
+                .await
+                .is_err()
+        );
+        drop(held);
+        let again = tokio::time::timeout(Duration::from_secs(5), gate.enter()).await;
+        assert!(again.is_ok(), "gate free after the holder left");
+        drop(again);
+        // A cancelled holder (a dropped `recv` future) releases it too.
+        let fut = async {
+            let _t = gate.enter().await;
+            std::future::pending::<()>().await;
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), fut)
+                .await
+                .is_err()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), gate.enter())
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -13,8 +13,8 @@ use crate::shared::{PartState, Shared};
 /// A consumed record, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Topic and partition.
-    pub tp: TopicPartition,
+    /// Topic and partition (shared by the partition's records: no copy per record).
+    pub tp: Arc<TopicPartition>,
     /// Offset within the partition.
     pub offset: i64,
     /// Key, if any.
@@ -29,7 +29,7 @@ pub struct Record {
 
 impl Record {
     /// Copies `m`, whose partition the caller already knows as `tp`.
-    pub(crate) fn from_message(m: &BorrowedMessage<'_>, tp: TopicPartition) -> Self {
+    pub(crate) fn from_message(m: &BorrowedMessage<'_>, tp: Arc<TopicPartition>) -> Self {
         let headers = m
             .headers()
             .map(|h| {
@@ -55,12 +55,15 @@ impl Record {
 
     /// The payload deserialized from JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ConsumerError> {
-        let p = self.payload.as_deref().ok_or(ConsumerError::NoPayload {
-            tp: self.tp.clone(),
-            offset: self.offset,
-        })?;
+        let p = self
+            .payload
+            .as_deref()
+            .ok_or_else(|| ConsumerError::NoPayload {
+                tp: TopicPartition::clone(&self.tp),
+                offset: self.offset,
+            })?;
         serde_json::from_slice(p).map_err(|source| ConsumerError::Deserialize {
-            tp: self.tp.clone(),
+            tp: TopicPartition::clone(&self.tp),
             offset: self.offset,
             source,
         })
@@ -165,7 +168,7 @@ impl Delivery {
     /// Fails with [`ConsumerError::Revoked`] once the partition was revoked: the transaction
     /// must not run (the new owner processes the record).
     pub async fn begin_transaction(mut self) -> Result<TxnAck, ConsumerError> {
-        let tp = self.record.tp.clone();
+        let tp = TopicPartition::clone(&self.record.tp);
         let lock = self
             .shared
             .txn_lock(&tp, self.generation)
@@ -193,8 +196,11 @@ impl Delivery {
 }
 
 fn empty_record() -> Record {
+    // Shared: a placeholder costs no allocation (it replaces records moved out of deliveries).
+    static EMPTY_TP: std::sync::LazyLock<Arc<TopicPartition>> =
+        std::sync::LazyLock::new(|| Arc::new(TopicPartition::new("", 0)));
     Record {
-        tp: TopicPartition::new("", 0),
+        tp: Arc::clone(&EMPTY_TP),
         offset: -1,
         key: None,
         payload: None,
@@ -319,7 +325,7 @@ mod tests {
 
     fn rec(payload: Option<&[u8]>) -> Record {
         Record {
-            tp: TopicPartition::new("t", 1),
+            tp: Arc::new(TopicPartition::new("t", 1)),
             offset: 7,
             key: Some(b"k".to_vec()),
             payload: payload.map(<[u8]>::to_vec),

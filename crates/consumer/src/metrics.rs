@@ -51,10 +51,15 @@ impl Counters {
         }
     }
 
-    /// Per record: atomics only; the facade hears of it at the next [`publish`](Self::publish).
-    pub fn consumed(&self, bytes: usize) {
-        self.messages.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    /// Per record: plain loads and stores, no read-modify-write; the facade hears of it at
+    /// the next [`publish`](Self::publish). Sound only while a single thread at a time calls
+    /// it (the consumer's `recv`, which runs one call at a time); readers see a value at most
+    /// one record behind.
+    pub fn consumed_single_writer(&self, bytes: usize) {
+        let m = self.messages.load(Ordering::Relaxed);
+        self.messages.store(m + 1, Ordering::Relaxed);
+        let b = self.bytes.load(Ordering::Relaxed);
+        self.bytes.store(b + bytes as u64, Ordering::Relaxed);
     }
 
     /// Reports messages and bytes consumed since the last call to the facade (the commit
@@ -170,4 +175,24 @@ pub struct MetricsSnapshot {
     /// Per-partition lag; high watermarks as last fetched by
     /// [`Consumer::lag`](crate::Consumer::lag) (partitions never fetched are left out).
     pub lag: LagReport,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_writer_counts_add_up_and_publish_only_the_difference() {
+        let c = Counters::new();
+        for n in [100usize, 0, 24] {
+            c.consumed_single_writer(n);
+        }
+        c.publish();
+        c.consumed_single_writer(1);
+        let s = c.snapshot(0, 0, None, LagReport::from_partitions(Vec::new()));
+        assert_eq!((s.messages_consumed, s.bytes_consumed), (4, 125));
+        c.publish();
+        assert_eq!(c.published.0.load(Ordering::Relaxed), 4);
+        assert_eq!(c.published.1.load(Ordering::Relaxed), 125);
+    }
 }

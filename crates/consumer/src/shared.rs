@@ -52,6 +52,8 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Debug)]
 pub(crate) struct PartState {
     pub tp: TopicPartition,
+    /// `tp` again, shared with the partition's records.
+    pub tp_shared: Arc<TopicPartition>,
     pub generation: Generation,
     /// The partition's out-of-order offset tracker.
     pub tracker: Mutex<PartitionTracker>,
@@ -78,6 +80,7 @@ pub(crate) struct PartState {
 impl PartState {
     fn new(tp: TopicPartition, generation: Generation, tracker: PartitionTracker) -> Self {
         Self {
+            tp_shared: Arc::new(tp.clone()),
             tp,
             generation,
             tracker: Mutex::new(tracker),
@@ -126,6 +129,8 @@ pub(crate) struct Shared {
     pub commit_lock: Mutex<()>,
     next_generation: AtomicI32,
     pub redeliver: mpsc::UnboundedSender<Redelivery>,
+    /// Raised after every send on `redeliver`, so `recv` only looks at the channel then.
+    pub redelivery_ready: AtomicBool,
     /// Woken when a paused or held partition may move again.
     pub wake: Notify,
     pub handle: Handle,
@@ -194,6 +199,7 @@ impl Shared {
             commit_lock: Mutex::new(()),
             next_generation: AtomicI32::new(0),
             redeliver: p.redeliver,
+            redelivery_ready: AtomicBool::new(false),
             wake: Notify::new(),
             handle: p.handle,
             stopping: AtomicBool::new(false),
@@ -515,6 +521,7 @@ impl Shared {
                 generation,
                 attempt,
             });
+            shared.redelivery_ready.store(true, Ordering::Release);
             shared.wake.notify_one();
         });
     }
@@ -1051,7 +1058,7 @@ mod tests {
 
     fn record(offset: i64) -> Record {
         Record {
-            tp: tp(),
+            tp: Arc::new(tp()),
             offset,
             key: None,
             payload: Some(b"x".to_vec()),
