@@ -301,14 +301,28 @@ def test_offset_beyond_log_end_is_clamped_with_warning(tbroker, tmp_path):
     topic, _ = topic_with_records(tbroker)
     group = uid("g")
     commit(tbroker, group, topic, START)
-    r = ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic,
-              "--to-offset", "1000", "--execute", "--backup-dir", str(tmp_path)))
-    warnings = [line for line in r.stdout.splitlines() + r.stderr.splitlines()
-                if line.startswith("Warning:")]
-    assert len(warnings) == PARTITIONS, r.stdout + r.stderr
-    for p in range(PARTITIONS):
-        assert any(f"partition {p}:" in w and "1000" in w and "log end" in w and "10" in w
-                   for w in warnings), warnings
+    args = ["offsets", "reset", "--group", group, "--topic", topic, "--to-offset", "1000"]
+
+    def stderr_warnings(r):
+        # Warnings are diagnostics: one line each on stderr, never mixed into stdout.
+        assert "Warning" not in r.stdout, r.stdout
+        warnings = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
+        assert len(warnings) == PARTITIONS, r.stderr
+        for p in range(PARTITIONS):
+            assert any(f"partition {p}:" in w and "1000" in w and "log end" in w and "10" in w
+                       for w in warnings), warnings
+        return warnings
+
+    # Dry runs in every output mode keep the warnings.
+    for extra in (["--export"], ["--output", "csv"]):
+        r = ok(wl(tbroker, *args, *extra))
+        stderr_warnings(r)
+        assert sorted(r.stdout.splitlines()) == [f"{topic},{p},10" for p in range(PARTITIONS)]
+    r = ok(wl(tbroker, *args, "--output", "json"))
+    warnings = stderr_warnings(r)
+    assert ["Warning: " + w for w in json.loads(r.stdout)["warnings"]] == warnings
+    r = ok(wl(tbroker, *args, "--execute", "--backup-dir", str(tmp_path)))
+    stderr_warnings(r)
     assert_starts_at(tbroker, group, topic, {0: 10, 1: 10, 2: 10})
 
 
@@ -320,7 +334,8 @@ def test_from_file_offset_beyond_log_end_is_clamped(tbroker, tmp_path):
     f.write_text(f"{topic},0,1\n{topic},1,55\n")
     r = ok(wl(tbroker, "offsets", "reset", "--group", group, "--from-file", str(f),
               "--execute", "--backup-dir", str(tmp_path)))
-    warnings = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Warning:")]
+    assert "Warning" not in r.stdout, r.stdout
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
     assert len(warnings) == 1 and "partition 1:" in warnings[0] and "55" in warnings[0], warnings
     # Partition 2 is not in the file and keeps its offset.
     assert_starts_at(tbroker, group, topic, {0: 1, 1: 10, 2: 7})
@@ -332,7 +347,8 @@ def test_shift_before_log_start_is_clamped_with_warning(tbroker, tmp_path):
     commit(tbroker, group, topic, START)
     r = ok(wl(tbroker, "offsets", "reset", "--group", group, "--topic", topic,
               "--shift-by", "-5", "--execute", "--backup-dir", str(tmp_path)))
-    warnings = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Warning:")]
+    assert "Warning" not in r.stdout, r.stdout
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
     # Only partition 0 (3 - 5 < 0) is clamped.
     assert len(warnings) == 1 and "partition 0:" in warnings[0] and "log start" in warnings[0], \
         warnings
@@ -653,6 +669,17 @@ def test_lag_in_records_and_time(tbroker):
     assert parts[1]["time_lag_ms"] >= 26 * STEP_MS
 
 
+def test_lag_of_a_group_that_does_not_exist_fails_like_describe(tbroker):
+    group = uid("nosuch")
+    for args in (["lag", "--group", group], ["lag", "--group", group, "--output", "json"],
+                 ["groups", "describe", "--group", group]):
+        r = wl(tbroker, *args)
+        assert r.returncode == 1, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"'{group}' does not exist" in lines[0], r.stderr
+        assert "OK" not in r.stdout, r.stdout
+
+
 def listed(broker):
     doc = json.loads(ok(wl(broker, "groups", "list", "--output", "json")).stdout)
     return {g["group"]: g["state"] for g in doc["groups"]}
@@ -683,6 +710,23 @@ def test_list_and_delete_offsets_and_groups(tbroker):
     ok(wl(tbroker, "groups", "delete", "--group", group))
     assert group not in listed(tbroker)
     assert committed(tbroker, group, topic) == {0: None, 1: None, 2: None}
+
+
+def test_list_state_filter_is_validated_case_insensitively(tbroker):
+    topic, _ = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    r = wl(tbroker, "groups", "list", "--state", "Bogus")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Bogus" in lines[0], r.stderr
+    for state in ("Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"):
+        assert state in lines[0], lines[0]
+    assert r.stdout == ""
+    doc = json.loads(ok(wl(tbroker, "groups", "list", "--state", "eMPTY", "--output",
+                          "json")).stdout)
+    states = {g["group"]: g["state"] for g in doc["groups"]}
+    assert states.get(group) == "Empty" and set(states.values()) == {"Empty"}, states
 
 
 # ---------------------------------------------------------------------------------------------
@@ -743,3 +787,48 @@ def test_partition_beyond_topic_exits_2(tbroker):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and topic in lines[0] and f"partition {PARTITIONS}" in lines[0]
     assert committed(tbroker, group, topic) == START
+
+
+def from_file_cases():
+    """(id, file text for a topic, error text expected after the file name, for a topic)."""
+    return [
+        ("malformed-line", lambda t: f"{t},0,1\n{t},zero,1\n",
+         lambda t: "line 2: partition 'zero'"),
+        ("unknown-topic", lambda t: f"{t},0,1\nno-such-{t},0,1\n",
+         lambda t: f"line 2: unknown topic 'no-such-{t}'"),
+        # Blank lines count: the bad partition is on line 3.
+        ("partition-out-of-range", lambda t: f"{t},0,1\n\n{t},{PARTITIONS},1\n",
+         lambda t: f"line 3: topic '{t}' has no partition {PARTITIONS}"),
+        ("missing-file", None, lambda t: "No such file"),
+    ]
+
+
+@pytest.mark.parametrize("text,needle", [c[1:] for c in from_file_cases()],
+                         ids=[c[0] for c in from_file_cases()])
+def test_from_file_problems_exit_2_naming_file_and_line(tbroker, tmp_path, text, needle):
+    topic, _ = topic_with_records(tbroker)
+    group = uid("g")
+    commit(tbroker, group, topic, START)
+    f = tmp_path / "offsets.csv"
+    if text is not None:
+        f.write_text(text(topic))
+    for extra in ([], ["--execute", "--backup-dir", str(tmp_path)]):
+        r = wl(tbroker, "offsets", "reset", "--group", group, "--from-file", str(f), *extra)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{f}: " in lines[0] and needle(topic) in lines[0], r.stderr
+        assert r.stdout == ""
+    assert committed(tbroker, group, topic) == START
+
+
+@pytest.mark.parametrize("text", [None, "not json", '{"format": "waterline-reset-plan"}'],
+                         ids=["missing", "not-json", "incomplete"])
+def test_bad_plan_file_exits_2_naming_the_file(tbroker, tmp_path, text):
+    plan = tmp_path / "plan.json"
+    if text is not None:
+        plan.write_text(text)
+    r = wl(tbroker, "offsets", "reset", "--execute", "--plan", str(plan),
+           "--backup-dir", str(tmp_path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(plan) in lines[0], r.stderr
