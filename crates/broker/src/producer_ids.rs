@@ -2,8 +2,8 @@
 //!
 //! FORMAT: `<data_dir>/producer_ids` holds one decimal number and a newline: the first id not
 //! yet reserved. Ids are handed out from an in-memory block of [`BLOCK`] ids; before the first id
-//! of a block is issued, the end of the block is written durably (see
-//! [`crate::topics::write_durably`]). A restarted broker starts at the persisted number, so it
+//! of a block is issued, the end of the block is written durably (temp file, fsync, rename,
+//! directory fsync: `topics::write_durably`). A restarted broker starts at the persisted number, so it
 //! never reissues an id, at the cost of skipping the unused rest of the last block.
 
 use std::path::{Path, PathBuf};
