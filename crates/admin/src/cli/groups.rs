@@ -291,3 +291,44 @@ async fn delete(args: DeleteGroupsArgs, out: Out<'_>) -> Result<(), CliError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(values: &[&str]) -> Result<Vec<String>, CliError> {
+        parse_states(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn states_are_matched_case_insensitively_and_deduplicated() {
+        assert_eq!(states(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            states(&["stable", "EMPTY, preparingrebalance", "Stable"]).unwrap(),
+            vec!["Stable", "Empty", "PreparingRebalance"]
+        );
+    }
+
+    #[test]
+    fn unknown_states_are_one_line_usage_errors_naming_the_valid_ones() {
+        for bad in [&["Bogus"][..], &["Stable,Bogus"][..], &["Stable,"][..]] {
+            let e = states(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(
+                msg.ends_with(
+                    "valid states (case-insensitive): Empty, PreparingRebalance, \
+                     CompletingRebalance, Stable, Dead"
+                ),
+                "{msg}"
+            );
+        }
+        assert!(
+            states(&["Bogus"])
+                .unwrap_err()
+                .to_string()
+                .starts_with("--state 'Bogus': unknown group state")
+        );
+    }
+}

@@ -135,8 +135,8 @@ pub(crate) fn finish(command: &str, result: Result<(), CliError>, err: Out<'_>) 
     }
 }
 
-/// Whether a described group exists, for `groups describe` and `lag` alike: the broker knows
-/// it (no GROUP_ID_NOT_FOUND) and it has members, committed offsets, or a state other than
+/// Whether a described group exists, for `groups describe` and `lag` alike: it has members
+/// or committed offsets, or the broker knows it (no GROUP_ID_NOT_FOUND) in a state other than
 /// Dead or Empty (a rebalance in progress). A group with neither members nor offsets is what
 /// Kafka removes, and what brokers report for ids they never saw.
 pub(crate) fn group_exists(
@@ -145,10 +145,10 @@ pub(crate) fn group_exists(
     has_members: bool,
     has_offsets: bool,
 ) -> bool {
-    if error_code == crate::codes::GROUP_ID_NOT_FOUND {
-        return false;
-    }
-    has_members || has_offsets || !matches!(state, "Dead" | "Empty" | "")
+    has_members
+        || has_offsets
+        || (error_code != crate::codes::GROUP_ID_NOT_FOUND
+            && !matches!(state, "Dead" | "Empty" | ""))
 }
 
 /// Milliseconds since the Unix epoch (the CLI is the only place that reads the clock).
@@ -304,6 +304,36 @@ mod tests {
             err.to_string(),
             "--topic 'orders:x': partition 'x' is not a non-negative integer"
         );
+    }
+
+    #[test]
+    fn a_group_exists_when_it_has_members_offsets_or_a_live_state() {
+        use crate::codes::{GROUP_ID_NOT_FOUND, NONE};
+        // (error code, state, members, offsets) -> exists
+        for (code, state, members, offsets, exists) in [
+            (GROUP_ID_NOT_FOUND, "Dead", false, false, false),
+            // Offsets or members prove the group, whatever else the broker said.
+            (GROUP_ID_NOT_FOUND, "Dead", false, true, true),
+            (
+                GROUP_ID_NOT_FOUND,
+                "PreparingRebalance",
+                false,
+                false,
+                false,
+            ),
+            (NONE, "Dead", false, false, false),
+            (NONE, "Empty", false, false, false),
+            (NONE, "Empty", false, true, true),
+            (NONE, "Dead", false, true, true),
+            (NONE, "Stable", true, false, true),
+            (NONE, "PreparingRebalance", false, false, true),
+        ] {
+            assert_eq!(
+                group_exists(code, state, members, offsets),
+                exists,
+                "{code} {state} {members} {offsets}"
+            );
+        }
     }
 
     #[test]

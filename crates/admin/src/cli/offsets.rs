@@ -293,8 +293,8 @@ enum Input {
     None,
     /// `--from-file`: the group's offsets, in file order, with their locations.
     File(Vec<FileOffset>),
-    /// `--plan`: the plan to apply.
-    Plan(ResetPlan),
+    /// `--plan`: the plan file and the plan to apply.
+    Plan(PathBuf, ResetPlan),
 }
 
 /// A problem with a file the user supplied (missing, unreadable, malformed): a usage error,
@@ -329,7 +329,7 @@ fn read_input(req: &ResetRequest) -> Result<Input, CliError> {
                     req.group, plan.group
                 )));
             }
-            Ok(Input::Plan(plan))
+            Ok(Input::Plan(path.clone(), plan))
         }
         Scope::Topics(_) | Scope::AllTopics => Ok(Input::None),
     }
@@ -341,17 +341,14 @@ async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliErr
     let input = read_input(&req)?;
     let mut client = args.conn.connect().await?;
     let planned = match input {
-        Input::Plan(plan) => {
-            let path = match &req.scope {
-                Scope::Plan(p) => p.display().to_string(),
-                _ => String::new(),
-            };
+        Input::Plan(path, plan) => {
             let current = committed_offsets(&mut client, &plan.group).await?;
             let drift = plan.drift(&current);
             if !drift.is_empty() {
                 let _ = write!(out, "{}", render_drift(&plan.group, &drift));
                 return Err(CliError::Failed(format!(
-                    "plan {path} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
+                    "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
+                    path.display(),
                     plan.group,
                     drift.len()
                 )));
