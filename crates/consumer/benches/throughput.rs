@@ -113,6 +113,16 @@ fn group() -> String {
 
 #[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn waterline(bencher: Bencher, size: usize) {
+    run_waterline(bencher, size, true);
+}
+
+/// The same without reading record headers (`read_headers(false)`): what parsing them costs.
+#[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
+fn waterline_no_headers(bencher: Bencher, size: usize) {
+    run_waterline(bencher, size, false);
+}
+
+fn run_waterline(bencher: Bencher, size: usize, headers: bool) {
     let env = &*ENV;
     bencher
         .counter(ItemsCount::new(records(size) - 1))
@@ -121,7 +131,9 @@ fn waterline(bencher: Bencher, size: usize) {
                 let tps = (0..PARTITIONS)
                     .map(|p| TopicPartition::new(topic(size), p))
                     .collect();
-                let mut config = ConsumerConfig::builder(&env.addr, group()).assign(tps);
+                let mut config = ConsumerConfig::builder(&env.addr, group())
+                    .assign(tps)
+                    .read_headers(headers);
                 for (k, v) in FETCH {
                     config = config.set(*k, *v);
                 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ enum Step {
 #[derive(Default)]
 struct RecvGate {
     busy: AtomicBool,
+    /// Callers waiting in `enter`; the holder only notifies when there are some.
+    waiters: AtomicUsize,
     freed: tokio::sync::Notify,
 }
 
@@ -55,13 +57,25 @@ impl RecvGate {
             }
             let freed = self.freed.notified();
             tokio::pin!(freed);
-            // Registered before the re-check, so a release in between still wakes us.
+            // Registered (and counted, SeqCst against the holder's release and load) before
+            // the re-check: either the re-check sees the gate free, or the holder sees us.
             freed.as_mut().enable();
-            if !self.busy.swap(true, Ordering::Acquire) {
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let _counted = Waiting(&self.waiters);
+            if !self.busy.swap(true, Ordering::SeqCst) {
                 return RecvTurn(self);
             }
             freed.await;
         }
+    }
+}
+
+/// One caller counted in [`RecvGate::waiters`]; uncounted on drop, cancellation included.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -70,9 +84,11 @@ struct RecvTurn<'a>(&'a RecvGate);
 
 impl Drop for RecvTurn<'_> {
     fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
-        // A stored permit left behind only causes one extra loop in a later waiter.
-        self.0.freed.notify_one();
+        self.0.busy.store(false, Ordering::SeqCst);
+        if self.0.waiters.load(Ordering::SeqCst) > 0 {
+            // A permit left behind only causes one extra loop in a later waiter.
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -100,6 +116,8 @@ pub struct Consumer {
     hot: Mutex<(u64, Vec<Arc<PartState>>)>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stop_committer: Arc<AtomicBool>,
+    /// See [`ConsumerConfigBuilder::read_headers`](crate::ConsumerConfigBuilder::read_headers).
+    read_headers: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -194,6 +212,7 @@ impl Consumer {
             hot: Mutex::new((u64::MAX, Vec::new())),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
+            read_headers: config.read_headers,
         })
     }
 
@@ -312,16 +331,11 @@ impl Consumer {
         }
     }
 
-    fn delivery(&self, record: Record, p: &Arc<PartState>) -> Delivery {
+    /// Takes the caller's `Arc` to the partition (no extra reference count traffic).
+    fn delivery(&self, record: Record, p: Arc<PartState>) -> Delivery {
         // Only `recv` hands out first deliveries, one call at a time (see `recv_gate`).
         self.shared.counters.consumed_single_writer(record.size());
-        Delivery::new(
-            record,
-            p.generation,
-            1,
-            Arc::clone(&self.shared),
-            Some(Arc::clone(p)),
-        )
+        Delivery::new(record, p.generation, 1, Arc::clone(&self.shared), Some(p))
     }
 
     fn skipped(&self) {
@@ -361,12 +375,12 @@ impl Consumer {
             return None;
         }
         p.next_fetch.store(offset + 1, Ordering::Relaxed);
-        let record = Record::from_message(m, Arc::clone(&p.tp_shared));
+        let record = Record::from_message(m, Arc::clone(&p.tp_shared), self.read_headers);
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {
             match self.try_hand_out(&p, record.offset) {
-                Step::Go => return Some(self.delivery(record, &p)),
+                Step::Go => return Some(self.delivery(record, p)),
                 Step::Skip => {
                     self.skipped();
                     return None;
@@ -427,7 +441,7 @@ impl Consumer {
                         if len <= PAUSE_AT / 2 {
                             self.resume(&tp, &p);
                         }
-                        return Some(self.delivery(record, &p));
+                        return Some(self.delivery(record, Arc::clone(&p)));
                     }
                 }
             }
@@ -715,8 +729,6 @@ fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,6 +768,11 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(20), gate.enter())
                 .await
                 .is_err()
+        );
+        assert_eq!(
+            gate.waiters.load(Ordering::SeqCst),
+            0,
+            "cancelled waiter uncounted"
         );
         drop(held);
         let again = tokio::time::timeout(Duration::from_secs(5), gate.enter()).await;

@@ -28,16 +28,24 @@ pub struct Record {
 }
 
 impl Record {
-    /// Copies `m`, whose partition the caller already knows as `tp`.
-    pub(crate) fn from_message(m: &BorrowedMessage<'_>, tp: Arc<TopicPartition>) -> Self {
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Copies `m` (its headers only if `headers`), whose partition the caller already knows
+    /// as `tp`.
+    pub(crate) fn from_message(
+        m: &BorrowedMessage<'_>,
+        tp: Arc<TopicPartition>,
+        headers: bool,
+    ) -> Self {
+        let headers = if headers {
+            m.headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Record {
             tp,
             offset: m.offset(),
