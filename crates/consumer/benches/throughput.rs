@@ -12,7 +12,7 @@
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
@@ -111,91 +111,110 @@ fn group() -> String {
     format!("bench-g{}", GROUP.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A started Waterline consumer that has received (and acked) its first record.
+fn waterline_ready(size: usize, headers: bool) -> Consumer {
+    let env = &*ENV;
+    env.rt.block_on(async {
+        let tps = (0..PARTITIONS)
+            .map(|p| TopicPartition::new(topic(size), p))
+            .collect();
+        let mut config = ConsumerConfig::builder(&env.addr, group())
+            .assign(tps)
+            .read_headers(headers)
+            // Stricter than the "every second", so that a timed run has commits
+            // inside it.
+            .commit_policy(Interval::new(COMMIT_MS).unwrap());
+        for (k, v) in FETCH {
+            config = config.set(*k, *v);
+        }
+        let c = Consumer::new(config.build().unwrap()).unwrap();
+        c.recv().await.unwrap().ack();
+        c
+    })
+}
+
+/// The timed part: every remaining record received and acked.
+fn waterline_drain(c: &Consumer, size: usize) {
+    ENV.rt.block_on(async {
+        for _ in 1..records(size) {
+            let d = c.recv().await.unwrap();
+            divan::black_box(d.payload.as_deref());
+            d.ack();
+        }
+    });
+}
+
+/// A bare consumer with auto-commit that has received its first record.
+fn bare_ready(size: usize) -> StreamConsumer {
+    let env = &*ENV;
+    env.rt.block_on(async {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &env.addr)
+            .set("group.id", group())
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", COMMIT_MS.to_string());
+        for (k, v) in FETCH {
+            config.set(*k, *v);
+        }
+        let c: StreamConsumer = config.create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        c.recv().await.unwrap();
+        c
+    })
+}
+
+/// The timed part: every remaining record received, borrowed or (`owned`) detached into an
+/// owned copy as handing records to concurrent tasks needs.
+fn bare_drain(c: &StreamConsumer, size: usize, owned: bool) {
+    ENV.rt.block_on(async {
+        for _ in 1..records(size) {
+            let m = c.recv().await.unwrap();
+            if owned {
+                let m = m.detach();
+                divan::black_box(rdkafka::Message::payload(&m));
+            } else {
+                divan::black_box(rdkafka::Message::payload(&m));
+            }
+        }
+    });
+}
+
 #[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn waterline(bencher: Bencher, size: usize) {
-    run_waterline(bencher, size, true);
+    bencher
+        .counter(ItemsCount::new(records(size) - 1))
+        .with_inputs(|| waterline_ready(size, true))
+        .bench_local_values(|c| {
+            waterline_drain(&c, size);
+            c
+        });
 }
 
 /// The same without reading record headers (`read_headers(false)`): what parsing them costs.
 #[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn waterline_no_headers(bencher: Bencher, size: usize) {
-    run_waterline(bencher, size, false);
-}
-
-fn run_waterline(bencher: Bencher, size: usize, headers: bool) {
-    let env = &*ENV;
     bencher
         .counter(ItemsCount::new(records(size) - 1))
-        .with_inputs(|| {
-            env.rt.block_on(async {
-                let tps = (0..PARTITIONS)
-                    .map(|p| TopicPartition::new(topic(size), p))
-                    .collect();
-                let mut config = ConsumerConfig::builder(&env.addr, group())
-                    .assign(tps)
-                    .read_headers(headers);
-                for (k, v) in FETCH {
-                    config = config.set(*k, *v);
-                }
-                let c = Consumer::new(
-                    config
-                        // Stricter than the "every second", so that a timed run has
-                        // commits inside it.
-                        .commit_policy(Interval::new(COMMIT_MS).unwrap())
-                        .build()
-                        .unwrap(),
-                )
-                .unwrap();
-                c.recv().await.unwrap().ack();
-                c
-            })
-        })
+        .with_inputs(|| waterline_ready(size, false))
         .bench_local_values(|c| {
-            env.rt.block_on(async {
-                for _ in 1..records(size) {
-                    let d = c.recv().await.unwrap();
-                    divan::black_box(d.payload.as_deref());
-                    d.ack();
-                }
-            });
+            waterline_drain(&c, size);
             c
         });
 }
 
 #[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn bare_rdkafka(bencher: Bencher, size: usize) {
-    let env = &*ENV;
     bencher
         .counter(ItemsCount::new(records(size) - 1))
-        .with_inputs(|| {
-            env.rt.block_on(async {
-                let mut config = ClientConfig::new();
-                config
-                    .set("bootstrap.servers", &env.addr)
-                    .set("group.id", group())
-                    .set("enable.auto.commit", "true")
-                    .set("auto.commit.interval.ms", COMMIT_MS.to_string());
-                for (k, v) in FETCH {
-                    config.set(*k, *v);
-                }
-                let c: StreamConsumer = config.create().unwrap();
-                let mut tpl = TopicPartitionList::new();
-                for p in 0..PARTITIONS {
-                    tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
-                        .unwrap();
-                }
-                c.assign(&tpl).unwrap();
-                c.recv().await.unwrap();
-                c
-            })
-        })
+        .with_inputs(|| bare_ready(size))
         .bench_local_values(|c| {
-            env.rt.block_on(async {
-                for _ in 1..records(size) {
-                    let m = c.recv().await.unwrap();
-                    divan::black_box(rdkafka::Message::payload(&m));
-                }
-            });
+            bare_drain(&c, size, false);
             c
         });
 }
@@ -204,46 +223,85 @@ fn bare_rdkafka(bencher: Bencher, size: usize) {
 /// into an owned message.
 #[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
 fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
-    let env = &*ENV;
     bencher
         .counter(ItemsCount::new(records(size) - 1))
-        .with_inputs(|| {
-            env.rt.block_on(async {
-                let mut config = ClientConfig::new();
-                config
-                    .set("bootstrap.servers", &env.addr)
-                    .set("group.id", group())
-                    .set("enable.auto.commit", "true")
-                    .set("auto.commit.interval.ms", COMMIT_MS.to_string());
-                for (k, v) in FETCH {
-                    config.set(*k, *v);
-                }
-                let c: StreamConsumer = config.create().unwrap();
-                let mut tpl = TopicPartitionList::new();
-                for p in 0..PARTITIONS {
-                    tpl.add_partition_offset(&topic(size), p, Offset::Offset(0))
-                        .unwrap();
-                }
-                c.assign(&tpl).unwrap();
-                c.recv().await.unwrap();
-                c
-            })
-        })
+        .with_inputs(|| bare_ready(size))
         .bench_local_values(|c| {
-            env.rt.block_on(async {
-                for _ in 1..records(size) {
-                    // Owned copies, as handing records to concurrent tasks needs.
-                    let m = c.recv().await.unwrap().detach();
-                    divan::black_box(rdkafka::Message::payload(&m));
-                }
-            });
+            bare_drain(&c, size, true);
             c
         });
 }
 
+const KINDS: [&str; 4] = [
+    "bare_rdkafka",
+    "bare_rdkafka_owned",
+    "waterline",
+    "waterline_no_headers",
+];
+
+/// One timed run of `kind`, in seconds (setup untimed, teardown after the clock stops).
+fn timed_run(kind: &str, size: usize) -> f64 {
+    match kind {
+        "bare_rdkafka" | "bare_rdkafka_owned" => {
+            let c = bare_ready(size);
+            let t = Instant::now();
+            bare_drain(&c, size, kind == "bare_rdkafka_owned");
+            t.elapsed().as_secs_f64()
+        }
+        _ => {
+            let c = waterline_ready(size, kind == "waterline");
+            let t = Instant::now();
+            waterline_drain(&c, size);
+            let secs = t.elapsed().as_secs_f64();
+            ENV.rt.block_on(c.shutdown(Duration::from_secs(5)));
+            secs
+        }
+    }
+}
+
+/// `WATERLINE_BENCH_ROUNDS=n`: instead of divan's one-function-after-another order, run `n`
+/// rounds that each time every consumer once, in a rotating order, so load from elsewhere on
+/// the machine hits all of them alike; prints median records/s and the ratio to the bare
+/// consumer's median.
+fn interleaved(rounds: usize) {
+    for size in [100usize, 1024] {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+        for round in 0..rounds {
+            for i in 0..KINDS.len() {
+                let k = (i + round) % KINDS.len();
+                times[k].push(timed_run(KINDS[k], size));
+            }
+        }
+        let n = (records(size) - 1) as f64;
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let medians: Vec<f64> = times.iter_mut().map(median).collect();
+        println!(
+            "size {size} B, {rounds} interleaved rounds, {} records per run",
+            n + 1.0
+        );
+        for (k, m) in KINDS.iter().zip(&medians) {
+            println!(
+                "  {k:<22} median {:>7.1} ms  {:>6.3} M records/s  {:>4.0}% of bare",
+                m * 1e3,
+                n / m / 1e6,
+                100.0 * medians[0] / m
+            );
+        }
+    }
+}
+
 fn main() {
     LazyLock::force(&ENV);
-    divan::main();
+    match std::env::var("WATERLINE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    {
+        Some(rounds) if rounds > 0 => interleaved(rounds),
+        _ => divan::main(),
+    }
     if let Some(b) = BROKER.lock().unwrap().take() {
         ENV.rt.block_on(async {
             let _ = tokio::time::timeout(Duration::from_secs(10), b.shutdown()).await;

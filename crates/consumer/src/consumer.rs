@@ -235,7 +235,10 @@ impl Consumer {
             }
             // The flag is raised after each send, so clearing it before draining cannot lose
             // a redelivery: one sent after the drain raises it again.
-            if self.shared.redelivery_ready.swap(false, Ordering::AcqRel) {
+            // A plain load first: the swap is a read-modify-write, wasted on the usual "no".
+            if self.shared.redelivery_ready.load(Ordering::Acquire)
+                && self.shared.redelivery_ready.swap(false, Ordering::AcqRel)
+            {
                 loop {
                     let r = self.rx.lock().try_recv();
                     let Ok(r) = r else { break };
