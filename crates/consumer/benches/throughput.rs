@@ -239,55 +239,80 @@ const KINDS: [&str; 4] = [
     "waterline_no_headers",
 ];
 
-/// One timed run of `kind`, in seconds (setup untimed, teardown after the clock stops).
-fn timed_run(kind: &str, size: usize) -> f64 {
+/// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`, Linux), so the cost
+/// per record can be told apart from time spent waiting for a core on a loaded machine.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One timed run of `kind` (setup untimed, teardown after the clock stops): wall seconds and
+/// the consuming thread's CPU ns.
+fn timed_run(kind: &str, size: usize) -> (f64, Option<u64>) {
+    let measure = |drain: &dyn Fn()| {
+        let cpu = thread_cpu_ns();
+        let t = Instant::now();
+        drain();
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| b.saturating_sub(a));
+        (secs, cpu)
+    };
     match kind {
         "bare_rdkafka" | "bare_rdkafka_owned" => {
             let c = bare_ready(size);
-            let t = Instant::now();
-            bare_drain(&c, size, kind == "bare_rdkafka_owned");
-            t.elapsed().as_secs_f64()
+            measure(&|| bare_drain(&c, size, kind == "bare_rdkafka_owned"))
         }
         _ => {
             let c = waterline_ready(size, kind == "waterline");
-            let t = Instant::now();
-            waterline_drain(&c, size);
-            let secs = t.elapsed().as_secs_f64();
+            let out = measure(&|| waterline_drain(&c, size));
             ENV.rt.block_on(c.shutdown(Duration::from_secs(5)));
-            secs
+            out
         }
     }
 }
 
 /// `WATERLINE_BENCH_ROUNDS=n`: instead of divan's one-function-after-another order, run `n`
 /// rounds that each time every consumer once, in a rotating order, so load from elsewhere on
-/// the machine hits all of them alike; prints median records/s and the ratio to the bare
-/// consumer's median.
+/// the machine hits all of them alike. Prints median records/s, the ratio to the bare
+/// consumer's median, and the median CPU time per record of the thread that consumes (the
+/// `block_on` thread; librdkafka's and the broker's threads are not in it).
 fn interleaved(rounds: usize) {
     for size in [100usize, 1024] {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+        let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
         for round in 0..rounds {
             for i in 0..KINDS.len() {
                 let k = (i + round) % KINDS.len();
-                times[k].push(timed_run(KINDS[k], size));
+                let (secs, cpu) = timed_run(KINDS[k], size);
+                times[k].push(secs);
+                if let Some(ns) = cpu {
+                    cpus[k].push(ns as f64);
+                }
             }
         }
         let n = (records(size) - 1) as f64;
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
         };
         let medians: Vec<f64> = times.iter_mut().map(median).collect();
+        let cpu: Vec<f64> = cpus.iter_mut().map(median).collect();
         println!(
             "size {size} B, {rounds} interleaved rounds, {} records per run",
             n + 1.0
         );
-        for (k, m) in KINDS.iter().zip(&medians) {
+        for (k, (m, c)) in KINDS.iter().zip(medians.iter().zip(&cpu)) {
             println!(
-                "  {k:<22} median {:>7.1} ms  {:>6.3} M records/s  {:>4.0}% of bare",
+                "  {k:<22} median {:>7.1} ms  {:>6.3} M records/s  {:>4.0}% of bare  \
+                 consumer thread {:>5.0} ns CPU/record",
                 m * 1e3,
                 n / m / 1e6,
-                100.0 * medians[0] / m
+                100.0 * medians[0] / m,
+                c / n
             );
         }
     }
