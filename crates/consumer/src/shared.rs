@@ -8,6 +8,8 @@
 //!   without a map lookup). `parts` changes only in [`Shared::assign`] and [`Shared::revoke`],
 //!   the latter under `commit_lock`; a revoked `PartState` is marked `released` under its
 //!   tracker lock, after which acks through it are stale.
+//! - Commit plans and commit statistics come from core's
+//!   [`CommitPlanner`](waterline_core::CommitPlanner), the code `OffsetTracker` plans with.
 //! - Every commit runs under `commit_lock` and re-checks each entry's generation against
 //!   `parts`, so no commit is ever issued for a partition after its revocation began.
 //! - With [`OffsetStorage::Transactional`], offsets are written only while holding the
@@ -26,11 +28,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
-use waterline_core::stats::StatsRecorder;
 use waterline_core::{
-    AckOutcome, CommitEntry, CommitPlan, CommitPolicy, CommitStats, EncodeError, Generation,
-    LagReport, OffsetAndMetadata, OffsetResolver, PartitionLag, PartitionTracker, Position,
-    ResetPolicy, TopicPartition, TrackerConfig, TrackerError,
+    AckOutcome, CommitPlan, CommitPlanner, CommitPolicy, CommitStats, Generation, LagReport,
+    OffsetAndMetadata, OffsetResolver, PartitionLag, PartitionTracker, PlanInput, Position,
+    ResetPolicy, TopicPartition, TrackerConfig,
 };
 
 use crate::config::{EventListener, Exhausted, FailurePolicy, OffsetStorage};
@@ -109,7 +110,8 @@ pub(crate) struct Redelivery {
 pub(crate) struct Shared {
     pub group: String,
     pub tracker_config: TrackerConfig,
-    stats: Mutex<StatsRecorder>,
+    /// Commit planning and statistics: core's, over the partitions in `parts`.
+    planner: CommitPlanner,
     pub parts: RwLock<HashMap<TopicPartition, Arc<PartState>>>,
     pub storage: OffsetStorage,
     pub reset: ResetPolicy,
@@ -182,7 +184,7 @@ impl Shared {
         Self {
             group: p.group,
             tracker_config: p.tracker_config,
-            stats: Mutex::new(StatsRecorder::default()),
+            planner: CommitPlanner::new(),
             parts: RwLock::new(HashMap::new()),
             storage: p.storage,
             reset: p.reset,
@@ -250,7 +252,7 @@ impl Shared {
             &self.counters.stale_acks,
             "waterline_consumer_stale_acks_total",
         );
-        self.stats.lock().stale_acks(1);
+        self.planner.stale_acks(1);
     }
 
     /// Applies an ack; false if it was stale (the partition was revoked or re-assigned since
@@ -357,7 +359,7 @@ impl Shared {
 
     /// Commit statistics so far.
     pub fn commit_stats(&self) -> CommitStats {
-        self.stats.lock().snapshot()
+        self.planner.stats()
     }
 
     /// Lag per assigned partition with a known high watermark, at `now_ms`.
@@ -383,87 +385,46 @@ impl Shared {
         LagReport::from_partitions(out)
     }
 
-    /// What to commit: every partition (`all`) or those whose position changed since their
-    /// last commit (which are then marked clean until new acks arrive).
-    fn plan(&self, now_ms: i64, all: bool) -> CommitPlan {
-        let mut plan = CommitPlan::default();
-        for p in self.parts_sorted() {
-            let mut t = p.tracker.lock();
-            if p.released.load(Ordering::Acquire) || (!all && !t.needs_commit()) {
-                continue;
-            }
-            let previous = t.committed();
-            let oam = match t.commit_candidate(now_ms) {
-                Ok(oam) => oam,
-                Err(TrackerError::Encode(EncodeError::OverBudget { .. })) => {
-                    // Safe: the acked offsets beyond the commit point are processed again.
-                    plan.over_budget.push(p.tp.clone());
-                    OffsetAndMetadata::new(t.commit_point(), now_ms)
-                }
-                Err(_) => continue,
-            };
-            if !all {
-                let _ = t.take_commit(now_ms);
-            }
-            plan.entries.push(CommitEntry {
-                tp: p.tp.clone(),
+    /// Each assigned, unreleased partition in `parts`, its tracker locked in turn.
+    fn plan_inputs(
+        parts: &[Arc<PartState>],
+    ) -> impl Iterator<Item = PlanInput<'_, parking_lot::MutexGuard<'_, PartitionTracker>>> {
+        parts.iter().filter_map(|p| {
+            // `released` is read under the tracker lock, which revocation sets it under.
+            let tracker = p.tracker.lock();
+            (!p.released.load(Ordering::Acquire)).then_some(PlanInput {
+                tp: &p.tp,
                 generation: p.generation,
-                offset_and_metadata: oam,
-                previous,
-            });
-        }
-        let mut stats = self.stats.lock();
-        for _ in &plan.over_budget {
-            stats.over_budget();
-        }
-        plan
+                tracker,
+            })
+        })
     }
 
     /// Positions changed since their last commit; counted as a commit attempt.
     pub fn prepare_commit(&self, now_ms: i64) -> CommitPlan {
-        let plan = self.plan(now_ms, false);
-        self.commit_started(&plan);
-        plan
+        self.planner
+            .prepare_commit(now_ms, Self::plan_inputs(&self.parts_sorted()))
     }
 
     /// Every assigned partition's current position (not counted as an attempt).
     pub fn snapshot(&self, now_ms: i64) -> CommitPlan {
-        self.plan(now_ms, true)
+        self.planner
+            .snapshot(now_ms, Self::plan_inputs(&self.parts_sorted()))
     }
 
     /// Counts `plan` as a commit attempt.
     pub fn commit_started(&self, plan: &CommitPlan) {
-        if !plan.is_empty() {
-            self.stats.lock().attempted();
-        }
+        self.planner.commit_started(plan);
     }
 
     /// Records the outcome of committing `plan`.
     pub fn commit_finished(&self, plan: &CommitPlan, ok: bool, now_ms: i64, duration_ms: u64) {
-        if plan.is_empty() {
-            return;
-        }
-        let mut advanced = 0u64;
-        for e in &plan.entries {
-            let Some(p) = self.part(&e.tp).filter(|p| p.generation == e.generation) else {
-                continue;
-            };
-            let Some(offset) = e.offset_and_metadata.offset() else {
-                continue;
-            };
-            let mut t = p.tracker.lock();
-            if ok {
-                if let Some(b) = t.committed().or(e.previous) {
-                    advanced += offset.saturating_sub(b).max(0) as u64;
+        self.planner
+            .commit_finished(plan, ok, now_ms, duration_ms, |e, apply| {
+                if let Some(p) = self.part(&e.tp).filter(|p| p.generation == e.generation) {
+                    apply(&mut p.tracker.lock());
                 }
-                t.commit_succeeded(offset);
-            } else {
-                t.commit_failed();
-            }
-        }
-        self.stats
-            .lock()
-            .finished(ok, advanced, now_ms, duration_ms);
+            });
     }
 
     /// Applies the failure policy to a nacked record.

@@ -36,4 +36,4 @@ pub use policy::{
 };
 pub use reset::{InMemoryLog, OffsetResolver, ResetOp, ResetOutcome, ResetPolicy, ResetStrategy};
 pub use stats::CommitStats;
-pub use tracker::{CommitEntry, CommitPlan, Generation, OffsetTracker};
+pub use tracker::{CommitEntry, CommitPlan, CommitPlanner, Generation, OffsetTracker, PlanInput};
