@@ -2,18 +2,21 @@ import uuid
 
 import pytest
 
-from harness import Broker
+from harness import running_broker
 
 
 @pytest.fixture
 def broker(tmp_path):
     """A fresh broker on its own data dir, stopped cleanly after the test."""
-    b = Broker(tmp_path / "data")
-    b.start()
-    yield b
-    if b.proc is not None:
-        code = b.stop()
-        assert code == 0, "broker did not shut down cleanly:\n" + b.stderr_text()[-4000:]
+    with running_broker(tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def gbroker(tmp_path):
+    """A broker whose groups use a 100 ms initial rebalance delay; stopped cleanly at the end."""
+    with running_broker(tmp_path, fast_groups=True) as b:
+        yield b
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ bound address from the broker's ready line, so tests never collide on ports. Bro
 stopped (SIGTERM, then SIGKILL) when the test ends.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -105,3 +106,34 @@ class Broker:
 
     def stderr_text(self):
         return "".join(self.stderr_lines)
+
+
+# Short group delays and timeouts keep group tests fast; the broker's limits must admit them.
+FAST_GROUPS_CONFIG = """
+[groups]
+initial_rebalance_delay_ms = 100
+min_session_timeout_ms = 1000
+"""
+
+
+@contextlib.contextmanager
+def running_broker(root, fast_groups=False):
+    """A broker on `root/data`, started now and stopped cleanly on exit (exit code 0 asserted).
+
+    With `fast_groups`, its consumer groups use a 100 ms initial rebalance delay and admit
+    1-second session timeouts (a config file in `root`).
+    """
+    root = Path(root)
+    extra = []
+    if fast_groups:
+        cfg = root / "waterline.toml"
+        cfg.write_text(FAST_GROUPS_CONFIG)
+        extra = ["--config", str(cfg)]
+    b = Broker(root / "data", extra_args=extra)
+    b.start()
+    try:
+        yield b
+    finally:
+        if b.proc is not None:
+            code = b.stop()
+            assert code == 0, "broker did not shut down cleanly:\n" + b.stderr_text()[-4000:]

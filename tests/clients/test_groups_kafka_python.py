@@ -10,33 +10,11 @@ import threading
 import time
 import uuid
 
-import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from harness import Broker
-
 PARTITIONS = 6
-
-GROUP_CONFIG = """
-[groups]
-initial_rebalance_delay_ms = 100
-min_session_timeout_ms = 1000
-"""
-
-
-@pytest.fixture
-def gbroker(tmp_path):
-    """A broker whose groups use a 100 ms initial rebalance delay; stopped cleanly at the end."""
-    cfg = tmp_path / "waterline.toml"
-    cfg.write_text(GROUP_CONFIG)
-    b = Broker(tmp_path / "data", extra_args=["--config", str(cfg)])
-    b.start()
-    yield b
-    if b.proc is not None:
-        code = b.stop()
-        assert code == 0, "broker did not shut down cleanly:\n" + b.stderr_text()[-4000:]
 
 
 def create_topic(bootstrap, topic):

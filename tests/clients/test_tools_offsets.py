@@ -23,31 +23,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Broker, waterline_bin
+from harness import running_broker, waterline_bin
 
 PARTITIONS = 3
 RECORDS = 10  # per partition, before the marker record each check adds
 STEP_MS = 60_000  # records of one partition are one minute apart
 
-GROUP_CONFIG = """
-[groups]
-initial_rebalance_delay_ms = 100
-min_session_timeout_ms = 1000
-"""
-
-
 @pytest.fixture(scope="module")
 def tbroker(tmp_path_factory):
     """One broker for the module, with a 100 ms initial rebalance delay; stopped cleanly."""
-    root = tmp_path_factory.mktemp("tools-broker")
-    cfg = root / "waterline.toml"
-    cfg.write_text(GROUP_CONFIG)
-    b = Broker(root / "data", extra_args=["--config", str(cfg)])
-    b.start()
-    yield b
-    if b.proc is not None:
-        code = b.stop()
-        assert code == 0, "broker did not shut down cleanly:\n" + b.stderr_text()[-4000:]
+    with running_broker(tmp_path_factory.mktemp("tools-broker"), fast_groups=True) as b:
+        yield b
 
 
 def uid(prefix):
