@@ -112,7 +112,7 @@ fn group() -> String {
 }
 
 /// A started Waterline consumer that has received (and acked) its first record.
-fn waterline_ready(size: usize, headers: bool) -> Consumer {
+fn waterline_ready(size: usize) -> Consumer {
     let env = &*ENV;
     env.rt.block_on(async {
         let tps = (0..PARTITIONS)
@@ -120,7 +120,6 @@ fn waterline_ready(size: usize, headers: bool) -> Consumer {
             .collect();
         let mut config = ConsumerConfig::builder(&env.addr, group())
             .assign(tps)
-            .read_headers(headers)
             // Stricter than the "every second", so that a timed run has commits
             // inside it.
             .commit_policy(Interval::new(COMMIT_MS).unwrap());
@@ -138,7 +137,7 @@ fn waterline_drain(c: &Consumer, size: usize) {
     ENV.rt.block_on(async {
         for _ in 1..records(size) {
             let d = c.recv().await.unwrap();
-            divan::black_box(d.payload.as_deref());
+            divan::black_box(d.payload());
             d.ack();
         }
     });
@@ -189,19 +188,7 @@ fn bare_drain(c: &StreamConsumer, size: usize, owned: bool) {
 fn waterline(bencher: Bencher, size: usize) {
     bencher
         .counter(ItemsCount::new(records(size) - 1))
-        .with_inputs(|| waterline_ready(size, true))
-        .bench_local_values(|c| {
-            waterline_drain(&c, size);
-            c
-        });
-}
-
-/// The same without reading record headers (`read_headers(false)`): what parsing them costs.
-#[divan::bench(args = [100, 1024], sample_count = 10, sample_size = 1)]
-fn waterline_no_headers(bencher: Bencher, size: usize) {
-    bencher
-        .counter(ItemsCount::new(records(size) - 1))
-        .with_inputs(|| waterline_ready(size, false))
+        .with_inputs(|| waterline_ready(size))
         .bench_local_values(|c| {
             waterline_drain(&c, size);
             c
@@ -232,12 +219,7 @@ fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
         });
 }
 
-const KINDS: [&str; 4] = [
-    "bare_rdkafka",
-    "bare_rdkafka_owned",
-    "waterline",
-    "waterline_no_headers",
-];
+const KINDS: [&str; 3] = ["bare_rdkafka", "bare_rdkafka_owned", "waterline"];
 
 /// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`, Linux), so the cost
 /// per record can be told apart from time spent waiting for a core on a loaded machine.
@@ -267,7 +249,7 @@ fn timed_run(kind: &str, size: usize) -> (f64, Option<u64>) {
             measure(&|| bare_drain(&c, size, kind == "bare_rdkafka_owned"))
         }
         _ => {
-            let c = waterline_ready(size, kind == "waterline");
+            let c = waterline_ready(size);
             let out = measure(&|| waterline_drain(&c, size));
             ENV.rt.block_on(c.shutdown(Duration::from_secs(5)));
             out
@@ -281,12 +263,18 @@ fn timed_run(kind: &str, size: usize) -> (f64, Option<u64>) {
 /// consumer's median, and the median CPU time per record of the thread that consumes (the
 /// `block_on` thread; librdkafka's and the broker's threads are not in it).
 fn interleaved(rounds: usize) {
+    // `WATERLINE_BENCH_ONLY=kind[,kind]` times only those kinds (e.g. under a profiler).
+    let only = std::env::var("WATERLINE_BENCH_ONLY").ok();
+    let wanted = |k: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == k));
     for size in [100usize, 1024] {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
         let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
         for round in 0..rounds {
             for i in 0..KINDS.len() {
                 let k = (i + round) % KINDS.len();
+                if !wanted(KINDS[k]) {
+                    continue;
+                }
                 let (secs, cpu) = timed_run(KINDS[k], size);
                 times[k].push(secs);
                 if let Some(ns) = cpu {

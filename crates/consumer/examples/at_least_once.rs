@@ -64,7 +64,7 @@ async fn main() -> Result<(), ConsumerError> {
                 let d = d?;
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
                 tokio::spawn(async move {
-                    match process(d.payload.as_deref()).await {
+                    match process(d.payload()).await {
                         Ok(()) => { d.ack(); }
                         Err(e) => d.nack(e),
                     }

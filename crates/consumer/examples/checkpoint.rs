@@ -60,7 +60,7 @@ async fn main() -> Result<(), BoxError> {
             _ = flush.tick() => checkpoint(&mut batch)?,
             d = consumer.recv() => {
                 let d = d?;
-                batch.push(d.payload.clone().unwrap_or_default());
+                batch.push(d.payload().map(<[u8]>::to_vec).unwrap_or_default());
                 // Acknowledged = handed to the sink; durable only after the next flush.
                 d.ack();
             }

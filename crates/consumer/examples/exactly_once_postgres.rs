@@ -76,7 +76,7 @@ async fn main() -> Result<(), BoxError> {
                 let r = step.record();
                 txn.execute(
                     "INSERT INTO payments (topic, part, off, body) VALUES ($1, $2, $3, $4)",
-                    &[&r.tp.topic, &r.tp.partition, &r.offset, &r.payload],
+                    &[&r.topic(), &r.partition(), &r.offset(), &r.payload()],
                 )
                 .await?;
                 let outcome = store.commit_in(&txn, step.group(), step.offsets()).await?;

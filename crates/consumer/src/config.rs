@@ -114,7 +114,6 @@ pub struct ConsumerConfig {
     pub(crate) commit_tick: Duration,
     pub(crate) kafka_timeout: Duration,
     pub(crate) final_commit: bool,
-    pub(crate) read_headers: bool,
 }
 
 impl fmt::Debug for ConsumerConfig {
@@ -165,7 +164,6 @@ impl ConsumerConfig {
                 commit_tick: Duration::from_millis(20),
                 kafka_timeout: Duration::from_secs(10),
                 final_commit: true,
-                read_headers: true,
             },
         }
     }
@@ -276,16 +274,6 @@ impl ConsumerConfigBuilder {
     /// then only the commit policy commits, and a new owner resumes from its last commit.
     pub fn final_commit(mut self, on: bool) -> Self {
         self.cfg.final_commit = on;
-        self
-    }
-
-    /// Whether records carry their Kafka headers (default `true`). librdkafka parses a
-    /// record's headers into a fresh allocation when asked for them, a large share of the
-    /// per-record cost for small records; turn it off when the application ignores headers.
-    /// [`Record::headers`](crate::Record::headers) is then empty, and dead-lettered records
-    /// carry only Waterline's own headers.
-    pub fn read_headers(mut self, on: bool) -> Self {
-        self.cfg.read_headers = on;
         self
     }
 

@@ -2,17 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use parking_lot::Mutex;
+use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Message as _, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use waterline_core::{
@@ -23,6 +22,7 @@ use crate::config::{ConsumerConfig, Exhausted};
 use crate::delivery::{Delivery, Record};
 use crate::error::ConsumerError;
 use crate::metrics::MetricsSnapshot;
+use crate::native::{Client, ClientStream, Fetched};
 use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
 
 /// Records buffered locally per partition before the partition is paused in the client.
@@ -38,58 +38,65 @@ enum Step {
     Wait,
 }
 
-/// Lets one [`Consumer::recv`] run at a time. Uncontended, entering and leaving cost one
-/// atomic swap and one store plus a lock-free `notify_one` (a tokio mutex takes an internal
-/// lock on every release).
+/// What only `recv` touches; behind an async mutex, so one `recv` runs at a time (the
+/// buffers and the single-writer counters rely on it too).
+struct RecvState {
+    stream: ClientStream,
+    /// Redeliveries; drained with `try_recv` (their sender wakes `recv` through `wake`).
+    rx: mpsc::UnboundedReceiver<Redelivery>,
+    hot: HotParts,
+}
+
+/// Partition states by topic handle and partition, read under the map epoch they were read
+/// under: a fetched record finds its partition without hashing or reading its topic name.
 #[derive(Default)]
-struct RecvGate {
-    busy: AtomicBool,
-    /// Callers waiting in `enter`; the holder only notifies when there are some.
-    waiters: AtomicUsize,
-    freed: tokio::sync::Notify,
+struct HotParts {
+    epoch: u64,
+    /// (topic handle address, partition, state). A topic handle lives as long as any of its
+    /// partitions is assigned, and any change of assignment bumps the epoch, so an address
+    /// seen here cannot stand for another topic.
+    entries: Vec<(usize, i32, Arc<PartState>)>,
 }
 
-impl RecvGate {
-    async fn enter(&self) -> RecvTurn<'_> {
-        loop {
-            if !self.busy.swap(true, Ordering::Acquire) {
-                return RecvTurn(self);
-            }
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered (and counted, SeqCst against the holder's release and load) before
-            // the re-check: either the re-check sees the gate free, or the holder sees us.
-            freed.as_mut().enable();
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            let _counted = Waiting(&self.waiters);
-            if !self.busy.swap(true, Ordering::SeqCst) {
-                return RecvTurn(self);
-            }
-            freed.await;
+impl HotParts {
+    fn get(&mut self, shared: &Shared, m: &Fetched) -> Option<&Arc<PartState>> {
+        let epoch = shared.epoch.load(Ordering::Acquire);
+        if self.epoch != epoch {
+            self.epoch = epoch;
+            self.entries.clear();
         }
+        let (topic, partition) = (m.topic_ptr(), m.partition());
+        let i = match self
+            .entries
+            .iter()
+            .position(|e| e.0 == topic && e.1 == partition)
+        {
+            Some(i) => i,
+            None => {
+                let name = m.topic();
+                // Known under another handle address: remember this one instead.
+                if let Some(i) = self
+                    .entries
+                    .iter()
+                    .position(|e| e.1 == partition && e.2.tp.topic == name)
+                {
+                    self.entries[i].0 = topic;
+                    i
+                } else {
+                    let p = shared.part(&TopicPartition::new(name, partition))?;
+                    self.entries.push((topic, partition, p));
+                    self.entries.len() - 1
+                }
+            }
+        };
+        Some(&self.entries[i].2)
     }
 }
 
-/// One caller counted in [`RecvGate::waiters`]; uncounted on drop, cancellation included.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The right to run `recv`; released on drop (also when a `recv` future is cancelled).
-struct RecvTurn<'a>(&'a RecvGate);
-
-impl Drop for RecvTurn<'_> {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::SeqCst);
-        if self.0.waiters.load(Ordering::SeqCst) > 0 {
-            // A permit left behind only causes one extra loop in a later waiter.
-            self.0.freed.notify_one();
-        }
-    }
+/// What woke a waiting `recv`.
+enum Woken {
+    Message(rdkafka::error::KafkaResult<Fetched>),
+    Other,
 }
 
 /// What [`Consumer::shutdown`] achieved.
@@ -107,17 +114,10 @@ pub struct ShutdownReport {
 /// [`recv`](Self::recv) while in-flight records drain, and acks arrive from other workers.
 pub struct Consumer {
     shared: Arc<Shared>,
-    kafka: Arc<StreamConsumer<Ctx>>,
-    /// Redeliveries; drained with `try_recv` (their sender wakes `recv` through `wake`).
-    rx: Mutex<mpsc::UnboundedReceiver<Redelivery>>,
-    /// One `recv` at a time: the buffers and the single-writer counters rely on it.
-    recv_gate: RecvGate,
-    /// Partition states by the map epoch they were read under (see `hot_part`).
-    hot: Mutex<(u64, Vec<Arc<PartState>>)>,
+    recv: futures::lock::Mutex<RecvState>,
+    kafka: Arc<Client>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stop_committer: Arc<AtomicBool>,
-    /// See [`ConsumerConfigBuilder::read_headers`](crate::ConsumerConfigBuilder::read_headers).
-    read_headers: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -157,7 +157,7 @@ impl Consumer {
             Exhausted::Hold => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(SharedParts {
+        let shared = Shared::new(SharedParts {
             group: config.group_id.clone(),
             tracker_config: config.tracker,
             storage: config.storage.clone(),
@@ -172,11 +172,12 @@ impl Consumer {
             redeliver: tx,
             handle,
             dlq,
-        }));
-        let kafka: StreamConsumer<Ctx> = cc.create_with_context(Ctx {
-            shared: Arc::clone(&shared),
+        });
+        let kafka: Client = cc.create_with_context(Ctx {
+            shared: Arc::downgrade(&shared),
         })?;
         let kafka = Arc::new(kafka);
+        let _ = shared.client.set(Arc::downgrade(&kafka));
         match &config.assignment {
             Some(tps) => {
                 let mut tpl = TopicPartitionList::new();
@@ -206,13 +207,17 @@ impl Consumer {
         };
         Ok(Self {
             shared,
+            recv: futures::lock::Mutex::new(RecvState {
+                stream: ClientStream::new(Arc::clone(&kafka)),
+                rx,
+                hot: HotParts {
+                    epoch: u64::MAX,
+                    entries: Vec::new(),
+                },
+            }),
             kafka,
-            rx: Mutex::new(rx),
-            recv_gate: RecvGate::default(),
-            hot: Mutex::new((u64::MAX, Vec::new())),
             committer: Mutex::new(Some(committer)),
             stop_committer: stop,
-            read_headers: config.read_headers,
         })
     }
 
@@ -222,7 +227,8 @@ impl Consumer {
     /// fatal (e.g. committed offsets could not be read), and after one every call fails with
     /// [`ConsumerError::ShutDown`].
     pub async fn recv(&self) -> Result<Delivery, ConsumerError> {
-        let _one = self.recv_gate.enter().await;
+        let mut state = self.recv.lock().await;
+        let RecvState { stream, rx, hot } = &mut *state;
         loop {
             if self.shared.has_fatal.load(Ordering::Acquire)
                 && let Some(e) = self.shared.fatal.lock().take()
@@ -239,9 +245,7 @@ impl Consumer {
             if self.shared.redelivery_ready.load(Ordering::Acquire)
                 && self.shared.redelivery_ready.swap(false, Ordering::AcqRel)
             {
-                loop {
-                    let r = self.rx.lock().try_recv();
-                    let Ok(r) = r else { break };
+                while let Ok(r) = rx.try_recv() {
                     if let Some(d) = self.redeliver(r) {
                         // More may wait behind this one: look again next time.
                         self.shared.redelivery_ready.store(true, Ordering::Release);
@@ -253,61 +257,43 @@ impl Consumer {
                 return Ok(d);
             }
             // Fast path: a record is usually ready; skip setting up the wait below.
-            if let Some(m) = self.kafka.recv().now_or_never() {
-                match m {
-                    Ok(m) => {
-                        let d = self.offer(&m);
-                        drop(m);
-                        if let Some(d) = d {
-                            return Ok(d);
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka client error");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
+            let woken = match stream.next().now_or_never() {
+                Some(m) => Woken::Message(m),
+                None => tokio::select! {
+                    biased;
+                    _ = self.shared.wake.notified() => Woken::Other,
+                    m = stream.next() => Woken::Message(m),
+                    // Buffered records wait for acks, which wake us through `wake`; re-check
+                    // regularly all the same. Only armed when something waits: registering a
+                    // timer from outside the runtime's workers costs a driver wake-up each time.
+                    _ = tokio::time::sleep(Duration::from_millis(25)),
+                        if self.shared.maybe_waiting.load(Ordering::Acquire) => Woken::Other,
+                },
+            };
+            match woken {
+                Woken::Message(Ok(m)) => {
+                    if let Some(d) = self.offer(hot, m) {
+                        return Ok(d);
                     }
                 }
-            }
-            tokio::select! {
-                biased;
-                _ = self.shared.wake.notified() => {}
-                m = self.kafka.recv() => match m {
-                    Ok(m) => {
-                        let d = self.offer(&m);
-                        drop(m);
-                        if let Some(d) = d {
-                            return Ok(d);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka client error");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-                // Buffered records wait for acks, which wake us through `wake`; re-check
-                // regularly all the same. Only armed when something waits: registering a
-                // timer from outside the runtime's workers costs a driver wake-up each time.
-                _ = tokio::time::sleep(Duration::from_millis(25)),
-                    if self.shared.maybe_waiting.load(Ordering::Acquire) => {}
+                Woken::Message(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka client error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Woken::Other => {}
             }
         }
     }
 
     fn redeliver(&self, r: Redelivery) -> Option<Delivery> {
-        self.shared.current(&r.record.tp, r.generation)?;
+        if !r.record.part()?.is_current() {
+            return None;
+        }
         self.shared.counters.bump(
             &self.shared.counters.retries,
             "waterline_consumer_retries_total",
         );
-        Some(Delivery::new(
-            r.record,
-            r.generation,
-            r.attempt,
-            Arc::clone(&self.shared),
-            None,
-        ))
+        Some(Delivery::new(r.record, r.attempt))
     }
 
     /// Admission and hand-out in one tracker call.
@@ -334,11 +320,10 @@ impl Consumer {
         }
     }
 
-    /// Takes the caller's `Arc` to the partition (no extra reference count traffic).
-    fn delivery(&self, record: Record, p: Arc<PartState>) -> Delivery {
-        // Only `recv` hands out first deliveries, one call at a time (see `recv_gate`).
+    fn delivery(&self, record: Record) -> Delivery {
+        // Only `recv` hands out first deliveries, one call at a time (see `RecvState`).
         self.shared.counters.consumed_single_writer(record.size());
-        Delivery::new(record, p.generation, 1, Arc::clone(&self.shared), Some(p))
+        Delivery::new(record, 1)
     }
 
     fn skipped(&self) {
@@ -348,42 +333,20 @@ impl Consumer {
         );
     }
 
-    /// The state of a partition, from a small cache in front of the shared map (the cache is
-    /// dropped whenever an assignment or revocation changed the map).
-    fn hot_part(&self, topic: &str, partition: i32) -> Option<Arc<PartState>> {
-        let epoch = self.shared.epoch.load(Ordering::Acquire);
-        let mut hot = self.hot.lock();
-        if hot.0 != epoch {
-            hot.0 = epoch;
-            hot.1.clear();
-        }
-        if let Some(p) = hot
-            .1
-            .iter()
-            .find(|p| p.tp.partition == partition && p.tp.topic == topic)
-        {
-            return Some(Arc::clone(p));
-        }
-        let p = self.shared.part(&TopicPartition::new(topic, partition))?;
-        hot.1.push(Arc::clone(&p));
-        Some(p)
-    }
-
     /// A fetched record: hand it out, or buffer it (pausing the partition when the buffer is
     /// large or the partition is held).
-    fn offer(&self, m: &BorrowedMessage<'_>) -> Option<Delivery> {
-        let p = self.hot_part(m.topic(), m.partition())?;
+    fn offer(&self, hot: &mut HotParts, m: Fetched) -> Option<Delivery> {
+        let p = hot.get(&self.shared, &m)?;
         let offset = m.offset();
         if p.revoking.load(Ordering::Acquire) || offset < p.next_fetch.load(Ordering::Relaxed) {
             return None;
         }
         p.next_fetch.store(offset + 1, Ordering::Relaxed);
-        let record = Record::from_message(m, Arc::clone(&p.tp_shared), self.read_headers);
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {
-            match self.try_hand_out(&p, record.offset) {
-                Step::Go => return Some(self.delivery(record, p)),
+            match self.try_hand_out(p, offset) {
+                Step::Go => return Some(self.delivery(Record::fetched(m, Arc::clone(p)))),
                 Step::Skip => {
                     self.skipped();
                     return None;
@@ -391,17 +354,16 @@ impl Consumer {
                 Step::Wait => {}
             }
         }
-        let tp = record.tp.clone();
         self.shared.maybe_waiting.store(true, Ordering::Release);
         let mut buf = p.buffer.lock();
-        buf.push_back(record);
+        buf.push_back(Record::fetched(m, Arc::clone(p)));
         let len = buf.len();
         p.waiting.store(len, Ordering::Release);
         drop(buf);
         // Pausing makes the client drop and later refetch its prefetched records, so only
         // pause once the local buffer is large (or the partition is held).
         if len >= PAUSE_AT || p.held.load(Ordering::Acquire) {
-            self.pause(&tp, &p);
+            self.pause(p);
         }
         None
     }
@@ -410,27 +372,25 @@ impl Consumer {
         if !self.shared.maybe_waiting.load(Ordering::Acquire) {
             return None;
         }
-        let waiting: Vec<(TopicPartition, Arc<PartState>)> = self
+        let waiting: Vec<Arc<PartState>> = self
             .shared
             .parts
             .read()
-            .iter()
-            .filter(|(_, p)| {
-                p.waiting.load(Ordering::Acquire) > 0 || p.paused.load(Ordering::Acquire)
-            })
-            .map(|(tp, p)| (tp.clone(), Arc::clone(p)))
+            .values()
+            .filter(|p| p.waiting.load(Ordering::Acquire) > 0 || p.paused.load(Ordering::Acquire))
+            .cloned()
             .collect();
         if waiting.is_empty() {
             // Set again (inside `recv` too) whenever a record is buffered or a partition paused.
             self.shared.maybe_waiting.store(false, Ordering::Release);
         }
-        for (tp, p) in waiting {
+        for p in waiting {
             if p.revoking.load(Ordering::Acquire) {
                 continue;
             }
             let mut buf = p.buffer.lock();
             while let Some(front) = buf.front() {
-                match self.try_hand_out(&p, front.offset) {
+                match self.try_hand_out(&p, front.offset()) {
                     Step::Wait => break,
                     Step::Skip => {
                         buf.pop_front();
@@ -442,9 +402,9 @@ impl Consumer {
                         p.waiting.store(len, Ordering::Release);
                         drop(buf);
                         if len <= PAUSE_AT / 2 {
-                            self.resume(&tp, &p);
+                            self.resume(&p);
                         }
-                        return Some(self.delivery(record, Arc::clone(&p)));
+                        return Some(self.delivery(record));
                     }
                 }
             }
@@ -452,7 +412,7 @@ impl Consumer {
             p.waiting.store(len, Ordering::Release);
             drop(buf);
             if len <= PAUSE_AT / 2 && !p.held.load(Ordering::Acquire) {
-                self.resume(&tp, &p);
+                self.resume(&p);
             }
         }
         None
@@ -464,7 +424,8 @@ impl Consumer {
         tpl
     }
 
-    fn pause(&self, tp: &TopicPartition, p: &PartState) {
+    fn pause(&self, p: &PartState) {
+        let tp = &p.tp;
         if !p.paused.swap(true, Ordering::AcqRel) {
             self.shared.counters.bump(
                 &self.shared.counters.pauses,
@@ -476,7 +437,8 @@ impl Consumer {
         }
     }
 
-    fn resume(&self, tp: &TopicPartition, p: &PartState) {
+    fn resume(&self, p: &PartState) {
+        let tp = &p.tp;
         if p.paused.swap(false, Ordering::AcqRel)
             && let Err(e) = self.kafka.resume(&Self::tpl(tp))
         {
@@ -643,12 +605,14 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.stop_commit_thread();
+        // Breaks the reference cycles through the partition states (see `PartState`).
+        self.shared.release_all();
     }
 }
 
 /// Final commit in transactional mode: only partitions whose transaction lock is free (no
 /// step in progress), so the write cannot race an application transaction.
-fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> bool {
+fn final_transactional_commit(shared: &Shared, kafka: &Client) -> bool {
     let parts: Vec<(TopicPartition, Arc<PartState>)> = shared
         .parts
         .read()
@@ -672,7 +636,7 @@ fn final_transactional_commit(shared: &Shared, kafka: &StreamConsumer<Ctx>) -> b
 
 /// Evaluates the commit policy every `tick`; once `stop` is set, evaluates it one last time (so
 /// a barrier completed just before shutdown is still committed) and returns.
-fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, tick: Duration) {
+fn commit_loop(shared: &Shared, kafka: &Client, stop: &AtomicBool, tick: Duration) {
     loop {
         std::thread::park_timeout(tick);
         shared.tick_clock();
@@ -687,9 +651,9 @@ fn commit_loop(shared: &Shared, kafka: &StreamConsumer<Ctx>, stop: &AtomicBool, 
     }
 }
 
-fn commit_tick(shared: &Shared, kafka: &StreamConsumer<Ctx>) {
+fn commit_tick(shared: &Shared, kafka: &Client) {
     let now = now_ms();
-    let acks = shared.acks.swap(0, Ordering::Relaxed);
+    let acks = shared.take_acks();
     let decision = {
         let mut p = shared.policy.lock();
         if acks > 0 {
@@ -717,84 +681,15 @@ fn commit_tick(shared: &Shared, kafka: &StreamConsumer<Ctx>) {
     }
 }
 
-fn commit_snapshot(shared: &Shared, kafka: &StreamConsumer<Ctx>, plan: CommitPlan) {
+fn commit_snapshot(shared: &Shared, kafka: &Client, plan: CommitPlan) {
     let _g = shared.commit_lock.lock();
     let plan = shared.current_only(plan);
     shared.commit_started(&plan);
     shared.commit_plan(kafka, &plan);
 }
 
-fn commit_current(shared: &Shared, kafka: &StreamConsumer<Ctx>, now: i64) {
+fn commit_current(shared: &Shared, kafka: &Client, now: i64) {
     let _g = shared.commit_lock.lock();
     let plan = shared.current_only(shared.prepare_commit(now));
     shared.commit_plan(kafka, &plan);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn recv_gate_admits_one_at_a_time_and_wakes_waiters() {
-        let gate = Arc::new(RecvGate::default());
-        let inside = Arc::new(AtomicUsize::new(0));
-        let turns = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let (gate, inside, turns) =
-                (Arc::clone(&gate), Arc::clone(&inside), Arc::clone(&turns));
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..200 {
-                    let _t = gate.enter().await;
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
-                    tokio::task::yield_now().await;
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                    turns.fetch_add(1, Ordering::SeqCst);
-                }
-            }));
-        }
-        for t in tasks {
-            tokio::time::timeout(Duration::from_secs(20), t)
-                .await
-                .expect("a waiter was never woken")
-                .unwrap();
-        }
-        assert_eq!(turns.load(Ordering::SeqCst), 800);
-    }
-
-    #[tokio::test]
-    async fn recv_gate_is_released_by_a_cancelled_waiter_and_holder() {
-        let gate = RecvGate::default();
-        let held = gate.enter().await;
-        // A waiter that gives up must not keep the gate or swallow the wake-up for good.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), gate.enter())
-                .await
-                .is_err()
-        );
-        assert_eq!(
-            gate.waiters.load(Ordering::SeqCst),
-            0,
-            "cancelled waiter uncounted"
-        );
-        drop(held);
-        let again = tokio::time::timeout(Duration::from_secs(5), gate.enter()).await;
-        assert!(again.is_ok(), "gate free after the holder left");
-        drop(again);
-        // A cancelled holder (a dropped `recv` future) releases it too.
-        let fut = async {
-            let _t = gate.enter().await;
-            std::future::pending::<()>().await;
-        };
-        assert!(
-            tokio::time::timeout(Duration::from_millis(10), fut)
-                .await
-                .is_err()
-        );
-        assert!(
-            tokio::time::timeout(Duration::from_secs(5), gate.enter())
-                .await
-                .is_ok()
-        );
-    }
 }

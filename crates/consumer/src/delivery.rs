@@ -2,76 +2,218 @@
 
 use std::sync::Arc;
 
-use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Headers};
 use serde::de::DeserializeOwned;
 use waterline_core::{Generation, OffsetAndMetadata, TopicPartition};
 
 use crate::error::ConsumerError;
+use crate::native::{Fetched, header_at};
 use crate::shared::{PartState, Shared};
 
-/// A consumed record, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A consumed record.
+///
+/// A fetched record is read in place in the Kafka client's fetch buffer (no copy), so holding
+/// it keeps that buffer in memory until the record is dropped; [`Clone`] makes an owned copy.
+/// Records can also be built by hand ([`Record::new`]), e.g. to test processing code.
 pub struct Record {
-    /// Topic and partition (shared by the partition's records: no copy per record).
-    pub tp: Arc<TopicPartition>,
-    /// Offset within the partition.
-    pub offset: i64,
-    /// Key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Payload, if any (`None` is a tombstone).
-    pub payload: Option<Vec<u8>>,
-    /// Timestamp in ms since the Unix epoch, when the record has one.
-    pub timestamp_ms: Option<i64>,
-    /// Headers in order; a header value may be null.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    // Declared first: a fetched body is dropped before `source`, whose partition state keeps
+    // the client it was fetched by alive (see `native`).
+    body: Body,
+    source: Source,
+    offset: i64,
+}
+
+enum Body {
+    Fetched(Fetched),
+    Owned(Box<Owned>),
+}
+
+#[derive(Clone, Default)]
+struct Owned {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    timestamp_ms: Option<i64>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Where a record came from.
+#[derive(Clone)]
+enum Source {
+    /// Fetched for an assigned partition (the state it is acknowledged through).
+    Part(Arc<PartState>),
+    /// Built by hand, or a placeholder.
+    Detached(Arc<TopicPartition>),
 }
 
 impl Record {
-    /// Copies `m` (its headers only if `headers`), whose partition the caller already knows
-    /// as `tp`.
-    pub(crate) fn from_message(
-        m: &BorrowedMessage<'_>,
-        tp: Arc<TopicPartition>,
-        headers: bool,
-    ) -> Self {
-        let headers = if headers {
-            m.headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        Record {
-            tp,
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            timestamp_ms: m.timestamp().to_millis(),
-            headers,
+    /// A record of `tp` at `offset` with no key, payload, timestamp or headers; add them with
+    /// the `with_*` methods.
+    pub fn new(tp: TopicPartition, offset: i64) -> Self {
+        Self {
+            body: Body::Owned(Box::default()),
+            source: Source::Detached(Arc::new(tp)),
+            offset,
         }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.owned_mut().key = Some(key.into());
+        self
+    }
+
+    /// Sets the payload.
+    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.owned_mut().payload = Some(payload.into());
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    pub fn with_timestamp_ms(mut self, ts: i64) -> Self {
+        self.owned_mut().timestamp_ms = Some(ts);
+        self
+    }
+
+    /// Appends a header (`None`: a null value).
+    pub fn with_header(mut self, key: impl Into<String>, value: Option<Vec<u8>>) -> Self {
+        self.owned_mut().headers.push((key.into(), value));
+        self
+    }
+
+    /// A fetched message of `part`. Read in place when `part` holds the client the message
+    /// came from (always, outside tests); copied otherwise, which keeps the rule of `native`.
+    pub(crate) fn fetched(m: Fetched, part: Arc<PartState>) -> Self {
+        let offset = m.offset();
+        let body = if part.client.as_ref().is_some_and(|c| m.client_is(c)) {
+            Body::Fetched(m)
+        } else {
+            Body::Owned(Box::new(copy_of(&m)))
+        };
+        Self {
+            body,
+            source: Source::Part(part),
+            offset,
+        }
+    }
+
+    /// A record of `part` with an owned payload, as if fetched.
+    #[cfg(test)]
+    pub(crate) fn of_part(part: &Arc<PartState>, offset: i64) -> Self {
+        Self {
+            body: Body::Owned(Box::new(Owned {
+                payload: Some(b"x".to_vec()),
+                ..Owned::default()
+            })),
+            source: Source::Part(Arc::clone(part)),
+            offset,
+        }
+    }
+
+    /// Copies a fetched body out of the client's buffer (before a long wait, so a retried
+    /// record does not keep a whole fetch response in memory).
+    pub(crate) fn detach(&mut self) {
+        if let Body::Fetched(m) = &self.body {
+            self.body = Body::Owned(Box::new(copy_of(m)));
+        }
+    }
+
+    fn owned_mut(&mut self) -> &mut Owned {
+        self.detach();
+        match &mut self.body {
+            Body::Owned(o) => o,
+            Body::Fetched(_) => unreachable!("detached above"),
+        }
+    }
+
+    /// The partition state the record is acknowledged through (`None` for hand-built records).
+    pub(crate) fn part(&self) -> Option<&Arc<PartState>> {
+        match &self.source {
+            Source::Part(p) => Some(p),
+            Source::Detached(_) => None,
+        }
+    }
+
+    /// Topic and partition.
+    pub fn tp(&self) -> &TopicPartition {
+        match &self.source {
+            Source::Part(p) => &p.tp,
+            Source::Detached(tp) => tp,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.tp().topic
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.tp().partition
+    }
+
+    /// Offset within the partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Fetched(m) => m.key(),
+            Body::Owned(o) => o.key.as_deref(),
+        }
+    }
+
+    /// Payload, if any (`None` is a tombstone).
+    pub fn payload(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Fetched(m) => m.payload(),
+            Body::Owned(o) => o.payload.as_deref(),
+        }
+    }
+
+    /// Timestamp in ms since the Unix epoch, when the record has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        match &self.body {
+            Body::Fetched(m) => m.timestamp_ms(),
+            Body::Owned(o) => o.timestamp_ms,
+        }
+    }
+
+    /// Headers in order, as key and value (a value may be null). Parsed on first use.
+    pub fn headers(&self) -> RecordHeaders<'_> {
+        RecordHeaders {
+            record: self,
+            native: match &self.body {
+                Body::Fetched(m) => m.headers(),
+                Body::Owned(_) => None,
+            },
+            next: 0,
+        }
+    }
+
+    /// The first header named `key`, if it has a value.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers().find(|(k, _)| *k == key).and_then(|(_, v)| v)
     }
 
     /// Key plus payload length, for the bytes-consumed metric.
     pub(crate) fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
+        match &self.body {
+            Body::Fetched(m) => m.size(),
+            Body::Owned(o) => {
+                o.key.as_ref().map_or(0, Vec::len) + o.payload.as_ref().map_or(0, Vec::len)
+            }
+        }
     }
 
     /// The payload deserialized from JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ConsumerError> {
-        let p = self
-            .payload
-            .as_deref()
-            .ok_or_else(|| ConsumerError::NoPayload {
-                tp: TopicPartition::clone(&self.tp),
-                offset: self.offset,
-            })?;
+        let p = self.payload().ok_or_else(|| ConsumerError::NoPayload {
+            tp: self.tp().clone(),
+            offset: self.offset,
+        })?;
         serde_json::from_slice(p).map_err(|source| ConsumerError::Deserialize {
-            tp: TopicPartition::clone(&self.tp),
+            tp: self.tp().clone(),
             offset: self.offset,
             source,
         })
@@ -79,17 +221,89 @@ impl Record {
 
     /// The payload as UTF-8 text, if it is.
     pub fn payload_str(&self) -> Option<&str> {
-        self.payload
-            .as_deref()
-            .and_then(|p| std::str::from_utf8(p).ok())
+        self.payload().and_then(|p| std::str::from_utf8(p).ok())
     }
+}
 
-    /// The first header named `key`.
-    pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.as_deref())
+fn copy_of(m: &Fetched) -> Owned {
+    Owned {
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp_ms(),
+        headers: m
+            .headers()
+            .map(|h| {
+                (0..)
+                    .map_while(|i| header_at(h, i))
+                    .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Iterator over a record's headers: `(key, value)`.
+pub struct RecordHeaders<'a> {
+    record: &'a Record,
+    native: Option<&'a rdkafka::message::BorrowedHeaders>,
+    next: usize,
+}
+
+impl<'a> Iterator for RecordHeaders<'a> {
+    type Item = (&'a str, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let i = self.next;
+        let item = match (&self.record.body, self.native) {
+            (Body::Fetched(_), Some(h)) => header_at(h, i),
+            (Body::Fetched(_), None) => None,
+            (Body::Owned(o), _) => o.headers.get(i).map(|(k, v)| (k.as_str(), v.as_deref())),
+        };
+        if item.is_some() {
+            self.next += 1;
+        }
+        item
+    }
+}
+
+impl Clone for Record {
+    /// An owned copy (a fetched body is copied out of the client's buffer).
+    fn clone(&self) -> Self {
+        let body = match &self.body {
+            Body::Fetched(m) => Body::Owned(Box::new(copy_of(m))),
+            Body::Owned(o) => Body::Owned(o.clone()),
+        };
+        Self {
+            body,
+            source: self.source.clone(),
+            offset: self.offset,
+        }
+    }
+}
+
+impl PartialEq for Record {
+    /// Same partition, offset, key, payload, timestamp and headers.
+    fn eq(&self, other: &Self) -> bool {
+        self.tp() == other.tp()
+            && self.offset == other.offset
+            && self.key() == other.key()
+            && self.payload() == other.payload()
+            && self.timestamp_ms() == other.timestamp_ms()
+            && self.headers().eq(other.headers())
+    }
+}
+
+impl Eq for Record {}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("tp", self.tp())
+            .field("offset", &self.offset)
+            .field("key_len", &self.key().map(<[u8]>::len))
+            .field("payload_len", &self.payload().map(<[u8]>::len))
+            .field("timestamp_ms", &self.timestamp_ms())
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,28 +313,16 @@ impl Record {
 #[derive(Debug)]
 pub struct Delivery {
     record: Record,
-    generation: Generation,
     attempt: u32,
-    shared: Arc<Shared>,
-    /// The partition's state at hand-out (saves a lookup per ack).
-    part: Option<Arc<PartState>>,
     done: bool,
 }
 
 impl Delivery {
-    pub(crate) fn new(
-        record: Record,
-        generation: Generation,
-        attempt: u32,
-        shared: Arc<Shared>,
-        part: Option<Arc<PartState>>,
-    ) -> Self {
+    /// `record` must come from a partition (`Record::fetched`).
+    pub(crate) fn new(record: Record, attempt: u32) -> Self {
         Self {
             record,
-            generation,
             attempt,
-            shared,
-            part,
             done: false,
         }
     }
@@ -137,7 +339,7 @@ impl Delivery {
 
     /// The assignment generation the record was handed out under.
     pub fn generation(&self) -> Generation {
-        self.generation
+        self.record.part().map_or(0, |p| p.generation)
     }
 
     /// Marks the record done. Returns `false` when the ack was dropped because the partition
@@ -145,26 +347,17 @@ impl Delivery {
     /// the partition's new owner.
     pub fn ack(mut self) -> bool {
         self.done = true;
-        self.shared.ack(
-            &self.record.tp,
-            self.record.offset,
-            self.generation,
-            self.part.as_ref(),
-        )
+        self.record
+            .part()
+            .is_some_and(|p| p.ack(self.record.offset))
     }
 
     /// Reports a failed attempt; the [`FailurePolicy`](crate::FailurePolicy) decides what
     /// follows (redelivery, dead-letter topic, or holding the partition).
     pub fn nack(mut self, reason: impl Into<String>) {
         self.done = true;
-        let record = std::mem::replace(&mut self.record, empty_record());
-        Shared::nack(
-            &self.shared,
-            record,
-            self.generation,
-            self.attempt,
-            reason.into(),
-        );
+        let record = std::mem::replace(&mut self.record, placeholder());
+        Shared::nack(record, self.attempt, reason.into());
     }
 
     /// Starts an exactly-once step for this record
@@ -176,44 +369,34 @@ impl Delivery {
     /// Fails with [`ConsumerError::Revoked`] once the partition was revoked: the transaction
     /// must not run (the new owner processes the record).
     pub async fn begin_transaction(mut self) -> Result<TxnAck, ConsumerError> {
-        let tp = TopicPartition::clone(&self.record.tp);
-        let lock = self
-            .shared
-            .txn_lock(&tp, self.generation)
-            .ok_or_else(|| ConsumerError::Revoked(tp.clone()))?;
-        let guard = lock.lock_owned().await;
+        let revoked = || ConsumerError::Revoked(self.record.tp().clone());
+        let part = match self.record.part() {
+            Some(p) if p.is_current() => Arc::clone(p),
+            _ => return Err(revoked()),
+        };
+        let guard = Arc::clone(&part.txn).lock_owned().await;
         // Re-check under the lock: a revocation takes every lock before giving partitions up.
-        let offsets = self
-            .shared
-            .offsets_if_acked(&tp, self.record.offset, self.generation)
-            .ok_or_else(|| ConsumerError::Revoked(tp.clone()))?;
-        let record = std::mem::replace(&mut self.record, empty_record());
+        let offsets = part
+            .offsets_if_acked(self.record.offset)
+            .ok_or_else(revoked)?;
+        let record = std::mem::replace(&mut self.record, placeholder());
         self.done = true;
         Ok(TxnAck {
-            delivery: Some(Delivery::new(
-                record,
-                self.generation,
-                self.attempt,
-                Arc::clone(&self.shared),
-                self.part.take(),
-            )),
-            offsets: vec![(tp, offsets)],
+            offsets: vec![(record.tp().clone(), offsets)],
+            delivery: Some(Delivery::new(record, self.attempt)),
             _guard: guard,
         })
     }
 }
 
-fn empty_record() -> Record {
-    // Shared: a placeholder costs no allocation (it replaces records moved out of deliveries).
+/// What replaces a record moved out of a delivery (only on the nack and transaction paths).
+fn placeholder() -> Record {
     static EMPTY_TP: std::sync::LazyLock<Arc<TopicPartition>> =
         std::sync::LazyLock::new(|| Arc::new(TopicPartition::new("", 0)));
     Record {
-        tp: Arc::clone(&EMPTY_TP),
+        body: Body::Owned(Box::default()),
+        source: Source::Detached(Arc::clone(&EMPTY_TP)),
         offset: -1,
-        key: None,
-        payload: None,
-        timestamp_ms: None,
-        headers: Vec::new(),
     }
 }
 
@@ -227,14 +410,8 @@ impl std::ops::Deref for Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.done {
-            let record = std::mem::replace(&mut self.record, empty_record());
-            Shared::nack(
-                &self.shared,
-                record,
-                self.generation,
-                self.attempt,
-                "delivery dropped without ack".into(),
-            );
+            let record = std::mem::replace(&mut self.record, placeholder());
+            Shared::nack(record, self.attempt, "delivery dropped without ack".into());
         }
     }
 }
@@ -261,8 +438,8 @@ impl TxnAck {
     pub fn group(&self) -> &str {
         self.delivery
             .as_ref()
-            .map(|d| d.shared.group.as_str())
-            .unwrap_or("")
+            .and_then(|d| d.record.part())
+            .map_or("", |p| p.shared.group.as_str())
     }
 
     /// The offsets to write in the application's transaction (e.g. with
@@ -274,10 +451,12 @@ impl TxnAck {
     /// The transaction committed: the record is done.
     pub fn committed(mut self) {
         if let Some(d) = self.delivery.take() {
-            let shared = Arc::clone(&d.shared);
-            if d.ack_committed(&self.offsets) {
+            let part = d.record.part().cloned();
+            if d.ack_committed(&self.offsets)
+                && let Some(p) = part
+            {
                 // The application's transaction was the commit; count it as one.
-                shared.counters.commit(true, 0);
+                p.shared.counters.commit(true, 0);
             }
         }
     }
@@ -300,7 +479,7 @@ impl Drop for TxnAck {
 
 fn unreachable_record() -> &'static Record {
     static EMPTY: std::sync::OnceLock<Record> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(empty_record)
+    EMPTY.get_or_init(placeholder)
 }
 
 impl Delivery {
@@ -308,18 +487,14 @@ impl Delivery {
     /// commit with the tracker so later commits know where the store stands.
     fn ack_committed(mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> bool {
         self.done = true;
-        let ok = self.shared.ack(
-            &self.record.tp,
-            self.record.offset,
-            self.generation,
-            self.part.as_ref(),
-        );
+        let Some(p) = self.record.part() else {
+            return false;
+        };
+        let ok = p.ack(self.record.offset);
         if ok {
-            for (tp, o) in offsets {
+            for (_, o) in offsets {
                 if let Some(off) = o.offset() {
-                    self.shared.with_partition(tp, |t| {
-                        t.commit_succeeded(off);
-                    });
+                    p.tracker.lock().commit_succeeded(off);
                 }
             }
         }
@@ -332,13 +507,14 @@ mod tests {
     use super::*;
 
     fn rec(payload: Option<&[u8]>) -> Record {
-        Record {
-            tp: Arc::new(TopicPartition::new("t", 1)),
-            offset: 7,
-            key: Some(b"k".to_vec()),
-            payload: payload.map(<[u8]>::to_vec),
-            timestamp_ms: Some(5),
-            headers: vec![("a".into(), Some(b"1".to_vec())), ("n".into(), None)],
+        let r = Record::new(TopicPartition::new("t", 1), 7)
+            .with_key(b"k".to_vec())
+            .with_timestamp_ms(5)
+            .with_header("a", Some(b"1".to_vec()))
+            .with_header("n", None);
+        match payload {
+            Some(p) => r.with_payload(p),
+            None => r,
         }
     }
 
@@ -371,5 +547,14 @@ mod tests {
         assert_eq!(r.payload_str(), Some("hello"));
         assert_eq!(rec(Some(&[0xff])).payload_str(), None);
         assert_eq!(r.size(), 6);
+        let h: Vec<_> = r.headers().collect();
+        assert_eq!(h, vec![("a", Some(&b"1"[..])), ("n", None)]);
+        assert_eq!((r.topic(), r.partition(), r.offset()), ("t", 1, 7));
+        assert_eq!(r.timestamp_ms(), Some(5));
+        assert_eq!(r.clone(), r, "a clone is equal");
+        assert!(
+            r.part().is_none(),
+            "hand-built records have no partition state"
+        );
     }
 }

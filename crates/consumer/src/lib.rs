@@ -46,13 +46,14 @@ mod delivery;
 mod error;
 mod events;
 mod metrics;
+mod native;
 mod shared;
 
 pub use config::{
     ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted, FailurePolicy, OffsetStorage,
 };
 pub use consumer::{Consumer, ShutdownReport};
-pub use delivery::{Delivery, Record, TxnAck};
+pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
 pub use error::ConsumerError;
 pub use events::ConsumerEvent;
 pub use metrics::MetricsSnapshot;

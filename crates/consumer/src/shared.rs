@@ -17,11 +17,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard, RwLock};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -39,6 +39,7 @@ use crate::delivery::Record;
 use crate::error::ConsumerError;
 use crate::events::ConsumerEvent;
 use crate::metrics::Counters;
+use crate::native::Client;
 
 /// Wall-clock milliseconds since the Unix epoch (the tracker takes time as an input).
 pub(crate) fn now_ms() -> i64 {
@@ -48,16 +49,38 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Per-partition state, including its offset tracker. Deliveries keep an `Arc` to it, so an
-/// ack touches one mutex and no map.
+/// A partition's tracker and what is counted under its lock.
 #[derive(Debug)]
+pub(crate) struct Tracked {
+    pub tracker: PartitionTracker,
+    /// Acks since the commit thread last collected them (for count-based commit policies).
+    pub acks: u64,
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = PartitionTracker;
+    fn deref(&self) -> &PartitionTracker {
+        &self.tracker
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut PartitionTracker {
+        &mut self.tracker
+    }
+}
+
+/// Per-partition state of one assignment generation, including its offset tracker. Records
+/// keep an `Arc` to it, so an ack touches one mutex and no map.
+///
+/// Reference cycles (`shared.parts` → here → `shared`; buffered records → here) are broken
+/// when the partition is revoked and when the consumer is dropped, which empty `parts` and
+/// the buffers.
 pub(crate) struct PartState {
     pub tp: TopicPartition,
-    /// `tp` again, shared with the partition's records.
-    pub tp_shared: Arc<TopicPartition>,
     pub generation: Generation,
     /// The partition's out-of-order offset tracker.
-    pub tracker: Mutex<PartitionTracker>,
+    pub tracker: Mutex<Tracked>,
     /// Set (under the tracker lock) when the partition is given up: later acks are stale.
     pub released: AtomicBool,
     /// Set when revocation starts: nothing more is handed out.
@@ -76,15 +99,35 @@ pub(crate) struct PartState {
     pub txn: Arc<tokio::sync::Mutex<()>>,
     /// The next offset to accept from the fetcher: drops records refetched after a pause.
     pub next_fetch: AtomicI64,
+    pub shared: Arc<Shared>,
+    /// The client this partition's records are fetched by; last, so it outlives `buffer`
+    /// (records read in place must not outlive their client, see `native`).
+    pub client: Option<Arc<Client>>,
+}
+
+impl std::fmt::Debug for PartState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartState")
+            .field("tp", &self.tp)
+            .field("generation", &self.generation)
+            .field("released", &self.released)
+            .field("revoking", &self.revoking)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartState {
-    fn new(tp: TopicPartition, generation: Generation, tracker: PartitionTracker) -> Self {
+    fn new(
+        tp: TopicPartition,
+        generation: Generation,
+        tracker: PartitionTracker,
+        shared: Arc<Shared>,
+        client: Option<Arc<Client>>,
+    ) -> Self {
         Self {
-            tp_shared: Arc::new(tp.clone()),
             tp,
             generation,
-            tracker: Mutex::new(tracker),
+            tracker: Mutex::new(Tracked { tracker, acks: 0 }),
             released: AtomicBool::new(false),
             revoking: AtomicBool::new(false),
             held: AtomicBool::new(false),
@@ -94,15 +137,77 @@ impl PartState {
             buffer: Mutex::new(VecDeque::new()),
             txn: Arc::new(tokio::sync::Mutex::new(())),
             next_fetch: AtomicI64::new(i64::MIN),
+            shared,
+            client,
         }
+    }
+
+    /// Still assigned under this generation and not being revoked.
+    pub fn is_current(&self) -> bool {
+        !self.revoking.load(Ordering::Acquire) && !self.released.load(Ordering::Acquire)
+    }
+
+    /// Applies an ack of `offset`; false if it was stale (the partition was revoked since the
+    /// hand-out).
+    pub fn ack(&self, offset: i64) -> bool {
+        let outcome = {
+            let mut t = self.tracker.lock();
+            if self.released.load(Ordering::Acquire) {
+                None
+            } else {
+                t.acks += 1;
+                Some(t.tracker.ack(offset))
+            }
+        };
+        match outcome {
+            None | Some(Ok(AckOutcome::Stale)) => {
+                self.shared.stale();
+                false
+            }
+            Some(Ok(outcome)) => {
+                let mut wake = matches!(outcome, AckOutcome::Advanced { .. })
+                    && self.waiting.load(Ordering::Acquire) > 0;
+                if self.held.load(Ordering::Acquire) {
+                    let mut held = self.held_offsets.lock();
+                    if held.remove(&offset) && held.is_empty() {
+                        self.held.store(false, Ordering::Release);
+                        wake = true;
+                    }
+                }
+                if wake {
+                    self.shared.wake.notify_one();
+                }
+                true
+            }
+            Some(Err(e)) => {
+                // Only offsets never handed out fail here; that is a bug in the caller's
+                // bookkeeping, not a reason to stop consuming.
+                tracing::warn!(tp = %self.tp, offset, error = %e, "ack refused by the tracker");
+                false
+            }
+        }
+    }
+
+    /// The partition's commit as if `offset` were acked (the tracker itself is not changed);
+    /// `None` once revocation began.
+    pub fn offsets_if_acked(&self, offset: i64) -> Option<OffsetAndMetadata> {
+        if !self.is_current() {
+            return None;
+        }
+        let now = now_ms();
+        let mut t = self.tracker.lock().tracker.clone();
+        t.ack(offset).ok()?;
+        t.commit_candidate(now)
+            .ok()
+            .or_else(|| Some(OffsetAndMetadata::new(t.commit_point(), now)))
     }
 }
 
 /// A nacked record waiting to be delivered again.
 #[derive(Debug)]
 pub(crate) struct Redelivery {
+    /// Carries its partition state (and so its generation).
     pub record: Record,
-    pub generation: Generation,
     pub attempt: u32,
 }
 
@@ -124,8 +229,6 @@ pub(crate) struct Shared {
     pub final_commit: bool,
     pub counters: Counters,
     pub policy: Mutex<Box<dyn CommitPolicy>>,
-    /// Acks since the commit thread last fed the policy.
-    pub acks: AtomicU64,
     /// The last commit that failed, to retry at the next tick whatever the policy says.
     pub failed_plan: Mutex<Option<CommitPlan>>,
     pub commit_lock: Mutex<()>,
@@ -150,6 +253,11 @@ pub(crate) struct Shared {
     /// Wall clock in ms, refreshed by the commit thread every tick: hand-outs read it instead
     /// of the system clock (it only feeds in-flight ages).
     clock_ms: AtomicI64,
+    /// This value's own `Arc`, for the partition states it creates.
+    me: Weak<Shared>,
+    /// The Kafka client, for the partition states it creates (set once it exists; weak, as
+    /// the client's context points back here).
+    pub client: OnceLock<Weak<Client>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -180,8 +288,8 @@ pub(crate) struct SharedParts {
 }
 
 impl Shared {
-    pub fn new(p: SharedParts) -> Self {
-        Self {
+    pub fn new(p: SharedParts) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             group: p.group,
             tracker_config: p.tracker_config,
             planner: CommitPlanner::new(),
@@ -196,7 +304,6 @@ impl Shared {
             final_commit: p.final_commit,
             counters: Counters::new(),
             policy: Mutex::new(p.policy),
-            acks: AtomicU64::new(0),
             failed_plan: Mutex::new(None),
             commit_lock: Mutex::new(()),
             next_generation: AtomicI32::new(0),
@@ -212,7 +319,9 @@ impl Shared {
             high_watermarks: Mutex::new(HashMap::new()),
             dlq: p.dlq,
             clock_ms: AtomicI64::new(now_ms()),
-        }
+            me: me.clone(),
+            client: OnceLock::new(),
+        })
     }
 
     /// The coarse clock (see `clock_ms`).
@@ -235,19 +344,13 @@ impl Shared {
         self.parts.read().get(tp).cloned()
     }
 
-    /// The partition's state if it is still assigned under `generation` and not revoking.
-    pub fn current(&self, tp: &TopicPartition, generation: Generation) -> Option<Arc<PartState>> {
-        self.part(tp)
-            .filter(|p| p.generation == generation && !p.revoking.load(Ordering::Acquire))
-    }
-
     pub fn is_transactional(&self) -> bool {
         matches!(self.storage, OffsetStorage::Transactional(_))
     }
 
     // ---- acknowledgements -------------------------------------------------------------------
 
-    fn stale(&self) {
+    pub fn stale(&self) {
         self.counters.bump(
             &self.counters.stale_acks,
             "waterline_consumer_stale_acks_total",
@@ -255,72 +358,17 @@ impl Shared {
         self.planner.stale_acks(1);
     }
 
-    /// Applies an ack; false if it was stale (the partition was revoked or re-assigned since
-    /// the hand-out). `part` is the partition's state at hand-out, if the caller has it.
-    pub fn ack(
-        &self,
-        tp: &TopicPartition,
-        offset: i64,
-        generation: Generation,
-        part: Option<&Arc<PartState>>,
-    ) -> bool {
-        let found;
-        let p = match part {
-            Some(p) => p,
-            None => match self.part(tp) {
-                Some(p) => {
-                    found = p;
-                    &found
-                }
-                None => {
-                    self.stale();
-                    return false;
-                }
-            },
-        };
-        if p.generation != generation {
-            self.stale();
-            return false;
-        }
-        let outcome = {
-            let mut t = p.tracker.lock();
-            if p.released.load(Ordering::Acquire) {
-                None
-            } else {
-                Some(t.ack(offset))
-            }
-        };
-        match outcome {
-            None | Some(Ok(AckOutcome::Stale)) => {
-                self.stale();
-                false
-            }
-            Some(Ok(outcome)) => {
-                self.acks.fetch_add(1, Ordering::Relaxed);
-                let mut wake = matches!(outcome, AckOutcome::Advanced { .. })
-                    && p.waiting.load(Ordering::Acquire) > 0;
-                if p.held.load(Ordering::Acquire) {
-                    let mut held = p.held_offsets.lock();
-                    if held.remove(&offset) && held.is_empty() {
-                        p.held.store(false, Ordering::Release);
-                        wake = true;
-                    }
-                }
-                if wake {
-                    self.wake.notify_one();
-                }
-                true
-            }
-            Some(Err(e)) => {
-                // Only offsets never handed out fail here; that is a bug in the caller's
-                // bookkeeping, not a reason to stop consuming.
-                tracing::warn!(%tp, offset, error = %e, "ack refused by the tracker");
-                false
-            }
-        }
+    /// Acks since the last call, over the assigned partitions (counted under their locks).
+    pub fn take_acks(&self) -> u64 {
+        self.parts
+            .read()
+            .values()
+            .map(|p| std::mem::take(&mut p.tracker.lock().acks))
+            .sum()
     }
 
     /// Runs `f` on `tp`'s tracker, if assigned.
+    #[cfg(test)]
     pub fn with_partition<R>(
         &self,
         tp: &TopicPartition,
@@ -328,7 +376,19 @@ impl Shared {
     ) -> Option<R> {
         let p = self.part(tp)?;
         let mut t = p.tracker.lock();
-        Some(f(&mut t))
+        Some(f(&mut t.tracker))
+    }
+
+    /// Gives up every partition without committing (the consumer is being dropped): later
+    /// acks are stale, and the partition states no longer keep each other alive.
+    pub fn release_all(&self) {
+        let parts = std::mem::take(&mut *self.parts.write());
+        for p in parts.values() {
+            let _t = p.tracker.lock();
+            p.released.store(true, Ordering::Release);
+            p.buffer.lock().clear();
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Assigned partitions, sorted.
@@ -388,14 +448,14 @@ impl Shared {
     /// Each assigned, unreleased partition in `parts`, its tracker locked in turn.
     fn plan_inputs(
         parts: &[Arc<PartState>],
-    ) -> impl Iterator<Item = PlanInput<'_, parking_lot::MutexGuard<'_, PartitionTracker>>> {
+    ) -> impl Iterator<Item = PlanInput<'_, MappedMutexGuard<'_, PartitionTracker>>> {
         parts.iter().filter_map(|p| {
             // `released` is read under the tracker lock, which revocation sets it under.
             let tracker = p.tracker.lock();
-            (!p.released.load(Ordering::Acquire)).then_some(PlanInput {
+            (!p.released.load(Ordering::Acquire)).then(|| PlanInput {
                 tp: &p.tp,
                 generation: p.generation,
-                tracker,
+                tracker: MutexGuard::map(tracker, |t| &mut t.tracker),
             })
         })
     }
@@ -422,25 +482,21 @@ impl Shared {
         self.planner
             .commit_finished(plan, ok, now_ms, duration_ms, |e, apply| {
                 if let Some(p) = self.part(&e.tp).filter(|p| p.generation == e.generation) {
-                    apply(&mut p.tracker.lock());
+                    apply(&mut p.tracker.lock().tracker);
                 }
             });
     }
 
-    /// Applies the failure policy to a nacked record.
-    pub fn nack(
-        this: &Arc<Self>,
-        record: Record,
-        generation: Generation,
-        attempt: u32,
-        reason: String,
-    ) {
-        if record.offset < 0 {
+    /// Applies the failure policy to a nacked record (its partition state says which
+    /// assignment it belongs to).
+    pub fn nack(mut record: Record, attempt: u32, reason: String) {
+        let Some(part) = record.part().cloned() else {
             return;
-        }
+        };
+        let this = &part.shared;
         this.counters
             .bump(&this.counters.failures, "waterline_consumer_failures_total");
-        if this.current(&record.tp, generation).is_none() {
+        if !part.is_current() {
             // Revoked: the new owner processes it; nothing to retry here.
             this.counters.bump(
                 &this.counters.stale_acks,
@@ -448,64 +504,54 @@ impl Shared {
             );
             return;
         }
-        tracing::debug!(tp = %record.tp, offset = record.offset, attempt, %reason, "nack");
+        tracing::debug!(tp = %part.tp, offset = record.offset(), attempt, %reason, "nack");
+        // It waits now (backoff, producing): don't keep the client's fetch buffer meanwhile.
+        record.detach();
         let f = &this.failure;
         if attempt < f.max_attempts {
-            Self::schedule(this, record, generation, attempt + 1, f.delay(attempt));
+            Self::schedule(this, record, attempt + 1, f.delay(attempt));
             return;
         }
         match &f.exhausted {
             Exhausted::Hold => {
-                if let Some(p) = this.part(&record.tp) {
-                    p.held_offsets.lock().insert(record.offset);
-                    p.held.store(true, Ordering::Release);
-                }
-                Self::schedule(this, record, generation, attempt + 1, f.max_backoff);
+                part.held_offsets.lock().insert(record.offset());
+                part.held.store(true, Ordering::Release);
+                Self::schedule(this, record, attempt + 1, f.max_backoff);
             }
-            Exhausted::DeadLetter(_) => Self::dead_letter(this, record, generation, reason),
+            Exhausted::DeadLetter(_) => Self::dead_letter(this, record, reason),
         }
     }
 
-    fn schedule(
-        this: &Arc<Self>,
-        record: Record,
-        generation: Generation,
-        attempt: u32,
-        delay: Duration,
-    ) {
+    fn schedule(this: &Arc<Self>, record: Record, attempt: u32, delay: Duration) {
         let tx = this.redeliver.clone();
         let shared = Arc::clone(this);
         this.handle.spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(Redelivery {
-                record,
-                generation,
-                attempt,
-            });
+            let _ = tx.send(Redelivery { record, attempt });
             shared.redelivery_ready.store(true, Ordering::Release);
             shared.wake.notify_one();
         });
     }
 
-    fn dead_letter(this: &Arc<Self>, record: Record, generation: Generation, reason: String) {
+    fn dead_letter(this: &Arc<Self>, record: Record, reason: String) {
         let Some((producer, topic)) = this.dlq.clone() else {
+            return;
+        };
+        let Some(part) = record.part().cloned() else {
             return;
         };
         let shared = Arc::clone(this);
         this.handle.spawn(async move {
-            let offset = record.offset.to_string();
-            let partition = record.tp.partition.to_string();
+            let offset = record.offset().to_string();
+            let partition = record.partition().to_string();
             let mut headers = OwnedHeaders::new();
-            for (k, v) in &record.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
-                });
+            for (key, value) in record.headers() {
+                headers = headers.insert(Header { key, value });
             }
             let headers = headers
                 .insert(Header {
                     key: "waterline.source.topic",
-                    value: Some(record.tp.topic.as_bytes()),
+                    value: Some(record.topic().as_bytes()),
                 })
                 .insert(Header {
                     key: "waterline.source.partition",
@@ -521,18 +567,18 @@ impl Shared {
                 });
             let mut delay = shared.failure.backoff;
             loop {
-                if shared.current(&record.tp, generation).is_none() {
+                if !part.is_current() {
                     return;
                 }
                 let mut fr: FutureRecord<'_, [u8], [u8]> =
                     FutureRecord::to(&topic).headers(headers.clone());
-                if let Some(k) = &record.key {
-                    fr = fr.key(k.as_slice());
+                if let Some(k) = record.key() {
+                    fr = fr.key(k);
                 }
-                if let Some(p) = &record.payload {
-                    fr = fr.payload(p.as_slice());
+                if let Some(p) = record.payload() {
+                    fr = fr.payload(p);
                 }
-                if let Some(ts) = record.timestamp_ms {
+                if let Some(ts) = record.timestamp_ms() {
                     fr = fr.timestamp(ts);
                 }
                 match producer.send(fr, shared.kafka_timeout).await {
@@ -541,7 +587,7 @@ impl Shared {
                             &shared.counters.dead_lettered,
                             "waterline_consumer_dead_lettered_total",
                         );
-                        shared.ack(&record.tp, record.offset, generation, None);
+                        part.ack(record.offset());
                         return;
                     }
                     Err((e, _)) => {
@@ -552,32 +598,6 @@ impl Shared {
                 }
             }
         });
-    }
-
-    // ---- exactly-once steps -----------------------------------------------------------------
-
-    pub fn txn_lock(
-        &self,
-        tp: &TopicPartition,
-        generation: Generation,
-    ) -> Option<Arc<tokio::sync::Mutex<()>>> {
-        self.current(tp, generation).map(|p| Arc::clone(&p.txn))
-    }
-
-    /// The partition's commit as if `offset` were acked (the tracker itself is not changed).
-    pub fn offsets_if_acked(
-        &self,
-        tp: &TopicPartition,
-        offset: i64,
-        generation: Generation,
-    ) -> Option<OffsetAndMetadata> {
-        let p = self.current(tp, generation)?;
-        let now = now_ms();
-        let mut t = p.tracker.lock().clone();
-        t.ack(offset).ok()?;
-        t.commit_candidate(now)
-            .ok()
-            .or_else(|| Some(OffsetAndMetadata::new(t.commit_point(), now)))
     }
 
     // ---- commits ----------------------------------------------------------------------------
@@ -693,6 +713,11 @@ impl Shared {
             _ctx: std::marker::PhantomData,
         };
         let mut positions = Vec::with_capacity(tps.len());
+        // Only `None` while the consumer is being dropped, or in tests without a client.
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let client = self.client.get().and_then(Weak::upgrade);
         for tp in tps {
             let cfg = self.tracker_config;
             let (start, tracker) = match committed.get(&tp).and_then(|o| o.offset().map(|n| (n, o)))
@@ -732,10 +757,13 @@ impl Shared {
             {
                 self.fail(e.into());
             }
-            self.parts.write().insert(
+            self.install(PartState::new(
                 tp.clone(),
-                Arc::new(PartState::new(tp.clone(), generation, tracker)),
-            );
+                generation,
+                tracker,
+                Arc::clone(&me),
+                client.clone(),
+            ));
             positions.push((tp, start));
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -744,6 +772,18 @@ impl Shared {
             generation,
             positions,
         });
+    }
+
+    /// Makes `part` the partition's current state.
+    fn install(&self, part: PartState) {
+        let tp = part.tp.clone();
+        if let Some(old) = self.parts.write().insert(tp, Arc::new(part)) {
+            // Re-assigned without a revocation (not expected with the eager protocol): the
+            // old generation's acks become stale.
+            let _t = old.tracker.lock();
+            old.released.store(true, Ordering::Release);
+            old.buffer.lock().clear();
+        }
     }
 
     fn read_committed<C, X>(
@@ -946,7 +986,8 @@ where
 
 /// The Kafka client's context: routes rebalances to [`Shared`].
 pub(crate) struct Ctx {
-    pub shared: Arc<Shared>,
+    /// Weak: partition states hold the client, and `Shared` holds them.
+    pub shared: Weak<Shared>,
 }
 
 impl ClientContext for Ctx {}
@@ -959,19 +1000,26 @@ impl ConsumerContext for Ctx {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr as E;
+        // Gone only while the client itself is being torn down: nothing left to hand out.
+        let Some(shared) = self.shared.upgrade() else {
+            if err != E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                let _ = base.unassign();
+            }
+            return;
+        };
         match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.shared.assign(base, tpl);
+                shared.assign(base, tpl);
                 if let Err(e) = base.assign(tpl) {
-                    self.shared.fail(e.into());
+                    shared.fail(e.into());
                 }
             }
             _ => {
                 if err != E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
                     tracing::error!(?err, "rebalance error; giving up the assignment");
                 }
-                let tps: Vec<TopicPartition> = self.shared.parts.read().keys().cloned().collect();
-                self.shared.revoke(base, &tps);
+                let tps: Vec<TopicPartition> = shared.parts.read().keys().cloned().collect();
+                shared.revoke(base, &tps);
                 let _ = base.unassign();
             }
         }
@@ -1002,123 +1050,88 @@ mod tests {
             handle: Handle::current(),
             dlq: None,
         });
-        (Arc::new(s), rx)
+        (s, rx)
     }
 
     fn tp() -> TopicPartition {
         TopicPartition::new("t", 0)
     }
 
-    /// What `assign` does for one partition, without a Kafka client.
-    fn assign_local(s: &Shared, generation: Generation, start: i64) {
+    /// What `assign` does for one partition, without a Kafka client; offsets `start..end`
+    /// handed out.
+    fn assign_local(
+        s: &Arc<Shared>,
+        generation: Generation,
+        start: i64,
+        end: i64,
+    ) -> Arc<PartState> {
         let t = PartitionTracker::new(start, TrackerConfig::default()).unwrap();
-        s.parts
-            .write()
-            .insert(tp(), Arc::new(PartState::new(tp(), generation, t)));
-    }
-
-    fn record(offset: i64) -> Record {
-        Record {
-            tp: Arc::new(tp()),
-            offset,
-            key: None,
-            payload: Some(b"x".to_vec()),
-            timestamp_ms: None,
-            headers: Vec::new(),
+        s.install(PartState::new(tp(), generation, t, Arc::clone(s), None));
+        let p = s.part(&tp()).unwrap();
+        for o in start..end {
+            p.tracker.lock().hand_out(o, 0).unwrap();
         }
+        p
     }
 
     #[tokio::test]
-    async fn acks_for_other_generations_are_stale_and_counted() {
+    async fn acks_through_a_replaced_generation_are_stale_and_counted() {
         let (s, _rx) = shared(FailurePolicy::default());
-        assign_local(&s, 1, 0);
-        s.with_partition(&tp(), |t| t.hand_out(0, 0))
-            .unwrap()
-            .unwrap();
-        s.with_partition(&tp(), |t| t.hand_out(1, 0))
-            .unwrap()
-            .unwrap();
-        assert!(s.ack(&tp(), 1, 1, None));
-        assert!(!s.ack(&tp(), 0, 2, None), "wrong generation");
-        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+        let g1 = assign_local(&s, 1, 0, 2);
+        assert!(g1.ack(1));
         assert_eq!(s.with_partition(&tp(), |t| t.commit_point()), Some(0));
-        // After re-assignment under generation 2, the old generation's ack is dropped.
-        assign_local(&s, 2, 0);
-        assert!(!s.ack(&tp(), 0, 1, None));
-        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 2);
+        // Re-assigned under generation 2: generation 1's acks are dropped and counted.
+        let g2 = assign_local(&s, 2, 0, 1);
+        assert!(!g1.ack(0));
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+        assert!(g2.ack(0));
+        assert_eq!(s.with_partition(&tp(), |t| t.commit_point()), Some(1));
+        assert_eq!(s.take_acks(), 1, "acks of the assigned generation");
+        assert_eq!(s.take_acks(), 0, "taken");
     }
 
     #[tokio::test]
     async fn acks_through_a_released_partition_are_stale() {
         let (s, _rx) = shared(FailurePolicy::default());
-        assign_local(&s, 1, 0);
-        let p = s.part(&tp()).unwrap();
-        s.with_partition(&tp(), |t| t.hand_out(0, 0))
-            .unwrap()
-            .unwrap();
-        s.with_partition(&tp(), |t| t.hand_out(1, 0))
-            .unwrap()
-            .unwrap();
-        assert!(s.ack(&tp(), 0, 1, Some(&p)));
-        p.released.store(true, Ordering::Release);
-        s.parts.write().remove(&tp());
-        assert!(
-            !s.ack(&tp(), 1, 1, Some(&p)),
-            "held Arc, released partition"
-        );
-        assert!(!s.ack(&tp(), 1, 1, None), "no partition at all");
-        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 2);
-        assert_eq!(s.commit_stats().stale_acks, 2);
+        let p = assign_local(&s, 1, 0, 2);
+        assert!(p.ack(0));
+        s.release_all();
+        assert!(!p.ack(1), "held Arc, released partition");
+        assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+        assert_eq!(s.commit_stats().stale_acks, 1);
         assert!(s.snapshot(0).is_empty());
+        assert!(s.assigned().is_empty());
     }
 
     #[tokio::test]
     async fn offsets_if_acked_leaves_the_tracker_alone() {
         let (s, _rx) = shared(FailurePolicy::default());
-        assign_local(&s, 1, 10);
-        for o in 10..13 {
-            s.with_partition(&tp(), |t| t.hand_out(o, 0))
-                .unwrap()
-                .unwrap();
-        }
-        assert!(s.ack(&tp(), 11, 1, None));
-        let o = s.offsets_if_acked(&tp(), 10, 1).unwrap();
+        let p = assign_local(&s, 1, 10, 13);
+        assert!(p.ack(11));
+        let o = p.offsets_if_acked(10).unwrap();
         assert_eq!(o.offset(), Some(12));
         assert_eq!(
             s.with_partition(&tp(), |t| t.commit_point()),
             Some(10),
             "unchanged"
         );
-        let o = s.offsets_if_acked(&tp(), 12, 1).unwrap();
+        let o = p.offsets_if_acked(12).unwrap();
         assert_eq!(o.offset(), Some(10));
         assert!(o.metadata.starts_with("wl1:"), "acked set in metadata");
-        assert!(
-            s.offsets_if_acked(&tp(), 10, 2).is_none(),
-            "other generation"
-        );
-        s.part(&tp())
-            .unwrap()
-            .revoking
-            .store(true, Ordering::Release);
-        assert!(s.offsets_if_acked(&tp(), 10, 1).is_none(), "revoking");
+        p.revoking.store(true, Ordering::Release);
+        assert!(p.offsets_if_acked(10).is_none(), "revoking");
     }
 
     #[tokio::test]
     async fn commit_plans_drop_revoked_and_reassigned_partitions() {
         let (s, _rx) = shared(FailurePolicy::default());
-        assign_local(&s, 1, 0);
-        s.with_partition(&tp(), |t| t.hand_out(0, 0))
-            .unwrap()
-            .unwrap();
-        s.ack(&tp(), 0, 1, None);
+        let p = assign_local(&s, 1, 0, 1);
+        p.ack(0);
         let plan = s.snapshot(0);
         assert_eq!(s.current_only(plan.clone()).entries.len(), 1);
-        s.part(&tp())
-            .unwrap()
-            .revoking
-            .store(true, Ordering::Release);
+        p.revoking.store(true, Ordering::Release);
         assert!(s.current_only(plan.clone()).is_empty());
-        assign_local(&s, 2, 0);
+        assign_local(&s, 2, 0, 0);
         assert!(s.current_only(plan).is_empty(), "plan of generation 1");
     }
 
@@ -1131,44 +1144,41 @@ mod tests {
             exhausted: Exhausted::Hold,
         };
         let (s, mut rx) = shared(failure);
-        assign_local(&s, 1, 0);
-        s.with_partition(&tp(), |t| t.hand_out(0, 0))
-            .unwrap()
-            .unwrap();
-        s.with_partition(&tp(), |t| t.hand_out(1, 0))
-            .unwrap()
-            .unwrap();
-        Shared::nack(&s, record(0), 1, 1, "boom".into());
+        let p = assign_local(&s, 1, 0, 2);
+        Shared::nack(Record::of_part(&p, 0), 1, "boom".into());
         let r = rx.recv().await.unwrap();
-        assert_eq!((r.record.offset, r.attempt, r.generation), (0, 2, 1));
-        assert!(!s.part(&tp()).unwrap().held.load(Ordering::Acquire));
-        Shared::nack(&s, r.record, 1, 2, "boom".into());
+        assert_eq!((r.record.offset(), r.attempt), (0, 2));
+        assert!(!p.held.load(Ordering::Acquire));
+        Shared::nack(r.record, 2, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!(r.attempt, 3, "held records keep being redelivered");
-        assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        assert!(p.held.load(Ordering::Acquire));
         // Another record's success does not release the hold.
-        assert!(s.ack(&tp(), 1, 1, None));
-        assert!(s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        assert!(p.ack(1));
+        assert!(p.held.load(Ordering::Acquire));
         // Success releases the hold.
-        assert!(s.ack(&tp(), 0, 1, None));
-        assert!(!s.part(&tp()).unwrap().held.load(Ordering::Acquire));
+        assert!(p.ack(0));
+        assert!(!p.held.load(Ordering::Acquire));
         assert_eq!(s.counters.failures.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
     async fn nack_after_revoke_is_not_retried() {
         let (s, mut rx) = shared(FailurePolicy::default());
-        assign_local(&s, 1, 0);
-        s.with_partition(&tp(), |t| t.hand_out(0, 0))
-            .unwrap()
-            .unwrap();
-        s.part(&tp())
-            .unwrap()
-            .revoking
-            .store(true, Ordering::Release);
-        Shared::nack(&s, record(0), 1, 1, "late".into());
+        let p = assign_local(&s, 1, 0, 1);
+        p.revoking.store(true, Ordering::Release);
+        Shared::nack(Record::of_part(&p, 0), 1, "late".into());
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn hand_built_records_are_not_nacked_anywhere() {
+        let (s, mut rx) = shared(FailurePolicy::default());
+        Shared::nack(Record::new(tp(), 0), 1, "no partition".into());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(rx.try_recv().is_err());
+        assert_eq!(s.counters.failures.load(Ordering::Relaxed), 0);
     }
 }

@@ -264,12 +264,12 @@ async fn child_at_least_once() {
             d = consumer.recv() => d.unwrap(),
             _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
-        log.line(&format!("H {} {}", d.tp.partition, d.offset));
+        log.line(&format!("H {} {}", d.partition(), d.offset()));
         let log = Arc::clone(&log);
         tokio::spawn(async move {
             let ms = rand::rng().random_range(5..60);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            let (p, o) = (d.tp.partition, d.offset);
+            let (p, o) = (d.partition(), d.offset());
             if d.ack() {
                 log.line(&format!("A {p} {o}"));
             }
@@ -415,8 +415,8 @@ async fn child_exactly_once() {
                 return;
             };
             let r = step.record();
-            let (p, o) = (r.tp.partition, r.offset);
-            let idx = index_of(r.payload.as_deref().unwrap()) as i64;
+            let (p, o) = (r.partition(), r.offset());
+            let idx = index_of(r.payload().unwrap()) as i64;
             let txn = client.transaction().await.unwrap();
             txn.execute(
                 "INSERT INTO results (p, o, idx) VALUES ($1, $2, $3)",

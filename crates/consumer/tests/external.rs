@@ -42,7 +42,7 @@ async fn restart_skips_offsets_done_beyond_the_commit_point() {
     timeout(Duration::from_secs(20), async {
         for _ in 0..30 {
             let d = c.recv().await.unwrap();
-            if d.offset == 5 || d.offset == 17 {
+            if d.offset() == 5 || d.offset() == 17 {
                 held.push(d);
             } else {
                 d.ack();
@@ -77,7 +77,11 @@ async fn restart_skips_offsets_done_beyond_the_commit_point() {
     timeout(Duration::from_secs(20), async {
         while got.len() < 22 {
             let d = c.recv().await.unwrap();
-            assert!(got.insert(d.offset), "offset {} handed out twice", d.offset);
+            assert!(
+                got.insert(d.offset()),
+                "offset {} handed out twice",
+                d.offset()
+            );
             d.ack();
         }
     })

@@ -1,4 +1,4 @@
-//! Record headers reach the application by default and are left out when turned off.
+//! Records are read in place: payload, timestamp and headers, and owned copies of them.
 
 mod common;
 
@@ -10,7 +10,7 @@ use waterline_consumer::{Consumer, ConsumerConfig};
 use common::{TestBroker, init_tracing, producer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headers_are_read_unless_turned_off() {
+async fn records_read_in_place_and_copied() {
     init_tracing();
     let b = TestBroker::start(1).await;
     let p = producer(&b.addr);
@@ -34,30 +34,56 @@ async fn headers_are_read_unless_turned_off() {
     .await
     .map_err(|(e, _)| e)
     .unwrap();
-    for (group, on) in [("g-hdr-on", true), ("g-hdr-off", false)] {
-        let c = Consumer::new(
-            ConsumerConfig::builder(&b.addr, group)
-                .assign(vec![TopicPartition::new("hdr", 0)])
-                .read_headers(on)
-                .build()
-                .unwrap(),
-        )
+    let c = Consumer::new(
+        ConsumerConfig::builder(&b.addr, "g-hdr")
+            .assign(vec![TopicPartition::new("hdr", 0)])
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let d = c.recv().await.unwrap();
+    assert_eq!(d.payload(), Some(&b"v"[..]));
+    assert_eq!(d.key(), None);
+    assert!(d.timestamp_ms().is_some());
+    let want = vec![("trace", Some(&b"abc"[..])), ("empty", None)];
+    assert_eq!(d.headers().collect::<Vec<_>>(), want);
+    assert_eq!(d.header("trace"), Some(&b"abc"[..]));
+    // A clone is an owned copy, equal to the record read in place.
+    let copy = d.record().clone();
+    assert_eq!(&copy, d.record());
+    assert!(d.ack());
+    c.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(c);
+    // The copy outlives the consumer and its client.
+    assert_eq!(copy.headers().collect::<Vec<_>>(), want);
+    assert_eq!(copy.payload(), Some(&b"v"[..]));
+    b.stop().await;
+}
+
+/// Records read in place stay valid after the consumer is dropped (they keep the client
+/// alive), and their acks then count as stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_outlive_a_dropped_consumer() {
+    init_tracing();
+    let b = TestBroker::start(1).await;
+    common::produce(&b.addr, "outlive", 1, 3, 64).await;
+    let c = Consumer::new(
+        ConsumerConfig::builder(&b.addr, "g-outlive")
+            .assign(vec![TopicPartition::new("outlive", 0)])
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let first = c.recv().await.unwrap();
+    let second = c.recv().await.unwrap();
+    let payload = second.payload().unwrap().to_vec();
+    drop(c);
+    assert!(!first.ack(), "the partition went with the consumer");
+    assert_eq!(second.payload(), Some(payload.as_slice()), "still readable");
+    assert_eq!(second.offset(), 1);
+    // Dropping the last record destroys the client, off the async workers' way.
+    tokio::task::spawn_blocking(move || drop(second))
+        .await
         .unwrap();
-        let d = c.recv().await.unwrap();
-        assert_eq!(d.payload.as_deref(), Some(&b"v"[..]));
-        if on {
-            assert_eq!(
-                d.headers,
-                vec![
-                    ("trace".to_string(), Some(b"abc".to_vec())),
-                    ("empty".to_string(), None)
-                ]
-            );
-        } else {
-            assert!(d.headers.is_empty(), "{:?}", d.headers);
-        }
-        assert!(d.ack());
-        c.shutdown(std::time::Duration::from_secs(5)).await;
-    }
     b.stop().await;
 }

@@ -68,7 +68,7 @@ async fn retry_then_succeed() {
     timeout(Duration::from_secs(30), async {
         while done.len() < 30 {
             let d = c.recv().await.unwrap();
-            let i = index_of(d.payload.as_deref().unwrap());
+            let i = index_of(d.payload().unwrap());
             *attempts.entry(i).or_default() += 1;
             assert_eq!(
                 d.attempt(),
@@ -125,7 +125,7 @@ async fn dead_letter_topic_receives_the_record() {
                 d = c.recv() => d.unwrap(),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
             };
-            let i = index_of(d.payload.as_deref().unwrap());
+            let i = index_of(d.payload().unwrap());
             if i == 5 {
                 d.nack("poison");
             } else {
@@ -212,7 +212,7 @@ async fn hold_blocks_only_its_partition() {
     timeout(Duration::from_secs(30), async {
         while seen.get(&1).map_or(0, BTreeSet::len) < 20 || redeliveries < 5 {
             let d = c.recv().await.unwrap();
-            let (p, o) = (d.tp.partition, d.offset);
+            let (p, o) = (d.partition(), d.offset());
             seen.entry(p).or_default().insert(o);
             if (p, o) == (0, 2) {
                 if d.attempt() > 1 {
@@ -243,7 +243,7 @@ async fn hold_blocks_only_its_partition() {
     timeout(Duration::from_secs(30), async {
         while seen[&0].len() < 20 {
             let d = c.recv().await.unwrap();
-            seen.entry(d.tp.partition).or_default().insert(d.offset);
+            seen.entry(d.partition()).or_default().insert(d.offset());
             d.ack();
         }
     })

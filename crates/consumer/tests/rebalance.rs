@@ -48,7 +48,7 @@ fn run(c: Arc<Consumer>, done: Arc<Mutex<Vec<usize>>>, stop: Arc<AtomicBool>) ->
             tokio::spawn(async move {
                 let ms = rand::rng().random_range(0..3);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                let i = index_of(d.payload.as_deref().unwrap());
+                let i = index_of(d.payload().unwrap());
                 if d.ack() {
                     done.lock().unwrap().push(i);
                 }
