@@ -143,6 +143,18 @@ fn waterline_drain(c: &Consumer, size: usize) {
     });
 }
 
+/// The same through [`Consumer::deliveries`] (the receiving turn held for the whole run).
+fn waterline_stream_drain(c: &Consumer, size: usize) {
+    ENV.rt.block_on(async {
+        let mut deliveries = c.deliveries().await;
+        for _ in 1..records(size) {
+            let d = deliveries.next().await.unwrap();
+            divan::black_box(d.payload());
+            d.ack();
+        }
+    });
+}
+
 /// A bare consumer with auto-commit that has received its first record.
 fn bare_ready(size: usize) -> StreamConsumer {
     let env = &*ENV;
@@ -166,6 +178,18 @@ fn bare_ready(size: usize) -> StreamConsumer {
         c.recv().await.unwrap();
         c
     })
+}
+
+/// The timed part through one long-lived `MessageStream` instead of `recv()` per record.
+fn bare_stream_drain(c: &StreamConsumer, size: usize) {
+    use futures::StreamExt;
+    ENV.rt.block_on(async {
+        let mut stream = c.stream();
+        for _ in 1..records(size) {
+            let m = stream.next().await.unwrap().unwrap();
+            divan::black_box(rdkafka::Message::payload(&m));
+        }
+    });
 }
 
 /// The timed part: every remaining record received, borrowed or (`owned`) detached into an
@@ -219,7 +243,13 @@ fn bare_rdkafka_owned(bencher: Bencher, size: usize) {
         });
 }
 
-const KINDS: [&str; 3] = ["bare_rdkafka", "bare_rdkafka_owned", "waterline"];
+const KINDS: [&str; 5] = [
+    "bare_rdkafka",
+    "bare_rdkafka_owned",
+    "bare_rdkafka_stream",
+    "waterline",
+    "waterline_deliveries",
+];
 
 /// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`, Linux), so the cost
 /// per record can be told apart from time spent waiting for a core on a loaded machine.
@@ -248,9 +278,17 @@ fn timed_run(kind: &str, size: usize) -> (f64, Option<u64>) {
             let c = bare_ready(size);
             measure(&|| bare_drain(&c, size, kind == "bare_rdkafka_owned"))
         }
+        "bare_rdkafka_stream" => {
+            let c = bare_ready(size);
+            measure(&|| bare_stream_drain(&c, size))
+        }
         _ => {
             let c = waterline_ready(size);
-            let out = measure(&|| waterline_drain(&c, size));
+            let out = if kind == "waterline_deliveries" {
+                measure(&|| waterline_stream_drain(&c, size))
+            } else {
+                measure(&|| waterline_drain(&c, size))
+            };
             ENV.rt.block_on(c.shutdown(Duration::from_secs(5)));
             out
         }

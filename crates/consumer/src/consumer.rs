@@ -99,6 +99,36 @@ enum Woken {
     Other,
 }
 
+/// The receiving turn of a [`Consumer`], held: see [`Consumer::deliveries`].
+pub struct Deliveries<'a> {
+    consumer: &'a Consumer,
+    state: futures::lock::MutexGuard<'a, RecvState>,
+}
+
+impl<'a> Deliveries<'a> {
+    /// The next record, as [`Consumer::recv`] returns it.
+    pub async fn next(&mut self) -> Result<Delivery, ConsumerError> {
+        self.consumer.recv_with(&mut self.state).await
+    }
+
+    /// The records as a stream (it never ends; after a fatal error every item is
+    /// [`ConsumerError::ShutDown`]).
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Delivery, ConsumerError>> + Send + 'a {
+        futures::stream::unfold(self, |mut d| async move {
+            let item = d.next().await;
+            Some((item, d))
+        })
+    }
+}
+
+impl std::fmt::Debug for Deliveries<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries").finish_non_exhaustive()
+    }
+}
+
 /// What [`Consumer::shutdown`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -226,9 +256,26 @@ impl Consumer {
     /// [`Delivery::nack`]. Transient client errors are logged and retried; errors returned are
     /// fatal (e.g. committed offsets could not be read), and after one every call fails with
     /// [`ConsumerError::ShutDown`].
+    ///
+    /// Several tasks may call it; they take turns. A single receiving loop can hold the turn
+    /// with [`deliveries`](Self::deliveries) instead, which saves taking it per record.
     pub async fn recv(&self) -> Result<Delivery, ConsumerError> {
         let mut state = self.recv.lock().await;
-        let RecvState { stream, rx, hot } = &mut *state;
+        self.recv_with(&mut state).await
+    }
+
+    /// Takes the receiving turn for as long as the returned [`Deliveries`] lives (other
+    /// [`recv`](Self::recv) calls wait meanwhile) and yields records as `recv` does, through
+    /// [`Deliveries::next`] or as a [`Stream`](futures::Stream).
+    pub async fn deliveries(&self) -> Deliveries<'_> {
+        Deliveries {
+            consumer: self,
+            state: self.recv.lock().await,
+        }
+    }
+
+    async fn recv_with(&self, state: &mut RecvState) -> Result<Delivery, ConsumerError> {
+        let RecvState { stream, rx, hot } = state;
         loop {
             if self.shared.has_fatal.load(Ordering::Acquire)
                 && let Some(e) = self.shared.fatal.lock().take()
@@ -296,21 +343,42 @@ impl Consumer {
         Some(Delivery::new(r.record, r.attempt))
     }
 
-    /// Admission and hand-out in one tracker call.
+    /// Admission and hand-out. Continuing a run below its end needs no lock (two loads and a
+    /// store; the tracker records the run when next locked); anything else asks the tracker.
     fn try_hand_out(&self, p: &PartState, offset: i64) -> Step {
         if p.held.load(Ordering::Acquire) {
             return Step::Wait;
         }
+        // Only this turn writes `handed_to`.
+        let to = p.handed_to.load(Ordering::Relaxed);
+        if offset == to && offset < p.run_end.load(Ordering::Acquire) {
+            if p.recorded_to.load(Ordering::Acquire) == to {
+                // A new run: its start time, published with the run below.
+                p.handed_since
+                    .store(self.shared.coarse_now(), Ordering::Relaxed);
+            }
+            p.handed_to.store(offset + 1, Ordering::Release);
+            return Step::Go;
+        }
         let now = self.shared.coarse_now();
         let max = self.shared.max_in_flight;
-        let mut t = p.tracker.lock();
+        let mut t = p.lock();
         if p.released.load(Ordering::Acquire) || !t.should_process(offset) {
             Step::Skip
         } else if t.in_flight() >= max || !t.admit(offset) {
             Step::Wait
         } else {
             match t.hand_out(offset, now) {
-                Ok(()) => Step::Go,
+                Ok(()) => {
+                    let end = t.admit_run_end().min(
+                        t.next_hand_out()
+                            .saturating_add((max - t.in_flight()) as i64),
+                    );
+                    p.run_end.store(end, Ordering::Release);
+                    p.handed_to.store(offset + 1, Ordering::Release);
+                    p.recorded_to.store(offset + 1, Ordering::Release);
+                    Step::Go
+                }
                 Err(e) => {
                     // Only an offset at or below an earlier hand-out: a duplicate.
                     tracing::warn!(tp = %p.tp, offset, error = %e, "hand-out refused");

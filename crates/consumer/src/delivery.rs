@@ -494,7 +494,7 @@ impl Delivery {
         if ok {
             for (_, o) in offsets {
                 if let Some(off) = o.offset() {
-                    p.tracker.lock().commit_succeeded(off);
+                    p.lock().commit_succeeded(off);
                 }
             }
         }

@@ -52,7 +52,7 @@ mod shared;
 pub use config::{
     ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted, FailurePolicy, OffsetStorage,
 };
-pub use consumer::{Consumer, ShutdownReport};
+pub use consumer::{Consumer, Deliveries, ShutdownReport};
 pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
 pub use error::ConsumerError;
 pub use events::ConsumerEvent;

@@ -79,8 +79,8 @@ impl std::ops::DerefMut for Tracked {
 pub(crate) struct PartState {
     pub tp: TopicPartition,
     pub generation: Generation,
-    /// The partition's out-of-order offset tracker.
-    pub tracker: Mutex<Tracked>,
+    /// The partition's out-of-order offset tracker; only through [`PartState::lock`].
+    tracker: Mutex<Tracked>,
     /// Set (under the tracker lock) when the partition is given up: later acks are stale.
     pub released: AtomicBool,
     /// Set when revocation starts: nothing more is handed out.
@@ -99,6 +99,21 @@ pub(crate) struct PartState {
     pub txn: Arc<tokio::sync::Mutex<()>>,
     /// The next offset to accept from the fetcher: drops records refetched after a pause.
     pub next_fetch: AtomicI64,
+    /// Hand-outs the tracker has not recorded yet: every offset from the tracker's
+    /// `next_hand_out` up to this one (exclusive) was handed out by `recv` without taking the
+    /// tracker lock. Only the receiving turn writes it (release); [`PartState::lock`] records
+    /// them before anything else reads the tracker, so no commit plan, ack or in-flight count
+    /// misses one.
+    pub handed_to: AtomicI64,
+    /// When the oldest unrecorded hand-out happened (in-flight ages may be over-estimated,
+    /// never under-estimated).
+    pub handed_since: AtomicI64,
+    /// The tracker's `next_hand_out` as of the last lock (tells `recv` when a new run starts).
+    pub recorded_to: AtomicI64,
+    /// Offsets below this may be handed out without the lock, continuing the run: the
+    /// tracker's `admit_run_end`, capped by the in-flight limit, as of the last locked
+    /// hand-out (acks only make both larger, so it stays safe).
+    pub run_end: AtomicI64,
     pub shared: Arc<Shared>,
     /// The client this partition's records are fetched by; last, so it outlives `buffer`
     /// (records read in place must not outlive their client, see `native`).
@@ -137,9 +152,29 @@ impl PartState {
             buffer: Mutex::new(VecDeque::new()),
             txn: Arc::new(tokio::sync::Mutex::new(())),
             next_fetch: AtomicI64::new(i64::MIN),
+            handed_to: AtomicI64::new(i64::MIN),
+            handed_since: AtomicI64::new(0),
+            recorded_to: AtomicI64::new(i64::MIN),
+            run_end: AtomicI64::new(i64::MIN),
             shared,
             client,
         }
+    }
+
+    /// The tracker, locked, with every hand-out `recv` made without the lock recorded.
+    pub fn lock(&self) -> MutexGuard<'_, Tracked> {
+        let mut t = self.tracker.lock();
+        let to = self.handed_to.load(Ordering::Acquire);
+        if to > t.tracker.next_hand_out() {
+            let since = self.handed_since.load(Ordering::Relaxed);
+            if let Err(e) = t.tracker.hand_out_run(to, since) {
+                // `recv` stays below the run end the tracker gave it, so this is a bug.
+                tracing::error!(tp = %self.tp, to, error = %e, "unrecorded hand-outs refused");
+            }
+        }
+        self.recorded_to
+            .store(t.tracker.next_hand_out(), Ordering::Release);
+        t
     }
 
     /// Still assigned under this generation and not being revoked.
@@ -151,7 +186,7 @@ impl PartState {
     /// hand-out).
     pub fn ack(&self, offset: i64) -> bool {
         let outcome = {
-            let mut t = self.tracker.lock();
+            let mut t = self.lock();
             if self.released.load(Ordering::Acquire) {
                 None
             } else {
@@ -195,7 +230,7 @@ impl PartState {
             return None;
         }
         let now = now_ms();
-        let mut t = self.tracker.lock().tracker.clone();
+        let mut t = self.lock().tracker.clone();
         t.ack(offset).ok()?;
         t.commit_candidate(now)
             .ok()
@@ -363,7 +398,7 @@ impl Shared {
         self.parts
             .read()
             .values()
-            .map(|p| std::mem::take(&mut p.tracker.lock().acks))
+            .map(|p| std::mem::take(&mut p.lock().acks))
             .sum()
     }
 
@@ -375,7 +410,7 @@ impl Shared {
         f: impl FnOnce(&mut PartitionTracker) -> R,
     ) -> Option<R> {
         let p = self.part(tp)?;
-        let mut t = p.tracker.lock();
+        let mut t = p.lock();
         Some(f(&mut t.tracker))
     }
 
@@ -384,7 +419,7 @@ impl Shared {
     pub fn release_all(&self) {
         let parts = std::mem::take(&mut *self.parts.write());
         for p in parts.values() {
-            let _t = p.tracker.lock();
+            let _t = p.lock();
             p.released.store(true, Ordering::Release);
             p.buffer.lock().clear();
         }
@@ -413,7 +448,7 @@ impl Shared {
     pub fn in_flight(&self) -> u64 {
         self.parts_sorted()
             .iter()
-            .map(|p| p.tracker.lock().in_flight())
+            .map(|p| p.lock().in_flight())
             .sum()
     }
 
@@ -433,7 +468,7 @@ impl Shared {
             let Some(hw) = high_watermark(&p.tp) else {
                 continue;
             };
-            let t = p.tracker.lock();
+            let t = p.lock();
             out.push(PartitionLag::new(
                 p.tp.clone(),
                 hw,
@@ -451,7 +486,7 @@ impl Shared {
     ) -> impl Iterator<Item = PlanInput<'_, MappedMutexGuard<'_, PartitionTracker>>> {
         parts.iter().filter_map(|p| {
             // `released` is read under the tracker lock, which revocation sets it under.
-            let tracker = p.tracker.lock();
+            let tracker = p.lock();
             (!p.released.load(Ordering::Acquire)).then(|| PlanInput {
                 tp: &p.tp,
                 generation: p.generation,
@@ -482,7 +517,7 @@ impl Shared {
         self.planner
             .commit_finished(plan, ok, now_ms, duration_ms, |e, apply| {
                 if let Some(p) = self.part(&e.tp).filter(|p| p.generation == e.generation) {
-                    apply(&mut p.tracker.lock().tracker);
+                    apply(&mut p.lock().tracker);
                 }
             });
     }
@@ -780,7 +815,7 @@ impl Shared {
         if let Some(old) = self.parts.write().insert(tp, Arc::new(part)) {
             // Re-assigned without a revocation (not expected with the eager protocol): the
             // old generation's acks become stale.
-            let _t = old.tracker.lock();
+            let _t = old.lock();
             old.released.store(true, Ordering::Release);
             old.buffer.lock().clear();
         }
@@ -842,12 +877,7 @@ impl Shared {
             p.waiting.store(0, Ordering::Release);
         }
         let deadline = Instant::now() + self.drain_timeout;
-        let in_flight = || -> u64 {
-            parts
-                .iter()
-                .map(|(_, p)| p.tracker.lock().in_flight())
-                .sum()
-        };
+        let in_flight = || -> u64 { parts.iter().map(|(_, p)| p.lock().in_flight()).sum() };
         while in_flight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -885,7 +915,7 @@ impl Shared {
             for (tp, p) in &parts {
                 // Under the tracker lock: an ack either lands before (and was part of the
                 // state above) or sees `released` and counts as stale.
-                let _t = p.tracker.lock();
+                let _t = p.lock();
                 p.released.store(true, Ordering::Release);
                 map.remove(tp);
             }
@@ -1069,7 +1099,7 @@ mod tests {
         s.install(PartState::new(tp(), generation, t, Arc::clone(s), None));
         let p = s.part(&tp()).unwrap();
         for o in start..end {
-            p.tracker.lock().hand_out(o, 0).unwrap();
+            p.lock().hand_out(o, 0).unwrap();
         }
         p
     }

@@ -279,6 +279,81 @@ impl PartitionTracker {
         self.admit(self.next)
     }
 
+    /// The end of the run of offsets that may be handed out in order from
+    /// [`next_hand_out`](Self::next_hand_out) without asking [`admit`](Self::admit) for each:
+    /// every offset `o` with `next_hand_out() <= o < admit_run_end()` is admitted once the ones
+    /// before it are handed out, and stays so whatever is acknowledged meanwhile (acks only
+    /// shrink the reachable encodings and move the window up). Equal to `next_hand_out()` when
+    /// offsets ahead were already acknowledged before a restart (those must be skipped, one
+    /// by one).
+    ///
+    /// It lets a caller hand out a run of offsets without holding the tracker (see
+    /// [`hand_out_run`](Self::hand_out_run)): O(log window) to compute, so compute it once per
+    /// run, not per offset.
+    pub fn admit_run_end(&self) -> i64 {
+        let next = self.next;
+        if self.blocks > 0 && self.max_acked >= next {
+            return next;
+        }
+        let window_end = self
+            .commit_point
+            .saturating_add(self.config.max_window as i64);
+        let fits = |o: i64| {
+            self.config.metadata_form.len_of(self.worst_case_len(o + 1))
+                <= self.config.metadata_budget
+        };
+        // `fits` is monotone in `o` (the bound grows with the span): find the first misfit.
+        let (mut lo, mut hi) = (next, window_end.min(i64::MAX - 1));
+        if lo >= hi || !fits(lo) {
+            return next;
+        }
+        // Invariant: fits(lo), and every offset from `hi` on is out.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
+    }
+
+    /// Hands out every offset from [`next_hand_out`](Self::next_hand_out) up to `end`
+    /// (exclusive) at `now_ms`: the same as [`hand_out`](Self::hand_out) of each in order
+    /// (offsets already done, from a restored commit, are skipped), in O(1) after the first
+    /// when none is. Callers keep `end` within [`admit_run_end`](Self::admit_run_end)
+    /// as computed before the run (this only enforces the hard window).
+    pub fn hand_out_run(&mut self, end: i64, now_ms: i64) -> Result<(), TrackerError> {
+        let first = self.next;
+        if end <= first {
+            return Ok(());
+        }
+        if self.blocks > 0 && self.max_acked >= first {
+            // Some offsets ahead are already done (restored): those are skipped.
+            for o in first..end {
+                if !self.is_acked(o) {
+                    self.hand_out(o, now_ms)?;
+                }
+            }
+            return Ok(());
+        }
+        let last = end - 1;
+        let distance = (last - self.commit_point) as u64;
+        if last > first && distance >= self.config.max_window {
+            return Err(TrackerError::WindowExceeded {
+                offset: last,
+                distance,
+                max_window: self.config.max_window,
+            });
+        }
+        self.hand_out(first, now_ms)?;
+        // The rest continue the run: no gap to skip, nothing acked among them.
+        self.in_flight += (end - first - 1) as u64;
+        self.next = end;
+        Ok(())
+    }
+
     /// Records that `offset` was handed out for processing at `now_ms`.
     ///
     /// Offsets skipped since the last hand-out (compaction, transaction markers) count as done.
@@ -821,6 +896,16 @@ mod tests {
         let todo: Vec<i64> = (0..10).filter(|&o| r.should_process(o)).collect();
         assert_eq!(todo, vec![0, 1, 4, 5, 6, 8, 9]);
         assert!(!r.should_process(-1));
+        // Done offsets ahead: no run may be handed out blindly until past them.
+        assert_eq!(r.admit_run_end(), r.next_hand_out());
+        let mut r = r;
+        r.hand_out_run(10, 5).unwrap();
+        assert_eq!(
+            (r.next_hand_out(), r.in_flight()),
+            (10, 7),
+            "done ones skipped"
+        );
+        assert!(r.admit_run_end() > 10, "past the done offsets");
     }
 
     #[test]
@@ -1006,6 +1091,47 @@ mod props {
     }
 
     proptest! {
+        /// A run handed out at once leaves the tracker exactly as handing out its offsets one
+        /// by one does, and every offset below `admit_run_end` is admitted in turn.
+        #[test]
+        fn hand_out_run_matches_one_by_one(
+            start in 0i64..1000,
+            first in 0i64..40,
+            len in 1i64..400,
+            acks in proptest::collection::vec(any::<usize>(), 0..40),
+            budget in prop_oneof![Just(64usize), Just(200), Just(4096)],
+        ) {
+            let config = TrackerConfig { metadata_budget: budget, ..TrackerConfig::default() };
+            let mut t = PartitionTracker::new(start, config).unwrap();
+            for o in start..start + first {
+                t.hand_out(o, 1).unwrap();
+            }
+            for &i in &acks {
+                if first > 0 {
+                    let _ = t.ack(start + (i as i64 % first));
+                }
+            }
+            let end = t.admit_run_end().min(t.next_hand_out() + len);
+            let mut one = t.clone();
+            for o in t.next_hand_out()..end {
+                prop_assert!(one.admit(o) || one.in_flight() == 0, "offset {} refused", o);
+                one.hand_out(o, 2).unwrap();
+            }
+            let mut run = t.clone();
+            run.hand_out_run(end, 2).unwrap();
+            run.check_invariants();
+            prop_assert_eq!(run.next_hand_out(), one.next_hand_out());
+            prop_assert_eq!(run.in_flight(), one.in_flight());
+            prop_assert_eq!(run.commit_point(), one.commit_point());
+            prop_assert_eq!(run.acked_set(), one.acked_set());
+            prop_assert_eq!(run.oldest_unacked_age_ms(10), one.oldest_unacked_age_ms(10));
+            // Acks of the run behave alike too.
+            for o in (start..end).rev() {
+                prop_assert_eq!(run.ack(o), one.ack(o));
+            }
+            prop_assert_eq!(run.commit_point(), one.commit_point());
+        }
+
         #[test]
         fn incremental_sizes_are_exact(
             n in 1i64..600,
