@@ -26,7 +26,13 @@ use waterline_consumer::{Consumer, ConsumerConfig};
 const PARTITIONS: i32 = 4;
 /// Bare auto-commit interval and Waterline's commit policy: the same for both, so neither
 /// is charged for more commits than the other.
-const COMMIT_MS: i64 = 10;
+/// `WATERLINE_BENCH_COMMIT_MS` overrides it (the "every second" is 1000).
+fn commit_ms() -> i64 {
+    std::env::var("WATERLINE_BENCH_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
 
 /// Client settings given to every consumer alike. librdkafka postpones the next fetch by
 /// `fetch.queue.backoff.ms` (1 s by default) whenever its prefetch queue is over its
@@ -122,7 +128,7 @@ fn waterline_ready(size: usize) -> Consumer {
             .assign(tps)
             // Stricter than the "every second", so that a timed run has commits
             // inside it.
-            .commit_policy(Interval::new(COMMIT_MS).unwrap());
+            .commit_policy(Interval::new(commit_ms()).unwrap());
         for (k, v) in FETCH {
             config = config.set(*k, *v);
         }
@@ -164,7 +170,7 @@ fn bare_ready(size: usize) -> StreamConsumer {
             .set("bootstrap.servers", &env.addr)
             .set("group.id", group())
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", COMMIT_MS.to_string());
+            .set("auto.commit.interval.ms", commit_ms().to_string());
         for (k, v) in FETCH {
             config.set(*k, *v);
         }

@@ -304,18 +304,21 @@ impl Consumer {
                 return Ok(d);
             }
             // Fast path: a record is usually ready; skip setting up the wait below.
-            let woken = match stream.next().now_or_never() {
-                Some(m) => Woken::Message(m),
-                None => tokio::select! {
-                    biased;
-                    _ = self.shared.wake.notified() => Woken::Other,
-                    m = stream.next() => Woken::Message(m),
-                    // Buffered records wait for acks, which wake us through `wake`; re-check
-                    // regularly all the same. Only armed when something waits: registering a
-                    // timer from outside the runtime's workers costs a driver wake-up each time.
-                    _ = tokio::time::sleep(Duration::from_millis(25)),
-                        if self.shared.maybe_waiting.load(Ordering::Acquire) => Woken::Other,
-                },
+            if let Some(Ok(m)) = stream.next().now_or_never() {
+                if let Some(d) = self.offer(hot, m) {
+                    return Ok(d);
+                }
+                continue;
+            }
+            let woken = tokio::select! {
+                biased;
+                _ = self.shared.wake.notified() => Woken::Other,
+                m = stream.next() => Woken::Message(m),
+                // Buffered records wait for acks, which wake us through `wake`; re-check
+                // regularly all the same. Only armed when something waits: registering a
+                // timer from outside the runtime's workers costs a driver wake-up each time.
+                _ = tokio::time::sleep(Duration::from_millis(25)),
+                    if self.shared.maybe_waiting.load(Ordering::Acquire) => Woken::Other,
             };
             match woken {
                 Woken::Message(Ok(m)) => {
