@@ -1120,6 +1120,28 @@ mod tests {
         assert_eq!(s.take_acks(), 0, "taken");
     }
 
+    /// Hand-outs `recv` made without the lock are recorded before anything reads the
+    /// tracker: acks of them land, in-flight counts and commits include them.
+    #[tokio::test]
+    async fn unrecorded_hand_outs_are_recorded_at_the_next_lock() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        let p = assign_local(&s, 1, 0, 1);
+        // What `recv`'s fast path does for offsets 1..5 at time 7.
+        p.handed_since.store(7, Ordering::Relaxed);
+        p.handed_to.store(5, Ordering::Release);
+        assert!(p.ack(3), "an unrecorded hand-out can be acked");
+        assert_eq!(s.in_flight(), 4);
+        assert_eq!(p.recorded_to.load(Ordering::Acquire), 5);
+        assert!(p.ack(0));
+        let plan = s.snapshot(0);
+        assert_eq!(plan.entries[0].offset_and_metadata.offset(), Some(1));
+        assert_eq!(
+            s.with_partition(&tp(), |t| t.oldest_unacked_age_ms(10)),
+            Some(Some(3)),
+            "aged from the run's start"
+        );
+    }
+
     #[tokio::test]
     async fn acks_through_a_released_partition_are_stale() {
         let (s, _rx) = shared(FailurePolicy::default());
