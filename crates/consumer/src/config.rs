@@ -110,6 +110,7 @@ pub struct ConsumerConfig {
     pub(crate) drain_timeout: Duration,
     pub(crate) failure: FailurePolicy,
     pub(crate) properties: Vec<(String, String)>,
+    pub(crate) dead_letter_properties: Vec<(String, String)>,
     pub(crate) listener: Option<EventListener>,
     pub(crate) commit_tick: Duration,
     pub(crate) kafka_timeout: Duration,
@@ -136,7 +137,40 @@ impl fmt::Debug for ConsumerConfig {
     }
 }
 
+/// Properties set with [`ConsumerConfigBuilder::set`] that the dead-letter producer takes too:
+/// how to reach and authenticate to the cluster (names starting with one of these).
+pub const CONNECTION_PROPERTY_PREFIXES: &[&str] = &[
+    "security.",
+    "sasl.",
+    "ssl.",
+    "ssl_",
+    "enable.ssl.",
+    "client.",
+    "socket.",
+    "broker.",
+    "reconnect.",
+    "api.version",
+    "connections.max.idle.ms",
+    "resolve.canonical.bootstrap.servers.only",
+    "debug",
+];
+
 impl ConsumerConfig {
+    /// The dead-letter producer's properties: the connection properties among those given to
+    /// the consumer, then the dead-letter ones.
+    pub(crate) fn dead_letter_producer_properties(&self) -> Vec<(&str, &str)> {
+        self.properties
+            .iter()
+            .filter(|(k, _)| {
+                CONNECTION_PROPERTY_PREFIXES
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .chain(&self.dead_letter_properties)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     /// Starts a configuration for `group_id` on the cluster at `bootstrap_servers`.
     ///
     /// Defaults: commit every second, reset to `earliest`, offsets in the Kafka group, 10 000
@@ -160,6 +194,7 @@ impl ConsumerConfig {
                 drain_timeout: Duration::from_secs(30),
                 failure: FailurePolicy::default(),
                 properties: Vec::new(),
+                dead_letter_properties: Vec::new(),
                 listener: None,
                 commit_tick: Duration::from_millis(20),
                 kafka_timeout: Duration::from_secs(10),
@@ -246,8 +281,19 @@ impl ConsumerConfigBuilder {
 
     /// Sets a librdkafka property (e.g. `session.timeout.ms`). Waterline owns
     /// `enable.auto.commit`, `enable.auto.offset.store`, `group.id` and `bootstrap.servers`.
+    /// Connection and security properties ([`CONNECTION_PROPERTY_PREFIXES`]) also apply to
+    /// the dead-letter producer.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.cfg.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets a librdkafka property of the dead-letter producer only (e.g. `compression.type`);
+    /// applied after the connection properties it shares with the consumer.
+    pub fn dead_letter_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cfg
+            .dead_letter_properties
+            .push((key.into(), value.into()));
         self
     }
 
@@ -366,6 +412,25 @@ mod tests {
                 .topic("t")
                 .max_in_flight_per_partition(0))
             .contains("max_in_flight")
+        );
+        let c = ConsumerConfig::builder("b", "g")
+            .topic("t")
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.username", "u")
+            .set("session.timeout.ms", "6000")
+            .set("client.id", "app")
+            .dead_letter_set("compression.type", "zstd")
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.dead_letter_producer_properties(),
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.username", "u"),
+                ("client.id", "app"),
+                ("compression.type", "zstd"),
+            ],
+            "connection properties and dead-letter ones, not consumer ones"
         );
         let dlq = FailurePolicy {
             exhausted: Exhausted::DeadLetter(String::new()),

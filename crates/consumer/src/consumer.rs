@@ -178,10 +178,13 @@ impl Consumer {
         }
         let dlq = match &config.failure.exhausted {
             Exhausted::DeadLetter(topic) => {
-                let producer: FutureProducer = ClientConfig::new()
-                    .set("bootstrap.servers", &config.bootstrap_servers)
-                    .set("message.timeout.ms", "30000")
-                    .create()?;
+                let mut pc = ClientConfig::new();
+                pc.set("bootstrap.servers", &config.bootstrap_servers)
+                    .set("message.timeout.ms", "30000");
+                for (k, v) in config.dead_letter_producer_properties() {
+                    pc.set(k, v);
+                }
+                let producer: FutureProducer = pc.create()?;
                 Some((producer, topic.clone()))
             }
             Exhausted::Hold => None,

@@ -50,7 +50,8 @@ mod native;
 mod shared;
 
 pub use config::{
-    ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted, FailurePolicy, OffsetStorage,
+    CONNECTION_PROPERTY_PREFIXES, ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted,
+    FailurePolicy, OffsetStorage,
 };
 pub use consumer::{Consumer, Deliveries, ShutdownReport};
 pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};

@@ -31,6 +31,9 @@ fn config(
         .failure_policy(failure)
         .commit_policy(Interval::new(50).unwrap())
         .set("session.timeout.ms", "6000")
+        // A connection property the dead-letter producer takes too, and one of its own.
+        .set("client.id", "waterline-nack-test")
+        .dead_letter_set("compression.type", "zstd")
         .on_event(move |e| {
             if let ConsumerEvent::Committed { offsets } = e {
                 let mut c = commits.lock().unwrap();

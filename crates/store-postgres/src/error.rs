@@ -1,6 +1,5 @@
 //! The crate's error type.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,32 +43,57 @@ impl PgStoreError {
     }
 }
 
-/// The [`OffsetStore`](waterline_store::OffsetStore) trait speaks [`StoreError`]; PostgreSQL
-/// failures travel as [`StoreError::Io`] (the "path" names the table), corrupt rows as
-/// [`StoreError::Corrupt`], so callers keep treating them as "outcome unknown".
+/// The [`OffsetStore`](waterline_store::OffsetStore) trait speaks [`StoreError`]: server and
+/// connection failures travel as [`StoreError::Backend`] (outcome unknown), corrupt rows as
+/// [`StoreError::Corrupt`] naming the table.
 impl From<PgStoreError> for StoreError {
     fn from(e: PgStoreError) -> Self {
+        let backend = |op, source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
+            backend: "PostgreSQL",
+            op,
+            source: Arc::from(source),
+        };
         match e {
             PgStoreError::Store(s) => s,
             PgStoreError::CorruptRow { table, reason } => StoreError::Corrupt {
                 path: PathBuf::from(format!("postgresql:{table}")),
                 reason,
             },
-            PgStoreError::Query { op, source } => StoreError::Io {
-                op,
-                path: PathBuf::from("postgresql"),
-                source: Arc::new(io::Error::other(source)),
-            },
-            PgStoreError::Connect(source) => StoreError::Io {
-                op: "connect",
-                path: PathBuf::from("postgresql"),
-                source: Arc::new(io::Error::other(source)),
-            },
-            other @ PgStoreError::InvalidTableName(_) => StoreError::Io {
-                op: "configure",
-                path: PathBuf::from("postgresql"),
-                source: Arc::new(io::Error::other(other.to_string())),
-            },
+            PgStoreError::Query { op, source } => backend(op, Box::new(source)),
+            PgStoreError::Connect(source) => backend("connect", Box::new(source)),
+            other @ PgStoreError::InvalidTableName(_) => backend("configure", Box::new(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_failures_become_backend_errors_naming_the_operation() {
+        let e: StoreError = PgStoreError::InvalidTableName("a b".into()).into();
+        assert!(
+            matches!(
+                e,
+                StoreError::Backend {
+                    backend: "PostgreSQL",
+                    op: "configure",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("PostgreSQL configure failed: invalid table name"),
+            "{e}"
+        );
+        let e: StoreError = PgStoreError::CorruptRow {
+            table: "t".into(),
+            reason: "negative offset".into(),
+        }
+        .into();
+        assert!(e.to_string().contains("postgresql:t"), "{e}");
     }
 }

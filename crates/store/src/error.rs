@@ -88,6 +88,18 @@ pub enum StoreError {
         /// The store's file or directory.
         path: PathBuf,
     },
+    /// A database-server backend (e.g. PostgreSQL, in its own crate) failed an operation: the
+    /// server refused it or the connection failed. Whether a commit took effect is unknown.
+    #[error("{backend} {op} failed: {source}")]
+    Backend {
+        /// Which backend, e.g. "PostgreSQL".
+        backend: &'static str,
+        /// What was being done, e.g. "commit offsets".
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The store was closed with [`OffsetStore::close`](crate::OffsetStore::close).
     #[error("store is closed")]
     Closed,
