@@ -355,9 +355,11 @@ impl ConsumerConfigBuilder {
         }
         c.tracker.validate()?;
         for (k, v) in &c.properties {
-            // The revoke handler gives up every partition on each rebalance (eager protocol).
-            if k == "partition.assignment.strategy" && v.contains("cooperative") {
-                return bad("the cooperative assignment protocol is not supported");
+            if k == "partition.assignment.strategy"
+                && v.contains("cooperative")
+                && v.split(',').any(|s| !s.trim().contains("cooperative"))
+            {
+                return bad("partition.assignment.strategy mixes cooperative and eager assignors");
             }
             if matches!(
                 k.as_str(),
@@ -404,8 +406,16 @@ mod tests {
         assert!(
             err(ConsumerConfig::builder("b", "g")
                 .topic("t")
-                .set("partition.assignment.strategy", "cooperative-sticky"))
-            .contains("cooperative")
+                .set("partition.assignment.strategy", "cooperative-sticky,range"))
+            .contains("mixes")
+        );
+        assert!(
+            ConsumerConfig::builder("b", "g")
+                .topic("t")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .build()
+                .is_ok(),
+            "incremental rebalancing is supported"
         );
         assert!(
             err(ConsumerConfig::builder("b", "g")

@@ -170,8 +170,9 @@ impl Consumer {
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            // Eager protocol: every rebalance revokes everything first, which the revoke
-            // handler relies on (drain, commit, then give up).
+            // Eager by default; `cooperative-sticky` (set by the application) revokes only
+            // the partitions that move. Either way the revoke handler drains, commits, then
+            // gives the partitions up.
             .set("partition.assignment.strategy", "roundrobin");
         for (k, v) in &config.properties {
             cc.set(k, v);

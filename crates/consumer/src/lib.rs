@@ -29,7 +29,10 @@
 //!   crash are processed again.
 //! - **Rebalances**: on revoke, hand-outs of the revoked partitions stop, in-flight records
 //!   drain (up to the drain timeout), final positions are committed, then the partitions are
-//!   given up. Acks for a revoked generation are dropped and counted; no commit is issued for
+//!   given up. Eager (`roundrobin`) by default; with
+//!   `.set("partition.assignment.strategy", "cooperative-sticky")` only the partitions that
+//!   move are revoked and the others keep flowing. Partitions the group already took away
+//!   (a lost assignment) are given up without a commit. Acks for a revoked generation are dropped and counted; no commit is issued for
 //!   a partition after its revocation began.
 //! - **Exactly once into PostgreSQL**: with [`OffsetStorage::Transactional`] and
 //!   [`Delivery::begin_transaction`], the application writes its rows and the offsets in one

@@ -857,8 +857,9 @@ impl Shared {
     }
 
     /// Handles a revocation: stops hand-outs, drains in-flight records (up to the drain
-    /// timeout), commits the final positions, then forgets the partitions.
-    pub fn revoke<C, X>(&self, consumer: &C, tps: &[TopicPartition])
+    /// timeout), commits the final positions (unless `lost`: the group already gave the
+    /// partitions to someone else, so a commit would be refused), then forgets the partitions.
+    pub fn revoke<C, X>(&self, consumer: &C, tps: &[TopicPartition], lost: bool)
     where
         C: Consumer<X>,
         X: ConsumerContext + 'static,
@@ -905,7 +906,7 @@ impl Shared {
                     .iter()
                     .any(|(tp, p)| *tp == e.tp && p.generation == e.generation)
             });
-            let ok = if self.final_commit {
+            let ok = if self.final_commit && !lost {
                 self.commit_started(&plan);
                 self.commit_plan(consumer, &plan)
             } else {
@@ -1029,28 +1030,61 @@ impl ConsumerContext for Ctx {
         err: rdkafka::types::RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        use rdkafka::consumer::RebalanceProtocol;
         use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        // Gives up `tpl` in the client (all of the assignment under the eager protocol).
+        let give_up = |tpl: &TopicPartitionList| {
+            let r = if cooperative {
+                base.incremental_unassign(tpl)
+            } else {
+                base.unassign()
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "giving up partitions failed");
+            }
+        };
         // Gone only while the client itself is being torn down: nothing left to hand out.
         let Some(shared) = self.shared.upgrade() else {
             if err != E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-                let _ = base.unassign();
+                give_up(tpl);
             }
             return;
         };
         match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Cooperative: `tpl` holds only the partitions added.
                 shared.assign(base, tpl);
-                if let Err(e) = base.assign(tpl) {
+                let r = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
+                if let Err(e) = r {
                     shared.fail(e.into());
                 }
             }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Cooperative: only the partitions that move; eager: everything.
+                let tps: Vec<TopicPartition> = if cooperative {
+                    tpl.elements()
+                        .iter()
+                        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                        .collect()
+                } else {
+                    shared.parts.read().keys().cloned().collect()
+                };
+                shared.revoke(base, &tps, base.assignment_lost());
+                give_up(tpl);
+            }
             _ => {
-                if err != E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
-                    tracing::error!(?err, "rebalance error; giving up the assignment");
-                }
+                tracing::error!(?err, "rebalance error; giving up the assignment");
                 let tps: Vec<TopicPartition> = shared.parts.read().keys().cloned().collect();
-                shared.revoke(base, &tps);
-                let _ = base.unassign();
+                shared.revoke(base, &tps, base.assignment_lost());
+                match base.assignment() {
+                    Ok(all) if cooperative => give_up(&all),
+                    _ => give_up(tpl),
+                }
             }
         }
     }

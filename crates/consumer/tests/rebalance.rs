@@ -1,5 +1,6 @@
 //! Two consumers in one group against the in-process broker: one joins mid-stream, the other
-//! leaves. No record is lost, and no consumer commits a partition it no longer owns.
+//! leaves. No record is lost, and no consumer commits a partition it no longer owns. Run with
+//! the eager protocol (the default) and with incremental (`cooperative-sticky`) rebalancing.
 
 mod common;
 
@@ -24,8 +25,12 @@ const RECORDS: usize = 3000;
 /// Events of one consumer, in the order it emitted them.
 type Log = Arc<Mutex<Vec<ConsumerEvent>>>;
 
-fn consumer(addr: &str, log: Log) -> Arc<Consumer> {
-    let cfg = ConsumerConfig::builder(addr, "g-rebalance")
+fn consumer(addr: &str, group: &str, strategy: Option<&str>, log: Log) -> Arc<Consumer> {
+    let mut cfg = ConsumerConfig::builder(addr, group);
+    if let Some(s) = strategy {
+        cfg = cfg.set("partition.assignment.strategy", s);
+    }
+    let cfg = cfg
         .topic(TOPIC)
         .commit_policy(Interval::new(30).unwrap())
         .set("session.timeout.ms", "6000")
@@ -99,6 +104,15 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn join_mid_stream_then_leave() {
+    join_then_leave("g-rebalance", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_mid_stream_then_leave_cooperative() {
+    join_then_leave("g-rebalance-coop", Some("cooperative-sticky")).await;
+}
+
+async fn join_then_leave(group: &str, strategy: Option<&str>) {
     init_tracing();
     let b = TestBroker::start(PARTITIONS).await;
     // Create the topic first so both consumers see all partitions.
@@ -113,7 +127,7 @@ async fn join_mid_stream_then_leave() {
     });
     let done = Arc::new(Mutex::new(Vec::new()));
     let (log_a, log_b) = (Log::default(), Log::default());
-    let a = consumer(&b.addr, log_a.clone());
+    let a = consumer(&b.addr, group, strategy, log_a.clone());
     let stop_a = Arc::new(AtomicBool::new(false));
     let run_a = run(Arc::clone(&a), Arc::clone(&done), Arc::clone(&stop_a));
     wait_for("consumer A to make progress", || {
@@ -121,7 +135,7 @@ async fn join_mid_stream_then_leave() {
     })
     .await;
 
-    let c_b = consumer(&b.addr, log_b.clone());
+    let c_b = consumer(&b.addr, group, strategy, log_b.clone());
     let stop_b = Arc::new(AtomicBool::new(false));
     let run_b = run(Arc::clone(&c_b), Arc::clone(&done), Arc::clone(&stop_b));
     // B is in once it owns partitions.
@@ -194,13 +208,26 @@ async fn join_mid_stream_then_leave() {
         ),
         "A saw a revocation when B joined"
     );
+    if strategy.is_some() {
+        // Incremental: when B joined, A gave up only the partitions that moved to B.
+        let first_revoked = log_a.lock().unwrap().iter().find_map(|e| match e {
+            ConsumerEvent::Revoked { partitions, .. } if !partitions.is_empty() => {
+                Some(partitions.len())
+            }
+            _ => None,
+        });
+        assert!(
+            first_revoked.is_some_and(|n| n < PARTITIONS as usize),
+            "A kept some partitions through B's join: {first_revoked:?}"
+        );
+    }
 
     // The group's committed offsets are the log ends: nothing left behind.
-    let addr = b.addr.clone();
+    let (addr, group) = (b.addr.clone(), group.to_string());
     let committed = tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &addr)
-            .set("group.id", "g-rebalance")
+            .set("group.id", &group)
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
