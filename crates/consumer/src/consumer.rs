@@ -377,10 +377,10 @@ impl Consumer {
         } else {
             match t.hand_out(offset, now) {
                 Ok(()) => {
-                    let end = t.admit_run_end().min(
-                        t.next_hand_out()
-                            .saturating_add((max - t.in_flight()) as i64),
-                    );
+                    let room = i64::try_from(max - t.in_flight()).unwrap_or(i64::MAX);
+                    let end = t
+                        .admit_run_end()
+                        .min(t.next_hand_out().saturating_add(room));
                     p.run_end.store(end, Ordering::Release);
                     p.handed_to.store(offset + 1, Ordering::Release);
                     p.recorded_to.store(offset + 1, Ordering::Release);
