@@ -663,7 +663,8 @@ impl PartitionLog {
                 break;
             }
             // Entries are collected in memory and written in one go below.
-            note_batch(&mut fresh, &h, &buf, pos, size as u64, interval, now_ms);
+            let at = MaxTimestampAt::Find;
+            note_batch(&mut fresh, &h, &buf, at, pos, size as u64, interval, now_ms);
             pos += size as u64;
         }
         self.scratch = buf;
@@ -787,6 +788,31 @@ impl PartitionLog {
     /// producer id without state sending a sequence other than 0 ->
     /// [`LogError::UnknownProducerId`]. A write error poisons the log.
     pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
+        self.append_with(batch, MaxTimestampAt::Find, now_ms)
+    }
+
+    /// [`append`](Self::append) for a batch [`split_produced`](crate::split_produced) found:
+    /// its `max_timestamp_delta` saves decoding (and decompressing) the records again to index
+    /// the batch's maximum timestamp.
+    pub fn append_produced(
+        &mut self,
+        batch: &[u8],
+        max_timestamp_delta: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, LogError> {
+        let at = match max_timestamp_delta {
+            Some(d) => MaxTimestampAt::Delta(d),
+            None => MaxTimestampAt::Base,
+        };
+        self.append_with(batch, at, now_ms)
+    }
+
+    fn append_with(
+        &mut self,
+        batch: &[u8],
+        max_ts_at: MaxTimestampAt,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
         }
@@ -828,7 +854,7 @@ impl PartitionLog {
         // rebuilds an unsealed segment's indexes anyway, so appends cost one write.
         let res = match seg.log.append(&buf) {
             Ok(p) if p == pos => {
-                note_batch(seg, &h, &buf, pos, size as u64, interval, now_ms);
+                note_batch(seg, &h, &buf, max_ts_at, pos, size as u64, interval, now_ms);
                 Ok(())
             }
             Ok(p) => Err(LogError::Corrupt {
@@ -1241,12 +1267,25 @@ impl PartitionLog {
     }
 }
 
+/// Where a batch's maximum timestamp is, for the time index.
+#[derive(Debug, Clone, Copy)]
+enum MaxTimestampAt {
+    /// Decode the records to find the first one carrying it.
+    Find,
+    /// At this offset delta (found while validating the records).
+    Delta(i32),
+    /// No record carries it: index the batch's base offset.
+    Base,
+}
+
 /// Updates a segment's in-memory state (size, offsets, maximum timestamp, index entries due)
 /// for a batch written at `pos`.
+#[allow(clippy::too_many_arguments)]
 fn note_batch(
     seg: &mut Segment,
     h: &BatchHeader,
     bytes: &[u8],
+    max_ts_at: MaxTimestampAt,
     pos: u64,
     size: u64,
     interval: u64,
@@ -1262,10 +1301,14 @@ fn note_batch(
     if h.max_timestamp > seg.max_ts {
         // Offset of the first record carrying the new maximum; the batch base if its records
         // cannot be decoded.
-        let exact = batch::find_record(bytes, |r| r.timestamp >= h.max_timestamp)
-            .ok()
-            .flatten()
-            .map_or(h.base_offset, |r| r.offset);
+        let exact = match max_ts_at {
+            MaxTimestampAt::Delta(d) => h.base_offset.saturating_add(i64::from(d)),
+            MaxTimestampAt::Base => h.base_offset,
+            MaxTimestampAt::Find => batch::find_record(bytes, |r| r.timestamp >= h.max_timestamp)
+                .ok()
+                .flatten()
+                .map_or(h.base_offset, |r| r.offset),
+        };
         seg.max_ts = h.max_timestamp;
         seg.max_ts_offset = exact;
     }

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
-use waterline_log::{BatchError, BatchHeader, LogError, split_batches};
+use waterline_log::{BatchError, BatchHeader, LogError, split_produced};
 
 use crate::config::FsyncPolicy;
 use crate::handlers::{sb, topic_for_use};
@@ -71,15 +71,15 @@ fn append_partition(
     records: &[u8],
     max_batch: usize,
 ) -> Appended {
-    let ranges = match split_batches(records, max_batch) {
+    let batches = match split_produced(records, max_batch) {
         Ok(r) if r.is_empty() => {
             return Appended::error(ResponseError::InvalidRecord.code(), "no record batches");
         }
         Ok(r) => r,
         Err(e) => return Appended::error(batch_error_code(&e), e.to_string()),
     };
-    for r in &ranges {
-        match BatchHeader::parse(&records[r.clone()]) {
+    for b in &batches {
+        match BatchHeader::parse(&records[b.range.clone()]) {
             Ok(h) if h.is_transactional() || h.is_control() => {
                 return Appended::error(
                     ResponseError::InvalidRecord.code(),
@@ -95,8 +95,9 @@ fn append_partition(
         let mut first: Option<i64> = None;
         let mut end = -1;
         let mut start = log.log_start_offset();
-        for r in &ranges {
-            match log.append(&records[r.clone()], now) {
+        for b in &batches {
+            // Validation above decoded the records once; the hint spares the log a second pass.
+            match log.append_produced(&records[b.range.clone()], b.max_timestamp_delta, now) {
                 Ok(o) => {
                     first.get_or_insert(o.base_offset);
                     end = end.max(o.last_offset + 1);
