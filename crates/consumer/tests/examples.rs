@@ -140,9 +140,12 @@ async fn at_least_once_example_commits_everything_and_dead_letters_failures() {
         .set("group.id", "dlq-reader")
         .create()
         .unwrap();
+    // Auto-created with the broker's default of 3 partitions; the record may be in any.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("orders.dlq", 0, Offset::Beginning)
-        .unwrap();
+    for p in 0..3 {
+        tpl.add_partition_offset("orders.dlq", p, Offset::Beginning)
+            .unwrap();
+    }
     dlq.assign(&tpl).unwrap();
     let m = dlq
         .poll(Duration::from_secs(20))
