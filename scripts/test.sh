@@ -3,7 +3,7 @@
 # Installs what the tests need first (idempotent; skips what is already there):
 #   - Debian packages: kcat (real-client tests), PostgreSQL server binaries (the store and
 #     exactly-once tests start their own throwaway clusters), build tools for librdkafka
-#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs) and pytest
+#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout
 # Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
 # rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
 set -euo pipefail
@@ -33,7 +33,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 VENV=$ROOT/.venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, pytest_timeout' 2>/dev/null; then
   log "creating Python venv with real Kafka clients in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
@@ -58,4 +58,5 @@ else
 fi
 
 log "real-client tests: confluent-kafka, kafka-python, kcat against waterline serve"
-WATERLINE_BIN=$ROOT/target/debug/waterline "$VENV/bin/pytest" -q tests/clients
+# A hung test fails after 5 minutes instead of running into CI's limit.
+WATERLINE_BIN=$ROOT/target/debug/waterline "$VENV/bin/pytest" -q --timeout=300 tests/clients

@@ -744,8 +744,10 @@ fn commit_tick(shared: &Shared, kafka: &Client) {
         CommitDecision::CommitCurrent => commit_current(shared, kafka, now),
         CommitDecision::Nothing => {
             // A failed commit is retried: with the current positions when acks mean done,
-            // else with the very plan that failed (e.g. a checkpoint snapshot).
-            if let Some(failed) = shared.failed_plan.lock().take() {
+            // else with the very plan that failed (e.g. a checkpoint snapshot). Taken in its
+            // own statement: the lock must be released before committing, which locks it.
+            let failed = shared.failed_plan.lock().take();
+            if let Some(failed) = failed {
                 if shared.final_commit {
                     commit_current(shared, kafka, now);
                 } else {

@@ -101,3 +101,129 @@ async fn restart_skips_offsets_done_beyond_the_commit_point() {
     store.close().await.unwrap();
     b.stop().await;
 }
+
+/// A store whose first `failures` commits fail (then it behaves).
+struct FailingFirst {
+    inner: waterline_consumer::waterline_store::MemoryStore,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl OffsetStore for FailingFirst {
+    async fn commit(
+        &self,
+        group: &str,
+        offsets: &[(
+            TopicPartition,
+            waterline_consumer::waterline_core::OffsetAndMetadata,
+        )],
+    ) -> Result<(), waterline_consumer::waterline_store::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(waterline_consumer::waterline_store::StoreError::TaskFailed(
+                "injected commit failure".into(),
+            ));
+        }
+        self.inner.commit(group, offsets).await
+    }
+    async fn get(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+    ) -> Result<
+        Option<waterline_consumer::waterline_core::OffsetAndMetadata>,
+        waterline_consumer::waterline_store::StoreError,
+    > {
+        self.inner.get(group, tp).await
+    }
+    async fn get_group(
+        &self,
+        group: &str,
+    ) -> Result<
+        waterline_consumer::waterline_store::GroupOffsets,
+        waterline_consumer::waterline_store::StoreError,
+    > {
+        self.inner.get_group(group).await
+    }
+    async fn delete(
+        &self,
+        group: &str,
+        tps: &[TopicPartition],
+    ) -> Result<(), waterline_consumer::waterline_store::StoreError> {
+        self.inner.delete(group, tps).await
+    }
+    async fn delete_group(
+        &self,
+        group: &str,
+    ) -> Result<(), waterline_consumer::waterline_store::StoreError> {
+        self.inner.delete_group(group).await
+    }
+    async fn list_groups(
+        &self,
+    ) -> Result<Vec<String>, waterline_consumer::waterline_store::StoreError> {
+        self.inner.list_groups().await
+    }
+}
+
+/// Failed commits are retried at the next ticks until one lands (a regression test: the retry
+/// once deadlocked the commit thread on its own lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commits_are_retried_until_they_land() {
+    use waterline_consumer::ConsumerEvent;
+    init_tracing();
+    let b = TestBroker::start(1).await;
+    produce(&b.addr, "ext", 1, 10, 8).await;
+    let store = Arc::new(FailingFirst {
+        inner: Default::default(),
+        failures: 3.into(),
+    });
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let c = Consumer::new(
+        ConsumerConfig::builder(&b.addr, "g-retry")
+            .assign(vec![TopicPartition::new("ext", 0)])
+            .offset_storage(OffsetStorage::External(store.clone()))
+            // Longer than the commit tick, so retries happen between policy commits.
+            .commit_policy(Interval::new(200).unwrap())
+            .on_event(move |e| seen.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        c.recv().await.unwrap().ack();
+    }
+    let landed = timeout(Duration::from_secs(20), async {
+        loop {
+            let stored = store
+                .inner
+                .get("g-retry", &TopicPartition::new("ext", 0))
+                .await;
+            if matches!(stored, Ok(Some(ref o)) if o.offset() == Some(10)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
+    if !landed {
+        // The commit thread may be stuck: don't hang the test run joining it.
+        std::mem::forget(c);
+        panic!("no commit landed after the injected failures");
+    }
+    let failed = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, ConsumerEvent::CommitFailed { .. }))
+        .count();
+    assert_eq!(failed, 3, "each injected failure reported once");
+    assert_eq!(c.metrics().commits_failed, 3);
+    c.shutdown(Duration::from_secs(5)).await;
+    b.stop().await;
+}
