@@ -7,9 +7,12 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use waterline_broker::{Broker, BrokerConfig, RunningBroker};
 
-/// An in-process `waterline serve` on a free loopback port, with fast group timers.
+/// An in-process `waterline serve` on a free loopback port, with fast group timers. It runs on
+/// a runtime of its own, as a separate server would: the consumer's rebalance callbacks block
+/// the test runtime's workers while partitions drain, which must not stall the broker.
 pub struct TestBroker {
-    pub broker: Option<RunningBroker>,
+    broker: Option<RunningBroker>,
+    runtime: Option<tokio::runtime::Runtime>,
     pub addr: String,
     pub dir: tempfile::TempDir,
 }
@@ -26,18 +29,41 @@ impl TestBroker {
         };
         config.groups.initial_rebalance_delay_ms = 0;
         config.groups.min_session_timeout_ms = 500;
-        let broker = Broker::start(config).await.unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-broker")
+            .enable_all()
+            .build()
+            .unwrap();
+        let broker = runtime
+            .spawn(async move { Broker::start(config).await })
+            .await
+            .unwrap()
+            .unwrap();
         let addr = broker.local_addr().to_string();
         TestBroker {
             broker: Some(broker),
+            runtime: Some(runtime),
             addr,
             dir,
         }
     }
 
     pub async fn stop(mut self) {
-        if let Some(b) = self.broker.take() {
-            b.shutdown().await.unwrap();
+        if let (Some(b), Some(rt)) = (self.broker.take(), self.runtime.as_ref()) {
+            rt.spawn(async move { b.shutdown().await })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        // Dropping a runtime may block, which async contexts forbid: let it wind down alone.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
