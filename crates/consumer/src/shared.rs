@@ -1030,6 +1030,26 @@ impl ConsumerContext for Ctx {
         err: rdkafka::types::RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        // This runs inside `recv`'s poll, usually on a runtime worker, and blocks while
+        // partitions drain and commit (up to the drain timeout): let the runtime move its
+        // other tasks to other workers meanwhile.
+        let multi_thread = Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.handle_rebalance(base, err, tpl));
+        } else {
+            self.handle_rebalance(base, err, tpl);
+        }
+    }
+}
+
+impl Ctx {
+    fn handle_rebalance(
+        &self,
+        base: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         use rdkafka::consumer::RebalanceProtocol;
         use rdkafka::types::RDKafkaRespErr as E;
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
