@@ -40,7 +40,8 @@
 //!
 //! # Runtime
 //! Needs a multi-threaded tokio runtime. Rebalance callbacks run inside [`Consumer::recv`] and
-//! block that task while in-flight records drain; commits run on a dedicated thread.
+//! block that task while in-flight records drain (inside `block_in_place`, so the runtime's
+//! other tasks move to other workers meanwhile); commits run on a dedicated thread.
 #![deny(unsafe_code, missing_docs)]
 
 mod config;
