@@ -1,4 +1,5 @@
-//! Records are read in place: payload, timestamp and headers, and owned copies of them.
+//! Records are read in place: payload, timestamp and headers, owned copies of them, records
+//! outliving their consumer, and the `deliveries()` stream.
 
 mod common;
 
@@ -85,5 +86,48 @@ async fn deliveries_outlive_a_dropped_consumer() {
     tokio::task::spawn_blocking(move || drop(second))
         .await
         .unwrap();
+    b.stop().await;
+}
+
+/// `deliveries()` holds the receiving turn and yields records as a stream; other `recv` calls
+/// wait until it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_stream_holds_the_receiving_turn() {
+    use futures::StreamExt;
+    init_tracing();
+    let b = TestBroker::start(1).await;
+    common::produce(&b.addr, "stream", 1, 6, 8).await;
+    let c = Consumer::new(
+        ConsumerConfig::builder(&b.addr, "g-stream")
+            .assign(vec![TopicPartition::new("stream", 0)])
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut offsets = Vec::new();
+    {
+        let stream = c.deliveries().await.into_stream();
+        futures::pin_mut!(stream);
+        let other = c.recv();
+        futures::pin_mut!(other);
+        for _ in 0..4 {
+            let d = stream.next().await.unwrap().unwrap();
+            offsets.push(d.offset());
+            assert!(d.ack());
+            // The turn is held: a plain recv does not get in.
+            assert!(
+                futures::poll!(other.as_mut()).is_pending(),
+                "recv ran while the stream held the turn"
+            );
+        }
+    }
+    // Released with the stream: recv continues where it stopped.
+    for _ in 0..2 {
+        let d = c.recv().await.unwrap();
+        offsets.push(d.offset());
+        d.ack();
+    }
+    assert_eq!(offsets, (0..6).collect::<Vec<i64>>());
+    c.shutdown(std::time::Duration::from_secs(5)).await;
     b.stop().await;
 }
