@@ -354,34 +354,46 @@ impl Groups {
         self.shared.clock.now_ms()
     }
 
-    /// Runs a JoinGroup, SyncGroup, Heartbeat or LeaveGroup through the coordinator and waits
-    /// for its answer (a parked JoinGroup/SyncGroup waits until the round or the assignment
-    /// completes it). The response variant always matches the request's.
-    pub async fn call(&self, request: Request) -> Response {
+    /// Applies a JoinGroup, SyncGroup, Heartbeat or LeaveGroup to the coordinator now,
+    /// synchronously, and returns a future of its answer (a parked JoinGroup/SyncGroup resolves
+    /// when the round or the assignment completes it). Applying before returning is what lets
+    /// a connection's requests take effect in the order they were sent while parked ones wait
+    /// concurrently. The response variant always matches the request's.
+    pub fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Response> + Send + use<> {
         let kind = Kind::of(&request);
         let member = member_of(&request);
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        {
+        let closed = {
             let mut core = self.shared.core.lock();
             if core.closed {
+                true
+            } else {
+                core.waiters.insert(id, tx);
+                let now = self.shared.clock.now_ms();
+                let mut out = core.coordinator.handle(id, request, now);
+                if let Some(earliest) = core.deliver(&mut out)
+                    && earliest < core.armed_ms
+                {
+                    core.armed_ms = earliest;
+                    self.shared.wake.notify_one();
+                }
+                false
+            }
+        };
+        async move {
+            if closed {
                 return kind.error(&member, GroupError::NotCoordinator);
             }
-            core.waiters.insert(id, tx);
-            let now = self.shared.clock.now_ms();
-            let mut out = core.coordinator.handle(id, request, now);
-            if let Some(earliest) = core.deliver(&mut out)
-                && earliest < core.armed_ms
-            {
-                core.armed_ms = earliest;
-                self.shared.wake.notify_one();
+            match rx.await {
+                Ok(response) => response,
+                // The coordinator answers every parked request exactly once; a dropped sender
+                // means the subsystem is going away.
+                Err(_) => kind.error(&member, GroupError::NotCoordinator),
             }
-        }
-        match rx.await {
-            Ok(response) => response,
-            // The coordinator answers every parked request exactly once; a dropped sender means
-            // the subsystem is going away.
-            Err(_) => kind.error(&member, GroupError::NotCoordinator),
         }
     }
 
@@ -399,21 +411,30 @@ impl Groups {
         core.coordinator.validate_offset_commit(check, now)
     }
 
-    /// Stores offsets for `group`; returns once they are durable (shared fsync). Afterwards the
-    /// group is known to the coordinator even if a DeleteGroups made it forget the group while
-    /// the commit was in flight: stored offsets always belong to a listed group.
-    pub async fn commit(
+    /// Queues offsets for `group` now, synchronously (commits are applied in the order of
+    /// these calls), and returns a future that resolves once they are durable (shared fsync).
+    /// Afterwards the group is known to the coordinator even if a DeleteGroups made it forget
+    /// the group while the commit was in flight: stored offsets always belong to a listed group.
+    pub fn commit(
         &self,
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
-    ) -> Result<(), StoreError> {
-        self.shared.store()?.commit(group, offsets).await?;
-        let now = self.shared.clock.now_ms();
-        let mut core = self.shared.core.lock();
-        if !core.closed {
-            core.coordinator.restore_group(group, now);
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + use<> {
+        let queued = self
+            .shared
+            .store()
+            .and_then(|store| store.enqueue(group, offsets));
+        let shared = self.shared.clone();
+        let group = group.to_owned();
+        async move {
+            queued?.wait().await?;
+            let now = shared.clock.now_ms();
+            let mut core = shared.core.lock();
+            if !core.closed {
+                core.coordinator.restore_group(&group, now);
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// All committed offsets of `group`, sorted by topic then partition.

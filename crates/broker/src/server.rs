@@ -1,10 +1,12 @@
 //! The TCP server: listener, per-connection reader/writer, ordered responses, shutdown.
 //!
 //! Per connection, a reader task reads length-prefixed frames (refusing lengths <= 0, shorter
-//! than a request header, or above `max_frame_bytes` before allocating), decodes each and spawns
-//! its handler, so a long-polling Fetch does not hold up later requests. A writer task sends the
-//! responses strictly in arrival order: the reader queues one oneshot receiver per request and
-//! the writer awaits them in turn. A protocol error closes the connection after the responses
+//! than a request header, or above `max_frame_bytes` before allocating), decodes each and
+//! applies it with [`handlers::apply`] before reading the next, so a connection's requests take
+//! effect in the order they were sent; only the waits `apply` hands back (an fsync, a long-poll
+//! Fetch, a rebalance round) run concurrently, so they do not hold up later requests. A writer
+//! task sends the responses strictly in arrival order: the reader queues one oneshot receiver
+//! per request and the writer awaits them in turn. A protocol error closes the connection after the responses
 //! already queued have been written.
 
 use std::fs::File;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::{self, MIN_HEADER_BYTES};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, ProtocolError};
-use crate::handlers::{self, api_versions, produce};
+use crate::handlers::{self, Applied, Connection, api_versions, produce};
 use crate::producer_ids::ProducerIds;
 use crate::state::{BrokerState, SharedState};
 use crate::sync::SyncManager;
@@ -305,6 +307,7 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
         let _ = wr.shutdown().await;
     });
     let max_frame = state.config.max_frame_bytes;
+    let mut conn = Connection::new(peer);
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, max_frame) => f,
@@ -332,35 +335,17 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
                 break;
             }
             Prepared::Dispatch(header, request, key) => {
-                let version = header.request_api_version;
-                let corr = header.correlation_id;
-                let work: ResponseFuture = match *request {
-                    // Appended here, in arrival order, before the next frame is read; only the
-                    // wait for the covering sync overlaps later requests.
-                    RequestKind::Produce(r) => {
-                        let pending = produce::append(&state, &header, r).await;
-                        Box::pin(async move { pending.finish().await.map(ResponseKind::from) })
+                let id = (key, header.request_api_version, header.correlation_id);
+                // Applied here, in arrival order, before the next frame is read; only the
+                // waits `apply` hands back overlap later requests.
+                let work = match handlers::apply(&state, &mut conn, *header, *request).await {
+                    Applied::Ready(resp) => {
+                        respond(otx, peer, id, resp);
+                        continue;
                     }
-                    other => {
-                        let s = state.clone();
-                        Box::pin(async move { handlers::dispatch(&s, &header, other).await })
-                    }
+                    Applied::Waiting(work) => work,
                 };
-                tokio::spawn(async move {
-                    match work.await {
-                        None => {
-                            let _ = otx.send(None);
-                        }
-                        Some(resp) => match codec::encode_response(key, version, corr, &resp) {
-                            Ok(bytes) => {
-                                let _ = otx.send(Some(bytes));
-                            }
-                            Err(e) => {
-                                tracing::error!(%peer, error = %e, "closing connection: response encoding failed");
-                            }
-                        },
-                    }
-                });
+                tokio::spawn(async move { respond(otx, peer, id, work.await) });
             }
         }
     }
@@ -369,9 +354,28 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
     tracing::debug!(%peer, "connection closed");
 }
 
-/// A request's handler, boxed so produce and other requests share one spawn path.
-type ResponseFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>;
+/// Encodes a response and hands it to the writer; `None` sends nothing (acks=0). An encoding
+/// failure is logged and closes the connection after the earlier responses (dropping `otx`),
+/// since skipping one answer would desynchronise the client.
+fn respond(
+    otx: oneshot::Sender<Option<Bytes>>,
+    peer: SocketAddr,
+    (key, version, corr): (ApiKey, i16, i32),
+    resp: Option<ResponseKind>,
+) {
+    let Some(resp) = resp else {
+        let _ = otx.send(None);
+        return;
+    };
+    match codec::encode_response(key, version, corr, &resp) {
+        Ok(bytes) => {
+            let _ = otx.send(Some(bytes));
+        }
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "closing connection: response encoding failed");
+        }
+    }
+}
 
 enum Prepared {
     /// Answer at once with these bytes (or nothing).

@@ -764,3 +764,23 @@ async fn a_silent_member_is_evicted_after_its_session_timeout() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn describe_groups_reports_each_members_client_host_and_id() {
+    let b = GroupBroker::fast().await;
+    let mut c = b.client().await;
+    let (member, _) = stable_member(&mut c, "hosts").await;
+    let mut dr = DescribeGroupsRequest::default();
+    dr.groups = vec![GroupId(s("hosts"))];
+    let resp: DescribeGroupsResponse = c.call(ApiKey::DescribeGroups, 5, &dr).await;
+    let g = &resp.groups[0];
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.protocol_type.as_str(), "consumer");
+    assert_eq!(g.members.len(), 1);
+    let m = &g.members[0];
+    assert_eq!(m.member_id.as_str(), member);
+    // Kafka's form: the peer address with a leading slash.
+    assert_eq!(m.client_host.as_str(), "/127.0.0.1");
+    assert_eq!(m.client_id.as_str(), "test");
+    b.stop().await;
+}

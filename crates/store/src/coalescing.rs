@@ -119,6 +119,62 @@ impl<S: OffsetStore + 'static> Coalescing<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
+
+    /// Queues a commit now, synchronously, and returns a future that resolves once the shared
+    /// commit carrying it is durable. Batches are applied in the order `enqueue` was called, so
+    /// a caller that must apply requests in order (the broker, per connection) calls this in
+    /// that order and may then await the futures concurrently. Validation failures are
+    /// returned at once; nothing is queued then.
+    pub fn enqueue(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<CommitWait, StoreError> {
+        self.config.limits.check(group, offsets)?;
+        if offsets.is_empty() {
+            return Ok(CommitWait { answer: None });
+        }
+        let sender = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            batch: CommitBatch {
+                group: group.to_owned(),
+                offsets: offsets.to_vec(),
+            },
+            reply,
+        };
+        sender
+            .send(request)
+            .map_err(|_| StoreError::TaskFailed("the coalescing task has stopped".into()))?;
+        self.counters.batches_queued.fetch_add(1, Ordering::Relaxed);
+        Ok(CommitWait {
+            answer: Some(answer),
+        })
+    }
+}
+
+/// The wait for one queued commit (see [`Coalescing::enqueue`]); `Ok` once it is durable.
+#[derive(Debug)]
+pub struct CommitWait {
+    /// `None` for an empty batch, which is trivially done.
+    answer: Option<oneshot::Receiver<Result<(), StoreError>>>,
+}
+
+impl CommitWait {
+    /// Waits for the shared commit that carries this batch.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.answer {
+            None => Ok(()),
+            Some(answer) => answer.await.map_err(|_| {
+                StoreError::TaskFailed("the coalescing task stopped before answering".into())
+            })?,
+        }
+    }
 }
 
 impl<S> Coalescing<S> {
@@ -172,31 +228,7 @@ impl<S: OffsetStore + 'static> OffsetStore for Coalescing<S> {
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<(), StoreError> {
-        self.config.limits.check(group, offsets)?;
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let sender = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            batch: CommitBatch {
-                group: group.to_owned(),
-                offsets: offsets.to_vec(),
-            },
-            reply,
-        };
-        sender
-            .send(request)
-            .map_err(|_| StoreError::TaskFailed("the coalescing task has stopped".into()))?;
-        self.counters.batches_queued.fetch_add(1, Ordering::Relaxed);
-        answer.await.map_err(|_| {
-            StoreError::TaskFailed("the coalescing task stopped before answering".into())
-        })?
+        self.enqueue(group, offsets)?.wait().await
     }
 
     /// Goes straight to the backend; the batches are already one shared commit.
@@ -452,6 +484,28 @@ mod tests {
         }
         closing.await.unwrap().unwrap();
         assert_eq!(stored_partitions(&c).await, 100);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enqueued_commits_apply_in_enqueue_order_whoever_waits_first() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let tp = TopicPartition::new("t", 0);
+        let waits: Vec<CommitWait> = (1..=50)
+            .map(|i| {
+                c.enqueue("g", &[(tp.clone(), OffsetAndMetadata::new(i, 0))])
+                    .unwrap()
+            })
+            .collect();
+        c.inner().release.add_permits(2);
+        // Waited for in reverse: the order of application is the order of enqueueing.
+        for w in waits.into_iter().rev() {
+            w.wait().await.unwrap();
+        }
+        first.await.unwrap().unwrap();
+        let stored = c.get("g", &tp).await.unwrap().unwrap();
+        assert_eq!(stored.offset(), Some(50));
+        assert!(c.enqueue("g", &[]).unwrap().wait().await.is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::state::SharedState;
 /// Converts the wire request (any version) into the coordinator's.
 pub(crate) fn to_coordinator(
     header: &RequestHeader,
+    client_host: &str,
     req: JoinGroupRequest,
 ) -> wc::JoinGroupRequest {
     let version = header.request_api_version;
@@ -26,8 +27,7 @@ pub(crate) fn to_coordinator(
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        // The handler API carries no peer address; DescribeGroups reports an empty host.
-        client_host: String::new(),
+        client_host: client_host.to_owned(),
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms
@@ -76,28 +76,34 @@ pub(crate) fn from_coordinator(r: wc::JoinGroupResponse, version: i16) -> JoinGr
     resp
 }
 
-/// Handles a decoded JoinGroup request.
-pub async fn handle(
+/// Handles a decoded JoinGroup request from a client at `client_host` (Kafka's form,
+/// `/127.0.0.1`): applied to the coordinator now; the future resolves when the join round
+/// completes.
+pub fn handle(
     state: &SharedState,
     header: &RequestHeader,
+    client_host: &str,
     req: JoinGroupRequest,
-) -> JoinGroupResponse {
+) -> impl std::future::Future<Output = JoinGroupResponse> + Send + use<> {
     let version = header.request_api_version;
-    let request = wc::Request::JoinGroup(to_coordinator(header, req));
-    match state.groups.call(request).await {
-        wc::Response::JoinGroup(r) => from_coordinator(r, version),
-        other => {
-            tracing::error!(
-                ?other,
-                "coordinator answered JoinGroup with another response"
-            );
-            let mut resp = JoinGroupResponse::default();
-            resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
-            resp.generation_id = -1;
-            if version < 7 {
-                resp.protocol_name = Some(sb(""));
+    let request = wc::Request::JoinGroup(to_coordinator(header, client_host, req));
+    let answer = state.groups.call(request);
+    async move {
+        match answer.await {
+            wc::Response::JoinGroup(r) => from_coordinator(r, version),
+            other => {
+                tracing::error!(
+                    ?other,
+                    "coordinator answered JoinGroup with another response"
+                );
+                let mut resp = JoinGroupResponse::default();
+                resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
+                resp.generation_id = -1;
+                if version < 7 {
+                    resp.protocol_name = Some(sb(""));
+                }
+                resp
             }
-            resp
         }
     }
 }
@@ -128,11 +134,11 @@ mod tests {
     async fn v4_requires_a_member_id_then_joins() {
         let (state, _dir) = crate::groups::test_util::state(0);
         let h = test_util::header(ApiKey::JoinGroup, 5);
-        let first = handle(&state, &h, request("")).await;
+        let first = handle(&state, &h, "/127.0.0.1", request("")).await;
         assert_eq!(first.error_code, wc::GroupError::MemberIdRequired.code());
         assert!(!first.member_id.is_empty());
         // With a zero initial delay the round closes at the next timer tick.
-        let joined = handle(&state, &h, request(first.member_id.as_str())).await;
+        let joined = handle(&state, &h, "/127.0.0.1", request(first.member_id.as_str())).await;
         assert_eq!(joined.error_code, 0);
         assert_eq!(joined.generation_id, 1);
         assert_eq!(joined.leader, joined.member_id);

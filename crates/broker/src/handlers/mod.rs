@@ -1,6 +1,9 @@
 //! One module per Kafka API. Adding an API: write `handlers/<api>.rs` with
 //! `pub async fn handle(state: &SharedState, header: &RequestHeader, req: XRequest) -> XResponse`,
-//! then add one line to [`SUPPORTED`] and one arm to [`dispatch`].
+//! then add one line to [`SUPPORTED`] and one arm to [`apply`]. A handler that must wait for
+//! something slow after applying its effect (an fsync, another client) is instead a plain `fn`
+//! that applies the effect and returns a `'static` future of the response; see [`apply`] for
+//! the ordering invariant it keeps.
 
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
@@ -101,17 +104,109 @@ pub fn advertised_versions() -> Vec<(ApiKey, VersionRange)> {
         .collect()
 }
 
-/// Runs the handler for a decoded request. `None` means no response is sent (acks=0 produce).
-pub async fn dispatch(
+/// A request's remaining work once its effect is applied: what may overlap the connection's
+/// later requests. `None` means no response is sent (acks=0 produce).
+pub type ResponseFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>;
+
+/// What applying a request in order left to do.
+// Returned once per request and consumed at once: boxing the ready answer would add an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Applied {
+    /// Fully handled; this is the answer (`None`: send nothing).
+    Ready(Option<ResponseKind>),
+    /// The effect is applied; the future waits for what may overlap later requests (an fsync,
+    /// a long poll, a rebalance round) and yields the answer.
+    Waiting(ResponseFuture),
+}
+
+/// Per-connection state for applying its requests in the order they were sent.
+pub struct Connection {
+    /// The peer as Kafka reports a member's client host (`/127.0.0.1`).
+    client_host: String,
+    /// The durability wait of this connection's latest OffsetCommit while it may be pending.
+    /// Requests applied inline wait for it first, so they see that commit (and, the store
+    /// applying commits in queue order, every earlier one).
+    pending_commit: Option<futures::future::Shared<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl Connection {
+    /// A connection from `peer`.
+    pub fn new(peer: std::net::SocketAddr) -> Connection {
+        Connection {
+            client_host: format!("/{}", peer.ip()),
+            pending_commit: None,
+        }
+    }
+
+    /// Waits until this connection's earlier offset commits are durable (or failed).
+    async fn commits_settled(&mut self) {
+        if let Some(pending) = self.pending_commit.take() {
+            pending.await;
+        }
+    }
+}
+
+/// Applies a decoded request of `conn`. The caller applies a connection's requests one at a
+/// time, in the order they were sent, and may run the [`Applied::Waiting`] futures
+/// concurrently (answering in order). This is the broker's ordering invariant:
+///
+/// - Produce appends, OffsetCommit queues its offsets on the store (which applies them in queue
+///   order), and JoinGroup/SyncGroup/Heartbeat/LeaveGroup are applied to the coordinator, all
+///   before this returns; only the wait for the fsync, or for the rebalance round, overlaps.
+/// - Fetch is read-only; it is started here and its long poll overlaps later requests.
+/// - Every other request is handled to completion here, after the connection's earlier
+///   commits are durable, so e.g. an OffsetFetch sent after an OffsetCommit sees it.
+pub async fn apply(
     state: &SharedState,
-    header: &RequestHeader,
+    conn: &mut Connection,
+    header: RequestHeader,
     request: RequestKind,
-) -> Option<ResponseKind> {
-    Some(match request {
+) -> Applied {
+    use futures::FutureExt;
+    let waiting = |f: ResponseFuture| Applied::Waiting(f);
+    match request {
+        RequestKind::Produce(r) => {
+            let pending = produce::append(state, &header, r).await;
+            return waiting(Box::pin(async move {
+                pending.finish().await.map(ResponseKind::from)
+            }));
+        }
+        RequestKind::Fetch(r) => {
+            let s = state.clone();
+            return waiting(Box::pin(async move {
+                Some(fetch::handle(&s, &header, r).await.into())
+            }));
+        }
+        RequestKind::OffsetCommit(r) => {
+            let answer = offset_commit::handle(state, &header, r).shared();
+            conn.pending_commit = Some(answer.clone().map(drop).boxed().shared());
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::JoinGroup(r) => {
+            let answer = join_group::handle(state, &header, &conn.client_host, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::SyncGroup(r) => {
+            let answer = sync_group::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::Heartbeat(r) => {
+            let answer = heartbeat::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::LeaveGroup(r) => {
+            let answer = leave_group::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        _ => {}
+    }
+    conn.commits_settled().await;
+    let header = &header;
+    Applied::Ready(Some(match request {
         RequestKind::ApiVersions(r) => api_versions::handle(state, header, r).await.into(),
         RequestKind::Metadata(r) => metadata::handle(state, header, r).await.into(),
-        RequestKind::Produce(r) => produce::handle(state, header, r).await?.into(),
-        RequestKind::Fetch(r) => fetch::handle(state, header, r).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(state, header, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(state, header, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(state, header, r).await.into(),
@@ -120,13 +215,8 @@ pub async fn dispatch(
         }
         RequestKind::InitProducerId(r) => init_producer_id::handle(state, header, r).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(state, header, r).await.into(),
-        RequestKind::OffsetCommit(r) => offset_commit::handle(state, header, r).await.into(),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(state, header, r).await.into(),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(state, header, r).await.into(),
-        RequestKind::JoinGroup(r) => join_group::handle(state, header, r).await.into(),
-        RequestKind::SyncGroup(r) => sync_group::handle(state, header, r).await.into(),
-        RequestKind::Heartbeat(r) => heartbeat::handle(state, header, r).await.into(),
-        RequestKind::LeaveGroup(r) => leave_group::handle(state, header, r).await.into(),
         RequestKind::DescribeGroups(r) => describe_groups::handle(state, header, r).await.into(),
         RequestKind::ListGroups(r) => list_groups::handle(state, header, r).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(state, header, r).await.into(),
@@ -134,9 +224,9 @@ pub async fn dispatch(
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
             tracing::error!(api = ?header.request_api_key, "no handler for decoded request {other:?}");
-            return None;
+            return Applied::Ready(None);
         }
-    })
+    }))
 }
 
 /// The answer to a request of a served API at a version above the one served (decoded with

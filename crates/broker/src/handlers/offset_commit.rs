@@ -4,8 +4,9 @@
 //! Order of checks: unknown topic or partition (UNKNOWN_TOPIC_OR_PARTITION per partition); then
 //! the group (generation, member, state through the coordinator; its error answers every
 //! remaining partition); then per-partition metadata size (OFFSET_METADATA_TOO_LARGE). What
-//! passes is committed through the coalescing store in one batch, and the response is sent only
-//! once that batch is durable. A store failure answers the batch's partitions with an error,
+//! passes is queued on the coalescing store in one batch when [`handle`] is called (so commits
+//! take effect in the order their requests arrived), and the response is sent only once that
+//! batch is durable: only that wait overlaps the connection's later requests. A store failure answers the batch's partitions with an error,
 //! never with success. v2-4's per-request `retention_time_ms` is ignored: offsets expire with
 //! their group (`groups.offsets_retention_ms`), as in Kafka 2.1+.
 
@@ -20,12 +21,13 @@ use waterline_store::{OffsetAndMetadata, TopicPartition};
 use crate::groups::store_error_code;
 use crate::state::{BrokerState, SharedState};
 
-/// Handles a decoded OffsetCommit request.
-pub async fn handle(
+/// Handles a decoded OffsetCommit request: checks it and queues its offsets now, synchronously;
+/// the returned future waits for them to be durable and builds the response.
+pub fn handle(
     state: &SharedState,
     header: &RequestHeader,
     req: OffsetCommitRequest,
-) -> OffsetCommitResponse {
+) -> impl std::future::Future<Output = OffsetCommitResponse> + Send + use<> {
     let version = header.request_api_version;
     let group = req.group_id.to_string();
     let max_metadata = state.groups.config().offset_metadata_max_bytes;
@@ -57,6 +59,7 @@ pub async fn handle(
         codes.push(row);
     }
 
+    let mut stored = None;
     if candidates > 0 {
         let check = OffsetCommitCheck {
             group_id: group.clone(),
@@ -91,40 +94,48 @@ pub async fn handle(
                 ));
             }
         }
-        let stored = if batch.is_empty() {
-            0
-        } else {
-            match state.groups.commit(&group, &batch).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(%group, error = %e, partitions = batch.len(), "offset commit failed");
-                    store_error_code(&e)
-                }
-            }
-        };
-        for row in &mut codes {
-            for slot in row.iter_mut() {
-                slot.1.get_or_insert(stored);
-            }
+        if !batch.is_empty() {
+            stored = Some((
+                group.clone(),
+                batch.len(),
+                state.groups.commit(&group, &batch),
+            ));
         }
     }
 
-    let mut resp = OffsetCommitResponse::default();
-    for (t, row) in req.topics.into_iter().zip(codes) {
-        let mut rt = OffsetCommitResponseTopic::default();
-        rt.name = t.name;
-        rt.partitions = row
-            .into_iter()
-            .map(|(index, code)| {
-                let mut rp = OffsetCommitResponsePartition::default();
-                rp.partition_index = index;
-                rp.error_code = code.unwrap_or(0);
-                rp
-            })
-            .collect();
-        resp.topics.push(rt);
+    let topics: Vec<_> = req.topics.into_iter().map(|t| t.name).collect();
+    async move {
+        if let Some((group, partitions, durable)) = stored {
+            let code = match durable.await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(%group, error = %e, partitions, "offset commit failed");
+                    store_error_code(&e)
+                }
+            };
+            for row in &mut codes {
+                for slot in row.iter_mut() {
+                    slot.1.get_or_insert(code);
+                }
+            }
+        }
+        let mut resp = OffsetCommitResponse::default();
+        for (t, row) in topics.into_iter().zip(codes) {
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t;
+            rt.partitions = row
+                .into_iter()
+                .map(|(index, code)| {
+                    let mut rp = OffsetCommitResponsePartition::default();
+                    rp.partition_index = index;
+                    rp.error_code = code.unwrap_or(0);
+                    rp
+                })
+                .collect();
+            resp.topics.push(rt);
+        }
+        resp
     }
-    resp
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use waterline_coordinator as wc;
 use crate::handlers::sb;
 use crate::state::SharedState;
 
-/// Handles a decoded SyncGroup request.
-pub async fn handle(
+/// Handles a decoded SyncGroup request: applied to the coordinator now; the future resolves
+/// when the assignment is there (a follower parks until the leader's arrives).
+pub fn handle(
     state: &SharedState,
     header: &RequestHeader,
     req: SyncGroupRequest,
-) -> SyncGroupResponse {
+) -> impl std::future::Future<Output = SyncGroupResponse> + Send + use<> {
     let version = header.request_api_version;
     let request = wc::Request::SyncGroup(wc::SyncGroupRequest {
         group_id: req.group_id.to_string(),
@@ -27,23 +28,26 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     });
-    let mut resp = SyncGroupResponse::default();
-    match state.groups.call(request).await {
-        wc::Response::SyncGroup(r) => {
-            resp.error_code = wc::GroupError::code_of(r.error);
-            resp.assignment = r.assignment;
-            if version >= 5 {
-                resp.protocol_type = r.protocol_type.map(sb);
-                resp.protocol_name = r.protocol_name.map(sb);
+    let answer = state.groups.call(request);
+    async move {
+        let mut resp = SyncGroupResponse::default();
+        match answer.await {
+            wc::Response::SyncGroup(r) => {
+                resp.error_code = wc::GroupError::code_of(r.error);
+                resp.assignment = r.assignment;
+                if version >= 5 {
+                    resp.protocol_type = r.protocol_type.map(sb);
+                    resp.protocol_name = r.protocol_name.map(sb);
+                }
+            }
+            other => {
+                tracing::error!(
+                    ?other,
+                    "coordinator answered SyncGroup with another response"
+                );
+                resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
             }
         }
-        other => {
-            tracing::error!(
-                ?other,
-                "coordinator answered SyncGroup with another response"
-            );
-            resp.error_code = wc::GroupError::CoordinatorNotAvailable.code();
-        }
+        resp
     }
-    resp
 }
