@@ -1,4 +1,12 @@
-//! DescribeConfigs (32): effective topic configuration, enough for admin tools.
+//! DescribeConfigs (32), v1-4: effective topic configuration, and the broker's own settings
+//! under Kafka's names (resource type BROKER, name `0`).
+//!
+//! Broker settings are static (file or flags; nothing is dynamic yet), so every one is
+//! read-only. Its source is STATIC_BROKER_CONFIG when the value differs from the built-in
+//! default and DEFAULT_CONFIG otherwise (a value set explicitly to its default reads as a
+//! default). With `include_synonyms` each entry lists itself and, when overridden, the default
+//! it overrides, in Kafka's precedence order. The cluster-wide dynamic defaults (broker
+//! resource name `""`) are empty.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -10,12 +18,17 @@ use crate::handlers::sb;
 use crate::state::{NODE_ID, SharedState};
 use crate::topics::Topic;
 
+use crate::config::{BrokerConfig, FsyncPolicy};
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 /// Kafka ConfigType values.
+const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
@@ -42,7 +55,249 @@ pub(crate) fn topic_configs(t: &Topic) -> Vec<(&'static str, String, i8)> {
     ]
 }
 
-/// Describes topic resources (and the broker resource, with no configs).
+/// One broker setting under its Kafka name.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BrokerSetting {
+    pub name: &'static str,
+    /// `None` where Kafka reports a null value (nothing set, e.g. no size-based retention is
+    /// reported as -1 instead, as Kafka does).
+    pub value: Option<String>,
+    pub config_type: i8,
+    pub doc: &'static str,
+}
+
+/// Every broker setting reported, with its effective value under `config`. `listen` is the
+/// bound address and `advertised` the advertised `host:port`.
+pub(crate) fn broker_settings(
+    config: &BrokerConfig,
+    listen: &str,
+    advertised: &str,
+) -> Vec<BrokerSetting> {
+    let g = &config.groups;
+    let opt = |v: Option<i64>| v.unwrap_or(-1).to_string();
+    // Kafka flushes by count or time; Waterline's `always` fsyncs every acknowledged write
+    // (one message), `interval:MS` every MS milliseconds.
+    let (flush_messages, flush_ms) = match config.fsync {
+        FsyncPolicy::Always => ("1".to_string(), None),
+        FsyncPolicy::Interval { ms } => (i64::MAX.to_string(), Some(ms.to_string())),
+    };
+    let set = |name, value: Option<String>, config_type, doc| BrokerSetting {
+        name,
+        value,
+        config_type,
+        doc,
+    };
+    vec![
+        set(
+            "node.id",
+            Some(NODE_ID.to_string()),
+            TYPE_INT,
+            "The id of this (only) node.",
+        ),
+        set(
+            "broker.id",
+            Some(NODE_ID.to_string()),
+            TYPE_INT,
+            "The id of this (only) broker.",
+        ),
+        set(
+            "listeners",
+            Some(format!("PLAINTEXT://{listen}")),
+            TYPE_LIST,
+            "Addresses the broker accepts connections on (`listen`).",
+        ),
+        set(
+            "advertised.listeners",
+            Some(format!("PLAINTEXT://{advertised}")),
+            TYPE_LIST,
+            "Addresses clients are told to connect to (`advertised`).",
+        ),
+        set(
+            "log.dirs",
+            Some(config.data_dir.display().to_string()),
+            TYPE_STRING,
+            "The data directory (`data_dir`).",
+        ),
+        set(
+            "num.partitions",
+            Some(config.default_partitions.to_string()),
+            TYPE_INT,
+            "Partitions of auto-created topics (`default_partitions`).",
+        ),
+        set(
+            "auto.create.topics.enable",
+            Some(config.auto_create_topics.to_string()),
+            TYPE_BOOLEAN,
+            "Create unknown topics on Metadata/Produce (`auto_create_topics`).",
+        ),
+        set(
+            "default.replication.factor",
+            Some("1".into()),
+            TYPE_INT,
+            "One node: every partition has one replica.",
+        ),
+        set(
+            "min.insync.replicas",
+            Some("1".into()),
+            TYPE_INT,
+            "One node: the only replica is always in sync.",
+        ),
+        set(
+            "log.segment.bytes",
+            Some(config.segment_bytes.to_string()),
+            TYPE_INT,
+            "Roll a segment at this size (`segment_bytes`).",
+        ),
+        set(
+            "log.roll.ms",
+            Some(opt(config.segment_ms)),
+            TYPE_LONG,
+            "Roll a segment at this age (`segment_ms`).",
+        ),
+        set(
+            "log.retention.ms",
+            Some(opt(config.retention_ms)),
+            TYPE_LONG,
+            "Delete segments older than this; -1 keeps them (`retention_ms`).",
+        ),
+        set(
+            "log.retention.bytes",
+            Some(opt(config.retention_bytes.map(|b| b as i64))),
+            TYPE_LONG,
+            "Delete old segments above this size per partition; -1: no limit.",
+        ),
+        set(
+            "log.retention.check.interval.ms",
+            Some(config.retention_check_ms.to_string()),
+            TYPE_LONG,
+            "How often retention runs (`retention_check_ms`).",
+        ),
+        set(
+            "log.cleanup.policy",
+            Some("delete".into()),
+            TYPE_LIST,
+            "Default cleanup policy of topics.",
+        ),
+        set(
+            "log.message.timestamp.type",
+            Some("CreateTime".into()),
+            TYPE_STRING,
+            "Records keep the producer's timestamp.",
+        ),
+        set(
+            "compression.type",
+            Some("producer".into()),
+            TYPE_STRING,
+            "Batches are stored as the producer compressed them.",
+        ),
+        set(
+            "log.flush.interval.messages",
+            Some(flush_messages),
+            TYPE_LONG,
+            "1 with `fsync = always`: acknowledged writes are fsynced first.",
+        ),
+        set(
+            "log.flush.interval.ms",
+            flush_ms,
+            TYPE_LONG,
+            "Background fsync period with `fsync = interval:MS`.",
+        ),
+        set(
+            "message.max.bytes",
+            Some(config.max_message_bytes.to_string()),
+            TYPE_INT,
+            "Largest record batch accepted (`max_message_bytes`).",
+        ),
+        set(
+            "socket.request.max.bytes",
+            Some(config.max_frame_bytes.to_string()),
+            TYPE_INT,
+            "Largest request accepted (`max_frame_bytes`).",
+        ),
+        set(
+            "group.initial.rebalance.delay.ms",
+            Some(g.initial_rebalance_delay_ms.to_string()),
+            TYPE_INT,
+            "How long a new group's first rebalance waits for members.",
+        ),
+        set(
+            "group.min.session.timeout.ms",
+            Some(g.min_session_timeout_ms.to_string()),
+            TYPE_INT,
+            "Smallest session timeout a member may ask for.",
+        ),
+        set(
+            "group.max.session.timeout.ms",
+            Some(g.max_session_timeout_ms.to_string()),
+            TYPE_INT,
+            "Largest session timeout a member may ask for.",
+        ),
+        set(
+            "offsets.retention.minutes",
+            Some((g.offsets_retention_ms / 60_000).to_string()),
+            TYPE_INT,
+            "Offsets of a group empty this long are deleted.",
+        ),
+        set(
+            "offset.metadata.max.bytes",
+            Some(g.offset_metadata_max_bytes.to_string()),
+            TYPE_INT,
+            "Longest commit metadata string accepted.",
+        ),
+    ]
+}
+
+/// The broker resource's entries, filtered by `keys` (`None`: all).
+fn broker_entries(
+    state: &SharedState,
+    keys: Option<&[kafka_protocol::protocol::StrBytes]>,
+    synonyms: bool,
+    documentation: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let listen = state.config.listen.clone();
+    let advertised = format!("{}:{}", state.advertised_host, state.advertised_port);
+    let actual = broker_settings(&state.config, &listen, &advertised);
+    // Defaults as `waterline serve` would have them with no file and no flags; the
+    // listener addresses are what they are, not settings compared here.
+    let defaults = broker_settings(&BrokerConfig::default(), &listen, &advertised);
+    actual
+        .into_iter()
+        .zip(defaults)
+        .filter(|(a, _)| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == a.name)))
+        .map(|(a, d)| {
+            let source = if a.value == d.value {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_STATIC_BROKER
+            };
+            let mut e = DescribeConfigsResourceResult::default();
+            e.name = sb(a.name);
+            e.value = a.value.clone().map(sb);
+            e.read_only = true;
+            e.config_source = source;
+            e.config_type = a.config_type;
+            if documentation {
+                e.documentation = Some(sb(a.doc));
+            }
+            if synonyms {
+                let synonym = |value: Option<String>, source| {
+                    let mut s = DescribeConfigsSynonym::default();
+                    s.name = sb(a.name);
+                    s.value = value.map(sb);
+                    s.source = source;
+                    s
+                };
+                e.synonyms.push(synonym(a.value.clone(), source));
+                if source != SOURCE_DEFAULT {
+                    e.synonyms.push(synonym(d.value.clone(), SOURCE_DEFAULT));
+                }
+            }
+            e
+        })
+        .collect()
+}
+
+/// Describes topic and broker resources.
 pub async fn handle(
     state: &SharedState,
     _header: &RequestHeader,
@@ -82,7 +337,16 @@ pub async fn handle(
                     }
                 }
             },
-            RESOURCE_BROKER if res.resource_name.as_str() == NODE_ID.to_string() => {}
+            RESOURCE_BROKER if res.resource_name.as_str() == NODE_ID.to_string() => {
+                r.configs = broker_entries(
+                    state,
+                    res.configuration_keys.as_deref(),
+                    req.include_synonyms,
+                    req.include_documentation,
+                );
+            }
+            // The cluster-wide dynamic broker defaults: there are none.
+            RESOURCE_BROKER if res.resource_name.is_empty() => {}
             RESOURCE_BROKER => {
                 r.error_code = ResponseError::InvalidRequest.code();
                 r.error_message = Some(sb("unknown broker id"));
@@ -133,5 +397,87 @@ mod tests {
             .unwrap();
         assert_eq!(sb_.config_source, SOURCE_DEFAULT);
         assert_eq!(r.results[1].error_code, 3);
+    }
+
+    #[tokio::test]
+    async fn broker_resource_reports_settings_sources_and_synonyms() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            default_partitions: 4,
+            ..BrokerConfig::default()
+        };
+        let state = std::sync::Arc::new(
+            crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap(),
+        );
+        let h = test_util::header(ApiKey::DescribeConfigs, 4);
+        let mut res = DescribeConfigsResource::default();
+        res.resource_type = RESOURCE_BROKER;
+        res.resource_name = sb("0");
+        res.configuration_keys = None;
+        let mut wrong = res.clone();
+        wrong.resource_name = sb("7");
+        let mut cluster = res.clone();
+        cluster.resource_name = sb("");
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![res, wrong, cluster];
+        req.include_synonyms = true;
+        req.include_documentation = true;
+        let r = handle(&state, &h, req).await;
+        let find = |name: &str| {
+            r.results[0]
+                .configs
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .clone()
+        };
+        assert_eq!(r.results[0].error_code, 0);
+        let parts = find("num.partitions");
+        assert_eq!(parts.value.as_deref(), Some("4"));
+        assert_eq!(parts.config_source, SOURCE_STATIC_BROKER);
+        assert!(parts.read_only);
+        assert_eq!(parts.synonyms.len(), 2, "the override, then the default");
+        assert_eq!(parts.synonyms[1].value.as_deref(), Some("1"));
+        assert_eq!(parts.synonyms[1].source, SOURCE_DEFAULT);
+        let retention = find("log.retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("604800000"));
+        assert_eq!(retention.config_source, SOURCE_DEFAULT);
+        assert_eq!(retention.synonyms.len(), 1);
+        assert_eq!(retention.config_type, TYPE_LONG);
+        assert!(retention.documentation.is_some());
+        assert_eq!(
+            find("offsets.retention.minutes").value.as_deref(),
+            Some("10080")
+        );
+        assert_eq!(find("auto.create.topics.enable").config_type, TYPE_BOOLEAN);
+        assert_eq!(
+            find("advertised.listeners").value.as_deref(),
+            Some("PLAINTEXT://127.0.0.1:9092")
+        );
+        assert_eq!(
+            r.results[1].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        assert_eq!(
+            (r.results[2].error_code, r.results[2].configs.len()),
+            (0, 0)
+        );
+
+        // Asking for some keys returns only those.
+        let mut res = DescribeConfigsResource::default();
+        res.resource_type = RESOURCE_BROKER;
+        res.resource_name = sb("0");
+        res.configuration_keys = Some(vec![sb("message.max.bytes"), sb("nope")]);
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![res];
+        let r = handle(&state, &h, req).await;
+        let names: Vec<&str> = r.results[0]
+            .configs
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["message.max.bytes"]);
+        assert!(r.results[0].configs[0].synonyms.is_empty());
     }
 }
