@@ -1,6 +1,7 @@
 """DescribeConfigs for the broker resource, through kafka-python's and confluent-kafka's admin
 clients: Kafka's names, real values, sources and read-only flags."""
 
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
@@ -56,3 +57,122 @@ def test_confluent_kafka_sees_values_sources_and_read_only(broker):
     # The harness points the broker at its own data dir: a static setting, not the default.
     assert configs["log.dirs"].source == ConfigSource.STATIC_BROKER_CONFIG.value
     assert configs["log.dirs"].value == str(broker.data_dir)
+
+
+def _topic_configs(admin, topic):
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    (f,) = admin.describe_configs([res]).values()
+    return f.result(timeout=30)
+
+
+def test_compacted_topics_and_live_topic_configs_with_confluent_kafka(broker, topic):
+    """Create a compacted changelog topic, alter it whole and incrementally, refuse bad keys
+    and values by name, and keep every change across a kill -9 and restart."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    created = admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=2,
+                replication_factor=1,
+                config={"cleanup.policy": "compact", "min.insync.replicas": "2"},
+            )
+        ]
+    )
+    created[topic].result(timeout=30)
+    configs = _topic_configs(admin, topic)
+    assert configs["cleanup.policy"].value == "compact"
+    assert configs["cleanup.policy"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    # Accepted and reported even though one node has nothing to do with it.
+    assert configs["min.insync.replicas"].value == "2"
+    assert configs["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+
+    # IncrementalAlterConfigs: APPEND to a list, SET, DELETE.
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.APPEND),
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("min.insync.replicas", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    (f,) = admin.incremental_alter_configs([res]).values()
+    f.result(timeout=30)
+    configs = _topic_configs(admin, topic)
+    assert configs["cleanup.policy"].value == "compact,delete"
+    assert configs["retention.ms"].value == "3600000"
+    assert configs["min.insync.replicas"].value == "1"
+
+    # Invalid value and unknown key: INVALID_CONFIG naming the key.
+    for key, value, words in [
+        ("cleanup.policy", "shred", "compact,delete"),
+        ("retention.minutes", "5", "retention.minutes"),
+        ("message.timestamp.type", "Sometimes", "LogAppendTime"),
+    ]:
+        bad = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        (f,) = admin.incremental_alter_configs([bad]).values()
+        with pytest.raises(KafkaException) as err:
+            f.result(timeout=30)
+        assert err.value.args[0].name() == "INVALID_CONFIG", err.value
+        assert words in str(err.value), err.value
+
+    # The broker's settings are static: altering them is refused with the reason.
+    res = ConfigResource(
+        ConfigResource.Type.BROKER,
+        "0",
+        incremental_configs=[
+            ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    (f,) = admin.incremental_alter_configs([res]).values()
+    with pytest.raises(KafkaException) as err:
+        f.result(timeout=30)
+    assert "static" in str(err.value), err.value
+
+    # The changes are durable: kill -9, restart on the same data dir.
+    broker.kill()
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    configs = _topic_configs(admin, topic)
+    assert configs["cleanup.policy"].value == "compact,delete"
+    assert configs["retention.ms"].value == "3600000"
+
+
+def test_kafka_python_alters_topic_configs(broker, topic):
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+        )
+        # AlterConfigs replaces every override; kafka-python 3 sends the topic's other
+        # overrides along (it reads them first), so cleanup.policy stays compact.
+        admin.alter_configs(
+            [KpConfigResource(ConfigResourceType.TOPIC, topic, configs={"segment.ms": "60000"})]
+        )
+        got = admin.describe_configs(
+            [KpConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )["topic"][topic]
+        assert got["segment.ms"]["value"] == "60000"
+        assert got["segment.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+        assert got["cleanup.policy"]["value"] == "compact"
+        assert got["retention.ms"]["config_source"] == "DEFAULT_CONFIG"
+        # The broker's settings are all read-only (static), so kafka-python refuses to alter
+        # any of them before sending anything.
+        with pytest.raises(ValueError):
+            admin.alter_configs(
+                [KpConfigResource(ConfigResourceType.BROKER, "0", configs={"log.retention.ms": "1"})]
+            )
+    finally:
+        admin.close()

@@ -18,6 +18,7 @@ pub mod producer_ids;
 pub mod server;
 pub mod state;
 pub mod sync;
+pub mod topic_config;
 pub mod topics;
 
 pub use codec::{decode_request, encode_response};

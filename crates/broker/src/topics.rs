@@ -25,6 +25,7 @@ use waterline_log::{LogConfig, PartitionLog, Storage};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::partition::Partition;
+use crate::topic_config;
 
 /// Name of a topic's metadata file.
 const TOPIC_META: &str = "topic.toml";
@@ -92,6 +93,8 @@ pub struct Topic {
     pub overrides: BTreeMap<String, String>,
     /// The effective log configuration.
     pub log_config: LogConfig,
+    /// The effective topic-level settings.
+    pub settings: TopicSettings,
 }
 
 /// Broker-wide defaults a topic's effective configuration starts from.
@@ -116,56 +119,83 @@ impl TopicDefaults {
         }
     }
 
-    /// The effective configuration of a topic with these overrides, or why they are invalid.
+    /// The effective log configuration of a topic with these overrides, or why they are
+    /// invalid (every key is checked against [`topic_config::TOPIC_KEYS`]).
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, String> {
-        let mut c = LogConfig {
-            segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
-            max_batch_bytes: self.max_message_bytes,
-            ..LogConfig::default()
-        };
-        for (k, v) in overrides {
-            let int = || {
-                v.parse::<i64>()
-                    .map_err(|_| format!("{k}={v}: not an integer"))
-            };
-            match k.as_str() {
-                "retention.ms" => c.retention_ms = non_negative(int()?),
-                "retention.bytes" => c.retention_bytes = non_negative(int()?).map(|b| b as u64),
-                "segment.ms" => {
-                    let ms = int()?;
-                    if ms < 1 {
-                        return Err(format!("{k}={v}: must be at least 1"));
-                    }
-                    c.segment_ms = Some(ms);
-                }
-                "segment.bytes" => {
-                    let b = int()?;
-                    if b < 1024 {
-                        return Err(format!("{k}={v}: must be at least 1024"));
-                    }
-                    c.segment_bytes = b as u64;
-                }
-                "max.message.bytes" => {
-                    let b = int()?;
-                    if !(128..=i32::MAX as i64).contains(&b) {
-                        return Err(format!("{k}={v}: must be between 128 and 2147483647"));
-                    }
-                    c.max_batch_bytes = b as usize;
-                }
-                "cleanup.policy" if v == "delete" => {}
-                // Accepted because admin tools set them routinely; they match what this single
-                // node does anyway.
-                "compression.type" if v == "producer" => {}
-                "message.timestamp.type" if v == "CreateTime" => {}
-                "min.insync.replicas" if v == "1" => {}
-                "unclean.leader.election.enable" => {}
-                _ => return Err(format!("{k}={v}: not supported")),
+        topic_config::validate(overrides)?;
+        let value = |name: &str| -> String {
+            match overrides.get(name) {
+                Some(v) => v.trim().to_owned(),
+                None => self.default_value(name).0,
             }
+        };
+        // Validated above, so these parse.
+        let long = |name: &str| value(name).parse::<i64>().unwrap_or(-1);
+        let settings = TopicSettings::from_values(&value);
+        let mut c = LogConfig {
+            segment_bytes: long("segment.bytes") as u64,
+            segment_ms: Some(long("segment.ms")),
+            retention_ms: non_negative(long("retention.ms")),
+            retention_bytes: non_negative(long("retention.bytes")).map(|b| b as u64),
+            index_interval_bytes: long("index.interval.bytes") as u64,
+            max_batch_bytes: long("max.message.bytes") as usize,
+        };
+        if !settings.delete {
+            // A compact-only topic keeps every segment until the cleaner rewrites it.
+            c.retention_ms = None;
+            c.retention_bytes = None;
         }
         Ok(c)
+    }
+
+    /// The topic-level settings the broker applies outside the log (validated overrides).
+    pub fn settings(&self, overrides: &BTreeMap<String, String>) -> TopicSettings {
+        TopicSettings::from_values(&|name: &str| match overrides.get(name) {
+            Some(v) => v.trim().to_owned(),
+            None => self.default_value(name).0,
+        })
+    }
+
+    /// The value `name` has without a topic override, and whether it comes from a broker
+    /// setting that differs from Kafka's default (DescribeConfigs: STATIC_BROKER_CONFIG)
+    /// rather than the built-in default.
+    pub fn default_value(&self, name: &str) -> (String, bool) {
+        let builtin = topic_config::key(name).map_or("", |k| k.default);
+        let from_broker = match name {
+            "retention.ms" => Some(self.retention_ms.unwrap_or(-1).to_string()),
+            "retention.bytes" => Some(self.retention_bytes.map_or(-1, |b| b as i64).to_string()),
+            "segment.bytes" => Some(self.segment_bytes.to_string()),
+            "segment.ms" => Some(self.segment_ms.unwrap_or(i64::MAX).to_string()),
+            "max.message.bytes" => Some(self.max_message_bytes.to_string()),
+            _ => None,
+        };
+        match from_broker {
+            Some(v) if v != builtin => (v, true),
+            _ => (builtin.to_owned(), false),
+        }
+    }
+}
+
+/// Topic-level behaviour outside the partition log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// `cleanup.policy` has `delete`: retention deletes old segments.
+    pub delete: bool,
+    /// `cleanup.policy` has `compact`: records need keys; the cleaner keeps the latest per key.
+    pub compact: bool,
+    /// `message.timestamp.type=LogAppendTime`: batches are stamped with the append time.
+    pub log_append_time: bool,
+}
+
+impl TopicSettings {
+    fn from_values(value: &dyn Fn(&str) -> String) -> TopicSettings {
+        let (delete, compact) =
+            topic_config::parse_cleanup_policy(&value("cleanup.policy")).unwrap_or((true, false));
+        TopicSettings {
+            delete,
+            compact,
+            log_append_time: value("message.timestamp.type") == "LogAppendTime",
+        }
     }
 }
 
@@ -256,6 +286,7 @@ impl Topics {
                 Arc::new(Topic {
                     name,
                     partitions,
+                    settings: defaults.settings(&meta.config),
                     overrides: meta.config,
                     log_config,
                 }),
@@ -330,6 +361,7 @@ impl Topics {
             return Ok(Arc::new(Topic {
                 name,
                 partitions: Vec::new(),
+                settings: self.defaults.settings(&overrides),
                 overrides,
                 log_config,
             }));
@@ -362,6 +394,7 @@ impl Topics {
         let topic = Arc::new(Topic {
             name: name.clone(),
             partitions: parts,
+            settings: self.defaults.settings(&overrides),
             overrides,
             log_config,
         });
@@ -458,9 +491,54 @@ impl Topics {
             partitions: parts,
             overrides: topic.overrides.clone(),
             log_config: topic.log_config.clone(),
+            settings: topic.settings,
         });
         self.map.write().insert(topic.name.clone(), grown);
         tracing::info!(topic = name, from = current, to = total, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with what `next` makes of the current topic (or
+    /// only validates that): stored durably in `topic.toml` first, then applied to every
+    /// partition log live. `next` runs under the registry's admin lock, so concurrent alters
+    /// of one topic never lose each other's changes. Blocking.
+    pub fn alter_config(
+        &self,
+        name: &str,
+        validate_only: bool,
+        next: impl FnOnce(&Topic) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock();
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let overrides = next(&topic).map_err(TopicError::InvalidConfig)?;
+        let log_config = self
+            .defaults
+            .log_config(&overrides)
+            .map_err(TopicError::InvalidConfig)?;
+        if validate_only || topic.overrides == overrides {
+            return Ok(());
+        }
+        write_meta(
+            &self.dir.join(name),
+            &TopicMeta {
+                partitions: topic.partitions.len() as i32,
+                config: overrides.clone(),
+            },
+        )?;
+        for p in &topic.partitions {
+            p.with_log(|log| log.set_config(log_config.clone()));
+        }
+        let altered = Arc::new(Topic {
+            name: topic.name.clone(),
+            partitions: topic.partitions.clone(),
+            settings: self.defaults.settings(&overrides),
+            overrides,
+            log_config,
+        });
+        tracing::info!(topic = name, overrides = ?altered.overrides, "altered topic config");
+        self.map.write().insert(topic.name.clone(), altered);
         Ok(())
     }
 
@@ -586,11 +664,48 @@ mod tests {
         for (k, v) in [
             ("segment.bytes", "10"),
             ("retention.ms", "x"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "shred"),
             ("foo", "1"),
         ] {
             let o = BTreeMap::from([(k.to_string(), v.to_string())]);
             assert!(d.log_config(&o).is_err(), "{k}={v}");
         }
+    }
+
+    #[test]
+    fn compact_only_topics_keep_segments_and_settings_follow_overrides() {
+        let d = TopicDefaults::from_config(&BrokerConfig::default());
+        let o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "message.timestamp.type".to_string(),
+                "LogAppendTime".to_string(),
+            ),
+        ]);
+        let c = d.log_config(&o).unwrap();
+        assert_eq!((c.retention_ms, c.retention_bytes), (None, None));
+        let s = d.settings(&o);
+        assert!(s.compact && !s.delete && s.log_append_time);
+        let both = BTreeMap::from([("cleanup.policy".to_string(), "compact,delete".to_string())]);
+        assert_eq!(d.log_config(&both).unwrap().retention_ms, Some(604_800_000));
+        let plain = d.settings(&BTreeMap::new());
+        assert!(plain.delete && !plain.compact && !plain.log_append_time);
+        // Defaults come from the broker's settings where it has them.
+        let custom = TopicDefaults::from_config(&BrokerConfig {
+            retention_ms: Some(1000),
+            ..BrokerConfig::default()
+        });
+        assert_eq!(
+            custom.default_value("retention.ms"),
+            ("1000".to_string(), true)
+        );
+        assert_eq!(
+            d.default_value("retention.ms"),
+            ("604800000".to_string(), false)
+        );
+        assert_eq!(
+            d.default_value("delete.retention.ms"),
+            ("86400000".to_string(), false)
+        );
     }
 }

@@ -154,6 +154,51 @@ fn populated(key: ApiKey, version: i16) -> RequestKind {
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
         ApiKey::OffsetDelete => OffsetDeleteRequest::default().into(),
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            let mut c = AlterableConfig::default();
+            c.name = s("retention.ms");
+            c.value = Some(s("1000"));
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = s("t");
+            res.configs = vec![c.clone(), c];
+            let mut r = AlterConfigsRequest::default();
+            r.resources = vec![res];
+            r.into()
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            let mut c = AlterableConfig::default();
+            c.name = s("cleanup.policy");
+            c.config_operation = 2;
+            c.value = Some(s("compact"));
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = s("t");
+            res.configs = vec![c];
+            let mut r = IncrementalAlterConfigsRequest::default();
+            r.resources = vec![res.clone(), res];
+            r.into()
+        }
+        ApiKey::DeleteRecords => {
+            use kafka_protocol::messages::delete_records_request::{
+                DeleteRecordsPartition, DeleteRecordsTopic,
+            };
+            let mut p = DeleteRecordsPartition::default();
+            p.partition_index = 1;
+            p.offset = 5;
+            let mut t = DeleteRecordsTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![p.clone(), p];
+            let mut r = DeleteRecordsRequest::default();
+            r.topics = vec![t];
+            r.into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }

@@ -1048,6 +1048,17 @@ impl PartitionLog {
         self.log_start
     }
 
+    /// The log's configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (a topic's settings changed live). Takes effect from the next
+    /// append (roll), retention check and index entry; nothing already written changes.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     /// Next offset to assign.
     pub fn log_end_offset(&self) -> i64 {
         self.log_end

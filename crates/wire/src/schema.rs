@@ -365,6 +365,64 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 0, max: 0, kind: Kind::Array(Elem::Struct("OffsetDeleteRequestPartition")) }, // partitions
         ] },
     ]),
+    (21, &[
+        StructSchema { name: "DeleteRecordsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("DeleteRecordsTopic")) }, // topics
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("DeleteRecordsTopic")) }, // topics
+            Field { tag: None, min: 0, max: 2, kind: Kind::I32 }, // timeout_ms
+        ] },
+        StructSchema { name: "DeleteRecordsPartition", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I32 }, // partition_index
+            Field { tag: None, min: 0, max: 2, kind: Kind::I64 }, // offset
+        ] },
+        StructSchema { name: "DeleteRecordsTopic", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // name
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("DeleteRecordsPartition")) }, // partitions
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("DeleteRecordsPartition")) }, // partitions
+        ] },
+    ]),
+    (33, &[
+        StructSchema { name: "AlterConfigsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("AlterConfigsResource")) }, // resources
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("AlterConfigsResource")) }, // resources
+            Field { tag: None, min: 0, max: 2, kind: Kind::Bool }, // validate_only
+        ] },
+        StructSchema { name: "AlterConfigsResource", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("AlterableConfig")) }, // configs
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("AlterableConfig")) }, // configs
+        ] },
+        StructSchema { name: "AlterableConfig", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // name
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // value
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // value
+        ] },
+    ]),
+    (44, &[
+        StructSchema { name: "IncrementalAlterConfigsRequest", flex: Some(1), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::Array(Elem::Struct("AlterConfigsResource")) }, // resources
+            Field { tag: None, min: 1, max: 1, kind: Kind::CArray(Elem::Struct("AlterConfigsResource")) }, // resources
+            Field { tag: None, min: 0, max: 1, kind: Kind::Bool }, // validate_only
+        ] },
+        StructSchema { name: "AlterConfigsResource", flex: Some(1), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 0, max: 0, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 0, max: 0, kind: Kind::Array(Elem::Struct("AlterableConfig")) }, // configs
+            Field { tag: None, min: 1, max: 1, kind: Kind::CArray(Elem::Struct("AlterableConfig")) }, // configs
+        ] },
+        StructSchema { name: "AlterableConfig", flex: Some(1), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::Str }, // name
+            Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 1, kind: Kind::I8 }, // config_operation
+            Field { tag: None, min: 0, max: 0, kind: Kind::Str }, // value
+            Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // value
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer
@@ -780,6 +838,120 @@ pub(crate) static RESPONSES: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 5, max: 5, kind: Kind::CStr }, // protocol_name
             Field { tag: None, min: 0, max: 3, kind: Kind::Bytes }, // assignment
             Field { tag: None, min: 4, max: 5, kind: Kind::CBytes }, // assignment
+        ] },
+    ]),
+    (20, &[
+        StructSchema { name: "DeleteTopicsResponse", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 6, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 1, max: 3, kind: Kind::Array(Elem::Struct("DeletableTopicResult")) }, // responses
+            Field { tag: None, min: 4, max: 6, kind: Kind::CArray(Elem::Struct("DeletableTopicResult")) }, // responses
+        ] },
+        StructSchema { name: "DeletableTopicResult", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // name
+            Field { tag: None, min: 4, max: 6, kind: Kind::CStr }, // name
+            Field { tag: None, min: 6, max: 6, kind: Kind::Uuid }, // topic_id
+            Field { tag: None, min: 1, max: 6, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 5, max: 6, kind: Kind::CStr }, // error_message
+        ] },
+    ]),
+    (32, &[
+        StructSchema { name: "DescribeConfigsResponse", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 4, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 1, max: 3, kind: Kind::Array(Elem::Struct("DescribeConfigsResult")) }, // results
+            Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("DescribeConfigsResult")) }, // results
+        ] },
+        StructSchema { name: "DescribeConfigsResourceResult", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // name
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // name
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // value
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // value
+            Field { tag: None, min: 1, max: 4, kind: Kind::Bool }, // read_only
+            Field { tag: None, min: 1, max: 4, kind: Kind::I8 }, // config_source
+            Field { tag: None, min: 1, max: 4, kind: Kind::Bool }, // is_sensitive
+            Field { tag: None, min: 1, max: 3, kind: Kind::Array(Elem::Struct("DescribeConfigsSynonym")) }, // synonyms
+            Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("DescribeConfigsSynonym")) }, // synonyms
+            Field { tag: None, min: 3, max: 4, kind: Kind::I8 }, // config_type
+            Field { tag: None, min: 3, max: 3, kind: Kind::Str }, // documentation
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // documentation
+        ] },
+        StructSchema { name: "DescribeConfigsResult", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 4, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 1, max: 4, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 1, max: 3, kind: Kind::Array(Elem::Struct("DescribeConfigsResourceResult")) }, // configs
+            Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("DescribeConfigsResourceResult")) }, // configs
+        ] },
+        StructSchema { name: "DescribeConfigsSynonym", flex: Some(4), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // name
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // name
+            Field { tag: None, min: 1, max: 3, kind: Kind::Str }, // value
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // value
+            Field { tag: None, min: 1, max: 4, kind: Kind::I8 }, // source
+        ] },
+    ]),
+    (33, &[
+        StructSchema { name: "AlterConfigsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("AlterConfigsResourceResponse")) }, // responses
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("AlterConfigsResourceResponse")) }, // responses
+        ] },
+        StructSchema { name: "AlterConfigsResourceResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 0, max: 2, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // resource_name
+        ] },
+    ]),
+    (44, &[
+        StructSchema { name: "IncrementalAlterConfigsResponse", flex: Some(1), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 0, kind: Kind::Array(Elem::Struct("AlterConfigsResourceResponse")) }, // responses
+            Field { tag: None, min: 1, max: 1, kind: Kind::CArray(Elem::Struct("AlterConfigsResourceResponse")) }, // responses
+        ] },
+        StructSchema { name: "AlterConfigsResourceResponse", flex: Some(1), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 0, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 0, max: 1, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 0, max: 0, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // resource_name
+        ] },
+    ]),
+    (37, &[
+        StructSchema { name: "CreatePartitionsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 3, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("CreatePartitionsTopicResult")) }, // results
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("CreatePartitionsTopicResult")) }, // results
+        ] },
+        StructSchema { name: "CreatePartitionsTopicResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // name
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 3, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // error_message
+        ] },
+    ]),
+    (21, &[
+        StructSchema { name: "DeleteRecordsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("DeleteRecordsTopicResult")) }, // topics
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("DeleteRecordsTopicResult")) }, // topics
+        ] },
+        StructSchema { name: "DeleteRecordsPartitionResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I32 }, // partition_index
+            Field { tag: None, min: 0, max: 2, kind: Kind::I64 }, // low_watermark
+            Field { tag: None, min: 0, max: 2, kind: Kind::I16 }, // error_code
+        ] },
+        StructSchema { name: "DeleteRecordsTopicResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // name
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("DeleteRecordsPartitionResult")) }, // partitions
+            Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("DeleteRecordsPartitionResult")) }, // partitions
         ] },
     ]),
 ];

@@ -87,6 +87,9 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<CreatePartitionsRequest>(&mut seen);
     requests_exact::<DeleteGroupsRequest>(&mut seen);
     requests_exact::<OffsetDeleteRequest>(&mut seen);
+    requests_exact::<DeleteRecordsRequest>(&mut seen);
+    requests_exact::<AlterConfigsRequest>(&mut seen);
+    requests_exact::<IncrementalAlterConfigsRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -114,6 +117,12 @@ fn every_response_in_the_table_walks_exactly_at_every_version() {
     responses_exact::<CreateTopicsRequest>(&mut seen);
     responses_exact::<JoinGroupRequest>(&mut seen);
     responses_exact::<SyncGroupRequest>(&mut seen);
+    responses_exact::<DeleteTopicsRequest>(&mut seen);
+    responses_exact::<DescribeConfigsRequest>(&mut seen);
+    responses_exact::<AlterConfigsRequest>(&mut seen);
+    responses_exact::<IncrementalAlterConfigsRequest>(&mut seen);
+    responses_exact::<CreatePartitionsRequest>(&mut seen);
+    responses_exact::<DeleteRecordsRequest>(&mut seen);
     for (v, body) in encodings(&assignment()) {
         check_exact(Direction::Response, CONSUMER_ASSIGNMENT, v, &body);
     }

@@ -35,6 +35,8 @@ REQUESTS = [
     (20, "delete_topics_request"), (22, "init_producer_id_request"),
     (32, "describe_configs_request"), (37, "create_partitions_request"),
     (42, "delete_groups_request"), (47, "offset_delete_request"),
+    (21, "delete_records_request"), (33, "alter_configs_request"),
+    (44, "incremental_alter_configs_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -49,6 +51,10 @@ RESPONSES = [
     # `Connection` (tests and benches create topics, produce and join groups with it).
     (0, "produce_response"), (19, "create_topics_response"), (11, "join_group_response"),
     (14, "sync_group_response"),
+    # `waterline topics`.
+    (20, "delete_topics_response"), (32, "describe_configs_response"),
+    (33, "alter_configs_response"), (44, "incremental_alter_configs_response"),
+    (37, "create_partitions_response"), (21, "delete_records_response"),
 ]
 
 WIRE = {

@@ -9,7 +9,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 
 use crate::error::BrokerError;
-use crate::handlers::sb;
+use crate::handlers::{describe_configs, sb};
 use crate::state::{BrokerState, SharedState};
 use crate::topics::TopicError;
 
@@ -68,17 +68,14 @@ pub async fn handle(
                 r.replication_factor = 1;
                 // v5+ reports the effective configuration of the new topic.
                 r.configs = Some(
-                    crate::handlers::describe_configs::topic_configs(&topic)
+                    describe_configs::topic_entries(state.topics.defaults(), &topic)
                         .into_iter()
-                        .map(|(name, value, _)| {
+                        .map(|e| {
                             let mut c = CreatableTopicConfigs::default();
-                            c.name = sb(name);
-                            c.value = Some(sb(value));
-                            c.config_source = if topic.overrides.contains_key(name) {
-                                1
-                            } else {
-                                5
-                            };
+                            c.name = sb(e.name);
+                            c.value = Some(sb(e.value));
+                            c.config_source = e.source;
+                            c.is_sensitive = false;
                             c
                         })
                         .collect(),
@@ -132,7 +129,7 @@ mod tests {
             topic("a", 3, &[("retention.ms", "1000")]),
             topic("a", 1, &[]),
             topic("b", 0, &[]),
-            topic("c", 1, &[("cleanup.policy", "compact")]),
+            topic("c", 1, &[("cleanup.policy", "shred")]),
             topic("bad name", 1, &[]),
             topic("d", -1, &[]),
         ];

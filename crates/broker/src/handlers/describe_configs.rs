@@ -16,7 +16,8 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, 
 
 use crate::handlers::sb;
 use crate::state::{NODE_ID, SharedState};
-use crate::topics::Topic;
+use crate::topic_config;
+use crate::topics::{Topic, TopicDefaults};
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
@@ -34,25 +35,82 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
-/// (name, effective value, type) of every config a topic reports.
-pub(crate) fn topic_configs(t: &Topic) -> Vec<(&'static str, String, i8)> {
-    let c = &t.log_config;
-    let opt = |v: Option<i64>| v.unwrap_or(-1).to_string();
-    vec![
-        ("cleanup.policy", "delete".into(), TYPE_LIST),
-        ("compression.type", "producer".into(), TYPE_STRING),
-        ("max.message.bytes", c.max_batch_bytes.to_string(), TYPE_INT),
-        ("message.timestamp.type", "CreateTime".into(), TYPE_STRING),
-        ("min.insync.replicas", "1".into(), TYPE_INT),
-        (
-            "retention.bytes",
-            opt(c.retention_bytes.map(|b| b as i64)),
-            TYPE_LONG,
-        ),
-        ("retention.ms", opt(c.retention_ms), TYPE_LONG),
-        ("segment.bytes", c.segment_bytes.to_string(), TYPE_INT),
-        ("segment.ms", opt(c.segment_ms), TYPE_LONG),
-    ]
+/// One topic config as DescribeConfigs reports it.
+pub(crate) struct TopicEntry {
+    pub name: &'static str,
+    pub value: String,
+    pub source: i8,
+    pub config_type: i8,
+    /// (name, value, source) in Kafka's precedence order: the topic override, the broker
+    /// setting, the built-in default.
+    pub synonyms: Vec<(&'static str, String, i8)>,
+    pub doc: &'static str,
+}
+
+/// Every known config of a topic: its override, else the broker's setting, else Kafka's
+/// default, with where the value comes from.
+pub(crate) fn topic_entries(defaults: &TopicDefaults, t: &Topic) -> Vec<TopicEntry> {
+    topic_config::TOPIC_KEYS
+        .iter()
+        .map(|k| {
+            let (default, from_broker) = defaults.default_value(k.name);
+            let mut synonyms = Vec::new();
+            if let Some(v) = t.overrides.get(k.name) {
+                synonyms.push((k.name, v.clone(), SOURCE_TOPIC));
+            }
+            if from_broker {
+                synonyms.push((k.broker_synonym, default.clone(), SOURCE_STATIC_BROKER));
+            }
+            synonyms.push((k.broker_synonym, k.default.to_owned(), SOURCE_DEFAULT));
+            let (_, value, source) = synonyms[0].clone();
+            TopicEntry {
+                name: k.name,
+                value,
+                source,
+                config_type: k.ty.code(),
+                synonyms,
+                doc: k.doc,
+            }
+        })
+        .collect()
+}
+
+fn topic_result(
+    defaults: &TopicDefaults,
+    t: &Topic,
+    keys: Option<&[kafka_protocol::protocol::StrBytes]>,
+    synonyms: bool,
+    documentation: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    topic_entries(defaults, t)
+        .into_iter()
+        .filter(|e| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name)))
+        .map(|entry| {
+            let mut e = DescribeConfigsResourceResult::default();
+            e.name = sb(entry.name);
+            e.value = Some(sb(entry.value));
+            e.read_only = false;
+            e.config_source = entry.source;
+            e.config_type = entry.config_type;
+            if documentation {
+                e.documentation = Some(sb(entry.doc));
+            }
+            if synonyms {
+                e.synonyms = entry
+                    .synonyms
+                    .into_iter()
+                    .map(|(name, value, source)| {
+                        let mut s = DescribeConfigsSynonym::default();
+                        s.name = sb(name);
+                        s.value = Some(sb(value));
+                        s.source = source;
+                        s
+                    })
+                    .collect();
+            }
+            e
+        })
+        .collect()
 }
 
 /// One broker setting under its Kafka name.
@@ -315,26 +373,13 @@ pub async fn handle(
                     r.error_message = Some(sb("no such topic"));
                 }
                 Some(t) => {
-                    for (name, value, ty) in topic_configs(&t) {
-                        let wanted = res
-                            .configuration_keys
-                            .as_ref()
-                            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
-                        if !wanted {
-                            continue;
-                        }
-                        let mut e = DescribeConfigsResourceResult::default();
-                        e.name = sb(name);
-                        e.value = Some(sb(value));
-                        e.read_only = false;
-                        e.config_source = if t.overrides.contains_key(name) {
-                            SOURCE_TOPIC
-                        } else {
-                            SOURCE_DEFAULT
-                        };
-                        e.config_type = ty;
-                        r.configs.push(e);
-                    }
+                    r.configs = topic_result(
+                        state.topics.defaults(),
+                        &t,
+                        res.configuration_keys.as_deref(),
+                        req.include_synonyms,
+                        req.include_documentation,
+                    );
                 }
             },
             RESOURCE_BROKER if res.resource_name.as_str() == NODE_ID.to_string() => {

@@ -5,6 +5,7 @@
 //! that applies the effect and returns a `'static` future of the response; see [`apply`] for
 //! the ordering invariant it keeps.
 
+use kafka_protocol::messages::{AlterConfigsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
@@ -20,6 +21,7 @@ use kafka_protocol::messages::{
 
 use crate::state::SharedState;
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -30,6 +32,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -84,6 +87,12 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
     (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
     (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
+    // Topic configuration.
+    (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        IncrementalAlterConfigsRequest::VERSIONS,
+    ),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -221,6 +230,12 @@ pub async fn apply(
         RequestKind::ListGroups(r) => list_groups::handle(state, header, r).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(state, header, r).await.into(),
         RequestKind::OffsetDelete(r) => offset_delete::handle(state, header, r).await.into(),
+        RequestKind::AlterConfigs(r) => alter_configs::handle(state, header, r).await.into(),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            incremental_alter_configs::handle(state, header, r)
+                .await
+                .into()
+        }
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
             tracing::error!(api = ?header.request_api_key, "no handler for decoded request {other:?}");
