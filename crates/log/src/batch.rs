@@ -164,6 +164,9 @@ pub struct ProducedBatch {
     /// ([`PartitionLog::append_produced`](crate::PartitionLog::append_produced)). `None` when
     /// no record carries it (the header claims a larger maximum than any record has).
     pub max_timestamp_delta: Option<i32>,
+    /// How many records have a null key (a compacted topic refuses them; see
+    /// [`null_key_records`] for which).
+    pub null_keys: u32,
 }
 
 /// [`split_batches`], also keeping what validation learnt about each batch.
@@ -174,10 +177,11 @@ pub fn split_produced(
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
-        let (size, max_timestamp_delta) = validate(&records[pos..], max_batch_bytes, Depth::Deep)?;
+        let (size, learnt) = validate(&records[pos..], max_batch_bytes, Depth::Deep)?;
         out.push(ProducedBatch {
             range: pos..pos + size,
-            max_timestamp_delta,
+            max_timestamp_delta: learnt.max_timestamp_delta,
+            null_keys: learnt.null_keys,
         });
         pos += size;
     }
@@ -202,13 +206,34 @@ pub(crate) fn validate_batch(
     validate(buf, max_batch_bytes, depth).map(|(size, _)| size)
 }
 
+/// What a deep validation learnt about a batch's records.
+#[derive(Debug, Default, Clone, Copy)]
+struct Learnt {
+    max_timestamp_delta: Option<i32>,
+    null_keys: u32,
+}
+
+/// The offset deltas (indexes within the batch) of the records of a valid `batch` whose key is
+/// null, decompressing if needed.
+pub fn null_key_records(batch: &[u8]) -> Result<Vec<i32>, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let mut out = Vec::new();
+    walk_records(batch, false, |r| {
+        if r.null_key {
+            out.push(i32::try_from(r.offset.wrapping_sub(h.base_offset)).unwrap_or(-1));
+        }
+        false
+    })?;
+    Ok(out)
+}
+
 /// [`validate_batch`], plus (at [`Depth::Deep`], which walks every record) the offset delta of
-/// the first record carrying the batch's maximum timestamp.
+/// the first record carrying the batch's maximum timestamp and the count of null keys.
 fn validate(
     buf: &[u8],
     max_batch_bytes: usize,
     depth: Depth,
-) -> Result<(usize, Option<i32>), BatchError> {
+) -> Result<(usize, Learnt), BatchError> {
     if buf.len() < LOG_OVERHEAD {
         return Err(BatchError::Truncated {
             needed: LOG_OVERHEAD,
@@ -269,30 +294,31 @@ fn validate(
     if h.compression() > 4 {
         return Err(BatchError::UnknownCompression(h.compression()));
     }
-    let max_ts_delta = match depth {
+    let learnt = match depth {
         Depth::Shallow if h.compression() == 0 => {
             check_record_framing(payload, count)?;
-            None
+            Learnt::default()
         }
-        Depth::Shallow => None,
+        Depth::Shallow => Learnt::default(),
         Depth::Deep => check_records(batch)?,
     };
-    Ok((size, max_ts_delta))
+    Ok((size, learnt))
 }
 
 /// Walks every record (decompressing if needed): exactly record_count well-formed records with
-/// offset deltas 0, 1, 2, ... and nothing after them. Returns the offset delta of the first
-/// record carrying the header's maximum timestamp, if one does.
-fn check_records(batch: &[u8]) -> Result<Option<i32>, BatchError> {
+/// offset deltas 0, 1, 2, ... and nothing after them. Learns the offset delta of the first
+/// record carrying the header's maximum timestamp, if one does, and the count of null keys.
+fn check_records(batch: &[u8]) -> Result<Learnt, BatchError> {
     let h = BatchHeader::parse(batch)?;
     let mut next = h.base_offset;
     let mut bad_delta = false;
-    let mut max_ts_delta = None;
+    let mut learnt = Learnt::default();
     walk_records(batch, true, |r| {
         bad_delta = r.offset != next;
-        if max_ts_delta.is_none() && r.timestamp >= h.max_timestamp {
-            max_ts_delta = i32::try_from(r.offset.wrapping_sub(h.base_offset)).ok();
+        if learnt.max_timestamp_delta.is_none() && r.timestamp >= h.max_timestamp {
+            learnt.max_timestamp_delta = i32::try_from(r.offset.wrapping_sub(h.base_offset)).ok();
         }
+        learnt.null_keys += u32::from(r.null_key);
         next = next.wrapping_add(1);
         bad_delta
     })?;
@@ -301,7 +327,7 @@ fn check_records(batch: &[u8]) -> Result<Option<i32>, BatchError> {
             "record offset deltas are not 0, 1, 2, ...",
         ));
     }
-    Ok(max_ts_delta)
+    Ok(learnt)
 }
 
 /// Checks that `payload` is exactly `count` length-prefixed records.
@@ -362,6 +388,8 @@ fn read_zigzag<R: Read>(r: &mut R, max_bytes: usize) -> Result<i64, BatchError> 
 pub(crate) struct RecordStamp {
     pub offset: i64,
     pub timestamp: i64,
+    /// The record's key is null (key length -1).
+    pub null_key: bool,
 }
 
 /// Calls `f` with the timestamp and offset of each record of a whole stored batch, in order,
@@ -450,6 +478,7 @@ fn scan_records<R: Read>(
             .map_err(|_| BatchError::BadRecords("truncated record"))?;
         let ts_delta = read_zigzag(&mut body, 10)?;
         let offset_delta = read_zigzag(&mut body, 5)?;
+        let key_len = read_zigzag(&mut body, 5)?;
         // Skip the rest of the record (key, value, headers) without buffering it.
         let rest = body.limit();
         let skipped = std::io::copy(&mut body, &mut std::io::sink())
@@ -465,6 +494,7 @@ fn scan_records<R: Read>(
         let stamp = RecordStamp {
             offset: h.base_offset.saturating_add(offset_delta),
             timestamp,
+            null_key: key_len < 0,
         };
         if f(stamp) {
             return Ok(Some(stamp));
@@ -846,7 +876,8 @@ pub(crate) mod tests {
             hit,
             RecordStamp {
                 offset: 52,
-                timestamp: 130
+                timestamp: 130,
+                null_key: true,
             }
         );
         assert_eq!(find_record(&b, |r| r.timestamp >= 131).unwrap(), None);

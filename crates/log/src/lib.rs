@@ -116,7 +116,7 @@ mod partition;
 mod producer;
 pub mod storage;
 
-pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
+pub use batch::{BatchHeader, ProducedBatch, null_key_records, split_batches, split_produced};
 pub use config::LogConfig;
 pub use error::{BatchError, LogError};
 pub use partition::{AppendOutcome, PartitionLog, SyncPoint};

@@ -6,14 +6,19 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
-use waterline_log::{BatchError, BatchHeader, LogError, split_produced};
+use waterline_log::{
+    BatchError, BatchHeader, LogError, ProducedBatch, null_key_records, split_produced,
+};
 
 use crate::config::FsyncPolicy;
 use crate::handlers::{sb, topic_for_use};
 use crate::partition::Partition;
 use crate::state::{BrokerState, SharedState};
+use crate::topics::TopicSettings;
 
 /// Longest a produce waits for its sync when the request's own timeout is not usable.
 const DEFAULT_SYNC_WAIT_MS: i32 = 30_000;
@@ -50,6 +55,10 @@ struct Appended {
     /// Offset after the last appended record; the sync must reach it before acks=1/-1.
     end_offset: i64,
     log_start_offset: i64,
+    /// The append time stamped on the batches (LogAppendTime topics), else -1.
+    log_append_time_ms: i64,
+    /// (index of the record in its batch, why) for records that made the batch be dropped.
+    record_errors: Vec<(i32, String)>,
 }
 
 impl Appended {
@@ -60,16 +69,62 @@ impl Appended {
             base_offset: -1,
             end_offset: -1,
             log_start_offset: -1,
+            log_append_time_ms: -1,
+            record_errors: Vec::new(),
         }
     }
 }
 
-/// Validates and appends every batch of one partition's `records`. Blocking (file writes).
+/// Refuses null-key records on a compacted topic, as Kafka does: INVALID_RECORD for the
+/// partition, with one record error per keyless record (its index in its batch).
+fn refuse_null_keys(p: &Partition, records: &[u8], batches: &[ProducedBatch]) -> Option<Appended> {
+    if batches.iter().all(|b| b.null_keys == 0) {
+        return None;
+    }
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+        p.topic, p.index
+    );
+    let mut a = Appended::error(ResponseError::InvalidRecord.code(), message.clone());
+    for b in batches.iter().filter(|b| b.null_keys > 0) {
+        match null_key_records(&records[b.range.clone()]) {
+            Ok(indexes) => a
+                .record_errors
+                .extend(indexes.into_iter().map(|i| (i, message.clone()))),
+            Err(e) => return Some(Appended::error(batch_error_code(&e), e.to_string())),
+        }
+    }
+    Some(a)
+}
+
+/// Stamps each batch with the append time (LogAppendTime): sets the timestamp-type attribute
+/// bit, writes `now` as the maximum timestamp and recomputes the CRC, which covers both.
+/// Readers take every record's timestamp from the maximum timestamp then.
+fn stamp_log_append_time(records: &[u8], batches: &[ProducedBatch], now: i64) -> Vec<u8> {
+    const CRC: std::ops::Range<usize> = 17..21;
+    const ATTRIBUTES: std::ops::Range<usize> = 21..23;
+    const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
+    const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+    let mut out = records.to_vec();
+    for b in batches {
+        let batch = &mut out[b.range.clone()];
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]) | TIMESTAMP_TYPE_BIT;
+        batch[ATTRIBUTES].copy_from_slice(&attributes.to_be_bytes());
+        batch[MAX_TIMESTAMP].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES.start..]);
+        batch[CRC].copy_from_slice(&crc.to_be_bytes());
+    }
+    out
+}
+
+/// Validates and appends every batch of one partition's `records` under its topic's
+/// `settings`. Blocking (file writes).
 fn append_partition(
     state: &BrokerState,
     p: &Arc<Partition>,
     records: &[u8],
     max_batch: usize,
+    settings: TopicSettings,
 ) -> Appended {
     let batches = match split_produced(records, max_batch) {
         Ok(r) if r.is_empty() => {
@@ -90,14 +145,32 @@ fn append_partition(
             Err(e) => return Appended::error(batch_error_code(&e), e.to_string()),
         }
     }
+    if settings.compact
+        && let Some(refused) = refuse_null_keys(p, records, &batches)
+    {
+        return refused;
+    }
     let now = BrokerState::now_ms();
+    let stamped;
+    let (records, append_time) = if settings.log_append_time {
+        stamped = stamp_log_append_time(records, &batches, now);
+        (&stamped[..], now)
+    } else {
+        (records, -1)
+    };
     let result = p.with_log(|log| {
         let mut first: Option<i64> = None;
         let mut end = -1;
         let mut start = log.log_start_offset();
         for b in &batches {
             // Validation above decoded the records once; the hint spares the log a second pass.
-            match log.append_produced(&records[b.range.clone()], b.max_timestamp_delta, now) {
+            // Stamped batches have every record at the maximum timestamp: the first one.
+            let hint = if append_time >= 0 {
+                Some(0)
+            } else {
+                b.max_timestamp_delta
+            };
+            match log.append_produced(&records[b.range.clone()], hint, now) {
                 Ok(o) => {
                     first.get_or_insert(o.base_offset);
                     end = end.max(o.last_offset + 1);
@@ -117,6 +190,8 @@ fn append_partition(
             base_offset: first.unwrap_or(-1),
             end_offset: end,
             log_start_offset: start,
+            log_append_time_ms: append_time,
+            record_errors: Vec::new(),
         }
     });
     match result {
@@ -222,6 +297,7 @@ pub async fn append(
                             p.clone(),
                             pd.records.unwrap_or_default(),
                             t.log_config.max_batch_bytes,
+                            t.settings,
                         ));
                     }
                 },
@@ -233,8 +309,8 @@ pub async fn append(
     let s = state.clone();
     let appended = tokio::task::spawn_blocking(move || {
         work.into_iter()
-            .map(|(ti, slot, p, records, max)| {
-                let a = append_partition(&s, &p, &records, max);
+            .map(|(ti, slot, p, records, max, settings)| {
+                let a = append_partition(&s, &p, &records, max, settings);
                 (ti, slot, p, a)
             })
             .collect::<Vec<_>>()
@@ -305,10 +381,20 @@ impl PendingProduce {
                 pr.index = index;
                 pr.error_code = a.error_code;
                 pr.base_offset = a.base_offset;
-                pr.log_append_time_ms = -1;
+                pr.log_append_time_ms = a.log_append_time_ms;
                 pr.log_start_offset = a.log_start_offset;
                 if a.error_code != 0 {
                     pr.error_message = a.error_message.map(sb);
+                    pr.record_errors = a
+                        .record_errors
+                        .into_iter()
+                        .map(|(index, message)| {
+                            let mut e = BatchIndexAndErrorMessage::default();
+                            e.batch_index = index;
+                            e.batch_index_error_message = Some(sb(message));
+                            e
+                        })
+                        .collect();
                 }
                 t.partition_responses.push(pr);
             }
@@ -519,6 +605,156 @@ mod tests {
         assert!(
             legacy_unsupported(&f).is_err(),
             "topic count beyond the frame"
+        );
+    }
+
+    /// One v2 batch whose records have these keys (`None`: null key).
+    fn keyed_batch(
+        keys: &[Option<&str>],
+        compression: kafka_protocol::records::Compression,
+    ) -> bytes::Bytes {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let recs: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // offset - sequence must be constant for the encoder to keep one batch.
+                sequence: i as i32,
+                timestamp: 1_000 + i as i64,
+                key: k.map(|k| bytes::Bytes::from(k.to_owned())),
+                value: Some(bytes::Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            recs.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test]
+    async fn compacted_topics_refuse_null_keys_with_record_errors() {
+        use kafka_protocol::records::Compression;
+        let (state, _dir) = test_util::state();
+        let overrides = [("cleanup.policy".to_string(), "compact".to_string())].into();
+        state.topics.create("c", 1, overrides, false, 0).unwrap();
+        let h = test_util::header(ApiKey::Produce, 9);
+        for compression in [Compression::None, Compression::Gzip] {
+            let keys = [Some("a"), None, Some("b"), None];
+            let r = handle(
+                &state,
+                &h,
+                produce_req("c", 0, keyed_batch(&keys, compression), -1),
+            )
+            .await
+            .unwrap();
+            let p = part(&r);
+            assert_eq!(p.error_code, ResponseError::InvalidRecord.code(), "{p:?}");
+            let indexes: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(indexes, vec![1, 3]);
+            assert!(
+                p.error_message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("without key"))
+            );
+            let ok = handle(
+                &state,
+                &h,
+                produce_req(
+                    "c",
+                    0,
+                    keyed_batch(&[Some("a"), Some("b")], compression),
+                    -1,
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(part(&ok).error_code, 0);
+        }
+        // The refused batches were not appended.
+        let hw = state
+            .topics
+            .partition("c", 0)
+            .unwrap()
+            .with_log(|l| l.log_end_offset());
+        assert_eq!(hw, Some(4));
+        // Keyless records are fine on a plain topic.
+        state
+            .topics
+            .create("plain", 1, Default::default(), false, 0)
+            .unwrap();
+        let r = handle(
+            &state,
+            &h,
+            produce_req("plain", 0, keyed_batch(&[None], Compression::None), -1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(part(&r).error_code, 0);
+    }
+
+    #[tokio::test]
+    async fn log_append_time_topics_stamp_batches_with_a_valid_crc() {
+        use kafka_protocol::records::Compression;
+        let (state, _dir) = test_util::state();
+        let overrides = [(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        )]
+        .into();
+        state.topics.create("lat", 1, overrides, false, 0).unwrap();
+        let h = test_util::header(ApiKey::Produce, 9);
+        let before = BrokerState::now_ms();
+        let r = handle(
+            &state,
+            &h,
+            produce_req(
+                "lat",
+                0,
+                keyed_batch(&[Some("k"), None], Compression::Lz4),
+                -1,
+            ),
+        )
+        .await
+        .unwrap();
+        let p = part(&r);
+        assert_eq!(p.error_code, 0);
+        assert!(p.log_append_time_ms >= before, "{p:?}");
+        let stored = state
+            .topics
+            .partition("lat", 0)
+            .unwrap()
+            .with_log(|l| l.read(0, 1 << 20, i64::MAX))
+            .unwrap()
+            .unwrap();
+        let header = BatchHeader::parse(&stored).unwrap();
+        assert!(header.is_log_append_time());
+        assert_eq!(header.max_timestamp, p.log_append_time_ms);
+        // Whole and valid: the CRC covers the rewritten fields.
+        assert_eq!(split_produced(&stored, 1 << 20).unwrap().len(), 1);
+        let t = state.topics.partition("lat", 0).unwrap();
+        assert_eq!(
+            t.with_log(|l| l.max_timestamp())
+                .flatten()
+                .map(|(ts, _)| ts),
+            Some(p.log_append_time_ms)
         );
     }
 }
