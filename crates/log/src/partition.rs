@@ -1207,17 +1207,65 @@ impl PartitionLog {
             return Ok(0);
         }
         let new_start = segs[count].0;
+        let drop: Vec<i64> = segs[..count].iter().map(|s| s.0).collect();
+        self.advance_start(new_start, &drop).map(|()| count)
+    }
+
+    /// Moves the log start offset forward to `offset` (Kafka's DeleteRecords): records below it
+    /// are no longer readable, and segments wholly below it are deleted. `offset` may lie
+    /// inside a segment. Returns the new log start offset (unchanged when `offset` is not
+    /// above it). `offset` must not pass the high watermark: only durable records may go.
+    ///
+    /// Durability: the `log-start-offset` checkpoint is written (tmp + fsync + rename +
+    /// directory fsync) before anything is deleted, so after a crash the log starts at the new
+    /// offset or, if the checkpoint did not land, nothing was deleted.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        if offset > self.high_watermark || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start,
+                end: self.high_watermark,
+            });
+        }
+        if offset <= self.log_start {
+            return Ok(self.log_start);
+        }
+        // Every sealed segment that ends at or below the new start; never the active one.
+        let active = self.active().base;
+        let drop: Vec<i64> = self
+            .segments
+            .values()
+            .filter(|s| s.base != active && s.next_offset <= offset)
+            .map(|s| s.base)
+            .collect();
+        self.advance_start(offset, &drop)?;
+        Ok(self.log_start)
+    }
+
+    /// Makes `new_start` the durable log start, then deletes the segments `drop` (all below
+    /// it) and the producer snapshots no longer needed. Poisons the log on failure.
+    fn advance_start(&mut self, new_start: i64, drop: &[i64]) -> Result<(), LogError> {
         let ckpt = format::encode_checkpoint(format::MAGIC_LOG_START, new_start);
         if let Err(e) = write_atomic(self.storage(), self.dir(), LOG_START_FILE, &ckpt) {
             return self.shared.poison(e);
         }
         self.log_start = new_start;
         let res = (|| {
-            for &(base, _, _) in &segs[..count] {
+            for &base in drop {
                 self.segments.remove(&base);
                 self.remove_segment_files(base)?;
             }
-            let below: Vec<i64> = self.snapshots.range(..new_start).copied().collect();
+            // Snapshots of deleted segments only: the segment holding `new_start` (it may lie
+            // inside one) still needs the snapshot at its base for recovery.
+            let first_kept = self.segments.keys().next().copied().unwrap_or(new_start);
+            let below: Vec<i64> = self
+                .snapshots
+                .range(..first_kept.min(new_start))
+                .copied()
+                .collect();
             let rp = *self.shared.recovery_written.lock();
             for s in below.into_iter().filter(|&s| s < rp) {
                 self.remove_snapshot(s)?;
@@ -1226,7 +1274,7 @@ impl PartitionLog {
             self.sync_dir()
         })();
         match res {
-            Ok(()) => Ok(count),
+            Ok(()) => Ok(()),
             Err(e) => self.shared.poison(e),
         }
     }

@@ -650,3 +650,52 @@ fn retention_never_deletes_data_above_the_high_watermark() {
     assert_eq!(log.enforce_retention(NOW + 1_000_000).unwrap(), n - 1);
     assert!(log.log_start_offset() <= log.high_watermark());
 }
+
+#[test]
+fn delete_records_moves_the_start_inside_a_segment_durably() {
+    let s = MemStorage::new();
+    let cfg = small_config();
+    let mut log = open(&s, cfg.clone());
+    for _ in 0..12 {
+        log.append(&batch(3, NOW), NOW).unwrap();
+    }
+    // Not durable yet: nothing may be deleted past the high watermark.
+    assert!(matches!(
+        log.delete_records_before(5),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    log.sync().unwrap();
+    let segments_before = files(&s, ".log").len();
+    assert!(segments_before > 2);
+    // Inside the second segment.
+    let second: i64 = files(&s, ".log")[1][..20].parse().unwrap();
+    let target = second + 1;
+    assert_eq!(log.delete_records_before(target).unwrap(), target);
+    assert_eq!(log.log_start_offset(), target);
+    assert_eq!(
+        files(&s, ".log").len(),
+        segments_before - 1,
+        "the first segment went"
+    );
+    assert!(matches!(
+        log.read(target - 1, 1 << 20, i64::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // The batch holding the new start is returned whole; clients skip what lies before.
+    let first = BatchHeader::parse(&log.read(target, 1 << 20, i64::MAX).unwrap()).unwrap();
+    assert!(first.base_offset <= target && first.last_offset() >= target);
+    // Going backwards is a no-op; past the high watermark is refused.
+    assert_eq!(log.delete_records_before(1).unwrap(), target);
+    assert!(log.delete_records_before(1_000).is_err());
+    // The new start survives a crash and a clean reopen.
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, cfg.clone());
+    assert_eq!(log.log_start_offset(), target);
+    assert_eq!(log.log_end_offset(), 36);
+    // Up to the end: every sealed segment goes, the active one stays.
+    assert_eq!(log.delete_records_before(36).unwrap(), 36);
+    assert_eq!(log.read(36, 1 << 20, i64::MAX).unwrap().len(), 0);
+    log.close().unwrap();
+    let log = open(&s, cfg);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (36, 36));
+}

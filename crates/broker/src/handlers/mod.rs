@@ -5,7 +5,9 @@
 //! that applies the effect and returns a `'static` future of the response; see [`apply`] for
 //! the ordering invariant it keeps.
 
-use kafka_protocol::messages::{AlterConfigsRequest, IncrementalAlterConfigsRequest};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
@@ -26,6 +28,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -87,6 +90,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
     (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
     (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
+    (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
     // Topic configuration.
     (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS),
     (
@@ -231,6 +235,7 @@ pub async fn apply(
         RequestKind::DeleteGroups(r) => delete_groups::handle(state, header, r).await.into(),
         RequestKind::OffsetDelete(r) => offset_delete::handle(state, header, r).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle(state, header, r).await.into(),
+        RequestKind::DeleteRecords(r) => delete_records::handle(state, header, r).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {
             incremental_alter_configs::handle(state, header, r)
                 .await
