@@ -35,7 +35,8 @@ def test_kafka_python_describes_the_broker(broker):
         assert key in configs, key
     assert configs["offsets.retention.minutes"]["value"] == "10080"
     assert configs["log.retention.ms"]["config_source"] == "DEFAULT_CONFIG"
-    assert configs["log.retention.ms"]["read_only"]
+    assert not configs["log.retention.ms"]["read_only"]  # dynamic
+    assert configs["num.partitions"]["read_only"]
     # Static settings (flags given to the broker) are told apart from defaults.
     static = _broker_configs(broker.bootstrap, "static")
     assert "log.dirs" in static and "log.retention.ms" not in static, static
@@ -50,7 +51,9 @@ def test_confluent_kafka_sees_values_sources_and_read_only(broker):
     # The test broker runs with flags of its own (see harness.py); values are the effective ones.
     assert configs["log.retention.ms"].value == "604800000"
     assert configs["log.retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
-    assert configs["log.retention.ms"].is_read_only
+    assert not configs["log.retention.ms"].is_read_only  # dynamic
+    assert configs["message.max.bytes"].is_read_only is False
+    assert configs["log.dirs"].is_read_only
     assert configs["message.max.bytes"].value == str(1024 * 1024 + 12)
     assert configs["offsets.retention.minutes"].value == "10080"
     assert configs["auto.create.topics.enable"].value == "true"
@@ -126,18 +129,33 @@ def test_compacted_topics_and_live_topic_configs_with_confluent_kafka(broker, to
         assert err.value.args[0].name() == "INVALID_CONFIG", err.value
         assert words in str(err.value), err.value
 
-    # The broker's settings are static: altering them is refused with the reason.
+    # Dynamic broker defaults: set on the broker, a topic without an override follows.
     res = ConfigResource(
         ConfigResource.Type.BROKER,
         "0",
         incremental_configs=[
-            ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)
+            ConfigEntry(
+                "log.cleaner.delete.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET
+            )
+        ],
+    )
+    (f,) = admin.incremental_alter_configs([res]).values()
+    f.result(timeout=30)
+    configs = _topic_configs(admin, topic)
+    assert configs["delete.retention.ms"].value == "1000"
+    assert configs["delete.retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    # A broker setting that is not a topic default is not dynamic: refused, named.
+    res = ConfigResource(
+        ConfigResource.Type.BROKER,
+        "0",
+        incremental_configs=[
+            ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)
         ],
     )
     (f,) = admin.incremental_alter_configs([res]).values()
     with pytest.raises(KafkaException) as err:
         f.result(timeout=30)
-    assert "static" in str(err.value), err.value
+    assert "num.partitions" in str(err.value) and "dynamically" in str(err.value), err.value
 
     # The changes are durable: kill -9, restart on the same data dir.
     broker.kill()
@@ -146,6 +164,7 @@ def test_compacted_topics_and_live_topic_configs_with_confluent_kafka(broker, to
     configs = _topic_configs(admin, topic)
     assert configs["cleanup.policy"].value == "compact,delete"
     assert configs["retention.ms"].value == "3600000"
+    assert configs["delete.retention.ms"].value == "1000"
 
 
 def test_kafka_python_alters_topic_configs(broker, topic):
@@ -168,11 +187,24 @@ def test_kafka_python_alters_topic_configs(broker, topic):
         assert got["segment.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
         assert got["cleanup.policy"]["value"] == "compact"
         assert got["retention.ms"]["config_source"] == "DEFAULT_CONFIG"
-        # The broker's settings are all read-only (static), so kafka-python refuses to alter
-        # any of them before sending anything.
+
+        # The broker-wide default of a topic setting is dynamic; kafka-python's default
+        # filter ("modified") then shows it, as set on this broker.
+        admin.alter_configs(
+            [KpConfigResource(ConfigResourceType.BROKER, "0", configs={"log.retention.ms": "7200000"})]
+        )
+        modified = admin.describe_configs([KpConfigResource(ConfigResourceType.BROKER, "0")])
+        entry = modified["broker"]["0"]["log.retention.ms"]
+        assert entry["value"] == "7200000"
+        assert entry["config_source"] == "DYNAMIC_BROKER_CONFIG"
+        got = admin.describe_configs(
+            [KpConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )["topic"][topic]
+        assert got["retention.ms"]["value"] == "7200000"
+        # Read-only broker settings are refused by kafka-python before anything is sent.
         with pytest.raises(ValueError):
             admin.alter_configs(
-                [KpConfigResource(ConfigResourceType.BROKER, "0", configs={"log.retention.ms": "1"})]
+                [KpConfigResource(ConfigResourceType.BROKER, "0", configs={"num.partitions": "3"})]
             )
     finally:
         admin.close()

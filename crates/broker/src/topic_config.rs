@@ -427,12 +427,59 @@ pub fn key(name: &str) -> Option<&'static TopicKey> {
     TOPIC_KEYS.iter().find(|k| k.name == name)
 }
 
-/// Checks a whole set of overrides: every key known, every value valid.
+/// The topic key whose broker-wide default is the broker setting `name` (e.g.
+/// `log.retention.ms`), if that setting can be changed dynamically: the defaults of honoured
+/// topic keys can.
+pub fn dynamic_broker_key(name: &str) -> Option<&'static TopicKey> {
+    TOPIC_KEYS
+        .iter()
+        .find(|k| k.broker_synonym == name && k.effect == Effect::Honoured)
+}
+
+/// Which names a set of settings uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A topic's overrides (`retention.ms`).
+    Topic,
+    /// Dynamic broker-wide defaults (`log.retention.ms`).
+    Broker,
+}
+
+impl Scope {
+    fn lookup(self, name: &str) -> Option<&'static TopicKey> {
+        match self {
+            Scope::Topic => key(name),
+            Scope::Broker => dynamic_broker_key(name),
+        }
+    }
+
+    fn unknown(self, name: &str) -> String {
+        match self {
+            Scope::Topic => format!("unknown topic config `{name}`"),
+            Scope::Broker => format!(
+                "`{name}` cannot be changed dynamically (dynamic broker settings: {})",
+                TOPIC_KEYS
+                    .iter()
+                    .filter(|k| k.effect == Effect::Honoured)
+                    .map(|k| k.broker_synonym)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Checks a whole set of topic overrides: every key known, every value valid.
 pub fn validate(overrides: &BTreeMap<String, String>) -> Result<(), String> {
-    for (k, v) in overrides {
-        match key(k) {
-            Some(key) => key.validate(v)?,
-            None => return Err(format!("unknown topic config `{k}`")),
+    validate_in(Scope::Topic, overrides)
+}
+
+/// Checks a set of settings named as `scope` names them.
+pub fn validate_in(scope: Scope, settings: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in settings {
+        match scope.lookup(k) {
+            Some(key) => key.validate(v).map_err(|m| m.replacen(key.name, k, 1))?,
+            None => return Err(scope.unknown(k)),
         }
     }
     Ok(())
@@ -464,18 +511,19 @@ impl AlterOp {
     }
 }
 
-/// Applies incremental operations to `overrides` (the topic's current ones), checking each key
-/// and the result. `effective` gives the value a key has now (override or default), which
-/// APPEND and SUBTRACT start from.
+/// Applies incremental operations to `current` (a topic's overrides, or the dynamic broker
+/// defaults, as `scope` says), checking each key and the result. `effective` gives the value a
+/// key has now (set or default), which APPEND and SUBTRACT start from.
 pub fn apply_incremental(
-    overrides: &BTreeMap<String, String>,
+    scope: Scope,
+    current: &BTreeMap<String, String>,
     ops: &[(String, AlterOp, Option<String>)],
     effective: impl Fn(&str) -> String,
 ) -> Result<BTreeMap<String, String>, String> {
-    let mut next = overrides.clone();
+    let mut next = current.clone();
     for (name, op, value) in ops {
-        let Some(k) = key(name) else {
-            return Err(format!("unknown topic config `{name}`"));
+        let Some(k) = scope.lookup(name) else {
+            return Err(scope.unknown(name));
         };
         let list_items = |v: &str| -> Vec<String> {
             v.split(',')
@@ -516,7 +564,7 @@ pub fn apply_incremental(
             }
         }
     }
-    validate(&next)?;
+    validate_in(scope, &next)?;
     Ok(next)
 }
 
@@ -590,7 +638,7 @@ mod tests {
                 Some("60000".to_string()),
             ),
         ];
-        let next = apply_incremental(&current, &ops, eff).unwrap();
+        let next = apply_incremental(Scope::Topic, &current, &ops, eff).unwrap();
         assert_eq!(
             next,
             map(&[
@@ -603,19 +651,43 @@ mod tests {
             AlterOp::Subtract,
             Some("delete".to_string()),
         )];
-        let next = apply_incremental(&next, &ops, eff).unwrap();
+        let next = apply_incremental(Scope::Topic, &next, &ops, eff).unwrap();
         assert_eq!(next["cleanup.policy"], "compact");
         let bad = vec![(
             "retention.ms".to_string(),
             AlterOp::Append,
             Some("5".to_string()),
         )];
-        assert!(apply_incremental(&next, &bad, eff).is_err());
+        assert!(apply_incremental(Scope::Topic, &next, &bad, eff).is_err());
         let invalid = vec![(
             "segment.ms".to_string(),
             AlterOp::Set,
             Some("0".to_string()),
         )];
-        assert!(apply_incremental(&next, &invalid, eff).is_err());
+        assert!(apply_incremental(Scope::Topic, &next, &invalid, eff).is_err());
+    }
+
+    #[test]
+    fn broker_scope_takes_the_dynamic_defaults_of_honoured_keys() {
+        let ok = map(&[
+            ("log.retention.ms", "1000"),
+            ("log.cleanup.policy", "compact"),
+        ]);
+        assert!(validate_in(Scope::Broker, &ok).is_ok());
+        let bad = validate_in(Scope::Broker, &map(&[("log.retention.ms", "-5")])).unwrap_err();
+        assert!(bad.starts_with("log.retention.ms=-5: "), "{bad}");
+        // Accepted-only and unknown settings are not dynamic.
+        for k in ["min.insync.replicas", "retention.ms", "num.partitions"] {
+            let e = validate_in(Scope::Broker, &map(&[(k, "1")])).unwrap_err();
+            assert!(e.contains("cannot be changed dynamically"), "{e}");
+        }
+        let eff = |k: &str| dynamic_broker_key(k).unwrap().default.to_string();
+        let ops = vec![(
+            "log.cleanup.policy".to_string(),
+            AlterOp::Append,
+            Some("compact".to_string()),
+        )];
+        let next = apply_incremental(Scope::Broker, &BTreeMap::new(), &ops, eff).unwrap();
+        assert_eq!(next["log.cleanup.policy"], "delete,compact");
     }
 }

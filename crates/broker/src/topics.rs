@@ -5,6 +5,8 @@
 //! ```text
 //! <data_dir>/.lock                         flock held by the running broker
 //! <data_dir>/producer_ids                  see producer_ids.rs
+//! <data_dir>/dynamic-defaults.toml         [cluster] / [broker]: dynamic broker defaults by
+//!                                          Kafka broker setting name (strings)
 //! <data_dir>/topics/<topic>/topic.toml     partitions = N, [config] overrides (strings)
 //! <data_dir>/topics/<topic>/<partition>/   one PartitionLog directory per partition (0..N)
 //! ```
@@ -29,6 +31,8 @@ use crate::topic_config;
 
 /// Name of a topic's metadata file.
 const TOPIC_META: &str = "topic.toml";
+/// Name of the dynamic broker defaults file in the data dir.
+pub const DYNAMIC_DEFAULTS: &str = "dynamic-defaults.toml";
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_NAME: usize = 249;
 /// Upper bound on partitions per topic, so one request cannot open millions of files.
@@ -97,7 +101,9 @@ pub struct Topic {
     pub settings: TopicSettings,
 }
 
-/// Broker-wide defaults a topic's effective configuration starts from.
+/// Broker-wide defaults a topic's effective configuration starts from: the dynamic defaults
+/// (AlterConfigs on the broker resource), then the static settings (file and flags), then
+/// Kafka's built-in defaults.
 #[derive(Clone, Debug)]
 pub struct TopicDefaults {
     segment_bytes: u64,
@@ -105,6 +111,45 @@ pub struct TopicDefaults {
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
     max_message_bytes: usize,
+    /// Dynamic defaults for the whole cluster (broker resource `""`), by broker setting name.
+    pub dynamic_cluster: BTreeMap<String, String>,
+    /// Dynamic defaults of this broker (broker resource `0`); they win over the cluster's.
+    pub dynamic_broker: BTreeMap<String, String>,
+}
+
+/// Where a topic key's default comes from (DescribeConfigs ConfigSource).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultSource {
+    /// Set dynamically on this broker: DYNAMIC_BROKER_CONFIG (2).
+    DynamicBroker,
+    /// Set dynamically for the cluster: DYNAMIC_DEFAULT_BROKER_CONFIG (3).
+    DynamicCluster,
+    /// The broker's config file or flags, differing from Kafka's default:
+    /// STATIC_BROKER_CONFIG (4).
+    Static,
+    /// Kafka's built-in default: DEFAULT_CONFIG (5).
+    Default,
+}
+
+impl DefaultSource {
+    /// The wire code.
+    pub fn code(self) -> i8 {
+        match self {
+            DefaultSource::DynamicBroker => 2,
+            DefaultSource::DynamicCluster => 3,
+            DefaultSource::Static => 4,
+            DefaultSource::Default => 5,
+        }
+    }
+}
+
+/// Which dynamic defaults an AlterConfigs on the broker resource changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DynamicScope {
+    /// Resource name `""`.
+    Cluster,
+    /// Resource name `0` (this node).
+    Broker,
 }
 
 impl TopicDefaults {
@@ -116,7 +161,53 @@ impl TopicDefaults {
             retention_ms: c.retention_ms,
             retention_bytes: c.retention_bytes,
             max_message_bytes: c.max_message_bytes,
+            dynamic_cluster: BTreeMap::new(),
+            dynamic_broker: BTreeMap::new(),
         }
+    }
+
+    /// The dynamic defaults of `scope`.
+    pub fn dynamic(&self, scope: DynamicScope) -> &BTreeMap<String, String> {
+        match scope {
+            DynamicScope::Cluster => &self.dynamic_cluster,
+            DynamicScope::Broker => &self.dynamic_broker,
+        }
+    }
+
+    /// Every layer that gives topic key `name` a default, in precedence order (the first is
+    /// the effective default; the built-in default is always last).
+    pub fn default_layers(&self, name: &str) -> Vec<(String, DefaultSource)> {
+        let Some(key) = topic_config::key(name) else {
+            return Vec::new();
+        };
+        let mut layers = Vec::new();
+        if let Some(v) = self.dynamic_broker.get(key.broker_synonym) {
+            layers.push((v.clone(), DefaultSource::DynamicBroker));
+        }
+        if let Some(v) = self.dynamic_cluster.get(key.broker_synonym) {
+            layers.push((v.clone(), DefaultSource::DynamicCluster));
+        }
+        let from_static = match name {
+            "retention.ms" => Some(self.retention_ms.unwrap_or(-1).to_string()),
+            "retention.bytes" => Some(self.retention_bytes.map_or(-1, |b| b as i64).to_string()),
+            "segment.bytes" => Some(self.segment_bytes.to_string()),
+            "segment.ms" => Some(self.segment_ms.unwrap_or(i64::MAX).to_string()),
+            "max.message.bytes" => Some(self.max_message_bytes.to_string()),
+            _ => None,
+        };
+        if let Some(v) = from_static.filter(|v| v != key.default) {
+            layers.push((v, DefaultSource::Static));
+        }
+        layers.push((key.default.to_owned(), DefaultSource::Default));
+        layers
+    }
+
+    /// The value topic key `name` has without a topic override, and where it comes from.
+    pub fn default_value(&self, name: &str) -> (String, DefaultSource) {
+        self.default_layers(name)
+            .into_iter()
+            .next()
+            .unwrap_or((String::new(), DefaultSource::Default))
     }
 
     /// The effective log configuration of a topic with these overrides, or why they are
@@ -154,25 +245,6 @@ impl TopicDefaults {
             Some(v) => v.trim().to_owned(),
             None => self.default_value(name).0,
         })
-    }
-
-    /// The value `name` has without a topic override, and whether it comes from a broker
-    /// setting that differs from Kafka's default (DescribeConfigs: STATIC_BROKER_CONFIG)
-    /// rather than the built-in default.
-    pub fn default_value(&self, name: &str) -> (String, bool) {
-        let builtin = topic_config::key(name).map_or("", |k| k.default);
-        let from_broker = match name {
-            "retention.ms" => Some(self.retention_ms.unwrap_or(-1).to_string()),
-            "retention.bytes" => Some(self.retention_bytes.map_or(-1, |b| b as i64).to_string()),
-            "segment.bytes" => Some(self.segment_bytes.to_string()),
-            "segment.ms" => Some(self.segment_ms.unwrap_or(i64::MAX).to_string()),
-            "max.message.bytes" => Some(self.max_message_bytes.to_string()),
-            _ => None,
-        };
-        match from_broker {
-            Some(v) if v != builtin => (v, true),
-            _ => (builtin.to_owned(), false),
-        }
     }
 }
 
@@ -223,7 +295,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 pub struct Topics {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
-    defaults: TopicDefaults,
+    /// Replaced whole when the dynamic defaults change (under `admin`).
+    defaults: RwLock<TopicDefaults>,
     map: RwLock<BTreeMap<Arc<str>, Arc<Topic>>>,
     /// Serialises create/delete/grow so the registry and the disk never disagree.
     admin: Mutex<()>,
@@ -235,9 +308,15 @@ impl Topics {
     pub fn load(
         storage: Arc<dyn Storage>,
         data_dir: &Path,
-        defaults: TopicDefaults,
+        mut defaults: TopicDefaults,
         now_ms: i64,
     ) -> Result<Topics, BrokerError> {
+        let dynamic_path = data_dir.join(DYNAMIC_DEFAULTS);
+        if dynamic_path.exists() {
+            let meta = read_dynamic(&dynamic_path)?;
+            defaults.dynamic_cluster = meta.cluster;
+            defaults.dynamic_broker = meta.broker;
+        }
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("creating", &dir, e))?;
         let mut map = BTreeMap::new();
@@ -295,7 +374,7 @@ impl Topics {
         Ok(Topics {
             dir,
             storage,
-            defaults,
+            defaults: RwLock::new(defaults),
             map: RwLock::new(map),
             admin: Mutex::new(()),
         })
@@ -328,9 +407,9 @@ impl Topics {
             .collect()
     }
 
-    /// The broker-wide defaults.
-    pub fn defaults(&self) -> &TopicDefaults {
-        &self.defaults
+    /// The broker-wide defaults (a snapshot).
+    pub fn defaults(&self) -> TopicDefaults {
+        self.defaults.read().clone()
     }
 
     /// Creates a topic (or only validates the request). Blocking.
@@ -348,11 +427,11 @@ impl Topics {
                 "{partitions} is not between 1 and {MAX_PARTITIONS}"
             )));
         }
-        let log_config = self
-            .defaults
+        let _admin = self.admin.lock();
+        let defaults = self.defaults();
+        let log_config = defaults
             .log_config(&overrides)
             .map_err(TopicError::InvalidConfig)?;
-        let _admin = self.admin.lock();
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
@@ -361,7 +440,7 @@ impl Topics {
             return Ok(Arc::new(Topic {
                 name,
                 partitions: Vec::new(),
-                settings: self.defaults.settings(&overrides),
+                settings: defaults.settings(&overrides),
                 overrides,
                 log_config,
             }));
@@ -394,7 +473,7 @@ impl Topics {
         let topic = Arc::new(Topic {
             name: name.clone(),
             partitions: parts,
-            settings: self.defaults.settings(&overrides),
+            settings: defaults.settings(&overrides),
             overrides,
             log_config,
         });
@@ -513,8 +592,8 @@ impl Topics {
             .get(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let overrides = next(&topic).map_err(TopicError::InvalidConfig)?;
-        let log_config = self
-            .defaults
+        let defaults = self.defaults();
+        let log_config = defaults
             .log_config(&overrides)
             .map_err(TopicError::InvalidConfig)?;
         if validate_only || topic.overrides == overrides {
@@ -530,15 +609,80 @@ impl Topics {
         for p in &topic.partitions {
             p.with_log(|log| log.set_config(log_config.clone()));
         }
+        let settings = defaults.settings(&overrides);
+        self.install_config(&topic, overrides, log_config, settings);
+        tracing::info!(topic = name, "altered topic config");
+        Ok(())
+    }
+
+    /// Applies a topic's new effective configuration to its partition logs and replaces its
+    /// registry entry. Called under the admin lock.
+    fn install_config(
+        &self,
+        topic: &Topic,
+        overrides: BTreeMap<String, String>,
+        log_config: LogConfig,
+        settings: TopicSettings,
+    ) {
+        for p in &topic.partitions {
+            p.with_log(|log| log.set_config(log_config.clone()));
+        }
         let altered = Arc::new(Topic {
             name: topic.name.clone(),
             partitions: topic.partitions.clone(),
-            settings: self.defaults.settings(&overrides),
+            settings,
             overrides,
             log_config,
         });
-        tracing::info!(topic = name, overrides = ?altered.overrides, "altered topic config");
         self.map.write().insert(topic.name.clone(), altered);
+    }
+
+    /// Replaces the dynamic defaults of `scope` with what `next` makes of the current ones (or
+    /// only validates that): stored durably in `<data_dir>/dynamic-defaults.toml` first, then
+    /// applied live to every topic whose effective configuration changes. Blocking.
+    pub fn alter_defaults(
+        &self,
+        scope: DynamicScope,
+        validate_only: bool,
+        next: impl FnOnce(&TopicDefaults) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock();
+        let mut defaults = self.defaults();
+        let settings = next(&defaults).map_err(TopicError::InvalidConfig)?;
+        topic_config::validate_in(topic_config::Scope::Broker, &settings)
+            .map_err(TopicError::InvalidConfig)?;
+        match scope {
+            DynamicScope::Cluster => defaults.dynamic_cluster = settings,
+            DynamicScope::Broker => defaults.dynamic_broker = settings,
+        }
+        // Every topic must still be valid under the new defaults.
+        let topics = self.list();
+        let mut changed = Vec::new();
+        for t in &topics {
+            let log_config = defaults
+                .log_config(&t.overrides)
+                .map_err(|e| TopicError::InvalidConfig(format!("topic {}: {e}", t.name)))?;
+            let settings = defaults.settings(&t.overrides);
+            if log_config != t.log_config || settings != t.settings {
+                changed.push((t.clone(), log_config, settings));
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        write_dynamic(
+            &data_dir.join(DYNAMIC_DEFAULTS),
+            &DynamicMeta {
+                cluster: defaults.dynamic_cluster.clone(),
+                broker: defaults.dynamic_broker.clone(),
+            },
+        )?;
+        *self.defaults.write() = defaults;
+        for (t, log_config, settings) in changed {
+            self.install_config(&t, t.overrides.clone(), log_config, settings);
+        }
+        tracing::info!(?scope, "altered dynamic broker defaults");
         Ok(())
     }
 
@@ -573,6 +717,37 @@ fn open_partition(
             }
         })?;
     Ok(Partition::new(topic.clone(), index, log))
+}
+
+/// Persisted dynamic broker defaults (`dynamic-defaults.toml`), by broker setting name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DynamicMeta {
+    #[serde(default)]
+    cluster: BTreeMap<String, String>,
+    #[serde(default)]
+    broker: BTreeMap<String, String>,
+}
+
+fn read_dynamic(path: &Path) -> Result<DynamicMeta, BrokerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BrokerError::io("reading", path, e))?;
+    let corrupt = |reason: String| BrokerError::CorruptMetadata {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta: DynamicMeta = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    for settings in [&meta.cluster, &meta.broker] {
+        topic_config::validate_in(topic_config::Scope::Broker, settings).map_err(corrupt)?;
+    }
+    Ok(meta)
+}
+
+fn write_dynamic(path: &Path, meta: &DynamicMeta) -> Result<(), BrokerError> {
+    let text = toml::to_string(meta).map_err(|e| BrokerError::CorruptMetadata {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_durably(path, text.as_bytes())
 }
 
 fn read_meta(path: &Path) -> Result<TopicMeta, BrokerError> {
@@ -697,15 +872,107 @@ mod tests {
         });
         assert_eq!(
             custom.default_value("retention.ms"),
-            ("1000".to_string(), true)
+            ("1000".to_string(), DefaultSource::Static)
         );
         assert_eq!(
             d.default_value("retention.ms"),
-            ("604800000".to_string(), false)
+            ("604800000".to_string(), DefaultSource::Default)
         );
         assert_eq!(
             d.default_value("delete.retention.ms"),
-            ("86400000".to_string(), false)
+            ("86400000".to_string(), DefaultSource::Default)
         );
+        // Dynamic defaults win: this broker's over the cluster's over the static setting.
+        let mut dynamic = custom.clone();
+        dynamic
+            .dynamic_cluster
+            .insert("log.retention.ms".into(), "2000".into());
+        assert_eq!(
+            dynamic.default_value("retention.ms"),
+            ("2000".to_string(), DefaultSource::DynamicCluster)
+        );
+        dynamic
+            .dynamic_broker
+            .insert("log.retention.ms".into(), "3000".into());
+        let layers: Vec<DefaultSource> = dynamic
+            .default_layers("retention.ms")
+            .into_iter()
+            .map(|l| l.1)
+            .collect();
+        assert_eq!(
+            layers,
+            vec![
+                DefaultSource::DynamicBroker,
+                DefaultSource::DynamicCluster,
+                DefaultSource::Static,
+                DefaultSource::Default
+            ]
+        );
+        assert_eq!(
+            dynamic.log_config(&BTreeMap::new()).unwrap().retention_ms,
+            Some(3000)
+        );
+    }
+
+    #[test]
+    fn dynamic_defaults_apply_live_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(waterline_log::FsStorage::new());
+        let defaults = TopicDefaults::from_config(&BrokerConfig::default());
+        let topics = Topics::load(storage.clone(), dir.path(), defaults.clone(), 0).unwrap();
+        topics
+            .create("follows", 1, BTreeMap::new(), false, 0)
+            .unwrap();
+        let pinned = BTreeMap::from([("retention.ms".to_string(), "42".to_string())]);
+        topics.create("pinned", 1, pinned, false, 0).unwrap();
+        let set = |k: &str, v: &str| {
+            let m = BTreeMap::from([(k.to_string(), v.to_string())]);
+            move |_: &TopicDefaults| Ok(m)
+        };
+        topics
+            .alter_defaults(
+                DynamicScope::Cluster,
+                false,
+                set("log.retention.ms", "5000"),
+            )
+            .unwrap();
+        let retention = |t: &Topics, name: &str| {
+            let topic = t.get(name).unwrap();
+            let live = topic.partitions[0]
+                .with_log(|l| l.config().retention_ms)
+                .flatten();
+            assert_eq!(
+                live, topic.log_config.retention_ms,
+                "registry and log agree"
+            );
+            live
+        };
+        assert_eq!(retention(&topics, "follows"), Some(5000));
+        assert_eq!(retention(&topics, "pinned"), Some(42), "overrides win");
+        // This broker's value wins over the cluster's.
+        topics
+            .alter_defaults(DynamicScope::Broker, false, set("log.retention.ms", "6000"))
+            .unwrap();
+        assert_eq!(retention(&topics, "follows"), Some(6000));
+        // validate_only and refused changes leave everything as it was.
+        topics
+            .alter_defaults(DynamicScope::Broker, true, set("log.retention.ms", "7000"))
+            .unwrap();
+        let refused = topics
+            .alter_defaults(DynamicScope::Broker, false, set("num.partitions", "3"))
+            .unwrap_err();
+        assert!(refused.to_string().contains("num.partitions"), "{refused}");
+        assert_eq!(retention(&topics, "follows"), Some(6000));
+        topics.close_all();
+        drop(topics);
+        let reloaded = Topics::load(storage, dir.path(), defaults, 0).unwrap();
+        assert_eq!(retention(&reloaded, "follows"), Some(6000));
+        let d = reloaded.defaults();
+        assert_eq!(d.dynamic_cluster["log.retention.ms"], "5000");
+        assert_eq!(
+            d.default_value("retention.ms"),
+            ("6000".to_string(), DefaultSource::DynamicBroker)
+        );
+        reloaded.close_all();
     }
 }

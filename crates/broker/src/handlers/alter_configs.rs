@@ -1,7 +1,8 @@
-//! AlterConfigs (33), v0-2: replaces the whole set of a topic's config overrides (keys not
-//! named go back to their defaults), as Kafka does. Stored durably before the answer and
-//! applied to the partitions live. Broker settings are static (config file and flags), so the
-//! broker resource is refused with INVALID_REQUEST naming why.
+//! AlterConfigs (33), v0-2: replaces the whole set of a topic's config overrides, or of the
+//! dynamic broker defaults (resource `""` for the cluster, `0` for this broker), as Kafka does:
+//! keys not named go back to their defaults. Stored durably before the answer and applied to
+//! the partitions live. Only the broker-wide defaults of topic settings are dynamic
+//! (`log.retention.ms`, `log.cleanup.policy`, ...); other broker keys get INVALID_CONFIG.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, Reques
 use crate::error::BrokerError;
 use crate::handlers::sb;
 use crate::state::{NODE_ID, SharedState};
-use crate::topics::{Topic, TopicError};
+use crate::topics::{DynamicScope, Topic, TopicDefaults, TopicError};
 
 /// Kafka ConfigResource types.
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
@@ -28,15 +29,40 @@ pub(crate) async fn alter_topic(
 ) -> (i16, Option<String>) {
     let s = state.clone();
     let topic = name.to_owned();
-    let result =
+    answer(
+        name,
         tokio::task::spawn_blocking(move || s.topics.alter_config(&topic, validate_only, next))
-            .await
-            .unwrap_or_else(|e| Err(TopicError::Storage(BrokerError::Task(e.to_string()))));
+            .await,
+    )
+}
+
+/// Alters the dynamic broker defaults of `scope` with `next` (see
+/// [`crate::topics::Topics::alter_defaults`]); returns the error code and message.
+pub(crate) async fn alter_defaults(
+    state: &SharedState,
+    scope: DynamicScope,
+    validate_only: bool,
+    next: impl FnOnce(&TopicDefaults) -> Result<BTreeMap<String, String>, String> + Send + 'static,
+) -> (i16, Option<String>) {
+    let s = state.clone();
+    answer(
+        "broker",
+        tokio::task::spawn_blocking(move || s.topics.alter_defaults(scope, validate_only, next))
+            .await,
+    )
+}
+
+fn answer(
+    what: &str,
+    joined: Result<Result<(), TopicError>, tokio::task::JoinError>,
+) -> (i16, Option<String>) {
+    let result =
+        joined.unwrap_or_else(|e| Err(TopicError::Storage(BrokerError::Task(e.to_string()))));
     match result {
         Ok(()) => (0, None),
         Err(e) => {
             if let TopicError::Storage(err) = &e {
-                tracing::error!(topic = name, error = %err, "altering topic config");
+                tracing::error!(resource = what, error = %err, "altering configs");
             }
             let message = match &e {
                 TopicError::InvalidConfig(m) => m.clone(),
@@ -47,19 +73,19 @@ pub(crate) async fn alter_topic(
     }
 }
 
-/// The answer for a resource that is not a topic.
-pub(crate) fn refuse_non_topic(resource_type: i8, name: &str) -> (i16, Option<String>) {
-    let message = match resource_type {
-        RESOURCE_BROKER if name.is_empty() || name == NODE_ID.to_string() => {
-            "broker settings are static in waterline serve: change the config file or flags and restart"
-        }
-        RESOURCE_BROKER => "unknown broker id",
-        _ => "only topic and broker resources have configs here",
-    };
-    (
-        ResponseError::InvalidRequest.code(),
-        Some(message.to_owned()),
-    )
+/// Which dynamic defaults a broker resource name addresses: `""` the cluster's, `0` this
+/// broker's; `Err` answers anything else.
+pub(crate) fn broker_scope(
+    resource_type: i8,
+    name: &str,
+) -> Result<DynamicScope, (i16, Option<String>)> {
+    let refuse = |m: &str| Err((ResponseError::InvalidRequest.code(), Some(m.to_owned())));
+    match resource_type {
+        RESOURCE_BROKER if name.is_empty() => Ok(DynamicScope::Cluster),
+        RESOURCE_BROKER if name == NODE_ID.to_string() => Ok(DynamicScope::Broker),
+        RESOURCE_BROKER => refuse("unknown broker id"),
+        _ => refuse("only topic and broker resources have configs here"),
+    }
 }
 
 /// Handles a decoded AlterConfigs request.
@@ -70,33 +96,35 @@ pub async fn handle(
 ) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
     for res in req.resources {
-        let (code, message) = if res.resource_type == RESOURCE_TOPIC {
-            let mut overrides = BTreeMap::new();
-            let mut null = None;
-            for c in &res.configs {
-                match &c.value {
-                    Some(v) => {
-                        overrides.insert(c.name.to_string(), v.to_string());
-                    }
-                    None => null = Some(c.name.to_string()),
+        let mut settings = BTreeMap::new();
+        let mut null = None;
+        for c in &res.configs {
+            match &c.value {
+                Some(v) => {
+                    settings.insert(c.name.to_string(), v.to_string());
                 }
+                None => null = Some(c.name.to_string()),
             }
-            match null {
-                Some(key) => (
-                    ResponseError::InvalidConfig.code(),
-                    Some(format!(
-                        "{key}: a null value is not allowed in AlterConfigs"
-                    )),
-                ),
-                None => {
-                    alter_topic(state, &res.resource_name, req.validate_only, move |_| {
-                        Ok(overrides)
-                    })
-                    .await
-                }
-            }
+        }
+        let (code, message) = if let Some(key) = null {
+            (
+                ResponseError::InvalidConfig.code(),
+                Some(format!(
+                    "{key}: a null value is not allowed in AlterConfigs"
+                )),
+            )
+        } else if res.resource_type == RESOURCE_TOPIC {
+            alter_topic(state, &res.resource_name, req.validate_only, move |_| {
+                Ok(settings)
+            })
+            .await
         } else {
-            refuse_non_topic(res.resource_type, &res.resource_name)
+            match broker_scope(res.resource_type, &res.resource_name) {
+                Ok(scope) => {
+                    alter_defaults(state, scope, req.validate_only, move |_| Ok(settings)).await
+                }
+                Err(answer) => answer,
+            }
         };
         let mut r = AlterConfigsResourceResponse::default();
         r.error_code = code;

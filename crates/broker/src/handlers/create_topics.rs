@@ -68,7 +68,7 @@ pub async fn handle(
                 r.replication_factor = 1;
                 // v5+ reports the effective configuration of the new topic.
                 r.configs = Some(
-                    describe_configs::topic_entries(state.topics.defaults(), &topic)
+                    describe_configs::topic_entries(&state.topics.defaults(), &topic)
                         .into_iter()
                         .map(|e| {
                             let mut c = CreatableTopicConfigs::default();

@@ -1,12 +1,14 @@
 //! DescribeConfigs (32), v1-4: effective topic configuration, and the broker's own settings
 //! under Kafka's names (resource type BROKER, name `0`).
 //!
-//! Broker settings are static (file or flags; nothing is dynamic yet), so every one is
-//! read-only. Its source is STATIC_BROKER_CONFIG when the value differs from the built-in
-//! default and DEFAULT_CONFIG otherwise (a value set explicitly to its default reads as a
-//! default). With `include_synonyms` each entry lists itself and, when overridden, the default
-//! it overrides, in Kafka's precedence order. The cluster-wide dynamic defaults (broker
-//! resource name `""`) are empty.
+//! A broker setting's value comes from, in precedence order: a dynamic value for this broker
+//! (DYNAMIC_BROKER_CONFIG), one for the cluster (DYNAMIC_DEFAULT_BROKER_CONFIG), the config
+//! file or flags (STATIC_BROKER_CONFIG, when it differs from the built-in default: a value set
+//! explicitly to its default reads as a default), the built-in default (DEFAULT_CONFIG). With
+//! `include_synonyms` each entry lists every layer that has a value, in that order. Only the
+//! broker-wide defaults of topic settings (`log.retention.ms`, `log.cleanup.policy`, ...) are
+//! dynamic; the rest are read-only. Resource name `""` describes the cluster-wide dynamic
+//! defaults alone.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -17,7 +19,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, 
 use crate::handlers::sb;
 use crate::state::{NODE_ID, SharedState};
 use crate::topic_config;
-use crate::topics::{Topic, TopicDefaults};
+use crate::topics::{DefaultSource, DynamicScope, Topic, TopicDefaults};
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
@@ -53,15 +55,13 @@ pub(crate) fn topic_entries(defaults: &TopicDefaults, t: &Topic) -> Vec<TopicEnt
     topic_config::TOPIC_KEYS
         .iter()
         .map(|k| {
-            let (default, from_broker) = defaults.default_value(k.name);
             let mut synonyms = Vec::new();
             if let Some(v) = t.overrides.get(k.name) {
                 synonyms.push((k.name, v.clone(), SOURCE_TOPIC));
             }
-            if from_broker {
-                synonyms.push((k.broker_synonym, default.clone(), SOURCE_STATIC_BROKER));
+            for (value, source) in defaults.default_layers(k.name) {
+                synonyms.push((k.broker_synonym, value, source.code()));
             }
-            synonyms.push((k.broker_synonym, k.default.to_owned(), SOURCE_DEFAULT));
             let (_, value, source) = synonyms[0].clone();
             TopicEntry {
                 name: k.name,
@@ -305,52 +305,116 @@ pub(crate) fn broker_settings(
     ]
 }
 
-/// The broker resource's entries, filtered by `keys` (`None`: all).
-fn broker_entries(
-    state: &SharedState,
-    keys: Option<&[kafka_protocol::protocol::StrBytes]>,
-    synonyms: bool,
-    documentation: bool,
-) -> Vec<DescribeConfigsResourceResult> {
+/// One broker setting's layers, in precedence order: (value, source).
+struct BrokerRow {
+    name: &'static str,
+    config_type: i8,
+    doc: &'static str,
+    /// Settable with AlterConfigs (the broker-wide default of an honoured topic key).
+    dynamic: bool,
+    layers: Vec<(Option<String>, i8)>,
+}
+
+/// Every broker setting with its layers: dynamic (this broker, then the cluster), static (file
+/// and flags, when it differs from the default), default.
+fn broker_rows(state: &SharedState) -> Vec<BrokerRow> {
     let listen = state.config.listen.clone();
     let advertised = format!("{}:{}", state.advertised_host, state.advertised_port);
     let actual = broker_settings(&state.config, &listen, &advertised);
     // Defaults as `waterline serve` would have them with no file and no flags; the
     // listener addresses are what they are, not settings compared here.
     let defaults = broker_settings(&BrokerConfig::default(), &listen, &advertised);
-    actual
+    let topic_defaults = state.topics.defaults();
+    let dynamic_layers = |name: &str| {
+        let mut layers = Vec::new();
+        if let Some(v) = topic_defaults.dynamic(DynamicScope::Broker).get(name) {
+            layers.push((Some(v.clone()), DefaultSource::DynamicBroker.code()));
+        }
+        if let Some(v) = topic_defaults.dynamic(DynamicScope::Cluster).get(name) {
+            layers.push((Some(v.clone()), DefaultSource::DynamicCluster.code()));
+        }
+        layers
+    };
+    let mut rows: Vec<BrokerRow> = actual
         .into_iter()
         .zip(defaults)
-        .filter(|(a, _)| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == a.name)))
         .map(|(a, d)| {
-            let source = if a.value == d.value {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
+            let dynamic = topic_config::dynamic_broker_key(a.name).is_some();
+            let mut layers = dynamic_layers(a.name);
+            if a.value != d.value {
+                layers.push((a.value, SOURCE_STATIC_BROKER));
+            }
+            layers.push((d.value, SOURCE_DEFAULT));
+            BrokerRow {
+                name: a.name,
+                config_type: a.config_type,
+                doc: a.doc,
+                dynamic,
+                layers,
+            }
+        })
+        .collect();
+    // Dynamic defaults of topic keys that have no static broker setting of their own.
+    for k in topic_config::TOPIC_KEYS {
+        if topic_config::dynamic_broker_key(k.broker_synonym).is_none()
+            || rows.iter().any(|r| r.name == k.broker_synonym)
+        {
+            continue;
+        }
+        let mut layers = dynamic_layers(k.broker_synonym);
+        layers.push((Some(k.default.to_owned()), SOURCE_DEFAULT));
+        rows.push(BrokerRow {
+            name: k.broker_synonym,
+            config_type: k.ty.code(),
+            doc: k.doc,
+            dynamic: true,
+            layers,
+        });
+    }
+    rows
+}
+
+/// The broker resource's entries (`scope` Broker: resource `0`, every setting; Cluster:
+/// resource `""`, only the dynamic cluster defaults), filtered by `keys` (`None`: all).
+fn broker_entries(
+    state: &SharedState,
+    scope: DynamicScope,
+    keys: Option<&[kafka_protocol::protocol::StrBytes]>,
+    synonyms: bool,
+    documentation: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let cluster = DefaultSource::DynamicCluster.code();
+    broker_rows(state)
+        .into_iter()
+        .filter(|r| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == r.name)))
+        .filter_map(|mut r| {
+            if scope == DynamicScope::Cluster {
+                r.layers.retain(|l| l.1 == cluster);
+            }
+            let (value, source) = r.layers.first().cloned()?;
             let mut e = DescribeConfigsResourceResult::default();
-            e.name = sb(a.name);
-            e.value = a.value.clone().map(sb);
-            e.read_only = true;
+            e.name = sb(r.name);
+            e.value = value.map(sb);
+            e.read_only = !r.dynamic;
             e.config_source = source;
-            e.config_type = a.config_type;
+            e.config_type = r.config_type;
             if documentation {
-                e.documentation = Some(sb(a.doc));
+                e.documentation = Some(sb(r.doc));
             }
             if synonyms {
-                let synonym = |value: Option<String>, source| {
-                    let mut s = DescribeConfigsSynonym::default();
-                    s.name = sb(a.name);
-                    s.value = value.map(sb);
-                    s.source = source;
-                    s
-                };
-                e.synonyms.push(synonym(a.value.clone(), source));
-                if source != SOURCE_DEFAULT {
-                    e.synonyms.push(synonym(d.value.clone(), SOURCE_DEFAULT));
-                }
+                e.synonyms = r
+                    .layers
+                    .into_iter()
+                    .map(|(value, source)| {
+                        let mut s = DescribeConfigsSynonym::default();
+                        s.name = sb(r.name);
+                        s.value = value.map(sb);
+                        s.source = source;
+                        s
+                    })
+                    .collect();
             }
-            e
+            Some(e)
         })
         .collect()
 }
@@ -374,7 +438,7 @@ pub async fn handle(
                 }
                 Some(t) => {
                     r.configs = topic_result(
-                        state.topics.defaults(),
+                        &state.topics.defaults(),
                         &t,
                         res.configuration_keys.as_deref(),
                         req.include_synonyms,
@@ -382,16 +446,23 @@ pub async fn handle(
                     );
                 }
             },
-            RESOURCE_BROKER if res.resource_name.as_str() == NODE_ID.to_string() => {
+            RESOURCE_BROKER
+                if res.resource_name.is_empty()
+                    || res.resource_name.as_str() == NODE_ID.to_string() =>
+            {
+                let scope = if res.resource_name.is_empty() {
+                    DynamicScope::Cluster
+                } else {
+                    DynamicScope::Broker
+                };
                 r.configs = broker_entries(
                     state,
+                    scope,
                     res.configuration_keys.as_deref(),
                     req.include_synonyms,
                     req.include_documentation,
                 );
             }
-            // The cluster-wide dynamic broker defaults: there are none.
-            RESOURCE_BROKER if res.resource_name.is_empty() => {}
             RESOURCE_BROKER => {
                 r.error_code = ResponseError::InvalidRequest.code();
                 r.error_message = Some(sb("unknown broker id"));

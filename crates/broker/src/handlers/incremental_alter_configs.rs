@@ -1,7 +1,7 @@
 //! IncrementalAlterConfigs (44), v0-1: per-key SET, DELETE, APPEND and SUBTRACT (the last two
-//! for list configs such as `cleanup.policy`) on a topic's overrides; the rest stay as they
-//! are. Checked as a whole, stored durably before the answer, applied live. The broker
-//! resource is refused as in AlterConfigs (settings are static).
+//! for list configs such as `cleanup.policy`) on a topic's overrides or on the dynamic broker
+//! defaults (resource `""` or `0`, as in AlterConfigs); the rest stay as they are. Checked as
+//! a whole, stored durably before the answer, applied live.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
@@ -9,10 +9,11 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, RequestHeader,
 };
 
-use crate::handlers::alter_configs::{RESOURCE_TOPIC, alter_topic, refuse_non_topic};
+use crate::handlers::alter_configs::{RESOURCE_TOPIC, alter_defaults, alter_topic, broker_scope};
 use crate::handlers::sb;
 use crate::state::SharedState;
-use crate::topic_config::{self, AlterOp};
+use crate::topic_config::{self, AlterOp, Scope};
+use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 
 /// Handles a decoded IncrementalAlterConfigs request.
 pub async fn handle(
@@ -22,9 +23,18 @@ pub async fn handle(
 ) -> IncrementalAlterConfigsResponse {
     let mut resp = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
-        let (code, message) = if res.resource_type != RESOURCE_TOPIC {
-            refuse_non_topic(res.resource_type, &res.resource_name)
+        let scope = if res.resource_type == RESOURCE_TOPIC {
+            None
         } else {
+            match broker_scope(res.resource_type, &res.resource_name) {
+                Ok(scope) => Some(scope),
+                Err(answer) => {
+                    resp.responses.push(response(&res, answer));
+                    continue;
+                }
+            }
+        };
+        let (code, message) = {
             let mut ops = Vec::with_capacity(res.configs.len());
             let mut bad = None;
             for c in &res.configs {
@@ -45,23 +55,50 @@ pub async fn handle(
             }
             match bad {
                 Some(m) => (ResponseError::InvalidRequest.code(), Some(m)),
-                None => {
-                    let defaults = state.topics.defaults().clone();
-                    alter_topic(state, &res.resource_name, req.validate_only, move |topic| {
-                        topic_config::apply_incremental(&topic.overrides, &ops, |k| {
-                            defaults.default_value(k).0
+                None => match scope {
+                    None => {
+                        let defaults = state.topics.defaults();
+                        alter_topic(state, &res.resource_name, req.validate_only, move |topic| {
+                            topic_config::apply_incremental(
+                                Scope::Topic,
+                                &topic.overrides,
+                                &ops,
+                                |k| defaults.default_value(k).0,
+                            )
                         })
-                    })
-                    .await
-                }
+                        .await
+                    }
+                    Some(scope) => {
+                        alter_defaults(state, scope, req.validate_only, move |defaults| {
+                            topic_config::apply_incremental(
+                                Scope::Broker,
+                                defaults.dynamic(scope),
+                                &ops,
+                                |broker_key| {
+                                    topic_config::dynamic_broker_key(broker_key)
+                                        .map(|k| defaults.default_value(k.name).0)
+                                        .unwrap_or_default()
+                                },
+                            )
+                        })
+                        .await
+                    }
+                },
             }
         };
-        let mut r = AlterConfigsResourceResponse::default();
-        r.error_code = code;
-        r.error_message = message.map(sb);
-        r.resource_type = res.resource_type;
-        r.resource_name = res.resource_name;
-        resp.responses.push(r);
+        resp.responses.push(response(&res, (code, message)));
     }
     resp
+}
+
+fn response(
+    res: &AlterConfigsResource,
+    (code, message): (i16, Option<String>),
+) -> AlterConfigsResourceResponse {
+    let mut r = AlterConfigsResourceResponse::default();
+    r.error_code = code;
+    r.error_message = message.map(sb);
+    r.resource_type = res.resource_type;
+    r.resource_name = res.resource_name.clone();
+    r
 }
