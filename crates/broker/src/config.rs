@@ -81,6 +81,19 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// Milliseconds between retention checks.
     pub retention_check_ms: u64,
+    /// Bytes of request frames being read or in flight, broker-wide (Kafka
+    /// `queued.max.request.bytes`, which is unbounded there). A connection waits for room
+    /// before reading a frame; frames above 1 MiB may use at most 7/8 of it, so small requests
+    /// always find room even while large ones wait.
+    pub max_queued_request_bytes: usize,
+    /// Close a connection that sends nothing for this long (Kafka `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// A frame that has started must arrive whole within this many milliseconds.
+    pub request_read_timeout_ms: u64,
+    /// Most connections at once (Kafka `max.connections`); more are closed at once.
+    pub max_connections: Option<usize>,
+    /// Most connections at once from one IP address (Kafka `max.connections.per.ip`).
+    pub max_connections_per_ip: Option<usize>,
     /// Consumer groups and committed offsets (`[groups]`).
     pub groups: crate::groups::GroupConfig,
 }
@@ -106,6 +119,11 @@ impl Default for BrokerConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_message_bytes: 1024 * 1024 + 12,
             retention_check_ms: 60_000,
+            max_queued_request_bytes: 512 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            max_connections: None,
+            max_connections_per_ip: None,
             groups: crate::groups::GroupConfig::default(),
         }
     }
@@ -142,6 +160,20 @@ impl BrokerConfig {
         if self.retention_check_ms == 0 {
             return bad("retention_check_ms must be at least 1");
         }
+        if self.max_frame_bytes > self.max_queued_request_bytes / 8 * 7 {
+            return bad(
+                "max_frame_bytes must be at most 7/8 of max_queued_request_bytes (the rest is kept for small requests)",
+            );
+        }
+        if self.max_queued_request_bytes > u32::MAX as usize {
+            return bad("max_queued_request_bytes must be at most 4294967295");
+        }
+        if self.connections_max_idle_ms == 0 || self.request_read_timeout_ms == 0 {
+            return bad("connections_max_idle_ms and request_read_timeout_ms must be at least 1");
+        }
+        if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
+            return bad("max_connections and max_connections_per_ip must be at least 1");
+        }
         self.groups.validate()?;
         Ok(())
     }
@@ -176,6 +208,10 @@ mod tests {
         assert_eq!(c.fsync, FsyncPolicy::Always);
         assert_eq!(c.max_frame_bytes, 104_857_600);
         assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!(c.max_queued_request_bytes, 512 << 20);
+        assert_eq!(c.connections_max_idle_ms, 600_000);
+        assert_eq!(c.request_read_timeout_ms, 30_000);
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (None, None));
     }
 
     #[test]
@@ -207,6 +243,9 @@ mod tests {
             "fsync = \"interval:0\"",
             "default_partitions = 0",
             "max_frame_bytes = 3",
+            "max_queued_request_bytes = 1000",
+            "connections_max_idle_ms = 0",
+            "max_connections = 0",
             "listen = 5",
         ] {
             assert!(BrokerConfig::from_toml_str(bad).is_err(), "{bad}");

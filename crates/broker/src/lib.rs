@@ -7,6 +7,7 @@
 //! commit), [`producer_ids`] (durable producer-id allocation).
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -9,12 +9,13 @@
 //! per request and the writer awaits them in turn. A protocol error closes the connection after the responses
 //! already queued have been written.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{BudgetPermit, RequestBudget};
 use crate::codec::{self, MIN_HEADER_BYTES};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, ProtocolError};
@@ -203,24 +205,153 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> Result<(String, i32),
     Ok((ip, i32::from(bound.port())))
 }
 
+/// Counts open connections, in all and per IP, against `max_connections` and
+/// `max_connections_per_ip`.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One counted connection; uncounted on drop.
+struct ConnectionSlot {
+    counts: Arc<parking_lot::Mutex<ConnectionCounts>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock();
+        c.total -= 1;
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts a new connection from `ip`, or says which limit it is over.
+fn admit(
+    counts: &Arc<parking_lot::Mutex<ConnectionCounts>>,
+    config: &BrokerConfig,
+    ip: IpAddr,
+) -> Result<ConnectionSlot, &'static str> {
+    let mut c = counts.lock();
+    if config.max_connections.is_some_and(|max| c.total >= max) {
+        return Err("max_connections");
+    }
+    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+    if config
+        .max_connections_per_ip
+        .is_some_and(|max| from_ip >= max)
+    {
+        return Err("max_connections_per_ip");
+    }
+    c.total += 1;
+    *c.per_ip.entry(ip).or_default() += 1;
+    Ok(ConnectionSlot {
+        counts: Arc::clone(counts),
+        ip,
+    })
+}
+
+/// Says something at most once per interval (for conditions that repeat per connection).
+struct Throttled {
+    last: Option<std::time::Instant>,
+    skipped: u64,
+}
+
+impl Throttled {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// `Some(times it was skipped since last said)` when it is time to say it again.
+    fn due(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::INTERVAL)
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+/// A spare file handle, given up to accept (and at once close) a connection when the process
+/// is out of file handles: otherwise the connection would wait in the listen backlog, its
+/// client hanging, instead of being refused.
+fn spare_handle() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
 async fn accept_loop(state: SharedState, listener: TcpListener, tracker: TaskTracker) {
+    let limits = FrameLimits {
+        max_frame: state.config.max_frame_bytes,
+        idle: Duration::from_millis(state.config.connections_max_idle_ms),
+        read_timeout: Duration::from_millis(state.config.request_read_timeout_ms),
+        budget: RequestBudget::new(state.config.max_queued_request_bytes),
+    };
+    let counts = Arc::new(parking_lot::Mutex::new(ConnectionCounts::default()));
+    let mut spare = spare_handle();
+    let mut refused_log = Throttled {
+        last: None,
+        skipped: 0,
+    };
+    let mut exhausted_log = Throttled {
+        last: None,
+        skipped: 0,
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = state.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tracker.spawn(serve_connection(state.clone(), stream, peer));
+            Ok((stream, peer)) => match admit(&counts, &state.config, peer.ip()) {
+                Ok(slot) => {
+                    tracker.spawn(serve_connection(
+                        state.clone(),
+                        stream,
+                        peer,
+                        limits.clone(),
+                        slot,
+                    ));
+                }
+                Err(limit) => {
+                    drop(stream);
+                    if let Some(skipped) = refused_log.due() {
+                        tracing::warn!(%peer, limit, skipped, "connection refused: over {limit}");
+                    }
+                }
+            },
+            Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                // Out of file handles: refuse the waiting connection rather than leave it
+                // hanging, using the spare handle to accept it.
+                drop(spare.take());
+                if let Ok((stream, _)) = listener.accept().await {
+                    drop(stream);
+                }
+                spare = spare_handle();
+                if let Some(skipped) = exhausted_log.due() {
+                    tracing::error!(error = %e, skipped, "out of file handles: refusing connections");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => {
-                // E.g. EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
+
+/// errno values for "too many open files" (process / system); Linux and the BSDs agree.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 async fn retention_loop(state: SharedState) {
     let mut tick = tokio::time::interval(Duration::from_millis(state.config.retention_check_ms));
@@ -252,16 +383,49 @@ async fn retention_loop(state: SharedState) {
 /// Why a connection is being closed.
 type CloseReason = String;
 
-/// Reads one frame; `Ok(None)` on a clean EOF between frames.
+/// Limits on reading one frame.
+#[derive(Clone)]
+struct FrameLimits {
+    max_frame: usize,
+    idle: Duration,
+    read_timeout: Duration,
+    budget: Arc<RequestBudget>,
+}
+
+/// Largest read of a frame body at once: buffers grow with the bytes that arrive, never by a
+/// claimed length alone.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads one frame; `Ok(None)` on a clean EOF between frames. Waits at most `idle` for a frame
+/// to start; once it has, it must arrive whole within `read_timeout` (waiting for budget room
+/// aside). Room for the whole frame is taken from the budget before its body is read and is
+/// held by the returned permit.
 async fn read_frame(
     rd: &mut (impl AsyncReadExt + Unpin),
-    max_frame: usize,
-) -> Result<Option<Bytes>, CloseReason> {
+    limits: &FrameLimits,
+) -> Result<Option<(Bytes, BudgetPermit)>, CloseReason> {
     let mut len = [0u8; 4];
-    match rd.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(format!("read error: {e}")),
+    match tokio::time::timeout(limits.idle, rd.read(&mut len[..1])).await {
+        Err(_) => {
+            return Err(format!(
+                "idle for {} ms (connections_max_idle_ms)",
+                limits.idle.as_millis()
+            ));
+        }
+        Ok(Ok(0)) => return Ok(None),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("read error: {e}")),
+    }
+    let timed_out = |what: &str| {
+        format!(
+            "{what} did not arrive within {} ms (request_read_timeout_ms)",
+            limits.read_timeout.as_millis()
+        )
+    };
+    match tokio::time::timeout(limits.read_timeout, rd.read_exact(&mut len[1..])).await {
+        Err(_) => return Err(timed_out("a frame length")),
+        Ok(Err(e)) => return Err(format!("read error in a frame length: {e}")),
+        Ok(Ok(_)) => {}
     }
     let len = i32::from_be_bytes(len);
     if len <= 0 {
@@ -273,19 +437,39 @@ async fn read_frame(
             "frame of {len} bytes is shorter than a request header"
         ));
     }
-    if len > max_frame {
+    if len > limits.max_frame {
         return Err(format!(
-            "frame of {len} bytes exceeds max_frame_bytes {max_frame}"
+            "frame of {len} bytes exceeds max_frame_bytes {}",
+            limits.max_frame
         ));
     }
-    let mut buf = BytesMut::zeroed(len);
-    rd.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("read error in a {len}-byte frame: {e}"))?;
-    Ok(Some(buf.freeze()))
+    let permit = limits.budget.acquire(len).await;
+    let mut buf = Vec::with_capacity(len.min(READ_CHUNK));
+    let body = async {
+        while buf.len() < len {
+            let want = (len - buf.len()).min(READ_CHUNK);
+            buf.reserve(want);
+            let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.read_timeout, body).await {
+        Err(_) => Err(timed_out(&format!("a {len}-byte frame"))),
+        Ok(Err(e)) => Err(format!("read error in a {len}-byte frame: {e}")),
+        Ok(Ok(())) => Ok(Some((Bytes::from(buf), permit))),
+    }
 }
 
-async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    state: SharedState,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: FrameLimits,
+    _slot: ConnectionSlot,
+) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, "connection opened");
     let (mut rd, mut wr) = stream.into_split();
@@ -306,14 +490,14 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
         }
         let _ = wr.shutdown().await;
     });
-    let max_frame = state.config.max_frame_bytes;
     let mut conn = Connection::new(peer);
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut rd, max_frame) => f,
+            f = read_frame(&mut rd, &limits) => f,
             _ = state.shutdown.cancelled() => break,
         };
-        let frame = match frame {
+        // The permit holds the frame's budget room until its request is answered.
+        let (frame, permit) = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(reason) => {
@@ -345,7 +529,11 @@ async fn serve_connection(state: SharedState, stream: TcpStream, peer: SocketAdd
                     }
                     Applied::Waiting(work) => work,
                 };
-                tokio::spawn(async move { respond(otx, peer, id, work.await) });
+                tokio::spawn(async move {
+                    let resp = work.await;
+                    drop(permit);
+                    respond(otx, peer, id, resp)
+                });
             }
         }
     }

@@ -9,27 +9,12 @@ use common::*;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![p];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
-    r.timeout_ms = 10_000;
-    r.topic_data = vec![t];
-    r
 }
 
 fn fetch_req(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
@@ -68,15 +53,6 @@ fn metadata_req(topic: &str) -> MetadataRequest {
     r.allow_auto_topic_creation = true;
     r
 }
-
-async fn produce(c: &mut Client, topic: &str, records: Bytes) -> PartitionProduceResponse {
-    let r: ProduceResponse = c
-        .call(ApiKey::Produce, 9, &produce_req(topic, 0, records, -1))
-        .await;
-    r.responses[0].partition_responses[0].clone()
-}
-
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 
 async fn fetch_all(c: &mut Client, topic: &str, offset: i64) -> Bytes {
     let r: FetchResponse = c

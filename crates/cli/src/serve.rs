@@ -48,6 +48,22 @@ pub struct ServeArgs {
     /// Largest record batch accepted, in bytes [default: 1048588]
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<usize>,
+    /// Bytes of requests being read or in flight, broker-wide; frames wait for room
+    /// [default: 536870912]
+    #[arg(long, value_name = "BYTES")]
+    max_queued_request_bytes: Option<usize>,
+    /// Close connections that send nothing for this long [default: 600000]
+    #[arg(long, value_name = "MS")]
+    connections_max_idle_ms: Option<u64>,
+    /// A started request must arrive whole within this time [default: 30000]
+    #[arg(long, value_name = "MS")]
+    request_read_timeout_ms: Option<u64>,
+    /// Most connections at once; more are closed at once [default: unlimited]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections at once from one IP address [default: unlimited]
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
@@ -109,6 +125,21 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_bytes {
             config.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_queued_request_bytes {
+            config.max_queued_request_bytes = v;
+        }
+        if let Some(v) = self.connections_max_idle_ms {
+            config.connections_max_idle_ms = v;
+        }
+        if let Some(v) = self.request_read_timeout_ms {
+            config.request_read_timeout_ms = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = Some(v);
+        }
+        if let Some(v) = self.max_connections_per_ip {
+            config.max_connections_per_ip = Some(v);
         }
         Ok(config)
     }

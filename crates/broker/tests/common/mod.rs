@@ -135,9 +135,14 @@ impl Client {
 
     /// True if the broker closed the connection (EOF) within a few seconds.
     pub async fn is_closed(&mut self) -> bool {
+        self.is_closed_within(Duration::from_secs(5)).await
+    }
+
+    /// True if the broker closed the connection (EOF or reset) within `wait`.
+    pub async fn is_closed_within(&mut self, wait: Duration) -> bool {
         let mut b = [0u8; 1];
         matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await,
+            tokio::time::timeout(wait, self.stream.read(&mut b)).await,
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
@@ -195,4 +200,37 @@ pub fn idempotent_batch(n: usize, pid: i64, epoch: i16, seq: i32) -> Bytes {
 /// Base offset of a stored batch.
 pub fn base_offset(b: &[u8]) -> i64 {
     (&b[..8]).get_i64()
+}
+
+/// A produce request of `records` for one partition.
+pub fn produce_req(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![p];
+    let mut r = kafka_protocol::messages::ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 10_000;
+    r.topic_data = vec![t];
+    r
+}
+
+/// Produces `records` to partition 0 of `topic` with acks=all; the partition's answer.
+pub async fn produce(
+    c: &mut Client,
+    topic: &str,
+    records: Bytes,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    let r: kafka_protocol::messages::ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce_req(topic, 0, records, -1))
+        .await;
+    r.responses[0].partition_responses[0].clone()
 }
