@@ -658,3 +658,83 @@ fn raw(correlation_id: i32, body: &[u8]) -> Prepared {
         Err(_) => Prepared::Close,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn limits(max_frame: usize) -> FrameLimits {
+        FrameLimits {
+            max_frame,
+            idle: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            budget: RequestBudget::new(64 << 20),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Frames trickled in arbitrary pieces (down to a byte at a time) are read back whole
+        /// and in order, each holding budget room for exactly its length while held.
+        #[test]
+        fn trickled_frames_are_read_whole_and_in_order(
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), MIN_HEADER_BYTES..3000), 1..6),
+            pieces in prop::collection::vec(1usize..200, 1..50),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut wire = Vec::new();
+                for b in &bodies {
+                    wire.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    wire.extend_from_slice(b);
+                }
+                let (mut tx, mut rx) = tokio::io::duplex(64);
+                let writer = tokio::spawn(async move {
+                    let mut at = 0;
+                    let mut i = 0;
+                    while at < wire.len() {
+                        let n = pieces[i % pieces.len()].min(wire.len() - at);
+                        tx.write_all(&wire[at..at + n]).await.unwrap();
+                        tokio::task::yield_now().await;
+                        at += n;
+                        i += 1;
+                    }
+                });
+                let l = limits(1 << 20);
+                for b in &bodies {
+                    let (frame, permit) = read_frame(&mut rx, &l).await.unwrap().unwrap();
+                    prop_assert_eq!(&frame[..], &b[..]);
+                    prop_assert_eq!(l.budget.used(), b.len());
+                    drop(permit);
+                }
+                writer.await.unwrap();
+                prop_assert!(read_frame(&mut rx, &l).await.unwrap().is_none(), "clean EOF");
+                Ok(())
+            })?;
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_lengths_and_truncated_frames_are_refused_without_holding_budget() {
+        let l = limits(1000);
+        for (wire, words) in [
+            (vec![0, 0, 0, 0], "invalid frame length"),
+            (vec![0xff, 0xff, 0xff, 0xff], "invalid frame length"),
+            (vec![0, 0, 0, 3], "shorter than a request header"),
+            (vec![0, 0, 0x10, 0], "exceeds max_frame_bytes"),
+            (vec![0, 0, 0, 20, 1, 2, 3], "read error in a 20-byte frame"),
+            (vec![0, 0], "read error in a frame length"),
+        ] {
+            let (mut tx, mut rx) = tokio::io::duplex(64);
+            tx.write_all(&wire).await.unwrap();
+            drop(tx);
+            let err = read_frame(&mut rx, &l).await.unwrap_err();
+            assert!(err.contains(words), "{wire:?}: {err}");
+            assert_eq!(l.budget.used(), 0);
+        }
+    }
+}

@@ -53,17 +53,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES")]
     max_queued_request_bytes: Option<usize>,
     /// Close connections that send nothing for this long [default: 600000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     connections_max_idle_ms: Option<u64>,
     /// A started request must arrive whole within this time [default: 30000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     request_read_timeout_ms: Option<u64>,
     /// Most connections at once; more are closed at once [default: unlimited]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     max_connections: Option<usize>,
     /// Most connections at once from one IP address [default: unlimited]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     max_connections_per_ip: Option<usize>,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}`: expected a whole number of at least 1")),
+    }
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {

@@ -26,6 +26,8 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         &["serve", "--fsync", "sometimes"],
         &["serve", "--default-partitions", "0"],
         &["serve", "--no-such-flag"],
+        &["serve", "--max-connections", "0"],
+        &["serve", "--connections-max-idle-ms", "0"],
         &[
             "offsets",
             "reset",
@@ -89,6 +91,19 @@ fn bad_config_file_is_named_in_a_one_line_error() {
     let (code, _, stderr) = run(&["serve", "--config", "/nonexistent/waterline.toml"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/waterline.toml"), "{stderr}");
+    // Settings that contradict each other are named too.
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--max-queued-request-bytes",
+        "1000",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("max_queued_request_bytes"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]
