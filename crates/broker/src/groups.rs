@@ -14,7 +14,7 @@
 //!   once it is durable.
 //! - Group metadata (generation, protocol, leader, members with their metadata and
 //!   assignments) survives restarts, as in Kafka: the coordinator lists in each output the
-//!   records to store or delete, and [`persist_metadata`] writes them to the `group_metadata`
+//!   records to store or delete, and `persist_metadata` writes them to the `group_metadata`
 //!   table of the same `offsets.redb` (one transaction, fsynced) while the coordinator lock is
 //!   still held and *before* that output's responses are delivered. So the SyncGroup answers
 //!   that complete a rebalance reach members only once their generation is durable, and no

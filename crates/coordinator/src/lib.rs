@@ -25,7 +25,7 @@
 //!   [`GroupCoordinator::next_deadline`]; doing only that is sufficient too.
 //! - `expired_groups`: groups whose committed offsets the broker must delete (see below).
 //! - `metadata`: group records to store or delete durably *before* delivering `responses`
-//!   (see [`MetadataUpdate`] and the format in [`GroupSnapshot`]'s module).
+//!   (see [`MetadataUpdate`] and the record format in [`snapshot`]).
 //!
 //! Requests never fire timers themselves; only `tick` does.
 //!
@@ -167,7 +167,7 @@
 mod coordinator;
 mod error;
 mod group;
-mod snapshot;
+pub mod snapshot;
 mod types;
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ pub enum RestoreError {
 }
 
 impl GroupSnapshot {
-    /// The record value (see the [module docs](self) for the format).
+    /// The record value (see the [module docs](crate::snapshot) for the format).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.push(SNAPSHOT_VERSION);
