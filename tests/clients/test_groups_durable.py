@@ -1,6 +1,6 @@
 """Group membership survives a broker restart, as in Kafka.
 
-A confluent-kafka and a kafka-python consumer keep running while `waterline serve` is killed with
+Confluent-kafka consumers (eager and cooperative) and a kafka-python consumer keep running while `waterline serve` is killed with
 SIGKILL and restarted on the same data dir and port: they stay in their generation (same member
 id, no revoke or lost-partition callback), keep consuming, and their commits after the restart
 succeed. A member that never comes back is expired after its session timeout and the group goes
@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import ConsumerRebalanceListener, KafkaConsumer
@@ -70,9 +71,10 @@ def restart(broker):
 class ConfluentMember(threading.Thread):
     """A subscribe() consumer polling on its own thread, recording rebalance callbacks."""
 
-    def __init__(self, bootstrap, group, topic):
+    def __init__(self, bootstrap, group, topic, assignor):
         super().__init__(daemon=True)
         self.config = {
+            "partition.assignment.strategy": assignor,
             "bootstrap.servers": bootstrap,
             "broker.address.family": "v4",
             "group.id": group,
@@ -86,6 +88,7 @@ class ConfluentMember(threading.Thread):
         self.events = []  # ("assign" | "revoke" | "lost", partitions)
         self.records = []
         self.member_id = None
+        self.assigned = frozenset()
         self.commit_requests = []
         self.commit_results = []
         self.stop = threading.Event()
@@ -119,6 +122,7 @@ class ConfluentMember(threading.Thread):
                     with self.lock:
                         self.records.append((msg.partition(), msg.offset()))
                 self.member_id = c.memberid()
+                self.assigned = frozenset(tp.partition for tp in c.assignment())
         finally:
             c.close()
 
@@ -135,36 +139,44 @@ class ConfluentMember(threading.Thread):
             return len(self.records)
 
 
-def test_confluent_consumer_keeps_its_generation_across_kill9(gbroker, topic):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_confluent_consumers_keep_their_generation_across_kill9(gbroker, topic, assignor):
     create_topic(gbroker.bootstrap, topic)
     group = "durable-ck-" + uuid.uuid4().hex[:8]
     produce(gbroker.bootstrap, topic, 60)
-    m = ConfluentMember(gbroker.bootstrap, group, topic)
-    m.start()
+    members = [ConfluentMember(gbroker.bootstrap, group, topic, assignor) for _ in range(2)]
+    for m in members:
+        m.start()
     try:
-        wait_for(lambda: m.count() == 60, "60 records consumed")
-        m.commit()
-        member_id = m.member_id
-        assert member_id
-        assert m.events == [("assign", list(range(PARTITIONS)))]
+        wait_for(lambda: all(len(m.assigned) == 3 for m in members), "three partitions each")
+        wait_for(lambda: sum(m.count() for m in members) == 60, "60 records consumed")
+        for m in members:
+            m.commit()
+        ids = sorted(m.member_id for m in members)
+        assert all(ids)
+        events = [list(m.events) for m in members]
 
         restart(gbroker)
 
-        # The restored group is Stable with the same member, before any rejoin could happen.
-        state, protocol_type, members = describe(gbroker.bootstrap, group)
-        assert (state, protocol_type, members) == ("Stable", "consumer", [member_id])
+        # The restored group is Stable with the same members, before any rejoin could happen.
+        assert describe(gbroker.bootstrap, group) == ("Stable", "consumer", ids)
         produce(gbroker.bootstrap, topic, 60, start=60)
-        wait_for(lambda: m.count() == 120, "60 more records consumed after the restart")
-        m.commit()
+        wait_for(lambda: sum(m.count() for m in members) == 120,
+                 "60 more records consumed after the restart")
+        for m in members:
+            m.commit()
         # Heartbeats keep succeeding for a few intervals: still no rebalance.
         time.sleep(2)
-        assert m.events == [("assign", list(range(PARTITIONS)))], m.events
-        assert m.member_id == member_id
-        assert describe(gbroker.bootstrap, group) == ("Stable", "consumer", [member_id])
-        assert len(set(m.records)) == 120, "a record was consumed twice"
+        assert [m.events for m in members] == events, "a rebalance callback ran"
+        assert sorted(m.member_id for m in members) == ids
+        assert describe(gbroker.bootstrap, group) == ("Stable", "consumer", ids)
+        seen = [r for m in members for r in m.records]
+        assert len(seen) == len(set(seen)) == 120, "a record was consumed twice"
     finally:
-        m.stop.set()
-        m.join(30)
+        for m in members:
+            m.stop.set()
+        for m in members:
+            m.join(30)
     offsets = committed_confluent(gbroker.bootstrap, group, topic)
     assert offsets == {p: 20 for p in range(PARTITIONS)}
 
