@@ -31,6 +31,7 @@ class Broker:
     def __init__(self, data_dir, extra_args=()):
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
+        self.listen = "127.0.0.1:0"
         self.proc = None
         self.bootstrap = None
         self.stderr_lines = []
@@ -43,7 +44,7 @@ class Broker:
             "--data-dir",
             str(self.data_dir),
             "--listen",
-            "127.0.0.1:0",
+            self.listen,
             *self.extra_args,
         ]
         env = dict(os.environ)
@@ -81,6 +82,13 @@ class Broker:
             )
         self.bootstrap = ready["addr"]
         return self.bootstrap
+
+    def pin_port(self):
+        """Later starts listen on the port this run got, so clients that keep running across a
+        restart find the broker where it was (the kernel's choice is kept; tokio binds with
+        SO_REUSEADDR, so connections left in TIME_WAIT do not block the rebind)."""
+        assert self.bootstrap is not None, "start the broker first"
+        self.listen = self.bootstrap
 
     def kill(self):
         """SIGKILL: no flush, no clean shutdown marker."""

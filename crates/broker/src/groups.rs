@@ -12,9 +12,17 @@
 //! - Offsets live in a [`RedbStore`] at `<data_dir>/offsets.redb` behind the [`Coalescing`]
 //!   wrapper: concurrent commits share one transaction and one fsync, and a commit returns only
 //!   once it is durable.
-//! - Membership is in memory only (Kafka rebuilds it when members rejoin). At start-up every
-//!   group with committed offsets is registered with the coordinator as Empty, so it is listed,
-//!   described, deletable and eventually expires.
+//! - Group metadata (generation, protocol, leader, members with their metadata and
+//!   assignments) survives restarts, as in Kafka: the coordinator lists in each output the
+//!   records to store or delete, and `persist_metadata` writes them to the `group_metadata`
+//!   table of the same `offsets.redb` (one transaction, fsynced) while the coordinator lock is
+//!   still held and *before* that output's responses are delivered. So the SyncGroup answers
+//!   that complete a rebalance reach members only once their generation is durable, and no
+//!   other group call can observe (or answer from) a state that is not yet written. The write
+//!   blocks the lock for one fsync; it happens only when a rebalance completes or membership
+//!   shrinks, never for heartbeats or commits. At start-up every record is restored (members'
+//!   sessions restart then), and every group with committed offsets is registered too (those
+//!   without a record come back Empty), so they are listed, described, deletable and expire.
 //! - Shutdown: when the broker's shutdown token fires, the timer task answers every parked
 //!   request with NOT_COORDINATOR and later calls get that answer at once, so connections can
 //!   drain; [`Groups::close`] then closes the store and releases its file.
@@ -30,9 +38,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use waterline_coordinator::{
-    CoordinatorConfig, DescribedGroup, GroupCoordinator, GroupError, GroupState, GroupView,
-    HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListedGroup, OffsetCommitCheck,
-    Output, Request, RequestId, Response, SyncGroupResponse,
+    CoordinatorConfig, DescribedGroup, GroupCoordinator, GroupError, GroupSnapshot, GroupState,
+    GroupView, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListedGroup,
+    MetadataUpdate, OffsetCommitCheck, Output, Request, RequestId, Response, SyncGroupResponse,
 };
 use waterline_store::{
     Coalescing, CoalescingConfig, CoalescingStats, GroupOffsets, Limits, OffsetAndMetadata,
@@ -294,7 +302,7 @@ impl Groups {
         let limits = Limits {
             max_metadata_bytes: Some(gc.offset_metadata_max_bytes),
         };
-        let (store, group_ids) = open_store(path.clone(), limits).map_err(|e| {
+        let (store, group_ids, records) = open_store(path.clone(), limits).map_err(|e| {
             BrokerError::io("opening offset store", &path, std::io::Error::other(e))
         })?;
         let store = {
@@ -311,17 +319,23 @@ impl Groups {
         };
         let clock = Clock::new();
         let now = clock.now_ms();
-        // Member ids must not repeat across restarts (membership is not persisted): mix in the
-        // start time at nanosecond resolution.
+        // Member ids must never repeat a restored one from an earlier run: mix in the start time
+        // at nanosecond resolution.
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let mut coordinator = GroupCoordinator::new(gc.coordinator_config(nonce));
+        let restored = restore_metadata(&mut coordinator, &records, now, &path)?;
         for g in &group_ids {
             coordinator.restore_group(g, now);
         }
-        tracing::info!(groups = group_ids.len(), path = %path.display(), "offset store opened");
+        tracing::info!(
+            groups = group_ids.len(),
+            restored_groups = restored,
+            path = %path.display(),
+            "offset store opened"
+        );
         let shared = Arc::new(Shared {
             core: parking_lot::Mutex::new(Core {
                 coordinator,
@@ -375,6 +389,7 @@ impl Groups {
                 core.waiters.insert(id, tx);
                 let now = self.shared.clock.now_ms();
                 let mut out = core.coordinator.handle(id, request, now);
+                persist_metadata(&self.shared, &mut out.metadata);
                 if let Some(earliest) = core.deliver(&mut out)
                     && earliest < core.armed_ms
                 {
@@ -483,6 +498,7 @@ impl Groups {
                     .collect();
             }
             let decided = core.coordinator.delete_groups(group_ids);
+            persist_metadata(&self.shared, &mut core.coordinator.take_metadata_updates());
             for (group, error) in &decided {
                 if error.is_none() {
                     core.start_deleting(group);
@@ -576,10 +592,84 @@ pub fn store_error_code(e: &StoreError) -> i16 {
     }
 }
 
+/// Makes the coordinator's metadata updates durable (one redb transaction, fsynced), in order.
+/// Called with the coordinator lock held, before the responses of the same output are
+/// delivered (see the module docs). On a multi-threaded runtime the fsync runs under
+/// `block_in_place`, so the worker's other tasks move to another thread meanwhile.
+///
+/// A failed write is logged and the responses are still delivered: the coordinator's state has
+/// already moved on and answering with an error would not undo it. The failure poisons the
+/// store (redb refuses writes after a failed fsync), so every OffsetCommit fails from then on
+/// and clients see the problem; after a restart the group is as of its last good record (or
+/// Empty), and members rejoin as they do against a broker without durable membership.
+fn persist_metadata(shared: &Shared, updates: &mut Vec<MetadataUpdate>) {
+    if updates.is_empty() {
+        return;
+    }
+    let encoded: Vec<(&str, Option<Vec<u8>>)> = updates
+        .iter()
+        .map(|u| match u {
+            MetadataUpdate::Store(s) => (s.group_id.as_str(), Some(s.encode())),
+            MetadataUpdate::Delete { group_id } => (group_id.as_str(), None),
+        })
+        .collect();
+    let writes: Vec<(&str, Option<&[u8]>)> =
+        encoded.iter().map(|(g, r)| (*g, r.as_deref())).collect();
+    let outcome = shared.store().and_then(|store| {
+        let redb = store.inner();
+        blocking_section(|| redb.write_group_metadata_blocking(&writes))
+    });
+    if let Err(e) = outcome {
+        let groups: Vec<&str> = writes.iter().map(|(g, _)| *g).collect();
+        tracing::error!(?groups, error = %e, "writing group metadata failed");
+    }
+    updates.clear();
+}
+
+/// Runs blocking disk work from async code: under `block_in_place` on a multi-threaded
+/// runtime; directly elsewhere (current-thread runtimes, where that is not available, are used
+/// by tests and tools only).
+fn blocking_section<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Rebuilds every group that has a metadata record; returns how many. A record that does not
+/// decode or restore is an error naming the group and the file: starting with the group
+/// silently empty would make its live members lose their generation, the very thing the record
+/// exists to prevent, and hide the damage.
+fn restore_metadata(
+    coordinator: &mut GroupCoordinator,
+    records: &[(String, Vec<u8>)],
+    now: u64,
+    path: &std::path::Path,
+) -> Result<usize, BrokerError> {
+    for (group, bytes) in records {
+        let corrupt = |reason: String| BrokerError::CorruptMetadata {
+            path: path.to_path_buf(),
+            reason: format!("group metadata of group {group:?}: {reason}"),
+        };
+        let snapshot = GroupSnapshot::decode(group, bytes).map_err(|e| corrupt(e.to_string()))?;
+        coordinator
+            .restore_snapshot(snapshot, now)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(records.len())
+}
+
 /// Opens the redb store and lists its groups on a private single-thread runtime: the caller is
 /// synchronous (start-up runs in `spawn_blocking`, tests on a current-thread runtime) and may
 /// not block on the broker's runtime. The store itself is not tied to that runtime.
-fn open_store(path: PathBuf, limits: Limits) -> Result<(RedbStore, Vec<String>), StoreError> {
+/// Group id and stored metadata record, as read at start-up.
+type MetadataRecords = Vec<(String, Vec<u8>)>;
+
+fn open_store(
+    path: PathBuf,
+    limits: Limits,
+) -> Result<(RedbStore, Vec<String>, MetadataRecords), StoreError> {
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -593,7 +683,8 @@ fn open_store(path: PathBuf, limits: Limits) -> Result<(RedbStore, Vec<String>),
                 };
                 let store = RedbStore::open_with(&path, options).await?;
                 let groups = store.list_groups().await?;
-                Ok((store, groups))
+                let records = store.group_metadata().await?;
+                Ok((store, groups, records))
             })
         })
         .join()
@@ -632,6 +723,7 @@ async fn timer_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
             let now = shared.clock.now_ms();
             let mut out = core.coordinator.tick(now);
+            persist_metadata(&shared, &mut out.metadata);
             core.deliver(&mut out);
             for group in &out.expired_groups {
                 core.start_deleting(group);
@@ -737,6 +829,191 @@ mod tests {
             state.groups.group("raced").map(|g| g.state),
             Some(GroupState::Empty)
         );
+    }
+
+    fn groups_config(dir: &std::path::Path) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            groups: GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                ..GroupConfig::default()
+            },
+            ..BrokerConfig::default()
+        }
+    }
+
+    fn join(member_id: &str) -> Request {
+        Request::JoinGroup(waterline_coordinator::JoinGroupRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+            client_id: "app".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![waterline_coordinator::Protocol {
+                name: "range".into(),
+                metadata: bytes::Bytes::from_static(b"subscription"),
+            }],
+        })
+    }
+
+    fn heartbeat(member_id: &str, generation_id: i32) -> Request {
+        Request::Heartbeat(waterline_coordinator::HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id,
+            member_id: member_id.into(),
+            group_instance_id: None,
+        })
+    }
+
+    /// A one-member group that completed its first rebalance.
+    async fn stable_member(groups: &Groups) -> (String, i32) {
+        let Response::JoinGroup(joined) = groups.call(join("")).await else {
+            panic!("not a join response")
+        };
+        assert_eq!(joined.error, None);
+        let sync = waterline_coordinator::SyncGroupRequest {
+            group_id: "g".into(),
+            generation_id: joined.generation_id,
+            member_id: joined.member_id.clone(),
+            group_instance_id: None,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![(joined.member_id.clone(), bytes::Bytes::from_static(b"p0"))],
+        };
+        let Response::SyncGroup(synced) = groups.call(Request::SyncGroup(sync)).await else {
+            panic!("not a sync response")
+        };
+        assert_eq!(synced.error, None);
+        (joined.member_id, joined.generation_id)
+    }
+
+    #[tokio::test]
+    async fn the_sync_answer_comes_after_the_record_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::open(&groups_config(dir.path()), CancellationToken::new()).unwrap();
+        let (member, generation) = stable_member(&groups).await;
+        // The SyncGroup answer is in hand: its generation must already be in the table.
+        let store = groups.shared.store().unwrap();
+        let records = store.inner().group_metadata().await.unwrap();
+        assert_eq!(records.len(), 1);
+        let snapshot = GroupSnapshot::decode("g", &records[0].1).unwrap();
+        assert_eq!(snapshot.generation_id, generation);
+        assert_eq!(snapshot.members[0].member_id, member);
+        groups.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_member_keeps_its_generation_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = groups_config(dir.path());
+        let groups = Groups::open(&config, CancellationToken::new()).unwrap();
+        let (member, generation) = stable_member(&groups).await;
+        let tp = TopicPartition::new("t", 0);
+        groups
+            .commit("g", &[(tp.clone(), OffsetAndMetadata::new(5, 0))])
+            .await
+            .unwrap();
+        // No clean shutdown of the coordinator matters here: the record was written before the
+        // sync answer. Close only releases the file so it can be reopened.
+        groups.close().await;
+
+        let groups = Groups::open(&config, CancellationToken::new()).unwrap();
+        let view = groups.group("g").expect("restored");
+        assert_eq!(view.state, GroupState::Stable);
+        assert_eq!(view.generation_id, generation);
+        let Response::Heartbeat(hb) = groups.call(heartbeat(&member, generation)).await else {
+            panic!("not a heartbeat response")
+        };
+        assert_eq!(hb.error, None);
+        let check = OffsetCommitCheck {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.clone(),
+            group_instance_id: None,
+            api_version: 9,
+        };
+        assert_eq!(groups.validate_commit(&check), Ok(()));
+        let described = groups.describe(&["g".to_owned()]);
+        assert_eq!(described[0].protocol_type, "consumer");
+        assert_eq!(described[0].protocol_name, "range");
+        assert_eq!(
+            described[0].members[0].assignment,
+            bytes::Bytes::from_static(b"p0")
+        );
+        groups.close().await;
+    }
+
+    #[tokio::test]
+    async fn leaving_empties_the_group_and_deleting_it_removes_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = groups_config(dir.path());
+        let groups = Groups::open(&config, CancellationToken::new()).unwrap();
+        let (member, _) = stable_member(&groups).await;
+        groups
+            .commit(
+                "g",
+                &[(TopicPartition::new("t", 0), OffsetAndMetadata::new(1, 0))],
+            )
+            .await
+            .unwrap();
+        let leave = waterline_coordinator::LeaveGroupRequest {
+            group_id: "g".into(),
+            members: vec![waterline_coordinator::LeavingMember {
+                member_id: member,
+                group_instance_id: None,
+            }],
+        };
+        groups.call(Request::LeaveGroup(leave)).await;
+        // The last member left: the round closes (rebalance timeout) and the group is Empty.
+        for _ in 0..400 {
+            if groups.group("g").map(|v| v.state) == Some(GroupState::Empty) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let records = groups
+            .shared
+            .store()
+            .unwrap()
+            .inner()
+            .group_metadata()
+            .await
+            .unwrap();
+        let snapshot = GroupSnapshot::decode("g", &records[0].1).unwrap();
+        assert!(snapshot.members.is_empty() || snapshot.rebalance_pending);
+        assert_eq!(groups.delete_groups(&["g".to_owned()]).await.len(), 1);
+        let records = groups
+            .shared
+            .store()
+            .unwrap()
+            .inner()
+            .group_metadata()
+            .await
+            .unwrap();
+        assert!(records.is_empty(), "{records:?}");
+        groups.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_an_error_naming_the_group_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = groups_config(dir.path());
+        let path = dir.path().join(OFFSETS_FILE);
+        {
+            let store = RedbStore::open(&path).await.unwrap();
+            store
+                .write_group_metadata_blocking(&[("broken-group", Some(&[1, 0, 0][..]))])
+                .unwrap();
+        }
+        let err = Groups::open(&config, CancellationToken::new()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("broken-group"), "{text}");
+        assert!(text.contains(OFFSETS_FILE), "{text}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::error::GroupError;
 use crate::group::{Due, Effects, Group, Member};
+use crate::snapshot::{GroupSnapshot, MetadataUpdate, RestoreError};
 use crate::types::{
     CoordinatorConfig, DescribedGroup, DescribedMember, GroupState, GroupView, HeartbeatRequest,
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
@@ -22,6 +23,9 @@ pub struct GroupCoordinator {
     config: CoordinatorConfig,
     groups: BTreeMap<String, Group>,
     next_member_seq: u64,
+    /// Metadata deletions decided by calls that return no [`Output`] (DeleteGroups), handed out
+    /// by [`GroupCoordinator::take_metadata_updates`] or with the next output.
+    unreported: Vec<MetadataUpdate>,
 }
 
 impl GroupCoordinator {
@@ -31,6 +35,7 @@ impl GroupCoordinator {
             config,
             groups: BTreeMap::new(),
             next_member_seq: 0,
+            unreported: Vec::new(),
         }
     }
 
@@ -64,6 +69,7 @@ impl GroupCoordinator {
         if let Some(response) = self.do_join(id, &req, now_ms, &mut fx) {
             fx.respond(id, Response::JoinGroup(response));
         }
+        self.flush_metadata(Some(&req.group_id), &mut fx);
         finish(fx)
     }
 
@@ -126,6 +132,7 @@ impl GroupCoordinator {
         if let Some(response) = self.do_sync(id, &req, now_ms, &mut fx) {
             fx.respond(id, Response::SyncGroup(response));
         }
+        self.flush_metadata(Some(&req.group_id), &mut fx);
         finish(fx)
     }
 
@@ -209,6 +216,7 @@ impl GroupCoordinator {
         let mut fx = Effects::default();
         let error = self.do_heartbeat(&req, now_ms, &mut fx).err();
         fx.respond(id, Response::Heartbeat(HeartbeatResponse { error }));
+        self.flush_metadata(Some(&req.group_id), &mut fx);
         finish(fx)
     }
 
@@ -250,6 +258,7 @@ impl GroupCoordinator {
         let mut fx = Effects::default();
         let response = self.do_leave(&req, now_ms, &mut fx);
         fx.respond(id, Response::LeaveGroup(response));
+        self.flush_metadata(Some(&req.group_id), &mut fx);
         finish(fx)
     }
 
@@ -313,20 +322,29 @@ impl GroupCoordinator {
         }
         let retention = self.config.offsets_retention_ms;
         let mut expired = Vec::new();
+        let mut forgotten = Vec::new();
         self.groups.retain(|id, g| {
             if g.state != GroupState::Empty || !g.pending_members.is_empty() {
                 return true;
             }
-            if !g.has_offsets {
+            let keep = if !g.has_offsets {
                 // Nothing left to remember: no members and no offsets.
-                return false;
-            }
-            if now_ms.saturating_sub(expiry_clock(g)) >= retention {
+                false
+            } else if now_ms.saturating_sub(expiry_clock(g)) >= retention {
                 expired.push(id.clone());
-                return false;
+                false
+            } else {
+                true
+            };
+            if !keep && g.metadata_stored {
+                forgotten.push(MetadataUpdate::Delete {
+                    group_id: id.clone(),
+                });
             }
-            true
+            keep
         });
+        self.unreported.extend(forgotten);
+        self.flush_metadata(None, &mut fx);
         let mut out = finish(fx);
         out.expired_groups = expired;
         out
@@ -381,6 +399,11 @@ impl GroupCoordinator {
                     _ if id.is_empty() => Some(GroupError::InvalidGroupId),
                     None => Some(GroupError::GroupIdNotFound),
                     Some(g) if g.state == GroupState::Empty => {
+                        if g.metadata_stored {
+                            self.unreported.push(MetadataUpdate::Delete {
+                                group_id: id.to_owned(),
+                            });
+                        }
                         self.groups.remove(id);
                         None
                     }
@@ -443,9 +466,8 @@ impl GroupCoordinator {
     }
 
     /// Registers a group known to have committed offsets, e.g. found in the offset store at
-    /// startup. Membership is not persisted: after a restart groups come back Empty and members
-    /// rebuild them by rejoining (their old member ids are unknown and get UNKNOWN_MEMBER_ID).
-    /// Offsets retention restarts from `now_ms`.
+    /// startup (after [`GroupCoordinator::restore_snapshot`] for groups with stored metadata;
+    /// groups without come back Empty). Offsets retention restarts from `now_ms`.
     pub fn restore_group(&mut self, group_id: &str, now_ms: u64) {
         if group_id.is_empty() {
             return;
@@ -455,6 +477,56 @@ impl GroupCoordinator {
             .entry(group_id.to_owned())
             .or_insert_with(|| Group::new(group_id, now_ms));
         group.has_offsets = true;
+    }
+
+    /// Rebuilds a group from its stored metadata (see [`GroupSnapshot`]) at restart time
+    /// `now_ms`, replacing any group of that id. A snapshot with members comes back Stable in
+    /// its generation (or straight into a join round if a rebalance was pending), every member's
+    /// session restarting at `now_ms`; one without members comes back Empty with its protocol
+    /// type. Call [`GroupCoordinator::restore_group`] afterwards if the group has offsets. The
+    /// members' session deadlines are visible through [`GroupCoordinator::next_deadline`].
+    pub fn restore_snapshot(
+        &mut self,
+        snapshot: GroupSnapshot,
+        now_ms: u64,
+    ) -> Result<(), RestoreError> {
+        let group = Group::restore(snapshot, now_ms, &self.config)?;
+        self.groups.insert(group.group_id.clone(), group);
+        Ok(())
+    }
+
+    /// The current durable metadata of a group (what the last [`MetadataUpdate::Store`] for it
+    /// said, if the group is Stable or Empty), for tools and tests.
+    pub fn snapshot(&self, group_id: &str) -> Option<GroupSnapshot> {
+        self.groups.get(group_id).map(Group::snapshot)
+    }
+
+    /// Metadata updates decided outside an [`Output`] (DeleteGroups deletes the records of the
+    /// groups it forgets). The broker applies them like an output's `metadata`; anything not
+    /// taken is reported with the next output.
+    pub fn take_metadata_updates(&mut self) -> Vec<MetadataUpdate> {
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// Moves pending deletions and the records of changed groups (`group`, or all when `None`)
+    /// into `fx`.
+    fn flush_metadata(&mut self, group: Option<&str>, fx: &mut Effects) {
+        fx.metadata.append(&mut self.unreported);
+        let mut store = |g: &mut Group| {
+            if g.metadata_dirty {
+                g.metadata_dirty = false;
+                g.metadata_stored = true;
+                fx.metadata.push(MetadataUpdate::Store(g.snapshot()));
+            }
+        };
+        match group {
+            Some(id) => {
+                if let Some(g) = self.groups.get_mut(id) {
+                    store(g);
+                }
+            }
+            None => self.groups.values_mut().for_each(store),
+        }
     }
 
     /// A snapshot of one group, if it exists.
@@ -521,6 +593,7 @@ fn finish(fx: Effects) -> Output {
         responses: fx.responses,
         timers: fx.timers,
         expired_groups: Vec::new(),
+        metadata: fx.metadata,
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::error::GroupError;
+use crate::snapshot::{GroupSnapshot, MemberSnapshot, MetadataUpdate, RestoreError};
 use crate::types::{
     CoordinatorConfig, GroupState, JoinGroupMember, JoinGroupResponse, Protocol, RequestId,
     Response, SyncGroupResponse, TimerKind, TimerRequest,
@@ -17,6 +18,7 @@ use crate::types::{
 pub(crate) struct Effects {
     pub responses: Vec<(RequestId, Response)>,
     pub timers: Vec<TimerRequest>,
+    pub metadata: Vec<MetadataUpdate>,
 }
 
 impl Effects {
@@ -128,6 +130,12 @@ pub(crate) struct Group {
     pub has_offsets: bool,
     /// Last accepted commit, for groups that never had members (standalone consumers).
     pub last_commit_ms: u64,
+    /// The durable metadata changed (rebalance completed, group emptied, member removed or
+    /// replaced) and the broker has not been asked to store it yet.
+    pub metadata_dirty: bool,
+    /// A metadata record may exist for this group (stored or restored), so forgetting the
+    /// group must delete it.
+    pub metadata_stored: bool,
 }
 
 /// Deadline `delay` after `now`, at least 1 ms later so that a timer rescheduled while handling
@@ -155,12 +163,19 @@ impl Group {
             sync_deadline: None,
             has_offsets: false,
             last_commit_ms: now,
+            metadata_dirty: false,
+            metadata_stored: false,
         }
     }
 
     fn transition(&mut self, state: GroupState, now: u64) {
         self.state = state;
         self.state_since_ms = now;
+        // Stable: a rebalance completed (Kafka stores the group before answering the SyncGroups).
+        // Empty: the generation ended with no members left.
+        if matches!(state, GroupState::Stable | GroupState::Empty) {
+            self.metadata_dirty = true;
+        }
     }
 
     pub fn is_leader(&self, member_id: &str) -> bool {
@@ -594,6 +609,8 @@ impl Group {
         let Some(m) = self.members.remove(member_id) else {
             return false;
         };
+        // A removed member must not come back as a member after a restart.
+        self.metadata_dirty = true;
         if let Some(request) = m.awaiting_join {
             fx.respond(
                 request,
@@ -665,6 +682,9 @@ impl Group {
         let Some(mut m) = self.members.remove(old_id) else {
             return;
         };
+        // The new id must be known after a restart (a stable group takes it over without a
+        // rebalance, so no later write would record it).
+        self.metadata_dirty = true;
         if let Some(request) = m.awaiting_join.take() {
             fx.respond(
                 request,
@@ -748,6 +768,97 @@ impl Group {
             return;
         }
         self.remove_member_and_update(member_id, now, cfg, fx);
+    }
+
+    /// The group's durable metadata now. Stable and Empty groups are stored as they are; a
+    /// group between rebalances is stored with `rebalance_pending` and without the members
+    /// that never completed a round (they have no generation to keep).
+    pub fn snapshot(&self) -> GroupSnapshot {
+        let settled = matches!(self.state, GroupState::Stable | GroupState::Empty);
+        let members: Vec<MemberSnapshot> = self
+            .members
+            .values()
+            .filter(|m| settled || !m.is_new)
+            .map(|m| MemberSnapshot {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                protocols: m.protocols.clone(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        let leader = self
+            .leader
+            .clone()
+            .filter(|l| members.iter().any(|m| &m.member_id == l))
+            .or_else(|| members.first().map(|m| m.member_id.clone()));
+        GroupSnapshot {
+            group_id: self.group_id.clone(),
+            generation_id: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            // A group without (settled) members restores Empty, which has no selected protocol.
+            protocol_name: self.protocol_name.clone().filter(|_| !members.is_empty()),
+            leader,
+            rebalance_pending: !settled && !members.is_empty(),
+            members,
+        }
+    }
+
+    /// Rebuilds a group from its snapshot at restart time `now`: Empty without members, else
+    /// Stable with every member's session restarting at `now` (a member that does not come back
+    /// expires as usual), then a join round at once if a rebalance was pending.
+    pub fn restore(
+        snapshot: GroupSnapshot,
+        now: u64,
+        cfg: &CoordinatorConfig,
+    ) -> Result<Group, RestoreError> {
+        snapshot.validate()?;
+        let mut g = Group::new(&snapshot.group_id, now);
+        g.generation = snapshot.generation_id;
+        g.protocol_type = snapshot.protocol_type.clone();
+        g.metadata_stored = true;
+        let pending = snapshot.rebalance_pending;
+        if snapshot.members.is_empty() {
+            return Ok(g);
+        }
+        g.protocol_name = snapshot.protocol_name;
+        g.leader = snapshot.leader;
+        let protocol_type = g.protocol_type.clone().unwrap_or_default();
+        for m in snapshot.members {
+            if let Some(instance) = &m.group_instance_id {
+                g.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                member_id: m.member_id.clone(),
+                instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                protocol_type: protocol_type.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                protocols: m.protocols,
+                // A pending rebalance clears assignments anyway; Stable needs one per member.
+                assignment: Some(m.assignment.unwrap_or_default()),
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+                session_deadline: Some(after(now, m.session_timeout_ms)),
+            };
+            g.members.insert(m.member_id, member);
+        }
+        g.state = GroupState::Stable;
+        if pending {
+            // Timers are not reported here: the caller arms its wake-up at `next_deadline`.
+            let mut fx = Effects::default();
+            g.prepare_rebalance(now, cfg, &mut fx);
+        }
+        // Restoring is not a change: the record already says exactly this.
+        g.metadata_dirty = false;
+        Ok(g)
     }
 
     #[cfg(test)]

@@ -24,6 +24,8 @@
 //!   timer entry, so after each call the broker should also keep a wake-up armed at
 //!   [`GroupCoordinator::next_deadline`]; doing only that is sufficient too.
 //! - `expired_groups`: groups whose committed offsets the broker must delete (see below).
+//! - `metadata`: group records to store or delete durably *before* delivering `responses`
+//!   (see [`MetadataUpdate`] and the record format in [`snapshot`]).
 //!
 //! Requests never fire timers themselves; only `tick` does.
 //!
@@ -134,12 +136,23 @@
 //!
 //! # Recovery
 //!
-//! Group membership is deliberately not persisted. That is Kafka's model for consumers: after a
-//! restart, members' heartbeats answer UNKNOWN_MEMBER_ID and they rejoin, rebuilding the groups
-//! within one rebalance. At startup the broker calls [`GroupCoordinator::restore_group`] for
-//! every group with committed offsets, so those list as Empty, can be deleted, and expire.
-//! `member_id_nonce` should differ between process runs, so that ids issued before a restart
-//! can never match ids issued after it.
+//! Group metadata survives a restart, as in Kafka (which keeps it in `__consumer_offsets`): the
+//! generation, protocol type and name, leader, and every member with its ids, client id and
+//! host, timeouts, protocols and assignment. The coordinator does no I/O; it lists in
+//! [`Output::metadata`] the records the broker must store or delete (after a rebalance
+//! completes, before the SyncGroup answers are delivered; when a member is removed or replaced;
+//! when the group empties or is forgotten), and [`GroupSnapshot::encode`] /
+//! [`GroupSnapshot::decode`] define the record.
+//!
+//! At startup the broker calls [`GroupCoordinator::restore_snapshot`] for every stored record:
+//! the group comes back Stable (or Empty) in its generation, with each member's session
+//! restarting at the restore time, so a live member's next heartbeat and commit succeed without
+//! a rebalance, and a member that never comes back expires after its session timeout as usual.
+//! A record written while a rebalance was pending (a member had left) restores straight into a
+//! join round. Then [`GroupCoordinator::restore_group`] registers every group with committed
+//! offsets (those without a record list as Empty, can be deleted, and expire).
+//! `member_id_nonce` should differ between process runs, so that ids issued after a restart
+//! can never match restored ones.
 //!
 //! # Differences from Kafka
 //!
@@ -154,6 +167,7 @@
 mod coordinator;
 mod error;
 mod group;
+pub mod snapshot;
 mod types;
 
 #[cfg(test)]
@@ -161,4 +175,8 @@ mod proptests;
 
 pub use coordinator::GroupCoordinator;
 pub use error::GroupError;
+pub use snapshot::{
+    GroupSnapshot, MemberSnapshot, MetadataUpdate, RestoreError, SNAPSHOT_VERSION,
+    SnapshotDecodeError,
+};
 pub use types::*;

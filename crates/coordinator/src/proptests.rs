@@ -1,6 +1,9 @@
 //! Property test: random interleavings of requests and clock ticks never panic, keep the group
 //! invariants (see `Group::check_invariants`), keep generations monotonic, and answer every
-//! parked request exactly once.
+//! parked request exactly once. A model of the broker's metadata table follows every
+//! [`Output::metadata`] update: a Stable group's record always equals its current snapshot, a
+//! forgotten group has none, and every record restores into a valid group (the same one, when no
+//! rebalance was pending).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,10 +105,65 @@ struct World {
     outstanding: BTreeMap<RequestId, (usize, usize)>,
     answered: BTreeSet<RequestId>,
     generations: BTreeMap<String, i32>,
+    /// The broker's metadata table: group id -> encoded record.
+    durable: BTreeMap<String, Vec<u8>>,
 }
 
 impl World {
+    fn apply_metadata(&mut self, updates: Vec<MetadataUpdate>) {
+        for u in updates {
+            match u {
+                MetadataUpdate::Store(s) => {
+                    self.durable.insert(s.group_id.clone(), s.encode());
+                }
+                MetadataUpdate::Delete { group_id } => {
+                    self.durable.remove(&group_id);
+                }
+            }
+        }
+    }
+
+    /// The durable records match the live groups and restore into valid groups.
+    fn check_durable(&self) -> Result<(), String> {
+        for g in GROUPS {
+            let view = self.c.group(g);
+            let stored = self.durable.get(g);
+            match (&view, stored) {
+                (None, Some(_)) => return Err(format!("{g}: forgotten but its record remains")),
+                (Some(v), Some(bytes)) if v.state == GroupState::Stable => {
+                    let decoded = GroupSnapshot::decode(g, bytes).map_err(|e| e.to_string())?;
+                    if Some(&decoded) != self.c.snapshot(g).as_ref() {
+                        return Err(format!("{g}: Stable but its record is stale: {decoded:?}"));
+                    }
+                }
+                (Some(v), None) if v.state == GroupState::Stable => {
+                    return Err(format!("{g}: Stable without a record"));
+                }
+                _ => {}
+            }
+        }
+        let mut restored = GroupCoordinator::new(self.c.config().clone());
+        for (g, bytes) in &self.durable {
+            let snapshot = GroupSnapshot::decode(g, bytes).map_err(|e| format!("{g}: {e}"))?;
+            restored
+                .restore_snapshot(snapshot.clone(), self.now)
+                .map_err(|e| format!("{g}: {e}"))?;
+            let view = restored.group(g).ok_or("restored group missing")?;
+            if snapshot.rebalance_pending {
+                if view.state != GroupState::PreparingRebalance
+                    || view.generation_id != snapshot.generation_id
+                {
+                    return Err(format!("{g}: pending record restored as {view:?}"));
+                }
+            } else if restored.snapshot(g).as_ref() != Some(&snapshot) {
+                return Err(format!("{g}: restore is not a round trip"));
+            }
+        }
+        restored.check_invariants()
+    }
+
     fn absorb(&mut self, id: RequestId, who: (usize, usize), out: Output) -> Result<(), String> {
+        self.apply_metadata(out.metadata.clone());
         let mut own_answered = false;
         for (rid, response) in &out.responses {
             if !self.answered.insert(*rid) {
@@ -285,11 +343,14 @@ impl World {
             }
             Op::Delete { group } => {
                 let _ = self.c.delete_groups(&[GROUPS[group]]);
+                let updates = self.c.take_metadata_updates();
+                self.apply_metadata(updates);
             }
         }
         let _ = self.c.describe_groups(&GROUPS);
         let _ = self.c.list_groups(&[]);
         self.c.check_invariants()?;
+        self.check_durable()?;
         let parked: BTreeSet<RequestId> = self.c.parked_requests().into_iter().collect();
         let expected: BTreeSet<RequestId> = self.outstanding.keys().copied().collect();
         if parked != expected {
@@ -333,6 +394,7 @@ proptest! {
             outstanding: BTreeMap::new(),
             answered: BTreeSet::new(),
             generations: BTreeMap::new(),
+            durable: BTreeMap::new(),
         };
         for op in &ops {
             if let Err(e) = world.step(op) {

@@ -5,6 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::error::GroupError;
+use crate::snapshot::MetadataUpdate;
 
 /// A caller-chosen token identifying one in-flight request. A parked JoinGroup or SyncGroup is
 /// answered later under this id, so it must be unique among the caller's in-flight requests.
@@ -26,9 +27,9 @@ pub struct CoordinatorConfig {
     pub new_member_join_timeout_ms: u64,
     /// `offsets.retention.minutes` in ms: how long an empty group keeps its offsets. Kafka: 7 days.
     pub offsets_retention_ms: u64,
-    /// Mixed into issued member ids so ids from a previous process run never collide with new
-    /// ones (membership is not persisted). The broker should pass something random or the boot
-    /// time; tests pass a constant.
+    /// Mixed into issued member ids so ids issued by a previous process run (which may come
+    /// back restored from group metadata) never collide with new ones. The broker should pass
+    /// something random or the boot time; tests pass a constant.
     pub member_id_nonce: u64,
 }
 
@@ -356,6 +357,9 @@ pub struct Output {
     /// Groups whose committed offsets have expired (empty longer than the retention): the broker
     /// deletes their offsets. The coordinator has already forgotten them.
     pub expired_groups: Vec<String>,
+    /// Group metadata to make durable, in order, *before* delivering `responses` (see
+    /// [`crate::MetadataUpdate`]).
+    pub metadata: Vec<MetadataUpdate>,
 }
 
 impl Output {
@@ -372,6 +376,7 @@ impl Output {
         self.responses.extend(other.responses);
         self.timers.extend(other.timers);
         self.expired_groups.extend(other.expired_groups);
+        self.metadata.extend(other.metadata);
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! # FORMAT (version 1)
 //!
-//! Two tables.
+//! Three tables.
 //!
 //! `meta` (`&str` → `u64`): one row, `"format_version"` → `1`. Written when the database is
 //! created; a different number makes [`RedbStore::open`] fail with
@@ -37,6 +37,15 @@
 //!
 //! A value must be consumed exactly; anything else is [`StoreError::Corrupt`].
 //!
+//! `group_metadata` (`&str` → `&[u8]`): one row per consumer group whose membership the broker
+//! keeps across restarts. Key: the group id. Value: an opaque record owned by the caller (the
+//! broker stores `waterline_coordinator::GroupSnapshot::encode`, whose module documents it byte
+//! by byte, starting with its own version byte). The table was added without a format-version
+//! bump: it is created on the first write, a database without it simply has no group metadata,
+//! and a build that predates it ignores it. Rows are written and deleted only through
+//! [`RedbStore::write_group_metadata_blocking`]; [`OffsetStore::delete_group`] removes offsets
+//! only (the broker deletes a group's metadata itself, in order with its other metadata writes).
+//!
 //! # Durability
 //!
 //! Every write is one write transaction committed with [`Durability::Immediate`]: redb fsyncs
@@ -69,6 +78,7 @@ pub const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OFFSETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offsets");
+const GROUP_METADATA: TableDefinition<&str, &[u8]> = TableDefinition::new("group_metadata");
 const VERSION_KEY: &str = "format_version";
 
 /// Options for [`RedbStore::open_with`].
@@ -131,6 +141,29 @@ impl RedbStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Applies group-metadata writes in one write transaction, fsynced before it returns: each
+    /// `(group, Some(record))` stores (replaces) the group's record, `(group, None)` deletes it.
+    /// A crash leaves all of them or none.
+    ///
+    /// Blocking: unlike the rest of the store it runs on the caller's thread, because the broker
+    /// must order these writes with the coordinator's state changes (it writes while holding
+    /// the coordinator lock). Call it from a blocking context (`spawn_blocking`,
+    /// `block_in_place`) or accept stalling the current thread for one fsync.
+    pub fn write_group_metadata_blocking(
+        &self,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_group_metadata(writes)
+    }
+
+    /// Every stored group-metadata record, sorted by group id.
+    pub async fn group_metadata(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.run(|inner| inner.group_metadata()).await
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -347,6 +380,37 @@ impl Inner {
         }
         // Length-prefixed topics sort by length first; the trait promises name order.
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn write_group_metadata(&self, writes: &[(&str, Option<&[u8]>)]) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(GROUP_METADATA).map_err(|e| self.redb(e))?;
+            for (group, record) in writes {
+                match record {
+                    Some(r) => table.insert(*group, *r).map(drop),
+                    None => table.remove(*group).map(drop),
+                }
+                .map_err(|e| self.redb(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    fn group_metadata(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
+        let table = match txn.open_table(GROUP_METADATA) {
+            Ok(t) => t,
+            // Databases written before the table existed have no group metadata.
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.table_error(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.redb(e))? {
+            let (k, v) = row.map_err(|e| self.redb(e))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
         Ok(out)
     }
 
@@ -703,6 +767,35 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(decode_value(&long).unwrap_err().contains("trailing"));
+    }
+
+    #[tokio::test]
+    async fn group_metadata_is_stored_replaced_deleted_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets.redb");
+        let store = RedbStore::open(&path).await.unwrap();
+        // A database without any metadata write has no records (and no table yet).
+        assert!(store.group_metadata().await.unwrap().is_empty());
+        store
+            .write_group_metadata_blocking(&[("b", Some(b"1")), ("a", Some(b"2"))])
+            .unwrap();
+        store
+            .write_group_metadata_blocking(&[("b", Some(b"3")), ("a", None), ("never", None)])
+            .unwrap();
+        let tp = TopicPartition::new("t", 0);
+        store
+            .commit("b", &[(tp, OffsetAndMetadata::new(1, 0))])
+            .await
+            .unwrap();
+        // Deleting a group's offsets leaves its metadata to the caller.
+        store.delete_group("b").await.unwrap();
+        drop(store);
+        let store = RedbStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.group_metadata().await.unwrap(),
+            vec![("b".to_owned(), b"3".to_vec())]
+        );
+        assert!(store.list_groups().await.unwrap().is_empty());
     }
 
     #[test]
