@@ -117,7 +117,10 @@ mod producer;
 pub mod storage;
 
 pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
-pub use config::LogConfig;
-pub use error::{BatchError, LogError};
-pub use partition::{AppendOutcome, PartitionLog, SyncPoint};
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::{BatchError, CleanError, LogError};
+pub use partition::{
+    AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
+    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, SyncPoint, Throttle, Unthrottled,
+};
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
