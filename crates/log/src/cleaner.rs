@@ -75,32 +75,11 @@ impl std::fmt::Debug for OffsetMap {
     }
 }
 
-fn is_prime(n: usize) -> bool {
-    if n < 4 {
-        return n >= 2;
-    }
-    if n.is_multiple_of(2) {
-        return false;
-    }
-    let mut d = 3;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
-}
-
 impl OffsetMap {
-    /// A map using at most `budget_bytes` (at least 3 slots) and holding at most
-    /// `load_factor` of its slots. The slot count is prime, so double hashing visits every
-    /// slot.
+    /// A map using at most `budget_bytes` (at least 2 slots) and holding at most
+    /// `load_factor` of its slots (so a probe always finds an empty slot).
     pub fn new(budget_bytes: usize, load_factor: f64) -> Self {
-        let mut n = (budget_bytes / OFFSET_MAP_SLOT_BYTES).max(3);
-        while !is_prime(n) {
-            n -= 1;
-        }
+        let n = (budget_bytes / OFFSET_MAP_SLOT_BYTES).max(2);
         let lf = if load_factor.is_finite() {
             load_factor.clamp(0.01, 0.99)
         } else {
@@ -140,17 +119,20 @@ impl OffsetMap {
         (self.h1.hash_one(key), self.h2.hash_one(key))
     }
 
-    /// Slot holding `d`, or the empty slot where it would go.
+    /// Slot holding `d`, or the empty slot where it would go: linear probing from a start
+    /// chosen by multiply-shift (no division), so a probe sequence walks adjacent slots.
     fn find(&self, d: (u64, u64)) -> usize {
-        let n = self.slots.len() as u64;
-        let mut i = d.0 % n;
-        let step = 1 + d.1 % (n - 1);
+        let n = self.slots.len();
+        let mut i = ((u128::from(d.0) * n as u128) >> 64) as usize;
         loop {
-            let s = &self.slots[i as usize];
+            let s = &self.slots[i];
             if s[2] == 0 || (s[0] == d.0 && s[1] == d.1) {
-                return i as usize;
+                return i;
             }
-            i = (i + step) % n;
+            i += 1;
+            if i == n {
+                i = 0;
+            }
         }
     }
 
