@@ -168,7 +168,7 @@ fn main() {
                 100.0 * clean_rate / read_rate
             );
             println!(
-                "  keys {} records {} kept {} read {} written {} map {} bytes / {} keys = {:.1} B/key, pass {:.3}s, install {:?}",
+                "  keys {} records {} kept {} read {} written {} map {} bytes / {} keys = {:.1} B/key, pass {:.3}s (map {:.3}s, fsync {:.3}s), install {:?}",
                 stats.keys,
                 stats.records_read,
                 stats.records_kept,
@@ -178,6 +178,8 @@ fn main() {
                 stats.map_capacity,
                 stats.map_bytes as f64 / stats.map_capacity as f64,
                 stats.duration.as_secs_f64(),
+                stats.map_duration.as_secs_f64(),
+                stats.sync_duration.as_secs_f64(),
                 out
             );
             println!(
@@ -186,6 +188,41 @@ fn main() {
                 peak_rss_kib() / 1024
             );
             log.close().expect("close");
+        }
+        "map" => {
+            // Offset map alone: N distinct 14-byte keys put 10 times each, then looked up.
+            let n: u64 = arg(1, "1000000").parse().expect("N");
+            let budget: usize = arg(2, "128").parse().expect("MIB");
+            let keys: Vec<String> = (0..n).map(|k| format!("key-{k:010}")).collect();
+            let t = Instant::now();
+            let mut map = waterline_log::OffsetMap::new(budget << 20, 0.9);
+            let mut off = 0;
+            for _ in 0..10 {
+                for k in &keys {
+                    map.put(k.as_bytes(), off);
+                    off += 1;
+                }
+            }
+            let put = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut found = 0u64;
+            for k in &keys {
+                found += u64::from(map.get(k.as_bytes()).is_some());
+            }
+            let get = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let h = std::hash::RandomState::new();
+            let mut acc = 0u64;
+            for k in &keys {
+                acc ^= std::hash::BuildHasher::hash_one(&h, k.as_bytes());
+            }
+            let hash = t.elapsed().as_secs_f64();
+            println!(
+                "{n} keys, {budget} MiB: put {:.0} ns, get {:.0} ns, one SipHash {:.0} ns ({found} {acc})",
+                put * 1e9 / (10 * n) as f64,
+                get * 1e9 / n as f64,
+                hash * 1e9 / n as f64
+            );
         }
         _ => eprintln!(
             "usage: compaction build DIR MIB VALUE_BYTES LIVE_PERCENT | clean DIR DEDUPE_MIB"

@@ -126,8 +126,11 @@
 //! keep their offsetDelta (so offsets have gaps). Attributes bit 6 (0x40, Kafka's delete
 //! horizon) set means baseTimestamp is the delete horizon: the first pass that keeps a
 //! tombstone in a batch sets it to `now + delete.retention.ms` and rewrites the records'
-//! timestampDelta against it; a later pass after that time drops the tombstones. Control
-//! batches are always kept. A batch that idempotent producer state refers to (each producer's
+//! timestampDelta against it; a later pass after that time drops the tombstones.
+//! Transactional batches (data and control) are kept unchanged and never supersede other
+//! records: the log tracks no last stable offset or aborted transactions, so it cannot tell
+//! aborted data from committed data (Kafka cleans only below the last stable offset and
+//! drops aborted data; the broker does not serve transactions). A batch that idempotent producer state refers to (each producer's
 //! last 5) is kept even when all its records go: recordCount 0, no records, codec bits 0.
 //! Keyless records are dropped. Groups of consecutive cleaned segments whose original sizes
 //! sum to at most `segment_bytes` (and 4 GiB, and whose offsets span at most u32::MAX) become
