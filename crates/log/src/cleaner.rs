@@ -630,6 +630,32 @@ fn records_of<'a>(
     Ok(out)
 }
 
+/// Indexes (0-based, in batch order) of the records without a key in one whole v2 batch,
+/// decompressing if needed: a compacted topic refuses such a batch with INVALID_RECORD and one
+/// per-record error each (Kafka's `batch_index`). The batch should have passed
+/// [`split_produced`](crate::split_produced) first.
+pub fn keyless_records(batch: &[u8]) -> Result<Vec<i32>, crate::BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    if batch.len() < BatchHeader::SIZE {
+        return Err(crate::BatchError::Truncated {
+            needed: BatchHeader::SIZE,
+            available: batch.len(),
+        });
+    }
+    let mut buf = Vec::new();
+    let recs = records_of(&h, batch, &mut buf).map_err(crate::BatchError::Decompress)?;
+    let mut rest = recs;
+    let mut out = Vec::new();
+    for i in 0..h.record_count.max(0) {
+        let rec =
+            next_record(&mut rest).ok_or(crate::BatchError::BadRecords("malformed record"))?;
+        if rec.key.is_none() {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
 /// Compresses a records section with `codec` as Kafka clients read it.
 fn compress(codec: u8, data: &[u8]) -> std::io::Result<Vec<u8>> {
     match codec {

@@ -176,5 +176,6 @@ pub use error::{BatchError, CleanError, LogError};
 pub use partition::{
     AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
     OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, SyncPoint, Throttle, Unthrottled,
+    keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};

@@ -31,7 +31,7 @@ mod cleaner;
 use cleaner::{CLEANED_SUFFIX, CleaningGuard, PlanSegment};
 pub use cleaner::{
     CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, OFFSET_MAP_SLOT_BYTES,
-    OffsetMap, RateThrottle, Throttle, Unthrottled,
+    OffsetMap, RateThrottle, Throttle, Unthrottled, keyless_records,
 };
 
 /// Result of [`PartitionLog::append`].

@@ -788,3 +788,47 @@ fn recovery_still_detects_corruption_in_cleaned_segments() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0], cleaned[0]);
 }
+
+#[test]
+fn keyless_records_are_found_for_per_record_errors() {
+    let mut records = Vec::new();
+    for i in 0..5 {
+        records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: 0,
+            key: (i % 2 == 0).then(|| Bytes::from("k")),
+            value: Some(Bytes::from("v")),
+            headers: Default::default(),
+        });
+    }
+    for compression in [Compression::None, Compression::Zstd] {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode");
+        assert_eq!(
+            waterline_log::keyless_records(&buf).expect("scan"),
+            vec![1, 3]
+        );
+    }
+    let keyed = keyed(&[("a", Some("b"))], 0, Compression::Lz4, None);
+    assert!(
+        waterline_log::keyless_records(&keyed)
+            .expect("scan")
+            .is_empty()
+    );
+}
