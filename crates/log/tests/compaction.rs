@@ -832,3 +832,54 @@ fn keyless_records_are_found_for_per_record_errors() {
             .is_empty()
     );
 }
+
+#[test]
+fn plans_follow_dirty_ratio_and_compaction_lags() {
+    fn assert_send<T: Send>() {}
+    assert_send::<waterline_log::CleanPlan>();
+    assert_send::<waterline_log::CleanResult>();
+    use waterline_log::CleanReason;
+    // min.compaction.lag.ms: segments whose newest record is younger are not cleanable.
+    let s = MemStorage::new();
+    let c = LogConfig {
+        min_compaction_lag_ms: 1000,
+        ..config()
+    };
+    let mut log = open(&s, c);
+    fill(&mut log, 5, 8, 100, Compression::None);
+    assert!(log.forced_cleaning_plan(1099).is_none());
+    assert!(log.cleaning_plan(1099).is_none());
+    let p = log.cleaning_plan(1100).expect("old enough");
+    assert_eq!(p.reason, CleanReason::DirtyRatio);
+    assert_eq!(p.dirty_bytes, p.cleanable_bytes);
+    let res = p
+        .run(&CleanerConfig::default(), &mut Unthrottled)
+        .expect("run");
+    log.install_cleaned(res).expect("install");
+    // Everything cleanable is clean: nothing is due.
+    assert_eq!(log.dirty_ratio(5000), 0.0);
+    assert!(log.cleaning_plan(5000).is_none());
+    drop(log);
+
+    // min.cleanable.dirty.ratio not reached, but max.compaction.lag.ms forces a pass.
+    let s = MemStorage::new();
+    let c = LogConfig {
+        min_cleanable_dirty_ratio: 0.99,
+        max_compaction_lag_ms: 10_000,
+        ..config()
+    };
+    let mut log = open(&s, c.clone());
+    fill(&mut log, 5, 8, 100, Compression::None);
+    assert!(clean(&mut log, 200, &CleanerConfig::default()));
+    fill(&mut log, 5, 2, 300, Compression::None);
+    let ratio = log.dirty_ratio(400);
+    assert!(ratio > 0.0 && ratio < 0.99, "{ratio}");
+    assert!(log.cleaning_plan(400).is_none());
+    let p = log.cleaning_plan(300 + 10_001).expect("lag forces");
+    assert_eq!(p.reason, CleanReason::MaxCompactionLag);
+    drop(p);
+    // The cleaner offset survives a restart.
+    log.close().expect("close");
+    let log = open(&s, c);
+    assert!((log.dirty_ratio(400) - ratio).abs() < 1e-9);
+}
