@@ -6,7 +6,7 @@
 //! 100 / LIVE_PERCENT times, keys spread evenly); `... -- clean DIR DEDUPE_MIB` reads every
 //! sealed segment sequentially (1 MiB reads), then runs one cleaning pass over the same
 //! segments and installs it, printing both rates, the pass's stats and the process's peak RSS
-//! (VmHWM from /proc/self/status).
+//! (VmHWM from /proc/self/status). `WL_SEGMENT_MIB` sets the segment size (default 128).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -65,9 +65,14 @@ fn batch(keys: &[u64], value: usize, ts: i64) -> Vec<u8> {
     b
 }
 
+/// Segment size: 128 MiB, or `WL_SEGMENT_MIB`.
 fn config() -> LogConfig {
+    let seg_mib: u64 = std::env::var("WL_SEGMENT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
     LogConfig {
-        segment_bytes: 128 << 20,
+        segment_bytes: seg_mib << 20,
         segment_ms: None,
         retention_ms: None,
         cleanup_policy: CleanupPolicy::Compact,
