@@ -253,11 +253,13 @@ struct Scan {
 }
 
 impl PartitionLog {
-    /// Opens or creates the log in `dir`. After a clean stop (marker present and valid) it
-    /// trusts segment files and indexes (indexes are still bounds-checked and rebuilt if
-    /// inconsistent). Otherwise every segment from the recovery point on is validated batch by
-    /// batch (length, magic, CRC-32C, dense offsets), truncated at the first invalid batch (later
-    /// segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
+    /// Opens or creates the log in `dir`. First finishes or rolls back an interrupted cleaner
+    /// swap (`clean-swap`, see the crate's FORMAT section). After a clean stop (marker present
+    /// and valid) it trusts segment files and indexes (indexes are still bounds-checked and
+    /// rebuilt if inconsistent). Otherwise every segment from the recovery point on is
+    /// validated batch by batch (length, magic, CRC-32C, dense offsets; increasing offsets and
+    /// records removed from batches in segments the cleaner may have rewritten), truncated at
+    /// the first invalid batch (later segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
     /// snapshot at or below the first rescanned offset and rolled forward from batch headers.
     pub fn open(
         storage: Arc<dyn Storage>,
@@ -425,6 +427,12 @@ impl PartitionLog {
         log.clean_offset = cleaner_ckpt
             .unwrap_or(log.log_start)
             .clamp(log.log_start, log.log_end);
+        if cleaner_ckpt.is_some_and(|c| c > log.log_end) {
+            // Recovery truncated into cleaned data (corruption): forget the cleaned range
+            // beyond the end, so later segments there get the strict checks.
+            let ckpt = format::encode_checkpoint(format::MAGIC_CLEANER, log.clean_offset);
+            write_atomic(log.storage(), log.dir(), CLEANER_OFFSET_FILE, &ckpt)?;
+        }
         if let Some(active) = log.segments.values_mut().next_back()
             && active.size > 0
         {
@@ -1412,8 +1420,16 @@ impl PartitionLog {
     /// timestamp is at least `min_compaction_lag_ms` old (stopping at the first that is not).
     /// Due when uncleaned bytes / cleanable bytes >= `min_cleanable_dirty_ratio`, when the
     /// oldest uncleaned batch is older than `max_compaction_lag_ms`, or when a tombstone's
-    /// delete horizon kept by the previous pass has passed. None while another pass of this
-    /// log is running (its plan or result is alive), or if nothing is cleanable.
+    /// delete horizon kept by the previous pass has passed (that horizon is remembered in
+    /// memory only: after a restart, expired tombstones go with the next pass due for another
+    /// reason). None while another pass of this log is running (its plan or result is
+    /// alive), or if nothing is cleanable.
+    ///
+    /// Locking contract: call this and [`install_cleaned`](Self::install_cleaned) under the
+    /// partition lock, and [`CleanPlan::run`] without it (on a blocking thread). Appends,
+    /// reads, syncs and retention may run between them. Finish or drop a pass before closing,
+    /// deleting or reopening the log: the `.cleaned` file names are per log directory, and a
+    /// second instance's pass would write the same files.
     pub fn cleaning_plan(&self, now_ms: i64) -> Option<CleanPlan> {
         self.plan(now_ms, false)
     }

@@ -541,33 +541,62 @@ fn check_recovered(log: &PartitionLog, want: &BTreeMap<String, Option<String>>) 
     }
 }
 
+/// The log the swap crash tests clean: an idempotent producer, zstd batches, a tombstone.
+fn swap_fixture() -> (MemStorage, BTreeMap<String, Option<String>>, usize) {
+    let mem = MemStorage::new();
+    let mut log = open(&mem, config());
+    for seq in 0..4 {
+        let v = format!("p{seq}");
+        let b = keyed(
+            &[("k1", Some(&v))],
+            90,
+            Compression::None,
+            Some((5, 1, seq)),
+        );
+        log.append(&b, 0).expect("producer");
+    }
+    fill(&mut log, 6, 6, 100, Compression::Zstd);
+    log.append(&keyed(&[("k3", None)], 150, Compression::None, None), 150)
+        .expect("tombstone");
+    fill(&mut log, 1, 10, 160, Compression::None);
+    let want = latest(&records(&log));
+    let before = records(&log).len();
+    log.close().expect("close");
+    (mem, want, before)
+}
+
+/// (base, bytes) of every segment.
+fn segment_bases(mem: &MemStorage) -> Vec<(i64, Vec<u8>)> {
+    let mut v: Vec<(i64, Vec<u8>)> = mem
+        .list_dir(Path::new(DIR))
+        .expect("ls")
+        .iter()
+        .filter_map(|n| {
+            let base = n.strip_suffix(".log")?.parse().ok()?;
+            Some((base, mem.read_file(&Path::new(DIR).join(n))?))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn kill_at_every_step_of_a_cleaning_pass_leaves_old_or_new_segments() {
+    // The segment layouts before and after a complete pass.
+    let (mem, _, _) = swap_fixture();
+    let old_bases = segment_bases(&mem);
+    let mut log = open(&mem, config());
+    assert!(clean(&mut log, 1000, &CleanerConfig::default()));
+    drop(log);
+    let new_bases = segment_bases(&mem);
+    assert_ne!(old_bases, new_bases);
     for mode in [
         CrashMode::DropUnsynced,
         CrashMode::TearLastWrite { keep: 30 },
     ] {
         let mut step = 0;
         loop {
-            let mem = MemStorage::new();
-            let mut log = open(&mem, config());
-            for seq in 0..4 {
-                let v = format!("p{seq}");
-                let b = keyed(
-                    &[("k1", Some(&v))],
-                    90,
-                    Compression::None,
-                    Some((5, 1, seq)),
-                );
-                log.append(&b, 0).expect("producer");
-            }
-            fill(&mut log, 6, 6, 100, Compression::Zstd);
-            log.append(&keyed(&[("k3", None)], 150, Compression::None, None), 150)
-                .expect("tombstone");
-            fill(&mut log, 1, 10, 160, Compression::None);
-            let want = latest(&records(&log));
-            let before = records(&log).len();
-            log.close().expect("close");
+            let (mem, want, before) = swap_fixture();
             let left = Arc::new(AtomicUsize::new(usize::MAX));
             let dying: Arc<dyn Storage> = Arc::new(Dying {
                 inner: mem.clone(),
@@ -585,6 +614,11 @@ fn kill_at_every_step_of_a_cleaning_pass_leaves_old_or_new_segments() {
             mem.crash(mode);
             let mut log = open(&mem, config());
             check_recovered(&log, &want);
+            let bases = segment_bases(&mem);
+            assert!(
+                bases == old_bases || bases == new_bases,
+                "step {step}: the segments are neither all old nor all new"
+            );
             let after = records(&log).len();
             if finished {
                 // A full pass leaves every key once below the active segment.
@@ -787,6 +821,11 @@ fn recovery_still_detects_corruption_in_cleaned_segments() {
     let left = records(&log);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0], cleaned[0]);
+    // The cleaner offset no longer claims offsets past the truncated end.
+    drop(log);
+    let ckpt = s.read_file(&dir.join("cleaner-offset")).expect("ckpt");
+    let value = i64::from_be_bytes(ckpt[8..16].try_into().expect("8"));
+    assert!(value <= first_base + i64::from(lod) + 1, "{value}");
 }
 
 #[test]
@@ -882,4 +921,56 @@ fn plans_follow_dirty_ratio_and_compaction_lags() {
     log.close().expect("close");
     let log = open(&s, c);
     assert!((log.dirty_ratio(400) - ratio).abs() < 1e-9);
+}
+
+#[test]
+fn kill_during_recovery_of_a_committed_swap() {
+    // Find install steps after which the manifest is durable, then kill recovery at every
+    // step of finishing that swap.
+    let mut committed = 0;
+    for step in 0..200 {
+        let (mem, want, _) = swap_fixture();
+        let left = Arc::new(AtomicUsize::new(usize::MAX));
+        let dying: Arc<dyn Storage> = Arc::new(Dying {
+            inner: mem.clone(),
+            left: left.clone(),
+        });
+        let mut log = PartitionLog::open(dying, PathBuf::from(DIR), config(), 0).expect("open");
+        let plan = log.forced_cleaning_plan(1000).expect("plan");
+        let res = plan
+            .run(&CleanerConfig::default(), &mut Unthrottled)
+            .expect("run");
+        left.store(step, Ordering::SeqCst);
+        let done = log.install_cleaned(res).is_ok();
+        drop(log);
+        mem.crash(CrashMode::DropUnsynced);
+        if done {
+            break;
+        }
+        let names = mem.list_dir(Path::new(DIR)).expect("ls");
+        if !names.iter().any(|n| n == "clean-swap") {
+            continue;
+        }
+        committed += 1;
+        let mut r = 0;
+        loop {
+            left.store(usize::MAX, Ordering::SeqCst);
+            let dying: Arc<dyn Storage> = Arc::new(Dying {
+                inner: mem.clone(),
+                left: left.clone(),
+            });
+            left.store(r, Ordering::SeqCst);
+            let ok = PartitionLog::open(dying, PathBuf::from(DIR), config(), 0).is_ok();
+            mem.crash(CrashMode::DropUnsynced);
+            let log = open(&mem, config());
+            check_recovered(&log, &want);
+            drop(log);
+            if ok {
+                break;
+            }
+            r += 1;
+            assert!(r < 1000);
+        }
+    }
+    assert!(committed > 0, "no step left a committed manifest behind");
 }
