@@ -53,7 +53,8 @@ pub struct LogConfig {
     /// cleaned (default 0).
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms`: a log whose oldest uncleaned batch is older than this is
-    /// cleaned whatever its dirty ratio (default `i64::MAX`, never).
+    /// cleaned whatever its dirty ratio, and a compacted log's active segment rolls at this
+    /// age if that is sooner than `segment_ms` (default `i64::MAX`, never).
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`: clean when uncleaned bytes / cleanable bytes reach this
     /// (default 0.5).

@@ -949,7 +949,8 @@ impl PartitionLog {
     }
 
     /// Rolls to a new segment if the batch would not fit (size, 32-bit positions or relative
-    /// offsets) or the active segment is older than `segment_ms`. Never rolls an empty segment.
+    /// offsets) or the active segment is older than `segment_ms` (or, for a compacted log,
+    /// `max_compaction_lag_ms` if smaller). Never rolls an empty segment.
     fn maybe_roll(&mut self, size: u64, last: i64, now_ms: i64) -> Result<(), LogError> {
         let seg = self.active();
         if seg.size == 0 {
@@ -958,7 +959,20 @@ impl PartitionLog {
         let full = seg.size + size > self.config.segment_bytes
             || seg.size + size > u64::from(u32::MAX)
             || last - seg.base > i64::from(u32::MAX);
-        let aged = matches!((self.config.segment_ms, seg.roll_ref_ms),
+        // A compacted log also rolls at max.compaction.lag.ms, so that the active segment
+        // (never cleaned) cannot hold records past that lag (Kafka's maxSegmentMs).
+        let max_ms = match self.config.segment_ms {
+            Some(ms) if self.config.cleanup_policy.compacts() => {
+                Some(ms.min(self.config.max_compaction_lag_ms.max(1)))
+            }
+            None if self.config.cleanup_policy.compacts()
+                && self.config.max_compaction_lag_ms < i64::MAX =>
+            {
+                Some(self.config.max_compaction_lag_ms.max(1))
+            }
+            other => other,
+        };
+        let aged = matches!((max_ms, seg.roll_ref_ms),
             (Some(ms), Some(r)) if now_ms.saturating_sub(r) >= ms);
         if full || aged { self.roll() } else { Ok(()) }
     }

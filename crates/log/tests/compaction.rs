@@ -974,3 +974,40 @@ fn kill_during_recovery_of_a_committed_swap() {
     }
     assert!(committed > 0, "no step left a committed manifest behind");
 }
+
+#[test]
+fn compacted_log_rolls_at_max_compaction_lag() {
+    let s = MemStorage::new();
+    let c = LogConfig {
+        segment_bytes: 1 << 20,
+        segment_ms: Some(1_000_000),
+        max_compaction_lag_ms: 500,
+        ..config()
+    };
+    let mut log = open(&s, c);
+    log.append(
+        &keyed(&[("a", Some("1"))], 100, Compression::None, None),
+        100,
+    )
+    .expect("append");
+    log.append(
+        &keyed(&[("a", Some("2"))], 599, Compression::None, None),
+        599,
+    )
+    .expect("append");
+    log.append(
+        &keyed(&[("a", Some("3"))], 600, Compression::None, None),
+        600,
+    )
+    .expect("append");
+    log.sync().expect("sync");
+    // The first two records were rolled out of the active segment and can be cleaned.
+    let p = log.cleaning_plan(10_000).expect("due");
+    assert_eq!(p.cleanable_bytes, p.dirty_bytes);
+    let res = p
+        .run(&CleanerConfig::default(), &mut Unthrottled)
+        .expect("run");
+    log.install_cleaned(res).expect("install");
+    let vals: Vec<_> = records(&log).into_iter().map(|r| r.2).collect();
+    assert_eq!(vals, vec![Some("2".to_string()), Some("3".to_string())]);
+}
