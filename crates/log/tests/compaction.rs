@@ -659,6 +659,8 @@ fn kill_at_every_step_of_a_cleaning_pass_leaves_old_or_new_segments() {
 #[derive(Debug, Clone)]
 enum Op {
     Put(u8, u8),
+    /// Several records in one batch with a codec (0 none .. 4 zstd).
+    PutMany(Vec<(u8, u8)>, u8),
     Delete(u8),
     Sync,
     Clean(i64),
@@ -668,6 +670,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0u8..12, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => (proptest::collection::vec((0u8..12, any::<u8>()), 2..5), 0u8..5)
+            .prop_map(|(kv, c)| Op::PutMany(kv, c)),
         2 => (0u8..12).prop_map(Op::Delete),
         2 => Just(Op::Sync),
         2 => (0i64..3000).prop_map(Op::Clean),
@@ -676,7 +680,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Random keyed puts, tombstones, syncs, cleaning passes (with a tiny offset map, so
     /// several passes) and crashes against a model of the latest durable value per key.
@@ -697,6 +701,15 @@ proptest! {
                     let val = format!("v{v}");
                     log.append(&keyed(&[(&key, Some(&val))], now, Compression::None, None), now).expect("append");
                     written.insert(key, Some(val));
+                }
+                Op::PutMany(kv, c) => {
+                    let codec = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][c as usize];
+                    let owned: Vec<(String, String)> = kv.iter().map(|(k, v)| (format!("k{k}"), format!("v{v}"))).collect();
+                    let recs: Vec<(&str, Option<&str>)> = owned.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect();
+                    log.append(&keyed(&recs, now, codec, None), now).expect("append");
+                    for (k, v) in owned {
+                        written.insert(k, Some(v));
+                    }
                 }
                 Op::Delete(k) => {
                     let key = format!("k{k}");
