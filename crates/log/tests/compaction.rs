@@ -1024,3 +1024,15 @@ fn compacted_log_rolls_at_max_compaction_lag() {
     let vals: Vec<_> = records(&log).into_iter().map(|r| r.2).collect();
     assert_eq!(vals, vec![Some("2".to_string()), Some("3".to_string())]);
 }
+
+#[test]
+fn rate_throttle_paces_to_the_configured_rate() {
+    use waterline_log::Throttle;
+    let mut t = waterline_log::RateThrottle::new(1_000_000.0);
+    let start = std::time::Instant::now();
+    for _ in 0..10 {
+        t.on_io(20_000);
+    }
+    // 200 KB at 1 MB/s takes at least 0.2 s (only a lower bound: the machine may be slow).
+    assert!(start.elapsed() >= std::time::Duration::from_millis(195));
+}
