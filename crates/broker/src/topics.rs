@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use waterline_log::{LogConfig, PartitionLog, Storage};
+use waterline_log::{CleanupPolicy, LogConfig, PartitionLog, Storage};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -223,6 +223,13 @@ impl TopicDefaults {
         // Validated above, so these parse.
         let long = |name: &str| value(name).parse::<i64>().unwrap_or(-1);
         let settings = TopicSettings::from_values(&value);
+        let cleanup_policy = match (settings.delete, settings.compact) {
+            (true, true) => CleanupPolicy::CompactDelete,
+            (false, true) => CleanupPolicy::Compact,
+            // `delete`, or an empty policy (neither): retention decides, and for an empty
+            // policy it is switched off below.
+            _ => CleanupPolicy::Delete,
+        };
         let mut c = LogConfig {
             segment_bytes: long("segment.bytes") as u64,
             segment_ms: Some(long("segment.ms")),
@@ -230,9 +237,17 @@ impl TopicDefaults {
             retention_bytes: non_negative(long("retention.bytes")).map(|b| b as u64),
             index_interval_bytes: long("index.interval.bytes") as u64,
             max_batch_bytes: long("max.message.bytes") as usize,
+            cleanup_policy,
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+                .parse::<f64>()
+                .unwrap_or(0.5)
+                .clamp(0.0, 1.0),
         };
         if !settings.delete {
-            // A compact-only topic keeps every segment until the cleaner rewrites it.
+            // Compact-only or empty policy: time and size retention delete nothing.
             c.retention_ms = None;
             c.retention_bytes = None;
         }

@@ -23,6 +23,8 @@ const CRC_START: usize = 21;
 /// Smallest encoded record: length, attributes, timestampDelta, offsetDelta, keyLength,
 /// valueLength and header count need at least one byte each.
 const MIN_RECORD_BYTES: usize = 7;
+/// Attributes bit marking a batch whose baseTimestamp is the delete horizon.
+pub(crate) const DELETE_HORIZON_FLAG: i16 = 0x40;
 /// Decompressed bytes examined per batch at most (guards against decompression bombs).
 pub(crate) const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
 
@@ -108,6 +110,13 @@ impl BatchHeader {
     /// Whether the batch is a control batch (transaction marker).
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
+    }
+
+    /// Kafka's delete horizon (attributes bit 6, set by the log cleaner): when set,
+    /// baseTimestamp holds the time after which the batch's tombstones may be removed, and
+    /// record timestamps are still baseTimestamp + timestampDelta.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
     }
 
     /// Whether record timestamps were set by the broker (LogAppendTime).
@@ -203,7 +212,19 @@ pub(crate) fn validate_batch(
     max_batch_bytes: usize,
     depth: Depth,
 ) -> Result<usize, BatchError> {
-    validate(buf, max_batch_bytes, depth).map(|(size, _)| size)
+    validate_inner(buf, max_batch_bytes, depth, false).map(|(size, _)| size)
+}
+
+/// [`validate_batch`] at [`Depth::Shallow`] for a batch already in a segment that the cleaner
+/// may have rewritten (`cleaned`): records may have been removed, so recordCount may be
+/// anything from 0 to lastOffsetDelta + 1 (Kafka keeps lastOffsetDelta, and keeps emptied
+/// batches of idempotent producers). Length, magic, CRC and record framing are still checked.
+pub(crate) fn validate_stored(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    cleaned: bool,
+) -> Result<usize, BatchError> {
+    validate_inner(buf, max_batch_bytes, Depth::Shallow, cleaned).map(|(size, _)| size)
 }
 
 /// What a deep validation learnt about a batch's records.
@@ -213,26 +234,22 @@ struct Learnt {
     null_keys: u32,
 }
 
-/// The offset deltas (indexes within the batch) of the records of a valid `batch` whose key is
-/// null, decompressing if needed.
-pub fn null_key_records(batch: &[u8]) -> Result<Vec<i32>, BatchError> {
-    let h = BatchHeader::parse(batch)?;
-    let mut out = Vec::new();
-    walk_records(batch, false, |r| {
-        if r.null_key {
-            out.push(i32::try_from(r.offset.wrapping_sub(h.base_offset)).unwrap_or(-1));
-        }
-        false
-    })?;
-    Ok(out)
-}
-
-/// [`validate_batch`], plus (at [`Depth::Deep`], which walks every record) the offset delta of
-/// the first record carrying the batch's maximum timestamp and the count of null keys.
 fn validate(
     buf: &[u8],
     max_batch_bytes: usize,
     depth: Depth,
+) -> Result<(usize, Learnt), BatchError> {
+    validate_inner(buf, max_batch_bytes, depth, false)
+}
+
+/// [`validate_batch`], plus (at [`Depth::Deep`], which walks every record) the offset delta of
+/// the first record carrying the batch's maximum timestamp and the count of null keys.
+/// `cleaned` relaxes the record count as [`validate_stored`] describes.
+fn validate_inner(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    depth: Depth,
+    cleaned: bool,
 ) -> Result<(usize, Learnt), BatchError> {
     if buf.len() < LOG_OVERHEAD {
         return Err(BatchError::Truncated {
@@ -271,9 +288,10 @@ fn validate(
         });
     }
     let payload = &batch[BatchHeader::SIZE..];
+    let min_count = if cleaned { 0 } else { 1 };
     let count = usize::try_from(h.record_count)
         .ok()
-        .filter(|&c| c >= 1)
+        .filter(|&c| c >= min_count)
         .ok_or(BatchError::BadRecordCount(h.record_count))?;
     // Every record needs at least 7 bytes: in the payload itself if uncompressed, within the
     // decompression limit otherwise.
@@ -285,7 +303,12 @@ fn validate(
     if count as u64 * MIN_RECORD_BYTES as u64 > room {
         return Err(BatchError::BadRecordCount(h.record_count));
     }
-    if h.last_offset_delta != h.record_count - 1 {
+    let delta_ok = if cleaned {
+        h.last_offset_delta >= 0 && h.record_count <= h.last_offset_delta.saturating_add(1)
+    } else {
+        h.last_offset_delta == h.record_count - 1
+    };
+    if !delta_ok {
         return Err(BatchError::BadOffsetDelta {
             last_offset_delta: h.last_offset_delta,
             record_count: h.record_count,
@@ -514,7 +537,7 @@ fn scan_records<R: Read>(
 /// Snappy as Kafka producers write it: xerial framing (magic header then length-prefixed raw
 /// blocks) or, without the magic, one raw snappy block. Output bounded by
 /// [`MAX_DECOMPRESSED_BYTES`].
-fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, BatchError> {
+pub(crate) fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, BatchError> {
     const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
     const XERIAL_HEADER: usize = 16;
     let err = |e: snap::Error| BatchError::Decompress(e.to_string());

@@ -149,3 +149,41 @@ impl LogError {
         }
     }
 }
+
+/// Errors from a cleaning pass ([`crate::CleanPlan::run`]). A failed pass changes nothing the
+/// log reads; its `.cleaned` files are overwritten by the next pass or deleted by `open`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CleanError {
+    /// Reading a segment or writing a cleaned file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored batch failed validation or its records could not be decoded.
+    #[error("corrupt batch in {path} at byte {offset}: {reason}")]
+    Corrupt {
+        /// Segment file.
+        path: PathBuf,
+        /// Byte position of the batch.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The first dirty batch alone has more records than the offset map can hold: raise the
+    /// cleaner's `dedupe_buffer_bytes`.
+    #[error("offset map holds {capacity} keys, but one batch has {records} records")]
+    MapTooSmall {
+        /// Records in the batch.
+        records: usize,
+        /// Keys the map can hold.
+        capacity: usize,
+    },
+    /// A log-level operation (index writing) failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}

@@ -15,6 +15,8 @@ pub(crate) const CHECKPOINT_LEN: usize = 20;
 pub(crate) const MAGIC_LOG_START: &[u8; 4] = b"WLLS";
 pub(crate) const MAGIC_RECOVERY: &[u8; 4] = b"WLRP";
 pub(crate) const MAGIC_CLEAN: &[u8; 4] = b"WLCS";
+pub(crate) const MAGIC_CLEANER: &[u8; 4] = b"WLCO";
+const MAGIC_SWAP: &[u8; 4] = b"WLSW";
 const MAGIC_SNAPSHOT: &[u8; 4] = b"WLPS";
 const VERSION: u32 = 1;
 
@@ -39,6 +41,50 @@ pub(crate) fn decode_checkpoint(magic: &[u8; 4], b: &[u8]) -> Option<i64> {
     let crc = u32::from_be_bytes(b[16..20].try_into().ok()?);
     (crc == crc32c::crc32c(&b[..16]))
         .then(|| i64::from_be_bytes(b[8..16].try_into().unwrap_or_default()))
+}
+
+/// The `clean-swap` manifest: the groups (base, end) a committed cleaning pass replaces.
+pub(crate) fn encode_swap(groups: &[(i64, i64)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + groups.len() * 16);
+    b.extend_from_slice(MAGIC_SWAP);
+    b.extend_from_slice(&VERSION.to_be_bytes());
+    b.extend_from_slice(&(groups.len() as u32).to_be_bytes());
+    for &(base, end) in groups {
+        b.extend_from_slice(&base.to_be_bytes());
+        b.extend_from_slice(&end.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Decodes a `clean-swap` manifest; None if torn, foreign or inconsistent.
+pub(crate) fn decode_swap(b: &[u8]) -> Option<Vec<(i64, i64)>> {
+    if b.len() < 16 || &b[..4] != MAGIC_SWAP || b[4..8] != VERSION.to_be_bytes() {
+        return None;
+    }
+    let n = u32::from_be_bytes(b[8..12].try_into().ok()?) as usize;
+    if b.len() != 16 + n.checked_mul(16)? {
+        return None;
+    }
+    let body = &b[..b.len() - 4];
+    let crc = u32::from_be_bytes(b[b.len() - 4..].try_into().ok()?);
+    if crc != crc32c::crc32c(body) {
+        return None;
+    }
+    let groups: Vec<(i64, i64)> = body[12..]
+        .chunks_exact(16)
+        .map(|c| {
+            (
+                i64::from_be_bytes(c[..8].try_into().unwrap_or_default()),
+                i64::from_be_bytes(c[8..].try_into().unwrap_or_default()),
+            )
+        })
+        .collect();
+    groups
+        .iter()
+        .all(|&(base, end)| 0 <= base && base < end)
+        .then_some(groups)
 }
 
 pub(crate) fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {

@@ -24,6 +24,8 @@
 //! | `enforce_retention` | `log-start-offset`, deletions | `log-start-offset` via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
 //! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
 //! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
+//! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned` per group | each cleaned file, then the directory |
+//! | `install_cleaned` (lock) | `clean-swap`, removals, renames, `cleaner-offset` | `clean-swap` via tmp + fsync + rename + directory fsync (the commit point), then removals and renames, the directory, `cleaner-offset` via tmp + fsync + rename, removal of `clean-swap`, the directory |
 //!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
 //! (a retried fsync can report success for data the kernel already dropped). Reopening runs
@@ -42,6 +44,15 @@
 //! previous batch's last offset + 1). The log is truncated at the first invalid batch, later
 //! segments are deleted, and the indexes of scanned segments are rebuilt from scratch.
 //!
+//! Compaction: before anything else, `open` finishes or rolls back an interrupted cleaner swap
+//! (see `clean-swap` below). Segments wholly below the recovery point (or the cleaner offset)
+//! may have been cleaned, so for them the checks are relaxed exactly as far as compaction
+//! needs: a batch's recordCount may be anything from 0 to lastOffsetDelta + 1 (records
+//! removed, lastOffsetDelta kept), batches may skip offsets (offsets still strictly increase),
+//! the first batch may start after the segment base and the last may end before the next
+//! segment's base. CRC, magic, length and record framing are still checked; everywhere else
+//! (the active segment and anything not yet durable) offsets must stay dense.
+//!
 //! Idempotent producer state (producer id -> epoch and the last 5 batches' sequences and
 //! offsets) is snapshotted at every roll and on clean close. `open` loads the newest valid
 //! snapshot at or below the first rescanned offset and replays the headers of the batches after
@@ -54,7 +65,8 @@
 //! Files in a partition directory:
 //!
 //! ## `{base}.log` — segment
-//! Concatenated record batches v2, the first with base offset `base`, offsets dense. Per batch
+//! Concatenated record batches v2, the first with base offset `base`, offsets dense (cleaned
+//! segments: increasing, see Compaction). Per batch
 //! (61-byte header, then records):
 //!
 //! | bytes | field |
@@ -64,14 +76,14 @@
 //! | 12..16 | partitionLeaderEpoch i32 (as produced) |
 //! | 16 | magic i8 = 2 |
 //! | 17..21 | crc u32: CRC-32C (Castagnoli) of bytes 21..end |
-//! | 21..23 | attributes i16: bits 0-2 compression (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), bit 3 timestamp type, bit 4 transactional, bit 5 control |
-//! | 23..27 | lastOffsetDelta i32 = recordCount - 1 |
+//! | 21..23 | attributes i16: bits 0-2 compression (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), bit 3 timestamp type, bit 4 transactional, bit 5 control, bit 6 delete horizon (baseTimestamp is the delete horizon; set only by the cleaner) |
+//! | 23..27 | lastOffsetDelta i32 = recordCount - 1 (kept when the cleaner removes records) |
 //! | 27..35 | baseTimestamp i64 |
 //! | 35..43 | maxTimestamp i64 |
 //! | 43..51 | producerId i64 (-1 if none) |
 //! | 51..53 | producerEpoch i16 |
 //! | 53..57 | baseSequence i32 |
-//! | 57..61 | recordCount i32 (>= 1) |
+//! | 57..61 | recordCount i32 (>= 1; in cleaned segments 0..=lastOffsetDelta + 1) |
 //! | 61.. | records, compressed as a whole if the codec is not 0; each record: length varint, attributes i8, timestampDelta varlong, offsetDelta varint, key (varint length, -1 = null), value (same), headers (varint count, then key/value pairs) |
 //!
 //! A segment never exceeds `segment_bytes` unless it holds a single batch, and never 4 GiB;
@@ -104,6 +116,48 @@
 //! segment that is not known to be fully durable; the log end offset at clean close. A file
 //! that fails its checks is ignored (treated as absent).
 //!
+//! ## Compaction
+//!
+//! With `cleanup.policy` containing `compact`, [`PartitionLog::cleaning_plan`] /
+//! [`CleanPlan::run`] / [`PartitionLog::install_cleaned`] rewrite sealed segments keeping the
+//! latest record per key (Kafka's log cleaner). Rewritten batches keep baseOffset,
+//! lastOffsetDelta, partitionLeaderEpoch, producerId/Epoch, baseSequence, the codec and the
+//! transactional/control bits; recordCount, batchLength and the CRC are recomputed, records
+//! keep their offsetDelta (so offsets have gaps). Attributes bit 6 (0x40, Kafka's delete
+//! horizon) set means baseTimestamp is the delete horizon: the first pass that keeps a
+//! tombstone in a batch sets it to `now + delete.retention.ms` and rewrites the records'
+//! timestampDelta against it; a later pass after that time drops the tombstones.
+//! Transactional batches (data and control) are kept unchanged and never supersede other
+//! records: the log tracks no last stable offset or aborted transactions, so it cannot tell
+//! aborted data from committed data (Kafka cleans only below the last stable offset and
+//! drops aborted data; the broker does not serve transactions). A batch that idempotent producer state refers to (each producer's
+//! last 5) is kept even when all its records go: recordCount 0, no records, codec bits 0.
+//! Keyless records are dropped. Groups of consecutive cleaned segments whose original sizes
+//! sum to at most `segment_bytes` (and 4 GiB, and whose offsets span at most u32::MAX) become
+//! one segment named after the group's first base.
+//!
+//! ## `{base}.log.cleaned`, `{base}.index.cleaned`, `{base}.timeindex.cleaned`
+//! A cleaned group's segment and indexes, same formats as above, written and fsynced (then the
+//! directory) by `CleanPlan::run`. Without a `clean-swap` manifest they are uncommitted and
+//! `open` deletes them.
+//!
+//! ## `clean-swap` — the swap's commit record
+//! `"WLSW"` | version u32 = 1 | group count u32 | per group: base i64 | end i64 (the base of
+//! the first segment after the group) | CRC-32C u32 of everything before. Written via tmp +
+//! fsync + rename + directory fsync only after every `.cleaned` file is durable; once it
+//! exists the pass is committed. Then, per group, segments with a base in (base, end) are
+//! deleted and `{base}.index.cleaned`, `{base}.timeindex.cleaned`, `{base}.log.cleaned` are
+//! renamed over `{base}.index`, `{base}.timeindex`, `{base}.log`; the directory is fsynced,
+//! `cleaner-offset` written, `clean-swap` removed and the directory fsynced again. `open`
+//! with a valid manifest redoes the deletions and whichever renames are missing (each step
+//! idempotent), so a crash at any point leaves either all old or all new segments of every
+//! group; a torn or missing manifest means nothing was swapped, and `.cleaned` files are
+//! deleted.
+//!
+//! ## `cleaner-offset` — 20-byte checkpoint, magic `"WLCO"`
+//! Offsets below the value were cleaned by a completed pass (the next pass's first dirty
+//! offset). Only scheduling (the dirty ratio) depends on it; if lost, the next pass re-cleans.
+//!
 //! ## `*.tmp`
 //! Partially written replacements of the files above; deleted by `open`.
 #![deny(missing_docs)]
@@ -116,8 +170,12 @@ mod partition;
 mod producer;
 pub mod storage;
 
-pub use batch::{BatchHeader, ProducedBatch, null_key_records, split_batches, split_produced};
-pub use config::LogConfig;
-pub use error::{BatchError, LogError};
-pub use partition::{AppendOutcome, PartitionLog, SyncPoint};
+pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::{BatchError, CleanError, LogError};
+pub use partition::{
+    AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
+    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, SyncPoint, Throttle, Unthrottled,
+    keyless_records,
+};
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};

@@ -23,6 +23,16 @@ const TMP_SUFFIX: &str = ".tmp";
 const LOG_START_FILE: &str = "log-start-offset";
 const RECOVERY_FILE: &str = "recovery-point";
 const CLEAN_FILE: &str = "clean-shutdown";
+const CLEANER_OFFSET_FILE: &str = "cleaner-offset";
+const SWAP_FILE: &str = "clean-swap";
+
+#[path = "cleaner.rs"]
+mod cleaner;
+use cleaner::{CLEANED_SUFFIX, CleaningGuard, PlanSegment};
+pub use cleaner::{
+    CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, OFFSET_MAP_SLOT_BYTES,
+    OffsetMap, RateThrottle, Throttle, Unthrottled, keyless_records,
+};
 
 /// Result of [`PartitionLog::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +56,8 @@ struct Shared {
     poisoned: AtomicBool,
     /// The recovery point durably written so far (serialises checkpoint writers).
     recovery_written: Mutex<i64>,
+    /// Set while a cleaning pass (plan or result) is alive.
+    cleaning: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -115,7 +127,7 @@ impl SyncPoint {
 }
 
 /// One segment: `{base}.log` plus its sparse indexes, mirrored in memory.
-struct Segment {
+pub(crate) struct Segment {
     base: i64,
     log: Arc<dyn StorageFile>,
     index_file: Arc<dyn StorageFile>,
@@ -187,6 +199,11 @@ pub struct PartitionLog {
     pending_recovery: Option<i64>,
     generation: u64,
     scratch: Vec<u8>,
+    /// Offsets below this were cleaned by a completed pass (the next pass's first dirty
+    /// offset); persisted in `cleaner-offset`.
+    clean_offset: i64,
+    /// Earliest delete horizon of tombstones kept by the last pass (not persisted).
+    next_horizon: Option<i64>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -236,11 +253,13 @@ struct Scan {
 }
 
 impl PartitionLog {
-    /// Opens or creates the log in `dir`. After a clean stop (marker present and valid) it
-    /// trusts segment files and indexes (indexes are still bounds-checked and rebuilt if
-    /// inconsistent). Otherwise every segment from the recovery point on is validated batch by
-    /// batch (length, magic, CRC-32C, dense offsets), truncated at the first invalid batch (later
-    /// segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
+    /// Opens or creates the log in `dir`. First finishes or rolls back an interrupted cleaner
+    /// swap (`clean-swap`, see the crate's FORMAT section). After a clean stop (marker present
+    /// and valid) it trusts segment files and indexes (indexes are still bounds-checked and
+    /// rebuilt if inconsistent). Otherwise every segment from the recovery point on is
+    /// validated batch by batch (length, magic, CRC-32C, dense offsets; increasing offsets and
+    /// records removed from batches in segments the cleaner may have rewritten), truncated at
+    /// the first invalid batch (later segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
     /// snapshot at or below the first rescanned offset and rolled forward from batch headers.
     pub fn open(
         storage: Arc<dyn Storage>,
@@ -253,6 +272,7 @@ impl PartitionLog {
         if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             storage.sync_dir(parent).map_err(io_err(parent))?;
         }
+        finish_swap(&*storage, &dir)?;
         let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
         names.sort();
         let mut dir_changed = false;
@@ -268,6 +288,8 @@ impl PartitionLog {
             .and_then(|b| format::decode_checkpoint(format::MAGIC_LOG_START, &b));
         let recovery_ckpt = read_small(&*storage, &dir.join(RECOVERY_FILE), 64)?
             .and_then(|b| format::decode_checkpoint(format::MAGIC_RECOVERY, &b));
+        let cleaner_ckpt = read_small(&*storage, &dir.join(CLEANER_OFFSET_FILE), 64)?
+            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEANER, &b));
 
         let bases: Vec<i64> = names
             .iter()
@@ -295,6 +317,7 @@ impl PartitionLog {
             dir,
             poisoned: AtomicBool::new(false),
             recovery_written: Mutex::new(recovery_ckpt.unwrap_or(i64::MIN)),
+            cleaning: Arc::new(AtomicBool::new(false)),
         });
         let mut log = PartitionLog {
             shared,
@@ -310,6 +333,8 @@ impl PartitionLog {
             pending_recovery: None,
             generation: 0,
             scratch: Vec::new(),
+            clean_offset: 0,
+            next_horizon: None,
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -348,16 +373,24 @@ impl PartitionLog {
                 dir_changed = true;
                 continue;
             }
-            if let Some(prev) = log.segments.values().next_back()
-                && prev.next_offset != base
-            {
-                // A gap or overlap between segments: keep the dense prefix only.
-                log.remove_segment_files(base)?;
-                dir_changed = true;
-                truncated = true;
-                continue;
+            // Only segments wholly below the recovery point (all their files durable) are
+            // ever cleaned, and the recovery point only grows; the cleaner offset bounds them
+            // too. Such segments may have offset gaps, partial batches, and end before the
+            // next segment's base. Everywhere else offsets stay dense.
+            let cleanable_bound = recovery_ckpt.max(cleaner_ckpt).unwrap_or(i64::MIN);
+            if let Some(prev) = log.segments.values_mut().next_back() {
+                let gap_ok = base <= cleanable_bound && prev.next_offset < base;
+                if prev.next_offset != base && !gap_ok {
+                    // A gap or overlap between segments: keep the dense prefix only.
+                    log.remove_segment_files(base)?;
+                    dir_changed = true;
+                    truncated = true;
+                    continue;
+                }
+                prev.next_offset = base;
             }
             let mut seg = log.open_segment(base)?;
+            let cleaned = next_base.is_some_and(|n| n <= cleanable_bound);
             let trusted = base < scan_from;
             let loaded = trusted && {
                 let next = match (next_base, clean_end) {
@@ -365,10 +398,10 @@ impl PartitionLog {
                     (None, Some(end)) => end,
                     (None, None) => i64::MIN,
                 };
-                next >= base && log.load_indexes(&mut seg, next)?
+                next >= base && log.load_indexes(&mut seg, next, cleaned)?
             };
             if !loaded {
-                let scan = log.scan_segment(&mut seg, now_ms)?;
+                let scan = log.scan_segment(&mut seg, now_ms, cleaned)?;
                 truncated = scan.truncated;
                 log.queue_segment(&seg);
             }
@@ -390,6 +423,15 @@ impl PartitionLog {
         log.log_end = last;
         if log.log_start > log.log_end {
             log.log_start = log.log_end;
+        }
+        log.clean_offset = cleaner_ckpt
+            .unwrap_or(log.log_start)
+            .clamp(log.log_start, log.log_end);
+        if cleaner_ckpt.is_some_and(|c| c > log.log_end) {
+            // Recovery truncated into cleaned data (corruption): forget the cleaned range
+            // beyond the end, so later segments there get the strict checks.
+            let ckpt = format::encode_checkpoint(format::MAGIC_CLEANER, log.clean_offset);
+            write_atomic(log.storage(), log.dir(), CLEANER_OFFSET_FILE, &ckpt)?;
         }
         if let Some(active) = log.segments.values_mut().next_back()
             && active.size > 0
@@ -520,7 +562,12 @@ impl PartitionLog {
 
     /// Loads and checks a trusted segment's indexes. Returns false (caller rescans) if they are
     /// torn, out of bounds or disagree with the log file.
-    fn load_indexes(&self, seg: &mut Segment, next_offset: i64) -> Result<bool, LogError> {
+    fn load_indexes(
+        &self,
+        seg: &mut Segment,
+        next_offset: i64,
+        cleaned: bool,
+    ) -> Result<bool, LogError> {
         let span = next_offset - seg.base;
         if seg.size > u64::from(u32::MAX) || span > i64::from(u32::MAX) {
             return Ok(false);
@@ -545,7 +592,13 @@ impl PartitionLog {
                 .all(|&(r, p)| i64::from(r) < span && u64::from(p) < seg.size && r > 0);
         let time_ok = time.windows(2).all(|w| w[0].0 < w[1].0)
             && time.iter().all(|&(_, r)| i64::from(r) < span);
-        if !index_ok || !time_ok || (seg.size == 0) != (span == 0) {
+        // A cleaned segment may be emptied entirely but still span offsets.
+        let size_ok = if cleaned {
+            seg.size == 0 || span > 0
+        } else {
+            (seg.size == 0) == (span == 0)
+        };
+        if !index_ok || !time_ok || !size_ok {
             return Ok(false);
         }
         // Walk from the last indexed batch to the end: it must start where the entry says, and
@@ -553,15 +606,20 @@ impl PartitionLog {
         let (mut expect, mut pos) = index.last().map_or((seg.base, 0), |&(r, p)| {
             (seg.base + i64::from(r), u64::from(p))
         });
+        // In a cleaned segment, the first batch may start after the segment base (when there
+        // is no index entry), batches may skip offsets, and the last may end before the next
+        // segment; offsets still increase.
+        let gaps_ok = cleaned && index.is_empty();
         let mut first = true;
         loop {
+            let skip_ok = if first { gaps_ok } else { cleaned };
             match self.header_at(seg, pos) {
-                Ok(Some(h)) if !first || h.base_offset == expect => {
+                Ok(Some(h)) if h.base_offset == expect || (skip_ok && h.base_offset > expect) => {
                     first = false;
                     expect = h.last_offset() + 1;
                     pos += h.total_size().unwrap_or(0) as u64;
                 }
-                Ok(None) if expect == next_offset => break,
+                Ok(None) if expect == next_offset || cleaned && expect < next_offset => break,
                 _ => return Ok(false),
             }
         }
@@ -619,7 +677,12 @@ impl PartitionLog {
 
     /// Validates every batch of `seg` from the start, truncates at the first invalid one and
     /// rebuilds both indexes from scratch.
-    fn scan_segment(&mut self, seg: &mut Segment, now_ms: i64) -> Result<Scan, LogError> {
+    fn scan_segment(
+        &mut self,
+        seg: &mut Segment,
+        now_ms: i64,
+        cleaned: bool,
+    ) -> Result<Scan, LogError> {
         let path = self.path(seg.base, LOG_SUFFIX);
         let file_len = seg.size;
         let (base, interval) = (seg.base, self.config.index_interval_bytes);
@@ -655,11 +718,18 @@ impl PartitionLog {
             }
             buf.resize(size, 0);
             seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
-            if batch::validate_batch(&buf, size, Depth::Shallow).is_err() {
+            let valid = if cleaned {
+                batch::validate_stored(&buf, size, true).is_ok()
+            } else {
+                batch::validate_batch(&buf, size, Depth::Shallow).is_ok()
+            };
+            if !valid {
                 break;
             }
             let h = BatchHeader::parse(&buf)?;
-            if h.base_offset != fresh.next_offset || h.last_offset() - base > i64::from(u32::MAX) {
+            let in_order =
+                h.base_offset == fresh.next_offset || cleaned && h.base_offset > fresh.next_offset;
+            if !in_order || h.last_offset() - base > i64::from(u32::MAX) {
                 break;
             }
             // Entries are collected in memory and written in one go below.
@@ -879,7 +949,8 @@ impl PartitionLog {
     }
 
     /// Rolls to a new segment if the batch would not fit (size, 32-bit positions or relative
-    /// offsets) or the active segment is older than `segment_ms`. Never rolls an empty segment.
+    /// offsets) or the active segment is older than `segment_ms` (or, for a compacted log,
+    /// `max_compaction_lag_ms` if smaller). Never rolls an empty segment.
     fn maybe_roll(&mut self, size: u64, last: i64, now_ms: i64) -> Result<(), LogError> {
         let seg = self.active();
         if seg.size == 0 {
@@ -888,7 +959,20 @@ impl PartitionLog {
         let full = seg.size + size > self.config.segment_bytes
             || seg.size + size > u64::from(u32::MAX)
             || last - seg.base > i64::from(u32::MAX);
-        let aged = matches!((self.config.segment_ms, seg.roll_ref_ms),
+        // A compacted log also rolls at max.compaction.lag.ms, so that the active segment
+        // (never cleaned) cannot hold records past that lag (Kafka's maxSegmentMs).
+        let max_ms = match self.config.segment_ms {
+            Some(ms) if self.config.cleanup_policy.compacts() => {
+                Some(ms.min(self.config.max_compaction_lag_ms.max(1)))
+            }
+            None if self.config.cleanup_policy.compacts()
+                && self.config.max_compaction_lag_ms < i64::MAX =>
+            {
+                Some(self.config.max_compaction_lag_ms.max(1))
+            }
+            other => other,
+        };
+        let aged = matches!((max_ms, seg.roll_ref_ms),
             (Some(ms), Some(r)) if now_ms.saturating_sub(r) >= ms);
         if full || aged { self.roll() } else { Ok(()) }
     }
@@ -1171,6 +1255,9 @@ impl PartitionLog {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
         }
+        if !self.config.cleanup_policy.deletes() {
+            return Ok(0);
+        }
         let segs: Vec<(i64, u64, i64)> = self
             .segments
             .values()
@@ -1323,6 +1410,322 @@ impl PartitionLog {
             self.storage().sync_dir(parent).map_err(io_err(parent))?;
         }
         Ok(())
+    }
+}
+
+/// Completes or rolls back an interrupted cleaner swap (see the FORMAT section): with a valid
+/// `clean-swap` manifest, the pass was committed, so for each group (base, end) every segment
+/// with a base in (base, end) is deleted and each `{base}{suffix}.cleaned` still present is
+/// renamed over `{base}{suffix}`; then the manifest is removed. Without one, every `.cleaned`
+/// file is deleted (the old segments are intact). Each step is idempotent, so a crash during
+/// recovery is recovered the same way.
+fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+    if !storage.exists(dir).map_err(io_err(dir))? {
+        return Ok(());
+    }
+    let swap_path = dir.join(SWAP_FILE);
+    let manifest = read_small(storage, &swap_path, 1 << 24)?.and_then(|b| format::decode_swap(&b));
+    let names = storage.list_dir(dir).map_err(io_err(dir))?;
+    let mut changed = false;
+    if let Some(groups) = &manifest {
+        for &(base, end) in groups {
+            for n in &names {
+                let inside = [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX]
+                    .iter()
+                    .filter_map(|s| format::parse_name(n, s))
+                    .any(|b| b > base && b < end);
+                if inside {
+                    let p = dir.join(n);
+                    storage.remove_file(&p).map_err(io_err(&p))?;
+                    changed = true;
+                }
+            }
+            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, LOG_SUFFIX] {
+                let to = dir.join(format::file_name(base, suffix));
+                let from = dir.join(format::file_name(
+                    base,
+                    &format!("{suffix}{CLEANED_SUFFIX}"),
+                ));
+                if storage.exists(&from).map_err(io_err(&from))? {
+                    storage.rename(&from, &to).map_err(io_err(&to))?;
+                    changed = true;
+                }
+            }
+        }
+        storage.sync_dir(dir).map_err(io_err(dir))?;
+    }
+    for n in names.iter().filter(|n| n.ends_with(CLEANED_SUFFIX)) {
+        let p = dir.join(n);
+        if storage.exists(&p).map_err(io_err(&p))? {
+            storage.remove_file(&p).map_err(io_err(&p))?;
+            changed = true;
+        }
+    }
+    if storage.exists(&swap_path).map_err(io_err(&swap_path))? {
+        storage
+            .remove_file(&swap_path)
+            .map_err(io_err(&swap_path))?;
+        changed = true;
+    }
+    if changed {
+        storage.sync_dir(dir).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// What [`PartitionLog::install_cleaned`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallOutcome {
+    /// Groups swapped in.
+    pub installed: usize,
+    /// Groups dropped because retention deleted some of their segments meanwhile.
+    pub skipped: usize,
+    /// Bytes of the replaced segments and of their replacements.
+    pub bytes_before: u64,
+    /// Bytes of the cleaned segments swapped in.
+    pub bytes_after: u64,
+}
+
+impl PartitionLog {
+    /// Plans a cleaning pass if the log is compacted and one is due (cheap; call under the
+    /// partition lock): the cleanable segments are the sealed ones from the log start that are
+    /// wholly below the durable recovery point and the high watermark and whose largest
+    /// timestamp is at least `min_compaction_lag_ms` old (stopping at the first that is not).
+    /// Due when uncleaned bytes / cleanable bytes >= `min_cleanable_dirty_ratio`, when the
+    /// oldest uncleaned batch is older than `max_compaction_lag_ms`, or when a tombstone's
+    /// delete horizon kept by the previous pass has passed (that horizon is remembered in
+    /// memory only: after a restart, expired tombstones go with the next pass due for another
+    /// reason). None while another pass of this log is running (its plan or result is
+    /// alive), or if nothing is cleanable.
+    ///
+    /// Locking contract: call this and [`install_cleaned`](Self::install_cleaned) under the
+    /// partition lock, and [`CleanPlan::run`] without it (on a blocking thread). Appends,
+    /// reads, syncs and retention may run between them. Finish or drop a pass before closing,
+    /// deleting or reopening the log: the `.cleaned` file names are per log directory, and a
+    /// second instance's pass would write the same files.
+    pub fn cleaning_plan(&self, now_ms: i64) -> Option<CleanPlan> {
+        self.plan(now_ms, false)
+    }
+
+    /// [`cleaning_plan`](Self::cleaning_plan) ignoring the dirty ratio and lags' "due" tests
+    /// (cleanability rules still apply): for tests and operator commands.
+    pub fn forced_cleaning_plan(&self, now_ms: i64) -> Option<CleanPlan> {
+        self.plan(now_ms, true)
+    }
+
+    /// Uncleaned bytes / cleanable bytes, as the plan would compute it (0 if nothing is
+    /// cleanable).
+    pub fn dirty_ratio(&self, now_ms: i64) -> f64 {
+        let (segs, first_dirty) = self.cleanable(now_ms);
+        let total: u64 = segs.iter().map(|s| s.size).sum();
+        let dirty: u64 = segs
+            .iter()
+            .filter(|s| s.next_offset > first_dirty)
+            .map(|s| s.size)
+            .sum();
+        if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        }
+    }
+
+    fn cleanable(&self, now_ms: i64) -> (Vec<&Segment>, i64) {
+        let rp = *self.shared.recovery_written.lock();
+        let lag = self.config.min_compaction_lag_ms;
+        let n = self.segments.len().saturating_sub(1);
+        let segs: Vec<&Segment> = self
+            .segments
+            .values()
+            .take(n)
+            .take_while(|s| {
+                s.next_offset <= rp
+                    && s.next_offset <= self.high_watermark
+                    && (s.max_ts < 0 || now_ms.saturating_sub(s.max_ts) >= lag)
+            })
+            .collect();
+        let end = segs.last().map_or(self.log_start, |s| s.next_offset);
+        (segs, self.clean_offset.clamp(self.log_start, end))
+    }
+
+    fn plan(&self, now_ms: i64, force: bool) -> Option<CleanPlan> {
+        if !self.config.cleanup_policy.compacts() || self.shared.poisoned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (segs, first_dirty) = self.cleanable(now_ms);
+        if segs.is_empty() {
+            return None;
+        }
+        let total: u64 = segs.iter().map(|s| s.size).sum();
+        let dirty_segs: Vec<&&Segment> = segs
+            .iter()
+            .filter(|s| s.next_offset > first_dirty)
+            .collect();
+        let dirty: u64 = dirty_segs.iter().map(|s| s.size).sum();
+        let ratio = if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        };
+        let lagging = dirty_segs.first().is_some_and(|s| {
+            let ts = self
+                .header_at(s, 0)
+                .ok()
+                .flatten()
+                .map_or(-1, |h| h.max_timestamp);
+            ts >= 0 && now_ms.saturating_sub(ts) > self.config.max_compaction_lag_ms
+        });
+        let reason = if force {
+            CleanReason::Forced
+        } else if dirty > 0 && ratio >= self.config.min_cleanable_dirty_ratio {
+            CleanReason::DirtyRatio
+        } else if dirty > 0 && lagging {
+            CleanReason::MaxCompactionLag
+        } else if self.next_horizon.is_some_and(|h| h <= now_ms) {
+            CleanReason::DeleteHorizon
+        } else {
+            return None;
+        };
+        if self
+            .shared
+            .cleaning
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return None;
+        }
+        let guard = CleaningGuard(self.shared.cleaning.clone());
+        let retain = self
+            .producers
+            .producers
+            .values()
+            .flat_map(|e| e.batches.iter().map(|m| m.first_offset))
+            .collect();
+        Some(CleanPlan {
+            storage: self.shared.storage.clone(),
+            dir: self.shared.dir.clone(),
+            segments: segs
+                .iter()
+                .map(|s| PlanSegment {
+                    base: s.base,
+                    end: s.next_offset,
+                    size: s.size,
+                    log: s.log.clone(),
+                })
+                .collect(),
+            first_dirty,
+            retain,
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            segment_bytes: self.config.segment_bytes,
+            index_interval: self.config.index_interval_bytes,
+            guard,
+            reason,
+            dirty_bytes: dirty,
+            cleanable_bytes: total,
+        })
+    }
+
+    /// Swaps a pass's cleaned segments in (call under the partition lock; cheap: renames and a
+    /// few small fsynced writes). A group whose segments are no longer all present (retention
+    /// deleted some) is dropped and its files deleted. The swap: write the `clean-swap`
+    /// manifest (tmp, fsync, rename, directory fsync: the commit point), delete the replaced
+    /// segments, rename the `.cleaned` files over the group's base segment, fsync the
+    /// directory, write `cleaner-offset` (tmp, fsync, rename), remove the manifest and fsync
+    /// the directory. A failure poisons the log; reopening completes the swap.
+    pub fn install_cleaned(&mut self, result: CleanResult) -> Result<InstallOutcome, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        if result.dir != self.shared.dir {
+            return Err(LogError::Corrupt {
+                path: result.dir.clone(),
+                offset: 0,
+                reason: "cleaning result belongs to another log".into(),
+            });
+        }
+        let res = self.install_inner(result);
+        if res.is_err() {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
+    fn install_inner(&mut self, result: CleanResult) -> Result<InstallOutcome, LogError> {
+        let CleanResult {
+            groups,
+            clean_end,
+            next_horizon,
+            _guard,
+            ..
+        } = result;
+        let mut outcome = InstallOutcome::default();
+        let mut valid = Vec::new();
+        for g in groups {
+            let present: Vec<(i64, u64)> = self
+                .segments
+                .range(g.seg.base..g.end)
+                .map(|(&b, s)| (b, s.size))
+                .collect();
+            let last_ok = self
+                .segments
+                .range(g.end..)
+                .next()
+                .is_some_and(|(&b, _)| b == g.end);
+            if present == g.sources && last_ok {
+                valid.push(g);
+            } else {
+                outcome.skipped += 1;
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX] {
+                    let p = self.path(g.seg.base, &format!("{suffix}{CLEANED_SUFFIX}"));
+                    if self.storage().exists(&p).map_err(io_err(&p))? {
+                        self.storage().remove_file(&p).map_err(io_err(&p))?;
+                    }
+                }
+            }
+        }
+        if valid.is_empty() {
+            self.sync_dir()?;
+            return Ok(outcome);
+        }
+        let manifest: Vec<(i64, i64)> = valid.iter().map(|g| (g.seg.base, g.end)).collect();
+        write_atomic(
+            self.storage(),
+            self.dir(),
+            SWAP_FILE,
+            &format::encode_swap(&manifest),
+        )?;
+        for g in &valid {
+            for &(b, size) in &g.sources {
+                outcome.bytes_before += size;
+                if b != g.seg.base {
+                    self.remove_segment_files(b)?;
+                }
+            }
+            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, LOG_SUFFIX] {
+                let from = self.path(g.seg.base, &format!("{suffix}{CLEANED_SUFFIX}"));
+                let to = self.path(g.seg.base, suffix);
+                self.storage().rename(&from, &to).map_err(io_err(&to))?;
+            }
+        }
+        self.sync_dir()?;
+        for g in valid {
+            for &(b, _) in &g.sources {
+                self.segments.remove(&b);
+            }
+            outcome.bytes_after += g.seg.size;
+            outcome.installed += 1;
+            self.segments.insert(g.seg.base, g.seg);
+        }
+        // Offsets below the mapped end are clean unless a group was skipped before them.
+        self.clean_offset = self.clean_offset.max(clean_end);
+        self.next_horizon = next_horizon;
+        let ckpt = format::encode_checkpoint(format::MAGIC_CLEANER, self.clean_offset);
+        write_atomic(self.storage(), self.dir(), CLEANER_OFFSET_FILE, &ckpt)?;
+        let p = self.dir().join(SWAP_FILE);
+        self.storage().remove_file(&p).map_err(io_err(&p))?;
+        self.sync_dir()?;
+        Ok(outcome)
     }
 }
 

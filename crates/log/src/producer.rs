@@ -89,7 +89,7 @@ impl ProducerState {
                 })
             };
         }
-        let last_seq = seq_add(h.base_sequence, h.record_count.saturating_sub(1).max(0));
+        let last_seq = seq_add(h.base_sequence, h.last_offset_delta.max(0));
         if let Some(m) = entry
             .batches
             .iter()
@@ -130,7 +130,9 @@ impl ProducerState {
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
-            last_seq: seq_add(h.base_sequence, h.record_count.saturating_sub(1).max(0)),
+            // lastOffsetDelta, not recordCount: the cleaner may remove records from a batch
+            // (or empty it) but keeps lastOffsetDelta, as Kafka does.
+            last_seq: seq_add(h.base_sequence, h.last_offset_delta.max(0)),
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
         });

@@ -11,7 +11,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 use waterline_log::{
-    BatchError, BatchHeader, LogError, ProducedBatch, null_key_records, split_produced,
+    BatchError, BatchHeader, LogError, ProducedBatch, keyless_records, split_produced,
 };
 
 use crate::config::FsyncPolicy;
@@ -87,7 +87,7 @@ fn refuse_null_keys(p: &Partition, records: &[u8], batches: &[ProducedBatch]) ->
     );
     let mut a = Appended::error(ResponseError::InvalidRecord.code(), message.clone());
     for b in batches.iter().filter(|b| b.null_keys > 0) {
-        match null_key_records(&records[b.range.clone()]) {
+        match keyless_records(&records[b.range.clone()]) {
             Ok(indexes) => a
                 .record_errors
                 .extend(indexes.into_iter().map(|i| (i, message.clone()))),
