@@ -15,4 +15,4 @@ pub mod lag;
 pub mod reset;
 pub mod timefmt;
 
-pub use error::{ClientError, CsvError, FileError, PlanError, TimeParseError};
+pub use error::{ClientError, CsvError, FileError, PlanError, ResourceError, TimeParseError};

@@ -340,14 +340,18 @@ mod tests {
     fn unknown_topics_and_partitions_are_usage_errors() {
         let meta = ClusterMetadata {
             brokers: vec![],
+            controller_id: None,
             topics: vec![TopicInfo {
                 name: "t".into(),
                 error_code: 0,
+                internal: false,
                 partitions: (0..2)
                     .map(|p| PartitionInfo {
                         partition: p,
                         leader: 1,
                         error_code: 0,
+                        replicas: vec![1],
+                        isr: vec![1],
                     })
                     .collect(),
             }],
