@@ -289,11 +289,14 @@ async fn describe(args: DescribeTopicsArgs, out: Out<'_>) -> Result<(), CliError
         }
         found
     };
+    // Partitions without a leader (or with an error) cannot answer ListOffsets: their
+    // offsets show as `-` rather than failing the whole description.
     let partitions: Vec<TopicPartition> = topics
         .iter()
         .flat_map(|t| {
             t.partitions
                 .iter()
+                .filter(|p| p.leader >= 0 && p.error_code == codes::NONE)
                 .map(|p| TopicPartition::new(t.name.clone(), p.partition))
         })
         .collect();
