@@ -29,6 +29,9 @@ pub enum TopicsCommand {
     /// List topics with their partition counts.
     List(ListTopicsArgs),
     /// Describe topics: config overrides, and partitions with log start and end offsets.
+    ///
+    /// Size on disk is not shown: it needs DescribeLogDirs, which `waterline serve` does not
+    /// serve.
     Describe(DescribeTopicsArgs),
     /// Create a topic, with config overrides.
     Create(CreateTopicArgs),
@@ -53,8 +56,6 @@ pub struct ListTopicsArgs {
 }
 
 /// `waterline topics describe`.
-///
-/// Size on disk is not shown: it needs DescribeLogDirs, which `waterline serve` does not serve.
 #[derive(Debug, clap::Args)]
 pub struct DescribeTopicsArgs {
     /// Connection options.
