@@ -149,6 +149,14 @@ pub const NOT_COORDINATOR: i16 = 16;
 pub const UNKNOWN_MEMBER_ID: i16 = 25;
 /// Code 35: the API version asked for is not supported.
 pub const UNSUPPORTED_VERSION: i16 = 35;
+/// Code 36: a topic of that name already exists.
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// Code 37: the partition count is invalid (e.g. not more than the topic has).
+pub const INVALID_PARTITIONS: i16 = 37;
+/// Code 40: a config key or value was refused.
+pub const INVALID_CONFIG: i16 = 40;
+/// Code 41: the broker asked is not the controller; ask the controller.
+pub const NOT_CONTROLLER: i16 = 41;
 /// Code 69: the group does not exist.
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 

@@ -130,6 +130,26 @@ impl ClientError {
     }
 }
 
+/// A broker's refusal of one topic or config resource in a batched admin request (CreateTopics,
+/// DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs): the Kafka error
+/// code and the broker's own message, which often names the offending key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{api} failed for {resource}: {}{}",
+    codes::describe(*code),
+    message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+)]
+pub struct ResourceError {
+    /// The API called.
+    pub api: &'static str,
+    /// What was refused, e.g. `topic orders` or `broker 1`.
+    pub resource: String,
+    /// The Kafka error code.
+    pub code: i16,
+    /// The broker's error message, when it sent one.
+    pub message: Option<String>,
+}
+
 /// A malformed ISO-8601 duration or datetime.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -1,4 +1,5 @@
-//! Waterline operator tools: a small async Kafka admin client and the groups/offsets/lag commands.
+//! Waterline operator tools: a small async Kafka admin client and the groups/offsets/lag/topics
+//! commands.
 //!
 //! Layout: [`client`] talks to brokers; [`reset`], [`lag`], [`csvio`], [`files`] and
 //! [`timefmt`] are pure logic over plain data (no I/O except the file helpers); [`cli`] wires
@@ -15,4 +16,4 @@ pub mod lag;
 pub mod reset;
 pub mod timefmt;
 
-pub use error::{ClientError, CsvError, FileError, PlanError, TimeParseError};
+pub use error::{ClientError, CsvError, FileError, PlanError, ResourceError, TimeParseError};

@@ -5,7 +5,7 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs};
+use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs};
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
 /// and move consumer group offsets safely.
@@ -26,6 +26,8 @@ enum Command {
     Offsets(OffsetsArgs),
     /// Lag in records and time per group and partition, with a health status.
     Lag(LagArgs),
+    /// List, describe, create, delete and alter topics (kafka-topics / kafka-configs parity).
+    Topics(TopicsArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Groups(args) => tool(waterline_admin::cli::run_groups(args)),
         Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
+        Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
     }
 }
 

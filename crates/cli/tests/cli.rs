@@ -39,6 +39,10 @@ fn usage_errors_are_one_line_with_exit_code_2() {
             "abc",
         ],
         &["groups", "describe", "--output", "xml", "--group", "g"],
+        &["topics", "create", "--partitions", "3"],
+        &["topics", "create", "--topic", "t", "--partitions", "0"],
+        &["topics", "delete"],
+        &["topics", "list", "--output", "xml"],
     ] {
         let (code, stdout, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -62,11 +66,88 @@ fn help_and_version_succeed_for_every_subcommand() {
         &["offsets", "reset", "--help"],
         &["offsets", "export", "--help"],
         &["lag", "--help"],
+        &["topics", "--help"],
+        &["topics", "list", "--help"],
+        &["topics", "describe", "--help"],
+        &["topics", "create", "--help"],
+        &["topics", "delete", "--help"],
+        &["topics", "alter", "--help"],
     ] {
         let (code, stdout, _) = run(args);
         assert_eq!(code, 0, "{args:?}");
         assert!(!stdout.is_empty(), "{args:?}");
     }
+}
+
+/// Mistakes clap cannot see are found before connecting: one line naming the value, exit 2,
+/// even with no broker listening.
+#[test]
+fn topics_usage_errors_need_no_broker() {
+    // Nothing listens on port 1 of loopback.
+    let no_broker = ["--bootstrap-server", "127.0.0.1:1", "--timeout-ms", "500"];
+    for (args, needle) in [
+        (
+            &[
+                "topics",
+                "create",
+                "--topic",
+                "t",
+                "--config",
+                "retention.ms",
+            ][..],
+            "--config 'retention.ms': expected KEY=VALUE",
+        ),
+        (
+            &[
+                "topics", "alter", "--topic", "t", "--config", "a=1", "--config", "a=2",
+            ],
+            "'a' is given more than once",
+        ),
+        (
+            &["topics", "alter", "--topic", "t", "--delete-config", "a=1"],
+            "--delete-config 'a=1': give the key only",
+        ),
+        (
+            &[
+                "topics",
+                "alter",
+                "--topic",
+                "t",
+                "--config",
+                "a=1",
+                "--delete-config",
+                "a",
+            ],
+            "'a' is both set (--config) and deleted (--delete-config)",
+        ),
+        (
+            &["topics", "alter", "--topic", "t"],
+            "give --partitions N, --config KEY=VALUE or --delete-config KEY",
+        ),
+        (
+            &["topics", "describe", "--output", "csv"],
+            "--output must be table or json",
+        ),
+    ] {
+        let all: Vec<&str> = args.iter().chain(no_broker.iter()).copied().collect();
+        let (code, stdout, stderr) = run(&all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("waterline topics: error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    // An operation that needs the broker fails with exit code 1, in one line.
+    let all: Vec<&str> = ["topics", "list"]
+        .iter()
+        .chain(no_broker.iter())
+        .copied()
+        .collect();
+    let (code, _, stderr) = run(&all);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Command-line layer: `waterline groups`, `waterline offsets`, `waterline lag`.
+//! Command-line layer: `waterline groups`, `waterline offsets`, `waterline lag`,
+//! `waterline topics`.
 //!
 //! Exit codes: 0 success, 1 operation failed (including partial failure), 2 usage error.
 //! Usage errors that clap cannot see (no reset mode, two modes, malformed datetime, unknown
@@ -9,6 +10,7 @@ mod groups;
 mod lag;
 mod offsets;
 pub mod render;
+mod topics;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +25,11 @@ pub use lag::{LagArgs, run_lag_with};
 pub use offsets::{
     DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets_with,
 };
+pub use topics::{
+    AlterTopicArgs, CreateTopicArgs, DeleteTopicsArgs, DescribeTopicsArgs, ListTopicsArgs,
+    TopicsArgs, TopicsCommand, alter_ops, listed_topics, parse_config_keys, parse_config_pairs,
+    run_topics_with, shown_configs,
+};
 
 /// Runs `waterline groups ...` on standard output/error; returns the exit code.
 pub async fn run_groups(args: GroupsArgs) -> ExitCode {
@@ -32,6 +39,11 @@ pub async fn run_groups(args: GroupsArgs) -> ExitCode {
 /// Runs `waterline offsets ...` on standard output/error; returns the exit code.
 pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
     ExitCode::from(run_offsets_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
+}
+
+/// Runs `waterline topics ...` on standard output/error; returns the exit code.
+pub async fn run_topics(args: TopicsArgs) -> ExitCode {
+    ExitCode::from(run_topics_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
 }
 
 /// Runs `waterline lag ...` on standard output/error; returns the exit code. `--watch`
@@ -340,14 +352,18 @@ mod tests {
     fn unknown_topics_and_partitions_are_usage_errors() {
         let meta = ClusterMetadata {
             brokers: vec![],
+            controller_id: None,
             topics: vec![TopicInfo {
                 name: "t".into(),
                 error_code: 0,
+                internal: false,
                 partitions: (0..2)
                     .map(|p| PartitionInfo {
                         partition: p,
                         leader: 1,
                         error_code: 0,
+                        replicas: vec![1],
+                        isr: vec![1],
                     })
                     .collect(),
             }],

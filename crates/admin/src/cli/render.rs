@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use waterline_core::TopicPartition;
 
 use super::OutputFormat;
-use crate::client::ListedGroupInfo;
+use crate::client::{ConfigEntry, ListedGroupInfo, TopicInfo};
 use crate::csvio::quote;
 use crate::lag::{Evaluation, TimeLag};
 use crate::reset::{PlanDrift, ResetPlan};
@@ -563,9 +563,180 @@ pub fn render_lag(views: &[LagGroupView], format: OutputFormat) -> String {
     }
 }
 
+/// `waterline topics list`: name and partition count per topic, in the order given.
+pub fn render_topic_list(topics: &[TopicInfo], format: OutputFormat) -> String {
+    let rows: Vec<Vec<String>> = topics
+        .iter()
+        .map(|t| vec![t.name.clone(), t.partitions.len().to_string()])
+        .collect();
+    let headers = ["TOPIC", "PARTITIONS"];
+    match format {
+        OutputFormat::Table => render_table(&headers, &rows),
+        OutputFormat::Csv => render_csv(&headers, &rows),
+        OutputFormat::Json => json_text(&json!({
+            "topics": topics.iter().map(|t| json!({
+                "topic": t.name,
+                "partitions": t.partitions.len(),
+                "internal": t.internal,
+            })).collect::<Vec<_>>()
+        })),
+    }
+}
+
+/// One partition line of `topics describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartitionRow {
+    /// Partition index.
+    pub partition: i32,
+    /// Leader node id (-1: none).
+    pub leader: i32,
+    /// Replica node ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
+    /// Log start offset (ListOffsets earliest).
+    pub log_start: Option<i64>,
+    /// Log end offset (ListOffsets latest).
+    pub log_end: Option<i64>,
+}
+
+/// Everything `topics describe` shows about one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    /// Topic name.
+    pub topic: String,
+    /// Whether the broker marks it internal.
+    pub internal: bool,
+    /// Partitions, sorted.
+    pub partitions: Vec<TopicPartitionRow>,
+    /// The configs to show (overrides only, or all with `--all-configs`), sorted by name.
+    pub configs: Vec<ConfigEntry>,
+    /// Whether `configs` holds every setting rather than only the topic's overrides.
+    pub all_configs: bool,
+}
+
+impl TopicView {
+    /// The replication factor: the largest replica count of any partition.
+    pub fn replication_factor(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|p| p.replicas.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+const TOPIC_CONFIG_HEADERS: [&str; 3] = ["CONFIG", "VALUE", "SOURCE"];
+const TOPIC_PARTITION_HEADERS: [&str; 7] = [
+    "TOPIC",
+    "PARTITION",
+    "LEADER",
+    "REPLICAS",
+    "ISR",
+    "LOG-START-OFFSET",
+    "LOG-END-OFFSET",
+];
+
+fn nodes(ids: &[i32]) -> String {
+    if ids.is_empty() {
+        return NONE.into();
+    }
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A config value for a table: `-` when absent, `(sensitive)` when withheld as secret.
+fn config_value(c: &ConfigEntry) -> String {
+    match (&c.value, c.sensitive) {
+        (Some(v), _) => v.replace(['\n', '\r'], " "),
+        (None, true) => "(sensitive)".into(),
+        (None, false) => NONE.into(),
+    }
+}
+
+/// `waterline topics describe`: per topic a summary line, its configs (the topic's overrides,
+/// or every setting with its source) and its partitions with log start and end offsets.
+/// Topics are separated by a blank line. Size on disk is not shown: it needs DescribeLogDirs.
+pub fn render_topic_describe(views: &[TopicView], format: OutputFormat) -> String {
+    if format == OutputFormat::Json {
+        return json_text(&json!({
+            "topics": views.iter().map(|v| json!({
+                "topic": v.topic,
+                "internal": v.internal,
+                "partition_count": v.partitions.len(),
+                "replication_factor": v.replication_factor(),
+                "configs": v.configs.iter().map(|c| json!({
+                    "name": c.name,
+                    "value": c.value,
+                    "source": c.source.name(),
+                    "read_only": c.read_only,
+                    "sensitive": c.sensitive,
+                })).collect::<Vec<_>>(),
+                "partitions": v.partitions.iter().map(|p| json!({
+                    "partition": p.partition,
+                    "leader": p.leader,
+                    "replicas": p.replicas,
+                    "isr": p.isr,
+                    "log_start_offset": p.log_start,
+                    "log_end_offset": p.log_end,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()
+        }));
+    }
+    let mut out = String::new();
+    for v in views {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "Topic: {}  Partitions: {}  Replication-Factor: {}{}\n\n",
+            v.topic,
+            v.partitions.len(),
+            v.replication_factor(),
+            if v.internal { "  Internal: true" } else { "" }
+        ));
+        if v.configs.is_empty() {
+            out.push_str(if v.all_configs {
+                "No configs reported.\n\n"
+            } else {
+                "No config overrides.\n\n"
+            });
+        } else {
+            let rows: Vec<Vec<String>> = v
+                .configs
+                .iter()
+                .map(|c| vec![c.name.clone(), config_value(c), c.source.name()])
+                .collect();
+            out.push_str(&render_table(&TOPIC_CONFIG_HEADERS, &rows));
+            out.push('\n');
+        }
+        let rows: Vec<Vec<String>> = v
+            .partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    v.topic.clone(),
+                    p.partition.to_string(),
+                    if p.leader < 0 {
+                        NONE.into()
+                    } else {
+                        p.leader.to_string()
+                    },
+                    nodes(&p.replicas),
+                    nodes(&p.isr),
+                    opt(&p.log_start),
+                    opt(&p.log_end),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&TOPIC_PARTITION_HEADERS, &rows));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ConfigSource;
     use crate::lag::Status;
     use crate::reset::{PartitionInput, ResetMode, plan};
 
@@ -767,5 +938,174 @@ g      t      1          -               3               -    -         -       
         );
         let v: Value = serde_json::from_str(&render_group_list(&gs, OutputFormat::Json)).unwrap();
         assert_eq!(v["groups"][0]["state"], "Stable");
+    }
+
+    fn topic_view(configs: Vec<ConfigEntry>, all_configs: bool) -> TopicView {
+        TopicView {
+            topic: "orders".into(),
+            internal: false,
+            partitions: vec![
+                TopicPartitionRow {
+                    partition: 0,
+                    leader: 1,
+                    replicas: vec![1, 2],
+                    isr: vec![1],
+                    log_start: Some(4),
+                    log_end: Some(10),
+                },
+                TopicPartitionRow {
+                    partition: 1,
+                    leader: -1,
+                    replicas: vec![],
+                    isr: vec![],
+                    log_start: None,
+                    log_end: None,
+                },
+            ],
+            configs,
+            all_configs,
+        }
+    }
+
+    fn config(name: &str, value: Option<&str>, source: ConfigSource) -> ConfigEntry {
+        ConfigEntry {
+            name: name.into(),
+            value: value.map(Into::into),
+            source,
+            read_only: false,
+            sensitive: false,
+            synonyms: vec![],
+        }
+    }
+
+    #[test]
+    fn topic_list_outputs() {
+        let ts = [
+            TopicInfo {
+                name: "a".into(),
+                error_code: 0,
+                internal: false,
+                partitions: vec![],
+            },
+            TopicInfo {
+                name: "orders".into(),
+                error_code: 0,
+                internal: true,
+                partitions: topic_view(vec![], false)
+                    .partitions
+                    .iter()
+                    .map(|p| crate::client::PartitionInfo {
+                        partition: p.partition,
+                        leader: p.leader,
+                        error_code: 0,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    })
+                    .collect(),
+            },
+        ];
+        assert_eq!(
+            render_topic_list(&ts, OutputFormat::Table),
+            "TOPIC   PARTITIONS\na       0\norders  2\n"
+        );
+        let v: Value = serde_json::from_str(&render_topic_list(&ts, OutputFormat::Json)).unwrap();
+        assert_eq!(v["topics"][1]["topic"], "orders");
+        assert_eq!(v["topics"][1]["partitions"], 2);
+        assert_eq!(v["topics"][1]["internal"], true);
+    }
+
+    #[test]
+    fn topic_describe_table() {
+        let out = render_topic_describe(
+            &[topic_view(
+                vec![
+                    config(
+                        "cleanup.policy",
+                        Some("compact,delete"),
+                        ConfigSource::Topic,
+                    ),
+                    config("retention.ms", Some("1000"), ConfigSource::Topic),
+                ],
+                false,
+            )],
+            OutputFormat::Table,
+        );
+        let expect = "\
+Topic: orders  Partitions: 2  Replication-Factor: 2
+
+CONFIG          VALUE           SOURCE
+cleanup.policy  compact,delete  topic
+retention.ms    1000            topic
+
+TOPIC   PARTITION  LEADER  REPLICAS  ISR  LOG-START-OFFSET  LOG-END-OFFSET
+orders  0          1       1,2       1    4                 10
+orders  1          -       -         -    -                 -
+";
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn topic_describe_without_overrides_and_with_all_configs() {
+        let views = [
+            topic_view(vec![], false),
+            topic_view(
+                vec![
+                    config("password", None, ConfigSource::StaticBroker),
+                    config("segment.ms", Some("100"), ConfigSource::Default),
+                ],
+                true,
+            ),
+        ];
+        let mut sensitive = views.clone();
+        sensitive[1].configs[0].sensitive = true;
+        let out = render_topic_describe(&sensitive, OutputFormat::Table);
+        // Topics are separated by one blank line; no overrides is said, not an empty table.
+        assert!(
+            out.contains("Replication-Factor: 2\n\nNo config overrides.\n\nTOPIC"),
+            "{out}"
+        );
+        assert!(
+            out.contains("1    4                 10\norders  1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-                 -\n\nTopic: orders"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "password    (sensitive)  static-broker\nsegment.ms  100          default\n"
+            ),
+            "{out}"
+        );
+        let out = render_topic_describe(&views, OutputFormat::Table);
+        assert!(out.contains("password    -      static-broker"), "{out}");
+    }
+
+    #[test]
+    fn topic_describe_json_has_offsets_and_config_sources() {
+        let out = render_topic_describe(
+            &[topic_view(
+                vec![config(
+                    "cleanup.policy",
+                    Some("compact"),
+                    ConfigSource::Topic,
+                )],
+                false,
+            )],
+            OutputFormat::Json,
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let t = &v["topics"][0];
+        assert_eq!(t["topic"], "orders");
+        assert_eq!(t["partition_count"], 2);
+        assert_eq!(t["replication_factor"], 2);
+        assert_eq!(t["configs"][0]["name"], "cleanup.policy");
+        assert_eq!(t["configs"][0]["value"], "compact");
+        assert_eq!(t["configs"][0]["source"], "topic");
+        assert_eq!(t["partitions"][0]["log_start_offset"], 4);
+        assert_eq!(t["partitions"][0]["log_end_offset"], 10);
+        assert_eq!(t["partitions"][0]["replicas"], json!([1, 2]));
+        assert!(t["partitions"][1]["log_end_offset"].is_null());
     }
 }

@@ -1,5 +1,6 @@
 //! A small async Kafka client for operator tools: bootstrap, version negotiation, metadata,
-//! log offsets, single-record fetch and the consumer-group admin APIs.
+//! log offsets, single-record fetch, the consumer-group admin APIs and the topic admin APIs
+//! (in [`topics`]: create, delete, grow, describe and alter configs).
 //!
 //! All calls take `&mut self` and run one request at a time per broker: admin commands issue
 //! a handful of batched requests, so concurrency would add complexity without speed.
@@ -8,6 +9,7 @@
 
 mod conn;
 pub mod records;
+pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,6 +30,10 @@ use waterline_core::TopicPartition;
 
 pub use conn::{ConnSettings, Connection, negotiate};
 pub use records::RecordInfo;
+pub use topics::{
+    AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource, DescribedConfigs, NewTopic,
+    ResourceOutcome,
+};
 
 use crate::codes;
 use crate::error::ClientError;
@@ -46,6 +52,11 @@ mod caps {
     pub const DESCRIBE_GROUPS: i16 = 5;
     pub const LIST_GROUPS: i16 = 4;
     pub const DELETE_GROUPS: i16 = 2;
+    pub const CREATE_TOPICS: i16 = 7;
+    pub const DELETE_TOPICS: i16 = 6;
+    pub const CREATE_PARTITIONS: i16 = 3;
+    pub const DESCRIBE_CONFIGS: i16 = 4;
+    pub const INCREMENTAL_ALTER_CONFIGS: i16 = 1;
 }
 
 /// How many times a group request is retried after a coordinator error.
@@ -131,6 +142,10 @@ pub struct PartitionInfo {
     pub leader: i32,
     /// Partition-level error code (0 = none).
     pub error_code: i16,
+    /// Node ids of the replicas.
+    pub replicas: Vec<i32>,
+    /// Node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
 }
 
 /// A topic from metadata.
@@ -140,6 +155,8 @@ pub struct TopicInfo {
     pub name: String,
     /// Topic-level error code (0 = none; 3 = unknown topic).
     pub error_code: i16,
+    /// Whether the broker marks it internal (e.g. `__consumer_offsets`).
+    pub internal: bool,
     /// Partitions, sorted by index.
     pub partitions: Vec<PartitionInfo>,
 }
@@ -149,6 +166,8 @@ pub struct TopicInfo {
 pub struct ClusterMetadata {
     /// Brokers.
     pub brokers: Vec<BrokerInfo>,
+    /// The controller's node id, when the broker reports one (Metadata v1+).
+    pub controller_id: Option<i32>,
     /// Topics, in the broker's order.
     pub topics: Vec<TopicInfo>,
 }
@@ -366,6 +385,8 @@ impl AdminClient {
                     partition: p.partition_index,
                     leader: p.leader_id.0,
                     error_code: p.error_code,
+                    replicas: p.replica_nodes.iter().map(|n| n.0).collect(),
+                    isr: p.isr_nodes.iter().map(|n| n.0).collect(),
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);
@@ -376,11 +397,13 @@ impl AdminClient {
             out_topics.push(TopicInfo {
                 name,
                 error_code: t.error_code,
+                internal: t.is_internal,
                 partitions,
             });
         }
         Ok(ClusterMetadata {
             brokers,
+            controller_id: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),
             topics: out_topics,
         })
     }
@@ -1012,6 +1035,11 @@ fn cap_for(key: i16) -> i16 {
         Ok(ApiKey::DescribeGroups) => caps::DESCRIBE_GROUPS,
         Ok(ApiKey::ListGroups) => caps::LIST_GROUPS,
         Ok(ApiKey::DeleteGroups) => caps::DELETE_GROUPS,
+        Ok(ApiKey::CreateTopics) => caps::CREATE_TOPICS,
+        Ok(ApiKey::DeleteTopics) => caps::DELETE_TOPICS,
+        Ok(ApiKey::CreatePartitions) => caps::CREATE_PARTITIONS,
+        Ok(ApiKey::DescribeConfigs) => caps::DESCRIBE_CONFIGS,
+        Ok(ApiKey::IncrementalAlterConfigs) => caps::INCREMENTAL_ALTER_CONFIGS,
         _ => 0,
     }
 }

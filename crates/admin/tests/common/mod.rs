@@ -19,7 +19,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs};
+use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs};
 use waterline_admin::client::{AdminClient, ClientConfig, ConnSettings, Connection};
 use waterline_broker::{Broker, BrokerConfig, RunningBroker};
 
@@ -221,6 +221,7 @@ enum Cmd {
     Groups(GroupsArgs),
     Offsets(OffsetsArgs),
     Lag(LagArgs),
+    Topics(TopicsArgs),
 }
 
 /// Output of one CLI run.
@@ -253,6 +254,7 @@ pub async fn run(addr: &str, args: &[&str]) -> Run {
         Cmd::Groups(a) => waterline_admin::cli::run_groups_with(a, &mut out, &mut err).await,
         Cmd::Offsets(a) => waterline_admin::cli::run_offsets_with(a, &mut out, &mut err).await,
         Cmd::Lag(a) => waterline_admin::cli::run_lag_with(a, false, &mut out, &mut err).await,
+        Cmd::Topics(a) => waterline_admin::cli::run_topics_with(a, &mut out, &mut err).await,
     };
     Run {
         code,
