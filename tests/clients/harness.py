@@ -125,17 +125,18 @@ min_session_timeout_ms = 1000
 
 
 @contextlib.contextmanager
-def running_broker(root, fast_groups=False):
+def running_broker(root, fast_groups=False, config=""):
     """A broker on `root/data`, started now and stopped cleanly on exit (exit code 0 asserted).
 
     With `fast_groups`, its consumer groups use a 100 ms initial rebalance delay and admit
-    1-second session timeouts (a config file in `root`).
+    1-second session timeouts. `config` is more top-level TOML settings. Both go into a config
+    file in `root`.
     """
     root = Path(root)
     extra = []
-    if fast_groups:
+    if fast_groups or config:
         cfg = root / "waterline.toml"
-        cfg.write_text(FAST_GROUPS_CONFIG)
+        cfg.write_text(config + "\n" + (FAST_GROUPS_CONFIG if fast_groups else ""))
         extra = ["--config", str(cfg)]
     b = Broker(root / "data", extra_args=extra)
     b.start()

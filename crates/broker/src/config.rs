@@ -94,6 +94,18 @@ pub struct BrokerConfig {
     pub max_connections: Option<usize>,
     /// Most connections at once from one IP address (Kafka `max.connections.per.ip`).
     pub max_connections_per_ip: Option<usize>,
+    /// Cleaning passes of compacted topics at once (Kafka `log.cleaner.threads`); 0 turns
+    /// compaction off.
+    pub cleaner_threads: usize,
+    /// How often the cleaner looks for partitions due for compaction (Kafka
+    /// `log.cleaner.backoff.ms`).
+    pub cleaner_backoff_ms: u64,
+    /// Memory of one pass's key map (Kafka `log.cleaner.dedupe.buffer.size`): about 27 bytes
+    /// per key; a partition with more dirty keys is cleaned in several passes.
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// Bytes per second the cleaner may read and write in all (Kafka
+    /// `log.cleaner.io.max.bytes.per.second`); unset: no limit.
+    pub cleaner_io_max_bytes_per_second: Option<u64>,
     /// Consumer groups and committed offsets (`[groups]`).
     pub groups: crate::groups::GroupConfig,
 }
@@ -124,6 +136,10 @@ impl Default for BrokerConfig {
             request_read_timeout_ms: 30_000,
             max_connections: None,
             max_connections_per_ip: None,
+            cleaner_threads: 1,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
+            cleaner_io_max_bytes_per_second: None,
             groups: crate::groups::GroupConfig::default(),
         }
     }
@@ -170,6 +186,12 @@ impl BrokerConfig {
         }
         if self.connections_max_idle_ms == 0 || self.request_read_timeout_ms == 0 {
             return bad("connections_max_idle_ms and request_read_timeout_ms must be at least 1");
+        }
+        if self.cleaner_backoff_ms == 0 || self.cleaner_io_max_bytes_per_second == Some(0) {
+            return bad("cleaner_backoff_ms and cleaner_io_max_bytes_per_second must be at least 1");
+        }
+        if self.cleaner_dedupe_buffer_bytes < 1024 * 1024 {
+            return bad("cleaner_dedupe_buffer_bytes must be at least 1048576");
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
             return bad("max_connections and max_connections_per_ip must be at least 1");

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+mod cleaner;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -106,12 +106,14 @@ impl Broker {
         let tracker = TaskTracker::new();
         let accept = tokio::spawn(accept_loop(state.clone(), listener, tracker.clone()));
         let retention = tokio::spawn(retention_loop(state.clone()));
+        let cleaner = tokio::spawn(crate::cleaner::cleaner_loop(state.clone()));
         tracing::info!(%local_addr, advertised = %format!("{}:{}", state.advertised_host, state.advertised_port), "broker listening");
         Ok(RunningBroker {
             state,
             local_addr,
             accept,
             retention,
+            cleaner,
             tracker,
             _lock: lock,
         })
@@ -124,6 +126,8 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     accept: JoinHandle<()>,
     retention: JoinHandle<()>,
+    /// Waits for cleaning passes in flight when it ends.
+    cleaner: JoinHandle<()>,
     tracker: TaskTracker,
     /// Holds the data-dir lock until the broker is dropped.
     _lock: File,
@@ -149,6 +153,7 @@ impl RunningBroker {
         self.tracker.wait().await;
         self.state.groups.close().await;
         let _ = self.retention.await;
+        let _ = self.cleaner.await;
         let state = self.state.clone();
         let failed = tokio::task::spawn_blocking(move || {
             state.sync.stop();
