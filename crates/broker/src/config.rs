@@ -188,7 +188,9 @@ impl BrokerConfig {
             return bad("connections_max_idle_ms and request_read_timeout_ms must be at least 1");
         }
         if self.cleaner_backoff_ms == 0 || self.cleaner_io_max_bytes_per_second == Some(0) {
-            return bad("cleaner_backoff_ms and cleaner_io_max_bytes_per_second must be at least 1");
+            return bad(
+                "cleaner_backoff_ms and cleaner_io_max_bytes_per_second must be at least 1",
+            );
         }
         if self.cleaner_dedupe_buffer_bytes < 1024 * 1024 {
             return bad("cleaner_dedupe_buffer_bytes must be at least 1048576");
