@@ -6,6 +6,9 @@ mod error;
 mod record;
 mod types;
 
+#[cfg(test)]
+mod proptests;
+
 pub use coordinator::TxnCoordinator;
 pub use error::{DecodeError, TxnError};
 pub use record::{
