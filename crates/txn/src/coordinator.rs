@@ -179,8 +179,9 @@ impl TxnCoordinator {
     /// Installs the durable state and starts serving. `records` are every record read back
     /// from the state file, in the order they were written; the latest per transactional id
     /// wins and a `Dead` one removes it. A transaction found in PrepareCommit/PrepareAbort gets
-    /// its marker write in the returned output (its record is durable); an Ongoing one gets a
-    /// timer at its timeout, when [`TxnCoordinator::tick`] aborts it.
+    /// its marker write in the returned output (its record is durable); an Ongoing one is
+    /// aborted at its timeout by [`TxnCoordinator::tick`] (at once if that passed while the
+    /// broker was down, so the output may carry PrepareAbort writes).
     ///
     /// Called on a coordinator that is already serving, it first does what
     /// [`TxnCoordinator::shutdown`] does (its answers are in the returned output).
@@ -206,7 +207,8 @@ impl TxnCoordinator {
             self.schedule(&id, &mut fx);
         }
         self.loading = false;
-        let _ = now_ms;
+        // Transactions that timed out while the broker was down are aborted now.
+        fx.out.extend(self.tick(now_ms));
         self.finish(fx)
     }
 
@@ -635,8 +637,7 @@ impl TxnCoordinator {
     /// PrepareCommit/PrepareAbort record is now durable. Confirmations must cover a prefix of
     /// the writes in the order they were handed out; an id below an earlier confirmation is a
     /// no-op.
-    pub fn durable(&mut self, up_to: WriteId, now_ms: u64) -> Output {
-        let _ = now_ms;
+    pub fn durable(&mut self, up_to: WriteId) -> Output {
         let mut fx = Fx::default();
         let up_to = up_to.min(self.next_write - 1);
         if up_to <= self.durable_up_to {

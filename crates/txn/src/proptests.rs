@@ -371,7 +371,7 @@ impl Sim {
             }
         }
         self.disk.extend(done.into_iter().map(|w| w.record));
-        let out = self.c.durable(up_to, self.now);
+        let out = self.c.durable(up_to);
         self.absorb(out, None, true)?;
         self.dead.extend(fenced);
         Ok(())

@@ -84,7 +84,7 @@ fn loading_answers_coordinator_load_in_progress() {
     let out = c.handle(2, init("t"), 0);
     assert_eq!(out.writes.len(), 1);
     assert!(out.responses.is_empty(), "held until the record is durable");
-    let out = c.durable(out.writes[0].id, 0);
+    let out = c.durable(out.writes[0].id);
     assert_eq!(
         out.response(2),
         Some(&Response::InitProducerId(InitProducerIdResponse {
@@ -159,7 +159,7 @@ fn recovery_reissues_markers_and_times_out_ongoing_transactions() {
         out.markers.is_empty(),
         "markers wait for the PrepareAbort record"
     );
-    let out = c.durable(out.writes[0].id, 1_101);
+    let out = c.durable(out.writes[0].id);
     assert_eq!(out.markers.len(), 1);
     assert_eq!(out.markers[0].partitions, vec![TopicPartition::new("b", 1)]);
 }
@@ -245,15 +245,15 @@ fn durable_releases_exactly_the_confirmed_prefix() {
     let (wa, wb) = (a.writes[0].id, b.writes[0].id);
     assert!(wa < wb, "write ids increase");
     assert_eq!(c.pending_requests(), vec![1, 2]);
-    let out = c.durable(wa, 0);
+    let out = c.durable(wa);
     assert_eq!(out.responses.len(), 1);
     assert!(out.response(1).is_some());
     assert!(
-        c.durable(wa, 0).is_empty(),
+        c.durable(wa).is_empty(),
         "a repeated confirmation is a no-op"
     );
     // Confirming beyond the last write handed out is clamped to it.
-    let out = c.durable(wb + 100, 0);
+    let out = c.durable(wb + 100);
     assert!(out.response(2).is_some());
     assert_eq!(c.durable_up_to(), wb);
     assert!(c.pending_requests().is_empty());
@@ -303,7 +303,7 @@ fn shutdown_answers_everything_and_returns_to_loading() {
     assert!(h.c.pending_requests().is_empty());
     assert!(h.c.records().is_empty());
     // A late confirmation of a write from before the shutdown releases nothing.
-    assert!(h.c.durable(1_000, 0).responses.is_empty());
+    assert!(h.c.durable(1_000).responses.is_empty());
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn timers_and_next_deadline() {
             kind: TimerKind::Expiration
         }]
     );
-    c.durable(out.writes[0].id, 5);
+    c.durable(out.writes[0].id);
     let out = c.handle(
         2,
         Request::AddPartitions(AddPartitionsRequest {
@@ -338,4 +338,19 @@ fn timers_and_next_deadline() {
     assert_eq!(out.timers[0].kind, TimerKind::TransactionTimeout);
     assert_eq!(out.timers[0].deadline_ms, 20 + 60_000 + 1);
     assert_eq!(c.next_deadline(), Some(60_021));
+}
+
+#[test]
+fn load_aborts_transactions_that_timed_out_while_down() {
+    let mut ongoing = record("o", TxnState::Ongoing, 2, 4);
+    ongoing.partitions = vec![TopicPartition::new("b", 1)];
+    ongoing.transaction_start_ms = 100;
+    ongoing.transaction_timeout_ms = 1_000;
+    let (mut c, out) = TxnCoordinator::recover(TxnConfig::default(), vec![ongoing], 5_000);
+    assert_eq!(out.writes.len(), 1);
+    let r = &out.writes[0].record;
+    assert_eq!((r.state, r.producer_epoch), (TxnState::PrepareAbort, 5));
+    assert!(out.markers.is_empty());
+    let out = c.durable(out.writes[0].id);
+    assert_eq!(out.markers.len(), 1);
 }

@@ -127,7 +127,7 @@ impl Harness {
             self.unconfirmed.drain(..).partition(|w| w.id <= up_to);
         self.unconfirmed = rest;
         self.disk.extend(done.into_iter().map(|w| w.record));
-        self.c.durable(up_to, self.now)
+        self.c.durable(up_to)
     }
 
     pub fn request(&mut self, request: Request) -> (RequestId, Vec<String>) {
