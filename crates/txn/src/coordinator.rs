@@ -296,7 +296,12 @@ impl TxnCoordinator {
     }
 
     fn apply(&mut self, rid: RequestId, request: Request, now: u64, fx: &mut Fx) {
-        let response = if self.loading {
+        // Kafka refuses malformed requests before it looks at any state (or notices it is
+        // still loading).
+        let invalid = self.malformed(&request);
+        let response = if let Some(error) = invalid {
+            Some(request.error_response(error))
+        } else if self.loading {
             Some(request.error_response(TxnError::CoordinatorLoadInProgress))
         } else {
             match request {
@@ -343,6 +348,37 @@ impl TxnCoordinator {
                 self.reply(hold, rid, response, fx);
             }
             None => self.park(rid, request, fx),
+        }
+    }
+
+    /// The checks that need no state: an empty (or overlong) transactional id, InitProducerId's
+    /// timeout bounds and half-set KIP-360 producer id/epoch.
+    fn malformed(&self, request: &Request) -> Option<TxnError> {
+        let id = request.transactional_id();
+        if id.is_empty() || id.len() > MAX_STRING_LEN {
+            return Some(TxnError::InvalidRequest);
+        }
+        match request {
+            Request::InitProducerId(r) => {
+                if r.transaction_timeout_ms <= 0
+                    || r.transaction_timeout_ms > self.config.max_transaction_timeout_ms
+                {
+                    Some(TxnError::InvalidTransactionTimeout)
+                } else if (r.producer_id == NO_PRODUCER_ID)
+                    != (r.producer_epoch == NO_PRODUCER_EPOCH)
+                {
+                    Some(TxnError::InvalidRequest)
+                } else {
+                    None
+                }
+            }
+            Request::AddPartitions(r) => Addition::Partitions(&r.partitions)
+                .too_long()
+                .then_some(TxnError::InvalidRequest),
+            Request::AddOffsets(r) => Addition::Group(&r.group_id)
+                .too_long()
+                .then_some(TxnError::InvalidRequest),
+            Request::EndTxn(_) => None,
         }
     }
 
@@ -416,15 +452,8 @@ impl TxnCoordinator {
         now: u64,
         fx: &mut Fx,
     ) -> Option<Result<InitProducerIdResponse, TxnError>> {
+        // `malformed` checked the id, the timeout and the KIP-360 pair already.
         let txn_id = req.transactional_id.as_str();
-        if txn_id.is_empty() || txn_id.len() > MAX_STRING_LEN {
-            return Some(Err(TxnError::InvalidRequest));
-        }
-        if req.transaction_timeout_ms <= 0
-            || req.transaction_timeout_ms > self.config.max_transaction_timeout_ms
-        {
-            return Some(Err(TxnError::InvalidTransactionTimeout));
-        }
         let expected = match (req.producer_id, req.producer_epoch) {
             (NO_PRODUCER_ID, NO_PRODUCER_EPOCH) => None,
             (NO_PRODUCER_ID, _) | (_, NO_PRODUCER_EPOCH) => {
@@ -565,9 +594,6 @@ impl TxnCoordinator {
         now: u64,
         fx: &mut Fx,
     ) -> Option<Result<(), TxnError>> {
-        if addition.too_long() {
-            return Some(Err(TxnError::InvalidRequest));
-        }
         let txn = match self.check_producer(txn_id, producer_id, epoch) {
             Ok(txn) => txn,
             Err(e) => return Some(Err(e)),

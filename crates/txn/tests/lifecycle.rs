@@ -354,3 +354,42 @@ fn load_aborts_transactions_that_timed_out_while_down() {
     let out = c.durable(out.writes[0].id);
     assert_eq!(out.markers.len(), 1);
 }
+
+#[test]
+fn malformed_requests_are_refused_even_while_loading() {
+    let mut c = TxnCoordinator::new(TxnConfig::default());
+    let bad_timeout = Request::InitProducerId(InitProducerIdRequest {
+        transaction_timeout_ms: 900_001,
+        ..match init("t") {
+            Request::InitProducerId(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    let out = c.handle(1, bad_timeout, 0);
+    assert_eq!(
+        out.response(1).and_then(Response::error),
+        Some(TxnError::InvalidTransactionTimeout)
+    );
+    let half_set = Request::InitProducerId(InitProducerIdRequest {
+        producer_id: 5,
+        ..match init("t") {
+            Request::InitProducerId(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    let out = c.handle(2, half_set, 0);
+    assert_eq!(
+        out.response(2).and_then(Response::error),
+        Some(TxnError::InvalidRequest)
+    );
+    let out = c.handle(3, init(""), 0);
+    assert_eq!(
+        out.response(3).and_then(Response::error),
+        Some(TxnError::InvalidRequest)
+    );
+    let out = c.handle(4, init("t"), 0);
+    assert_eq!(
+        out.response(4).and_then(Response::error),
+        Some(TxnError::CoordinatorLoadInProgress)
+    );
+}
