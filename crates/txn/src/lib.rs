@@ -105,6 +105,46 @@
 //! c.durable(out.writes[0].id);
 //! ```
 //!
+//! ## Wiring it into the broker (checklist)
+//!
+//! 1. **State file**, e.g. `<data_dir>/transactions`: frames appended in write order. At
+//!    startup decode it with [`decode_all`]; an error in the last frame is a torn write
+//!    (truncate to `valid_len`, fsync); an error before it is corruption (refuse to start,
+//!    naming the path). Build the coordinator with [`TxnCoordinator::new`] at once (requests
+//!    answer COORDINATOR_LOAD_IN_PROGRESS) and [`TxnCoordinator::load`] the records; act on the
+//!    returned output like any other (it may carry markers and aborts).
+//! 2. **Producer ids**: give the broker's durable allocator a block reservation shared with
+//!    idempotent producers, and call [`TxnCoordinator::add_producer_ids`] after loading and
+//!    whenever an output has `needs_producer_ids`.
+//! 3. **One writer**: the coordinator behind one mutex; a task appends `writes` in id order
+//!    across calls, fsyncs once per batch, then calls `durable(highest id)`. A failed append or
+//!    fsync poisons it: `shutdown()`, answer what it returns, reload or stop.
+//! 4. **Answers**: a oneshot per request id, completed when the id shows up in any output; the
+//!    handlers hand these waits back from `handlers::apply` like parked JoinGroups.
+//! 5. **Timers**: a task sleeping until [`TxnCoordinator::next_deadline`], then `tick(now)`.
+//! 6. **Markers**: per [`MarkerWrite`], append a control batch (COMMIT/ABORT, its producer id
+//!    and epoch) to each partition, which also ends the producer's open transaction there
+//!    (LSO, aborted-transaction index); apply or discard the groups' pending offsets of that
+//!    producer id; fsync all of it; then `markers_written(id)`. Must be idempotent (recovery
+//!    repeats it); a partition that no longer exists is skipped.
+//! 7. **Handlers**: FindCoordinator key_type=1 (this node); InitProducerId with a
+//!    transactional id (without one, the existing idempotent path); AddPartitionsToTxn v0-3
+//!    (answer unknown topics per partition with UNKNOWN_TOPIC_OR_PARTITION and the rest
+//!    OPERATION_NOT_ATTEMPTED before calling in; the coordinator's one error goes to every
+//!    partition); AddOffsetsToTxn; EndTxn v0-4 (not v5: transaction version 2);
+//!    DescribeTransactions; ListTransactions (v0-1). Add each to waterline-wire's request
+//!    table.
+//! 8. **TxnOffsetCommit**: the group coordinator's member/generation check (KIP-447: generation
+//!    -1 with an empty member id is accepted) plus [`TxnCoordinator::check_txn_offset_commit`];
+//!    then store the offsets durably as pending for (group, producer id), invisible to
+//!    OffsetFetch (`require_stable` answers UNSTABLE_OFFSET_COMMIT) until a marker names the
+//!    group.
+//! 9. **Produce**: before appending a producer's first transactional batch to a partition in a
+//!    transaction, [`TxnCoordinator::verify_partitions`] (KIP-890 part 1) so a batch outside
+//!    an added partition cannot create a hanging transaction.
+//! 10. **Compaction**: when the file is large and no write is unconfirmed, rewrite it from
+//!     [`TxnCoordinator::records`] (new file, fsync, rename, fsync the directory).
+//!
 //! # States and transitions
 //!
 //! | from | event | to |
