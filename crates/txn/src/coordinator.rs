@@ -920,7 +920,8 @@ impl TxnCoordinator {
         let transactions = self
             .txns
             .values()
-            .filter(|t| states.is_empty() || states.contains(&t.state))
+            // As Kafka: a filter naming only unknown states matches nothing.
+            .filter(|t| filter.states.is_empty() || states.contains(&t.state))
             .filter(|t| {
                 filter.producer_ids.is_empty() || filter.producer_ids.contains(&t.producer_id)
             })

@@ -449,7 +449,8 @@ pub struct ListedTxn {
 /// ListTransactions filters (each empty/`None` matches everything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListTransactionsFilter {
-    /// State names, exactly as Kafka spells them; unknown names are reported back.
+    /// State names, exactly as Kafka spells them; unknown names are reported back (and, as in
+    /// Kafka, a filter of only unknown names matches nothing).
     pub states: Vec<String>,
     /// Producer ids.
     pub producer_ids: Vec<i64>,

@@ -281,7 +281,8 @@ fn describe_and_list() {
         describe u => Empty 1001/0 timeout=60000 start=-1 []
         list => t:1000:Ongoing; u:1001:Empty
         list state=Ongoing => t:1000:Ongoing
-        list state=Bogus => t:1000:Ongoing; u:1001:Empty; unknown=Bogus
+        # Unknown state names are reported back, and (as in Kafka) match nothing.
+        list state=Bogus => unknown=Bogus
         list pid=1001 => u:1001:Empty
         list pid=5 => empty
         list duration=5 => t:1000:Ongoing
