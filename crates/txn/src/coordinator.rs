@@ -38,8 +38,12 @@ struct Txn {
     epoch: i16,
     last_epoch: i16,
     timeout_ms: i32,
-    partitions: BTreeSet<TopicPartition>,
-    groups: BTreeSet<String>,
+    /// Partitions in the transaction, each with the write that added it: verification only
+    /// trusts an addition once that write is durable (Kafka adds a partition to the metadata
+    /// when its record is persisted).
+    partitions: BTreeMap<TopicPartition, WriteId>,
+    /// Groups added with AddOffsetsToTxn, likewise.
+    groups: BTreeMap<String, WriteId>,
     start_ms: i64,
     last_update_ms: u64,
     /// The latest write about this id (durable once `<= durable_up_to`).
@@ -60,8 +64,8 @@ impl Txn {
             epoch: r.producer_epoch,
             last_epoch: r.last_producer_epoch,
             timeout_ms: r.transaction_timeout_ms,
-            partitions: r.partitions.into_iter().collect(),
-            groups: r.groups.into_iter().collect(),
+            partitions: r.partitions.into_iter().map(|p| (p, 0)).collect(),
+            groups: r.groups.into_iter().map(|g| (g, 0)).collect(),
             start_ms: r.transaction_start_ms,
             last_update_ms: r.last_update_ms,
             last_write: None,
@@ -79,8 +83,8 @@ impl Txn {
             producer_epoch: self.epoch,
             last_producer_epoch: self.last_epoch,
             transaction_timeout_ms: self.timeout_ms,
-            partitions: self.partitions.iter().cloned().collect(),
-            groups: self.groups.iter().cloned().collect(),
+            partitions: self.partitions.keys().cloned().collect(),
+            groups: self.groups.keys().cloned().collect(),
             transaction_start_ms: self.start_ms,
             last_update_ms: self.last_update_ms,
         }
@@ -473,8 +477,8 @@ impl TxnCoordinator {
                 epoch: NO_PRODUCER_EPOCH,
                 last_epoch: NO_PRODUCER_EPOCH,
                 timeout_ms: req.transaction_timeout_ms,
-                partitions: BTreeSet::new(),
-                groups: BTreeSet::new(),
+                partitions: BTreeMap::new(),
+                groups: BTreeMap::new(),
                 start_ms: -1,
                 last_update_ms: now,
                 last_write: None,
@@ -611,9 +615,14 @@ impl TxnCoordinator {
             txn.start_ms = i64::try_from(now).unwrap_or(i64::MAX);
         }
         match addition {
-            Addition::Partitions(ps) => txn.partitions.extend(ps.iter().cloned()),
+            // The id `persist` gives the write below.
+            Addition::Partitions(ps) => {
+                for p in ps {
+                    txn.partitions.entry(p.clone()).or_insert(self.next_write);
+                }
+            }
             Addition::Group(g) => {
-                txn.groups.insert(g.to_owned());
+                txn.groups.entry(g.to_owned()).or_insert(self.next_write);
             }
         }
         txn.last_update_ms = now;
@@ -704,8 +713,8 @@ impl TxnCoordinator {
             producer_id: txn.producer_id,
             producer_epoch: txn.epoch,
             result,
-            partitions: txn.partitions.iter().cloned().collect(),
-            groups: txn.groups.iter().cloned().collect(),
+            partitions: txn.partitions.keys().cloned().collect(),
+            groups: txn.groups.keys().cloned().collect(),
         });
     }
 
@@ -787,7 +796,8 @@ impl TxnCoordinator {
     }
 
     /// TxnOffsetCommit, producer side (KIP-890 verification): the transaction must be Ongoing
-    /// under this producer id and epoch, with the group added by AddOffsetsToTxn. The group
+    /// under this producer id and epoch, with the group added by AddOffsetsToTxn (and that
+    /// addition durable). The group
     /// coordinator checks generation and member on its own. On `Ok` the broker stores the
     /// offsets as pending for (group, producer id) until a [`MarkerWrite`] names the group.
     pub fn check_txn_offset_commit(&self, check: &TxnOffsetCommitCheck) -> Result<(), TxnError> {
@@ -812,7 +822,7 @@ impl TxnCoordinator {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 Err(TxnError::ConcurrentTransactions)
             }
-            TxnState::Ongoing if txn.groups.contains(&check.group_id) => Ok(()),
+            TxnState::Ongoing if self.added_durably(txn.groups.get(&check.group_id)) => Ok(()),
             _ if check.api_version >= TXN_OFFSET_COMMIT_ABORTABLE_VERSION => {
                 Err(TxnError::TransactionAbortable)
             }
@@ -821,7 +831,9 @@ impl TxnCoordinator {
     }
 
     /// KIP-890 part 1 verification, as AddPartitionsToTxn v4+ with `verify_only` answers it:
-    /// is each partition in the producer's ongoing transaction? Read-only. Errors are the
+    /// is each partition in the producer's ongoing transaction (and its addition durable, so a
+    /// crash cannot leave a batch in a partition the recovered transaction does not know)?
+    /// Read-only. Errors are the
     /// coordinator's own: the produce path maps PRODUCER_FENCED to INVALID_PRODUCER_EPOCH and,
     /// for clients older than KIP-890, TRANSACTION_ABORTABLE to INVALID_TXN_STATE.
     pub fn verify_partitions(
@@ -845,10 +857,16 @@ impl TxnCoordinator {
         partitions
             .iter()
             .map(|p| {
-                let error = (!txn.partitions.contains(p)).then_some(TxnError::TransactionAbortable);
+                let error = (!self.added_durably(txn.partitions.get(p)))
+                    .then_some(TxnError::TransactionAbortable);
                 (p.clone(), error)
             })
             .collect()
+    }
+
+    /// An addition counts for verification once the write that made it is durable.
+    fn added_durably(&self, added_by: Option<&WriteId>) -> bool {
+        added_by.is_some_and(|w| *w <= self.durable_up_to)
     }
 
     /// DescribeTransactions.
@@ -886,7 +904,7 @@ impl TxnCoordinator {
                         producer_epoch: t.epoch,
                         transaction_timeout_ms: t.timeout_ms,
                         transaction_start_ms: t.start_ms,
-                        partitions: t.partitions.iter().cloned().collect(),
+                        partitions: t.partitions.keys().cloned().collect(),
                     },
                 }
             })
@@ -1055,8 +1073,8 @@ impl Addition<'_> {
 
     fn contained_in(&self, txn: &Txn) -> bool {
         match self {
-            Addition::Partitions(ps) => ps.iter().all(|p| txn.partitions.contains(p)),
-            Addition::Group(g) => txn.groups.contains(*g),
+            Addition::Partitions(ps) => ps.iter().all(|p| txn.partitions.contains_key(p)),
+            Addition::Group(g) => txn.groups.contains_key(*g),
         }
     }
 }

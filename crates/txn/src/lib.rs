@@ -165,8 +165,8 @@
 //! | InitProducerId | new producer id (KIP-360 form: PRODUCER_FENCED for another id) | KIP-360 form: PRODUCER_FENCED | epoch + 1 | abort under epoch + 1, wait, then epoch + 1 | wait | epoch + 1 |
 //! | AddPartitionsToTxn, AddOffsetsToTxn | INVALID_PRODUCER_ID_MAPPING | PRODUCER_FENCED | Ongoing | added (OK at once if nothing new) | wait | Ongoing |
 //! | EndTxn | INVALID_PRODUCER_ID_MAPPING | PRODUCER_FENCED | INVALID_TXN_STATE | PrepareCommit / PrepareAbort | same result: wait, else INVALID_TXN_STATE | same result: OK (retry), else INVALID_TXN_STATE |
-//! | TxnOffsetCommit check | INVALID_PRODUCER_ID_MAPPING | INVALID_PRODUCER_EPOCH | INVALID_TXN_STATE (v5+: TRANSACTION_ABORTABLE) | OK if the group was added, else as Empty | CONCURRENT_TRANSACTIONS | as Empty |
-//! | verification (produce path) | INVALID_PRODUCER_ID_MAPPING | PRODUCER_FENCED | TRANSACTION_ABORTABLE | OK per added partition, else TRANSACTION_ABORTABLE | CONCURRENT_TRANSACTIONS | TRANSACTION_ABORTABLE |
+//! | TxnOffsetCommit check | INVALID_PRODUCER_ID_MAPPING | INVALID_PRODUCER_EPOCH | INVALID_TXN_STATE (v5+: TRANSACTION_ABORTABLE) | OK if the group's addition is durable, else as Empty | CONCURRENT_TRANSACTIONS | as Empty |
+//! | verification (produce path) | INVALID_PRODUCER_ID_MAPPING | PRODUCER_FENCED | TRANSACTION_ABORTABLE | OK per partition whose addition is durable, else TRANSACTION_ABORTABLE | CONCURRENT_TRANSACTIONS | TRANSACTION_ABORTABLE |
 //!
 //! "wait" is CONCURRENT_TRANSACTIONS in Kafka (and here with [`TxnConfig::wait_for_markers`]
 //! off). InitProducerId first answers INVALID_REQUEST when only one of producer id and epoch
@@ -275,8 +275,10 @@
 //!   implicit partition addition) is not implemented; the broker advertises EndTxn up to v4.
 //!   AddPartitionsToTxn v4+ (batched, broker to broker) needs no advertising on one node; its
 //!   verify-only form is [`TxnCoordinator::verify_partitions`], for the produce path.
-//! - DescribeTransactions, ListTransactions and the check methods read the applied state,
-//!   which may include a change whose record is not durable yet.
+//! - DescribeTransactions and ListTransactions read the applied state, which may include a
+//!   change whose record is not durable yet. The TxnOffsetCommit check and verification trust
+//!   an added partition or group only once the record that added it is durable, as Kafka
+//!   (which adds them to its metadata when the record is persisted).
 #![deny(missing_docs)]
 
 mod coordinator;

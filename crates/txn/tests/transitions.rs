@@ -263,6 +263,17 @@ fn verify_partitions_kip890() {
         verify t 1000 0 a-0 b-0 => a-0:ok; b-0:TRANSACTION_ABORTABLE
         verify t 1000 1 a-0 => a-0:PRODUCER_FENCED
         verify t 999 0 a-0 => a-0:INVALID_PRODUCER_ID_MAPPING
+        # An addition counts only once its record is durable.
+        manual
+        add t 1000 0 b-0 => held; write Ongoing 1000/0
+        offsets t 1000 0 g => held; write Ongoing 1000/0
+        verify t 1000 0 a-0 b-0 => a-0:ok; b-0:TRANSACTION_ABORTABLE
+        txncheck t g 1000 0 => INVALID_TXN_STATE
+        durable 3 => #3 ok
+        verify t 1000 0 b-0 => b-0:ok
+        txncheck t g 1000 0 => INVALID_TXN_STATE
+        durable => #4 ok
+        txncheck t g 1000 0 => ok
         "#,
     );
 }
