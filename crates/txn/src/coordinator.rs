@@ -994,7 +994,8 @@ impl TxnCoordinator {
 
     /// Stops coordinating: answers every parked and held request with NOT_COORDINATOR (clients
     /// look the coordinator up again), forgets all state and returns to loading. Used on
-    /// shutdown and after a failed write (the broker then reloads from the state file).
+    /// shutdown and after a failed write (see "The order the broker must keep" in the crate
+    /// docs).
     pub fn shutdown(&mut self) -> Output {
         let mut fx = Fx::default();
         for (_, txn) in std::mem::take(&mut self.txns) {

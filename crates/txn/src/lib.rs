@@ -54,8 +54,9 @@
 //! 4. **A failed write poisons the coordinator.** If an append or fsync of the state file
 //!    fails, do not retry it and do not confirm anything after it: call
 //!    [`TxnCoordinator::shutdown`] (every held and parked request is answered
-//!    NOT_COORDINATOR, and clients look the coordinator up again), then reload from the file
-//!    with [`TxnCoordinator::load`] (or stop the broker).
+//!    NOT_COORDINATOR, and clients look the coordinator up again) and stop serving
+//!    transactions until a restart recovers from what is on disk. (Reloading the same file in
+//!    the same process could read back records the kernel failed to persist.)
 //!
 //! ```
 //! use waterline_txn::*;
@@ -118,7 +119,7 @@
 //!    whenever an output has `needs_producer_ids`.
 //! 3. **One writer**: the coordinator behind one mutex; a task appends `writes` in id order
 //!    across calls, fsyncs once per batch, then calls `durable(highest id)`. A failed append or
-//!    fsync poisons it: `shutdown()`, answer what it returns, reload or stop.
+//!    fsync poisons it: `shutdown()`, answer what it returns, stop serving transactions.
 //! 4. **Answers**: a oneshot per request id, completed when the id shows up in any output; the
 //!    handlers hand these waits back from `handlers::apply` like parked JoinGroups.
 //! 5. **Timers**: a task sleeping until [`TxnCoordinator::next_deadline`], then `tick(now)`.
