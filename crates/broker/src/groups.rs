@@ -294,6 +294,18 @@ impl Groups {
     /// the coordinator, and starts the timer task. Blocking; must run inside a tokio runtime
     /// context (the coalescing and timer tasks are spawned on it), e.g. from `spawn_blocking`.
     pub fn open(config: &BrokerConfig, shutdown: CancellationToken) -> Result<Groups, BrokerError> {
+        Groups::open_with_topics(config, shutdown, &|_| true)
+    }
+
+    /// [`Groups::open`], first deleting the committed offsets of every topic for which
+    /// `topic_exists` is false: those of a topic deleted while its offsets were being removed
+    /// (a crash, or a store failure, between the two). Commits to unknown topics are refused,
+    /// so no other offsets can name a missing topic.
+    pub fn open_with_topics(
+        config: &BrokerConfig,
+        shutdown: CancellationToken,
+        topic_exists: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Groups, BrokerError> {
         let gc = config.groups.clone();
         gc.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
@@ -302,9 +314,10 @@ impl Groups {
         let limits = Limits {
             max_metadata_bytes: Some(gc.offset_metadata_max_bytes),
         };
-        let (store, group_ids, records) = open_store(path.clone(), limits).map_err(|e| {
-            BrokerError::io("opening offset store", &path, std::io::Error::other(e))
-        })?;
+        let (store, group_ids, records) =
+            open_store(path.clone(), limits, topic_exists).map_err(|e| {
+                BrokerError::io("opening offset store", &path, std::io::Error::other(e))
+            })?;
         let store = {
             // Coalescing spawns its task on the current runtime: enter ours explicitly.
             let _guard = runtime.enter();
@@ -464,6 +477,24 @@ impl Groups {
         tps: &[TopicPartition],
     ) -> Result<(), StoreError> {
         self.shared.store()?.delete(group, tps).await
+    }
+
+    /// Deletes every group's committed offsets of `topic` (durably), after every commit queued
+    /// before this call has landed, so none of them can bring the offsets back. Call it once
+    /// the topic is gone from the registry (commits to it are refused from then on). Returns
+    /// how many partition offsets were deleted.
+    pub async fn delete_topic_offsets(&self, topic: &str) -> Result<usize, StoreError> {
+        let store = self.shared.store()?;
+        store.barrier().await?;
+        let mut deleted = 0;
+        for group in store.list_groups().await? {
+            let gone = topics_gone(&*store, &group, &|t| t != topic).await?;
+            if !gone.is_empty() {
+                store.delete(&group, &gone).await?;
+                deleted += gone.len();
+            }
+        }
+        Ok(deleted)
     }
 
     /// DescribeGroups through the coordinator.
@@ -669,6 +700,7 @@ type MetadataRecords = Vec<(String, Vec<u8>)>;
 fn open_store(
     path: PathBuf,
     limits: Limits,
+    topic_exists: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<(RedbStore, Vec<String>, MetadataRecords), StoreError> {
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -683,6 +715,13 @@ fn open_store(
                 };
                 let store = RedbStore::open_with(&path, options).await?;
                 let groups = store.list_groups().await?;
+                for group in &groups {
+                    let gone = topics_gone(&store, group, topic_exists).await?;
+                    if !gone.is_empty() {
+                        tracing::info!(%group, partitions = gone.len(), "deleting offsets of deleted topics");
+                        store.delete(group, &gone).await?;
+                    }
+                }
                 let records = store.group_metadata().await?;
                 Ok((store, groups, records))
             })
@@ -694,6 +733,21 @@ fn open_store(
             ))
         })
     })
+}
+
+/// The partitions `group` has offsets for whose topic does not pass `keep`.
+async fn topics_gone(
+    store: &impl OffsetStore,
+    group: &str,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<TopicPartition>, StoreError> {
+    Ok(store
+        .get_group(group)
+        .await?
+        .into_iter()
+        .map(|(tp, _)| tp)
+        .filter(|tp| !keep(&tp.topic))
+        .collect())
 }
 
 /// Ticks the coordinator at its deadlines, deletes expired groups' offsets, and answers parked

@@ -71,7 +71,9 @@ pub fn build_state_with_storage(
     let sync = SyncManager::start(config.fsync)
         .map_err(|e| BrokerError::io("starting sync thread for", &config.data_dir, e))?;
     let shutdown = CancellationToken::new();
-    let groups = crate::groups::Groups::open(&config, shutdown.clone())?;
+    let groups = crate::groups::Groups::open_with_topics(&config, shutdown.clone(), &|t| {
+        topics.get(t).is_some()
+    })?;
     Ok(BrokerState {
         config,
         advertised_host,

@@ -61,6 +61,13 @@ struct Request {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// What the queue carries: a commit, or a barrier answered once every commit queued before it
+/// has been handed to the backend and answered.
+enum Queued {
+    Commit(Request),
+    Barrier(oneshot::Sender<()>),
+}
+
 #[derive(Default)]
 struct Counters {
     batches_queued: AtomicU64,
@@ -73,7 +80,7 @@ pub struct Coalescing<S> {
     inner: Arc<S>,
     config: CoalescingConfig,
     // `None` once closed; cloned per commit so the lock is held only briefly.
-    queue: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -149,11 +156,32 @@ impl<S: OffsetStore + 'static> Coalescing<S> {
             reply,
         };
         sender
-            .send(request)
+            .send(Queued::Commit(request))
             .map_err(|_| StoreError::TaskFailed("the coalescing task has stopped".into()))?;
         self.counters.batches_queued.fetch_add(1, Ordering::Relaxed);
         Ok(CommitWait {
             answer: Some(answer),
+        })
+    }
+}
+
+impl<S> Coalescing<S> {
+    /// Waits until every commit queued before this call has been committed (or failed) and
+    /// answered. A caller about to change the backend directly (deleting offsets) calls this
+    /// first, so a commit queued earlier cannot land after the change and undo it.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        let sender = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (done, wait) = oneshot::channel();
+        sender
+            .send(Queued::Barrier(done))
+            .map_err(|_| StoreError::TaskFailed("the coalescing task has stopped".into()))?;
+        wait.await.map_err(|_| {
+            StoreError::TaskFailed("the coalescing task stopped before answering".into())
         })
     }
 }
@@ -191,21 +219,47 @@ impl<S> Coalescing<S> {
 /// The shared-commit loop: runs until every sender is gone and the queue is drained.
 async fn run<S: OffsetStore>(
     inner: Arc<S>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     max_partitions: usize,
     counters: Arc<Counters>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // A barrier met while gathering a shared commit waits until that commit is answered.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let first = match first {
+            // Everything queued before it has been answered already.
+            Queued::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            Queued::Commit(r) => r,
+        };
         let mut partitions = first.batch.offsets.len();
         let mut batches = vec![first.batch];
         let mut replies = vec![first.reply];
+        let mut barriers = Vec::new();
         while partitions < max_partitions {
-            let Ok(next) = rx.try_recv() else {
-                break;
-            };
-            partitions += next.batch.offsets.len();
-            batches.push(next.batch);
-            replies.push(next.reply);
+            match rx.try_recv() {
+                Ok(Queued::Commit(next)) if barriers.is_empty() => {
+                    partitions += next.batch.offsets.len();
+                    batches.push(next.batch);
+                    replies.push(next.reply);
+                }
+                // Commits after a barrier go into the next shared commit.
+                Ok(next @ Queued::Commit(_)) => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(Queued::Barrier(done)) => barriers.push(done),
+                Err(_) => break,
+            }
         }
         counters.backend_commits.fetch_add(1, Ordering::Relaxed);
         counters
@@ -215,6 +269,9 @@ async fn run<S: OffsetStore>(
         for reply in replies {
             // A caller that gave up waiting has dropped its receiver; nothing to tell it.
             let _ = reply.send(result.clone());
+        }
+        for done in barriers {
+            let _ = done.send(());
         }
     }
 }
@@ -506,6 +563,40 @@ mod tests {
         let stored = c.get("g", &tp).await.unwrap().unwrap();
         assert_eq!(stored.offset(), Some(50));
         assert!(c.enqueue("g", &[]).unwrap().wait().await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_barrier_waits_for_every_commit_queued_before_it() {
+        let c = Arc::new(Coalescing::new(Gated::default()).unwrap());
+        let first = hold_backend(&c).await;
+        let tp = TopicPartition::new("t", 0);
+        let queued = c
+            .enqueue("g", &[(tp.clone(), OffsetAndMetadata::new(9, 0))])
+            .unwrap();
+        let barrier = {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.barrier().await })
+        };
+        let after = c
+            .enqueue("g", &[(tp.clone(), OffsetAndMetadata::new(10, 0))])
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !barrier.is_finished(),
+            "the backend still holds the first commit"
+        );
+        c.inner().release.add_permits(1);
+        first.await.unwrap().unwrap();
+        // The second shared commit carries the commit queued before the barrier.
+        c.inner().entered.notified().await;
+        assert!(!barrier.is_finished());
+        c.inner().release.add_permits(1);
+        queued.wait().await.unwrap();
+        barrier.await.unwrap().unwrap();
+        // The commit queued after the barrier is in a later shared commit.
+        c.inner().release.add_permits(1);
+        after.wait().await.unwrap();
+        assert_eq!(*c.inner().calls.lock().unwrap(), vec![1, 1, 1]);
     }
 
     #[test]
