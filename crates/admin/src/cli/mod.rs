@@ -66,10 +66,20 @@ pub async fn run_lag(args: LagArgs) -> ExitCode {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
     /// Broker address(es), comma-separated `host:port`.
-    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "WATERLINE_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
     pub bootstrap_server: String,
     /// Timeout for connecting and for each request, in milliseconds.
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "WATERLINE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
     pub timeout_ms: u64,
 }
 
