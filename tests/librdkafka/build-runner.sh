@@ -37,7 +37,7 @@ fi
 OUT=$ROOT/target/librdkafka-suite
 WORK=$OUT/src
 STAMP=$OUT/built.stamp
-WANT="rdkafka-sys=$SYS_VERSION flags=${CONFIGURE_FLAGS[*]}"
+WANT="rdkafka-sys=$SYS_VERSION flags=${CONFIGURE_FLAGS[*]} +rapidjson"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$WORK/tests/test-runner" ]; then
   say "test runner already built ($WANT)"
   echo "$WORK/tests"
@@ -53,6 +53,8 @@ command -v perl >/dev/null 2>&1 || need+=(perl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
+# The C++ tests check statistics JSON with RapidJSON (0053, 0098, 0101, 0110, ... skip without it).
+[ -e /usr/include/rapidjson/schema.h ] || need+=(rapidjson-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   say "installing Debian packages: ${need[*]}"
