@@ -14,7 +14,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
 
 Options:
   --long           also run the tests marked `long` in tests.allow
@@ -22,7 +22,7 @@ Options:
   --all            run every test 0001-0153 the runner has (survey)
   --shards N       brokers/runners at a time (default 2)
   --logs DIR       where per-test logs and results.tsv go
-                   (default target/librdkafka-suite/last-run, emptied first)
+                   (default target/librdkafka-suite/last-run; old logs there are removed)
 Environment:
   WATERLINE_BIN              broker binary (default target/debug/waterline)
   TEST_KAFKA_VERSION         broker version the runner assumes (default 4.0.0)
@@ -89,8 +89,8 @@ NTESTS=$(echo "$TESTS" | grep -c . || true)
 if [ "$NTESTS" = 0 ]; then echo "run.sh: no tests selected" >&2; exit 2; fi
 
 # --- state, cleanup ---------------------------------------------------------------------------
-rm -rf "$LOGS"
 mkdir -p "$LOGS"
+rm -f "$LOGS"/[0-9][0-9][0-9][0-9].log "$LOGS"/broker-*.log "$LOGS/results.tsv"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/waterline-rdk.XXXXXX")
 # Brokers and test runners are started with setsid (this script's background jobs are not group
 # leaders, so setsid execs in place and $! is the new group's id): one kill ends each with its
