@@ -60,3 +60,7 @@ fi
 log "real-client tests: confluent-kafka, kafka-python, kcat against waterline serve"
 # A hung test fails after 5 minutes instead of running into CI's limit.
 WATERLINE_BIN=$ROOT/target/debug/waterline "$VENV/bin/pytest" -q --timeout=300 tests/clients
+
+log "librdkafka's own test suite against waterline serve (tests/librdkafka, allow-listed tests)"
+# Builds librdkafka's test runner under target/ on first use (~3.5 min), then ~10 min on 2 cores.
+WATERLINE_BIN=$ROOT/target/debug/waterline bash tests/librdkafka/run.sh
