@@ -118,12 +118,8 @@ fn timestamp_type(v: &str) -> Result<(), String> {
 
 fn compression(v: &str) -> Result<(), String> {
     match v {
-        "producer" => Ok(()),
-        "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Err(
-            "only `producer` is supported: batches are stored compressed as the producer sent them"
-                .into(),
-        ),
-        _ => Err("allowed value is producer".into()),
+        "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+        _ => Err("allowed values are producer, uncompressed, gzip, snappy, lz4, zstd".into()),
     }
 }
 
@@ -605,7 +601,8 @@ mod tests {
             ("segment.bytes", "100", false),
             ("min.insync.replicas", "2", true),
             ("message.format.version", "2.8", true),
-            ("compression.type", "gzip", false),
+            ("compression.type", "gzip", true),
+            ("compression.type", "brotli", false),
             ("preallocate", "yes", false),
         ];
         for (k, v, ok) in cases {
