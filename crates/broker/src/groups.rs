@@ -485,7 +485,7 @@ impl Groups {
     /// how many partition offsets were deleted.
     pub async fn delete_topic_offsets(&self, topic: &str) -> Result<usize, StoreError> {
         let store = self.shared.store()?;
-        store.barrier().await?;
+        store.barrier()?.wait().await?;
         let mut deleted = 0;
         for group in store.list_groups().await? {
             let gone = topics_gone(&*store, &group, &|t| t != topic).await?;

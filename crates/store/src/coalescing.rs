@@ -166,10 +166,11 @@ impl<S: OffsetStore + 'static> Coalescing<S> {
 }
 
 impl<S> Coalescing<S> {
-    /// Waits until every commit queued before this call has been committed (or failed) and
-    /// answered. A caller about to change the backend directly (deleting offsets) calls this
-    /// first, so a commit queued earlier cannot land after the change and undo it.
-    pub async fn barrier(&self) -> Result<(), StoreError> {
+    /// Queues a barrier now, synchronously; the returned wait resolves once every commit
+    /// queued before this call has been committed (or failed) and answered. A caller about to
+    /// change the backend directly (deleting offsets) waits for it first, so a commit queued
+    /// earlier cannot land after the change and undo it.
+    pub fn barrier(&self) -> Result<BarrierWait, StoreError> {
         let sender = self
             .queue
             .lock()
@@ -180,7 +181,20 @@ impl<S> Coalescing<S> {
         sender
             .send(Queued::Barrier(done))
             .map_err(|_| StoreError::TaskFailed("the coalescing task has stopped".into()))?;
-        wait.await.map_err(|_| {
+        Ok(BarrierWait { wait })
+    }
+}
+
+/// The wait for a queued barrier (see [`Coalescing::barrier`]).
+#[derive(Debug)]
+pub struct BarrierWait {
+    wait: oneshot::Receiver<()>,
+}
+
+impl BarrierWait {
+    /// Waits until every commit queued before the barrier has been answered.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.wait.await.map_err(|_| {
             StoreError::TaskFailed("the coalescing task stopped before answering".into())
         })
     }
@@ -573,10 +587,8 @@ mod tests {
         let queued = c
             .enqueue("g", &[(tp.clone(), OffsetAndMetadata::new(9, 0))])
             .unwrap();
-        let barrier = {
-            let c = Arc::clone(&c);
-            tokio::spawn(async move { c.barrier().await })
-        };
+        // Queued now, between the two commits.
+        let barrier = tokio::spawn(c.barrier().unwrap().wait());
         let after = c
             .enqueue("g", &[(tp.clone(), OffsetAndMetadata::new(10, 0))])
             .unwrap();

@@ -24,7 +24,7 @@ pub mod redb;
 mod store;
 mod validate;
 
-pub use coalescing::{Coalescing, CoalescingConfig, CoalescingStats, CommitWait};
+pub use coalescing::{BarrierWait, Coalescing, CoalescingConfig, CoalescingStats, CommitWait};
 pub use error::StoreError;
 pub use file::FileStore;
 pub use memory::MemoryStore;
