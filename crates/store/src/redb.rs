@@ -46,6 +46,14 @@
 //! [`RedbStore::write_group_metadata_blocking`]; [`OffsetStore::delete_group`] removes offsets
 //! only (the broker deletes a group's metadata itself, in order with its other metadata writes).
 //!
+//! `txn_offsets` (`&[u8]` → `&[u8]`): offsets committed inside a Kafka transaction
+//! (TxnOffsetCommit) that its COMMIT or ABORT has not yet settled. Key: the producer id (i64,
+//! big-endian, sign bit flipped) followed by exactly the `offsets` key above (group, topic,
+//! partition); value: exactly the `offsets` value. A COMMIT moves a producer's rows for the
+//! named groups into `offsets` and an ABORT drops them, in one write transaction
+//! ([`RedbStore::complete_txn_offsets_blocking`]), so a crash leaves them pending or settled,
+//! never half applied. Added like `group_metadata`, without a format-version bump.
+//!
 //! # Durability
 //!
 //! Every write is one write transaction committed with [`Durability::Immediate`]: redb fsyncs
@@ -79,6 +87,7 @@ pub const FORMAT_VERSION: u64 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OFFSETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offsets");
 const GROUP_METADATA: TableDefinition<&str, &[u8]> = TableDefinition::new("group_metadata");
+const TXN_OFFSETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txn_offsets");
 const VERSION_KEY: &str = "format_version";
 
 /// Options for [`RedbStore::open_with`].
@@ -159,6 +168,46 @@ impl RedbStore {
             return Ok(());
         }
         self.inner.write_group_metadata(writes)
+    }
+
+    /// Stores offsets committed inside producer `producer_id`'s open transaction as pending for
+    /// `group` (replacing pending rows of the same partitions), in one write transaction,
+    /// fsynced before it returns. They stay invisible to [`OffsetStore::get_group`] until
+    /// [`RedbStore::complete_txn_offsets_blocking`] commits them. Blocking.
+    pub fn stage_txn_offsets_blocking(
+        &self,
+        producer_id: i64,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<(), StoreError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.inner.limits.check(group, offsets)?;
+        let mut rows = Vec::with_capacity(offsets.len());
+        for (tp, o) in offsets {
+            rows.push((txn_key(producer_id, group, tp)?, encode_value(o)?));
+        }
+        self.inner.write_rows(TXN_OFFSETS, &rows)
+    }
+
+    /// Settles producer `producer_id`'s pending transactional offsets of `groups`: with
+    /// `commit` they replace the groups' committed offsets, otherwise they are dropped; one
+    /// write transaction, fsynced before it returns. Idempotent (a repeat finds nothing).
+    /// Returns the settled (group, partition) pairs. Blocking.
+    pub fn complete_txn_offsets_blocking(
+        &self,
+        producer_id: i64,
+        groups: &[String],
+        commit: bool,
+    ) -> Result<Vec<(String, TopicPartition)>, StoreError> {
+        self.inner.complete_txn_offsets(producer_id, groups, commit)
+    }
+
+    /// Every pending transactional offset: (producer id, group, partition, offset), in key
+    /// order. Blocking.
+    pub fn txn_offsets_blocking(&self) -> Result<Vec<PendingTxnOffset>, StoreError> {
+        self.inner.txn_offsets()
     }
 
     /// Every stored group-metadata record, sorted by group id.
@@ -398,6 +447,96 @@ impl Inner {
         txn.commit().map_err(|e| self.commit_error(e))
     }
 
+    fn write_rows(
+        &self,
+        def: TableDefinition<&[u8], &[u8]>,
+        rows: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(def).map_err(|e| self.redb(e))?;
+            for (k, v) in rows {
+                table
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(|e| self.redb(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))
+    }
+
+    fn complete_txn_offsets(
+        &self,
+        producer_id: i64,
+        groups: &[String],
+        commit: bool,
+    ) -> Result<Vec<(String, TopicPartition)>, StoreError> {
+        let txn = self.begin_write()?;
+        let mut settled = Vec::new();
+        {
+            let mut pending = txn.open_table(TXN_OFFSETS).map_err(|e| self.redb(e))?;
+            let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
+            for group in groups {
+                let mut prefix = producer_prefix(producer_id);
+                prefix.extend_from_slice(&group_prefix(group)?);
+                let mut rows = Vec::new();
+                for row in pending
+                    .range::<&[u8]>(prefix.as_slice()..)
+                    .map_err(|e| self.redb(e))?
+                {
+                    let (k, v) = row.map_err(|e| self.redb(e))?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    rows.push((k.value().to_vec(), v.value().to_vec()));
+                }
+                for (k, v) in rows {
+                    let offsets_key = &k[8..];
+                    let tp = decode_topic_partition(&k[prefix.len()..])
+                        .map_err(|reason| StoreError::corrupt(&self.path, reason))?;
+                    if commit {
+                        offsets
+                            .insert(offsets_key, v.as_slice())
+                            .map_err(|e| self.redb(e))?;
+                    }
+                    pending.remove(k.as_slice()).map_err(|e| self.redb(e))?;
+                    settled.push((group.clone(), tp));
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.commit_error(e))?;
+        Ok(settled)
+    }
+
+    fn txn_offsets(&self) -> Result<Vec<PendingTxnOffset>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
+        let table = match txn.open_table(TXN_OFFSETS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.table_error(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.redb(e))? {
+            let (k, v) = row.map_err(|e| self.redb(e))?;
+            let corrupt = |reason: String| StoreError::corrupt(&self.path, reason);
+            let key = k.value();
+            let pid: [u8; 8] = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("transactional offset key shorter than 8 bytes".into()))?;
+            let producer_id = (u64::from_be_bytes(pid) ^ (1 << 63)).cast_signed();
+            let (group, used) = decode_group(&key[8..]).map_err(corrupt)?;
+            let partition = decode_topic_partition(&key[8 + used..]).map_err(corrupt)?;
+            let offset = decode_value(v.value()).map_err(corrupt)?;
+            out.push(PendingTxnOffset {
+                producer_id,
+                group,
+                partition,
+                offset,
+            });
+        }
+        Ok(out)
+    }
+
     fn group_metadata(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.txn_error(e))?;
         let table = match txn.open_table(GROUP_METADATA) {
@@ -573,6 +712,31 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
 fn group_prefix(group: &str) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(4 + group.len());
     push_str(&mut out, group)?;
+    Ok(out)
+}
+
+/// A transactional offset waiting for its transaction's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingTxnOffset {
+    /// The producer whose transaction it belongs to.
+    pub producer_id: i64,
+    /// Consumer group.
+    pub group: String,
+    /// Partition.
+    pub partition: TopicPartition,
+    /// The offset to commit.
+    pub offset: OffsetAndMetadata,
+}
+
+fn producer_prefix(producer_id: i64) -> Vec<u8> {
+    (producer_id.cast_unsigned() ^ (1 << 63))
+        .to_be_bytes()
+        .to_vec()
+}
+
+fn txn_key(producer_id: i64, group: &str, tp: &TopicPartition) -> Result<Vec<u8>, StoreError> {
+    let mut out = producer_prefix(producer_id);
+    out.extend_from_slice(&encode_key(group, tp)?);
     Ok(out)
 }
 
@@ -796,6 +960,66 @@ mod tests {
             vec![("b".to_owned(), b"3".to_vec())]
         );
         assert!(store.list_groups().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn transactional_offsets_stay_pending_until_committed_or_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.redb");
+        let store = RedbStore::open(&path).await.unwrap();
+        let tp = |p| TopicPartition::new("t", p);
+        let at = |n| OffsetAndMetadata::new(n, 5).with_metadata("m");
+        store.commit("g", &[(tp(0), at(1))]).await.unwrap();
+        store
+            .stage_txn_offsets_blocking(7, "g", &[(tp(0), at(10)), (tp(1), at(11))])
+            .unwrap();
+        store
+            .stage_txn_offsets_blocking(8, "g", &[(tp(2), at(12))])
+            .unwrap();
+        store
+            .stage_txn_offsets_blocking(7, "h", &[(tp(0), at(13))])
+            .unwrap();
+        // Pending offsets are invisible to readers of committed offsets.
+        assert_eq!(store.get_group("g").await.unwrap(), vec![(tp(0), at(1))]);
+        assert_eq!(store.txn_offsets_blocking().unwrap().len(), 4);
+        // Commit producer 7's offsets of group g only.
+        let settled = store
+            .complete_txn_offsets_blocking(7, &["g".to_string()], true)
+            .unwrap();
+        assert_eq!(
+            settled,
+            vec![("g".to_string(), tp(0)), ("g".to_string(), tp(1))]
+        );
+        assert_eq!(
+            store.get_group("g").await.unwrap(),
+            vec![(tp(0), at(10)), (tp(1), at(11))]
+        );
+        // A repeat (recovery writing the markers again) settles nothing.
+        assert!(
+            store
+                .complete_txn_offsets_blocking(7, &["g".to_string()], true)
+                .unwrap()
+                .is_empty()
+        );
+        // Abort drops producer 8's.
+        store
+            .complete_txn_offsets_blocking(8, &["g".to_string()], false)
+            .unwrap();
+        assert_eq!(store.get_group("g").await.unwrap().len(), 2);
+        drop(store);
+        // Producer 7's offsets of group h survive a reopen, still pending.
+        let store = RedbStore::open(&path).await.unwrap();
+        let pending = store.txn_offsets_blocking().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (
+                pending[0].producer_id,
+                pending[0].group.as_str(),
+                &pending[0].partition
+            ),
+            (7, "h", &tp(0))
+        );
+        assert!(store.get_group("h").await.unwrap().is_empty());
     }
 
     #[test]

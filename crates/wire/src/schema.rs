@@ -423,6 +423,99 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 1, max: 1, kind: Kind::CStr }, // value
         ] },
     ]),
+    (24, &[
+        StructSchema { name: "AddPartitionsToTxnRequest", flex: Some(3), fields: &[
+            Field { tag: None, min: 4, max: 5, kind: Kind::CArray(Elem::Struct("AddPartitionsToTxnTransaction")) }, // transactions
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // v3_and_below_transactional_id
+            Field { tag: None, min: 3, max: 3, kind: Kind::CStr }, // v3_and_below_transactional_id
+            Field { tag: None, min: 0, max: 3, kind: Kind::I64 }, // v3_and_below_producer_id
+            Field { tag: None, min: 0, max: 3, kind: Kind::I16 }, // v3_and_below_producer_epoch
+            Field { tag: None, min: 0, max: 2, kind: Kind::Array(Elem::Struct("AddPartitionsToTxnTopic")) }, // v3_and_below_topics
+            Field { tag: None, min: 3, max: 3, kind: Kind::CArray(Elem::Struct("AddPartitionsToTxnTopic")) }, // v3_and_below_topics
+        ] },
+        StructSchema { name: "AddPartitionsToTxnTopic", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // name
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 2, kind: Kind::Array(Elem::Prim(&Kind::I32)) }, // partitions
+            Field { tag: None, min: 3, max: 5, kind: Kind::CArray(Elem::Prim(&Kind::I32)) }, // partitions
+        ] },
+        StructSchema { name: "AddPartitionsToTxnTransaction", flex: Some(3), fields: &[
+            Field { tag: None, min: 4, max: 5, kind: Kind::CStr }, // transactional_id
+            Field { tag: None, min: 4, max: 5, kind: Kind::I64 }, // producer_id
+            Field { tag: None, min: 4, max: 5, kind: Kind::I16 }, // producer_epoch
+            Field { tag: None, min: 4, max: 5, kind: Kind::Bool }, // verify_only
+            Field { tag: None, min: 4, max: 5, kind: Kind::CArray(Elem::Struct("AddPartitionsToTxnTopic")) }, // topics
+        ] },
+    ]),
+    (25, &[
+        StructSchema { name: "AddOffsetsToTxnRequest", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // transactional_id
+            Field { tag: None, min: 3, max: 4, kind: Kind::CStr }, // transactional_id
+            Field { tag: None, min: 0, max: 4, kind: Kind::I64 }, // producer_id
+            Field { tag: None, min: 0, max: 4, kind: Kind::I16 }, // producer_epoch
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // group_id
+            Field { tag: None, min: 3, max: 4, kind: Kind::CStr }, // group_id
+        ] },
+    ]),
+    (26, &[
+        StructSchema { name: "EndTxnRequest", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // transactional_id
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // transactional_id
+            Field { tag: None, min: 0, max: 5, kind: Kind::I64 }, // producer_id
+            Field { tag: None, min: 0, max: 5, kind: Kind::I16 }, // producer_epoch
+            Field { tag: None, min: 0, max: 5, kind: Kind::Bool }, // committed
+        ] },
+    ]),
+    (28, &[
+        StructSchema { name: "TxnOffsetCommitRequest", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // transactional_id
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // transactional_id
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // group_id
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // group_id
+            Field { tag: None, min: 0, max: 5, kind: Kind::I64 }, // producer_id
+            Field { tag: None, min: 0, max: 5, kind: Kind::I16 }, // producer_epoch
+            Field { tag: None, min: 3, max: 5, kind: Kind::I32 }, // generation_id
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // member_id
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // group_instance_id
+            Field { tag: None, min: 0, max: 2, kind: Kind::Array(Elem::Struct("TxnOffsetCommitRequestTopic")) }, // topics
+            Field { tag: None, min: 3, max: 5, kind: Kind::CArray(Elem::Struct("TxnOffsetCommitRequestTopic")) }, // topics
+        ] },
+        StructSchema { name: "TxnOffsetCommitRequestPartition", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 5, kind: Kind::I32 }, // partition_index
+            Field { tag: None, min: 0, max: 5, kind: Kind::I64 }, // committed_offset
+            Field { tag: None, min: 2, max: 5, kind: Kind::I32 }, // committed_leader_epoch
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // committed_metadata
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // committed_metadata
+        ] },
+        StructSchema { name: "TxnOffsetCommitRequestTopic", flex: Some(3), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::Str }, // name
+            Field { tag: None, min: 3, max: 5, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 2, kind: Kind::Array(Elem::Struct("TxnOffsetCommitRequestPartition")) }, // partitions
+            Field { tag: None, min: 3, max: 5, kind: Kind::CArray(Elem::Struct("TxnOffsetCommitRequestPartition")) }, // partitions
+        ] },
+    ]),
+    (61, &[
+        StructSchema { name: "DescribeProducersRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("TopicRequest")) }, // topics
+        ] },
+        StructSchema { name: "TopicRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Prim(&Kind::I32)) }, // partition_indexes
+        ] },
+    ]),
+    (65, &[
+        StructSchema { name: "DescribeTransactionsRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Prim(&Kind::CStr)) }, // transactional_ids
+        ] },
+    ]),
+    (66, &[
+        StructSchema { name: "ListTransactionsRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::CArray(Elem::Prim(&Kind::CStr)) }, // state_filters
+            Field { tag: None, min: 0, max: 2, kind: Kind::CArray(Elem::Prim(&Kind::I64)) }, // producer_id_filters
+            Field { tag: None, min: 1, max: 2, kind: Kind::I64 }, // duration_filter
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // transactional_id_pattern
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer

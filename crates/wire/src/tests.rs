@@ -90,6 +90,13 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<DeleteRecordsRequest>(&mut seen);
     requests_exact::<AlterConfigsRequest>(&mut seen);
     requests_exact::<IncrementalAlterConfigsRequest>(&mut seen);
+    requests_exact::<AddPartitionsToTxnRequest>(&mut seen);
+    requests_exact::<AddOffsetsToTxnRequest>(&mut seen);
+    requests_exact::<EndTxnRequest>(&mut seen);
+    requests_exact::<TxnOffsetCommitRequest>(&mut seen);
+    requests_exact::<DescribeProducersRequest>(&mut seen);
+    requests_exact::<DescribeTransactionsRequest>(&mut seen);
+    requests_exact::<ListTransactionsRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,

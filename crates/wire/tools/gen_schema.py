@@ -37,6 +37,11 @@ REQUESTS = [
     (42, "delete_groups_request"), (47, "offset_delete_request"),
     (21, "delete_records_request"), (33, "alter_configs_request"),
     (44, "incremental_alter_configs_request"),
+    # Transactions.
+    (24, "add_partitions_to_txn_request"), (25, "add_offsets_to_txn_request"),
+    (26, "end_txn_request"), (28, "txn_offset_commit_request"),
+    (61, "describe_producers_request"), (65, "describe_transactions_request"),
+    (66, "list_transactions_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -173,8 +178,10 @@ def structs_of(path):
             fields.append((None, fname, {v: wire_kind(select(expr, v), rust_type) for v in versions}))
         flex = None
         tm = re.search(r"\n        if version >= (\d+) \{\n            let num_tagged_fields", body)
-        if tm:
-            flex = int(tm.group(1))
+        # Messages flexible from their first version read tagged fields unconditionally.
+        always = re.search(r"\n        let num_tagged_fields = ", body)
+        if tm or always:
+            flex = int(tm.group(1)) if tm else lo
             mm = re.search(r"match tag \{", body)
             if mm:
                 arms, _ = braced(body, mm.end() - 1)
