@@ -63,6 +63,10 @@ pub enum BatchError {
     /// A compressed batch could not be decompressed (or expands beyond the safety limit).
     #[error("cannot decompress record batch: {0}")]
     Decompress(String),
+    /// `append` was given a control batch: transaction markers are written by the log itself
+    /// ([`crate::PartitionLog::append_marker`]); Kafka answers clients INVALID_RECORD.
+    #[error("control batches cannot be appended; markers are written by append_marker")]
+    ControlBatch,
 }
 
 /// Errors from [`crate::PartitionLog`] operations.

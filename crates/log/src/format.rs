@@ -19,9 +19,14 @@ pub(crate) const MAGIC_CLEANER: &[u8; 4] = b"WLCO";
 const MAGIC_SWAP: &[u8; 4] = b"WLSW";
 const MAGIC_SNAPSHOT: &[u8; 4] = b"WLPS";
 const VERSION: u32 = 1;
+/// Snapshot version 2 adds coordinator epoch, last timestamp and open transaction per producer.
+const SNAPSHOT_VERSION: u32 = 2;
 
-/// Snapshot bytes per producer before its batches: id i64 | epoch i16 | count u8.
-const PRODUCER_FIXED: usize = 11;
+/// Snapshot v1 bytes per producer before its batches: id i64 | epoch i16 | count u8.
+const PRODUCER_FIXED_V1: usize = 11;
+/// Snapshot v2: id i64 | epoch i16 | coordinatorEpoch i32 | lastTimestamp i64 |
+/// txnFirstOffset i64 | count u8.
+const PRODUCER_FIXED_V2: usize = 31;
 
 pub(crate) fn encode_checkpoint(magic: &[u8; 4], value: i64) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
@@ -141,15 +146,26 @@ pub(crate) fn decode_time_index(b: &[u8]) -> Option<Vec<(i64, u32)>> {
     )
 }
 
+/// Encodes a producer-state snapshot (version 2).
 pub(crate) fn encode_snapshot(offset: i64, state: &ProducerState) -> Vec<u8> {
+    encode_snapshot_version(offset, state, SNAPSHOT_VERSION)
+}
+
+/// Encodes a snapshot in `version` 1 (no transaction state; for compatibility tests) or 2.
+pub(crate) fn encode_snapshot_version(offset: i64, state: &ProducerState, version: u32) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(MAGIC_SNAPSHOT);
-    b.extend_from_slice(&VERSION.to_be_bytes());
+    b.extend_from_slice(&version.to_be_bytes());
     b.extend_from_slice(&offset.to_be_bytes());
     b.extend_from_slice(&(state.producers.len() as u32).to_be_bytes());
     for (&pid, e) in &state.producers {
         b.extend_from_slice(&pid.to_be_bytes());
         b.extend_from_slice(&e.epoch.to_be_bytes());
+        if version >= 2 {
+            b.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            b.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            b.extend_from_slice(&e.txn_first.unwrap_or(-1).to_be_bytes());
+        }
         b.push(e.batches.len() as u8);
         for m in &e.batches {
             b.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -174,26 +190,45 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes a snapshot into (offset, state); None if torn, corrupt or of another version.
+/// Decodes a snapshot (version 1 or 2) into (offset, state); None if torn, corrupt or of
+/// another version. A version 1 snapshot has no transaction state: its producers have no open
+/// transaction (the broker refused transactional batches when it wrote them), coordinator
+/// epoch and last timestamp -1.
 pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(i64, ProducerState)> {
     let (body, crc) = b.split_last_chunk::<4>()?;
     if u32::from_be_bytes(*crc) != crc32c::crc32c(body) {
         return None;
     }
     let mut c = Cursor(body);
-    if &c.take::<4>()? != MAGIC_SNAPSHOT || u32::from_be_bytes(c.take()?) != VERSION {
+    if &c.take::<4>()? != MAGIC_SNAPSHOT {
         return None;
     }
+    let version = u32::from_be_bytes(c.take()?);
+    let fixed = match version {
+        1 => PRODUCER_FIXED_V1,
+        2 => PRODUCER_FIXED_V2,
+        _ => return None,
+    };
     let offset = i64::from_be_bytes(c.take()?);
     let count = u32::from_be_bytes(c.take()?) as usize;
     // Bound the claimed count by the bytes present before trusting it.
-    if count > c.0.len() / PRODUCER_FIXED {
+    if count > c.0.len() / fixed {
         return None;
     }
     let mut state = ProducerState::default();
     for _ in 0..count {
         let pid = i64::from_be_bytes(c.take()?);
         let epoch = i16::from_be_bytes(c.take()?);
+        let mut entry = ProducerEntry::new(epoch);
+        if version >= 2 {
+            entry.coordinator_epoch = i32::from_be_bytes(c.take()?);
+            entry.last_timestamp = i64::from_be_bytes(c.take()?);
+            let first = i64::from_be_bytes(c.take()?);
+            if first < -1 || first >= offset {
+                return None;
+            }
+            entry.txn_first = (first >= 0).then_some(first);
+        }
         let n = c.take::<1>()?[0] as usize;
         if n > MAX_BATCHES {
             return None;
@@ -207,9 +242,11 @@ pub(crate) fn decode_snapshot(b: &[u8]) -> Option<(i64, ProducerState)> {
                 last_offset: i64::from_be_bytes(c.take()?),
             });
         }
-        state
-            .producers
-            .insert(pid, ProducerEntry { epoch, batches });
+        entry.batches = batches;
+        if state.producers.contains_key(&pid) {
+            return None;
+        }
+        state.insert(pid, entry);
     }
     c.0.is_empty().then_some((offset, state))
 }
@@ -248,34 +285,62 @@ mod tests {
     #[test]
     fn snapshot_round_trip_and_rejects_damage() {
         let mut st = ProducerState::default();
-        st.producers.insert(
-            5,
-            ProducerEntry {
-                epoch: 2,
-                batches: [BatchMeta {
-                    first_seq: 0,
-                    last_seq: 3,
-                    first_offset: 10,
-                    last_offset: 13,
-                }]
-                .into(),
-            },
-        );
-        st.producers.insert(
-            9,
-            ProducerEntry {
-                epoch: 0,
-                batches: VecDeque::new(),
-            },
-        );
+        let mut five = ProducerEntry::new(2);
+        five.batches = [BatchMeta {
+            first_seq: 0,
+            last_seq: 3,
+            first_offset: 10,
+            last_offset: 13,
+        }]
+        .into();
+        five.coordinator_epoch = 4;
+        five.last_timestamp = 1_700_000_000_000;
+        five.txn_first = Some(12);
+        st.insert(5, five);
+        st.insert(9, ProducerEntry::new(0));
         let b = encode_snapshot(42, &st);
-        assert_eq!(decode_snapshot(&b), Some((42, st)));
+        assert_eq!(decode_snapshot(&b), Some((42, st.clone())));
+        assert_eq!(st.first_open_txn(), Some(12));
         for cut in 0..b.len() {
             assert_eq!(decode_snapshot(&b[..cut]), None);
         }
         let mut d = b.clone();
         d[20] ^= 0x80;
         assert_eq!(decode_snapshot(&d), None);
+    }
+
+    /// Backward compatibility: a version 1 snapshot (written before transactions were
+    /// tracked), byte for byte as that release wrote it, still loads.
+    #[test]
+    fn version_1_snapshot_still_loads() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"WLPS");
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&42i64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&5i64.to_be_bytes()); // producer id
+        v1.extend_from_slice(&2i16.to_be_bytes()); // epoch
+        v1.push(1);
+        for v in [0i32, 3] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [10i64, 13] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let (off, st) = decode_snapshot(&v1).unwrap();
+        assert_eq!(off, 42);
+        let e = &st.producers[&5];
+        assert_eq!(
+            (e.epoch, e.coordinator_epoch, e.last_timestamp),
+            (2, -1, -1)
+        );
+        assert_eq!(e.txn_first, None);
+        assert_eq!(e.batches.len(), 1);
+        assert_eq!(e.batches[0].last_offset, 13);
+        assert!(st.ongoing.is_empty());
+        assert_eq!(encode_snapshot_version(42, &st, 1), v1);
     }
 
     #[test]

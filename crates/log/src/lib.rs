@@ -59,6 +59,19 @@
 //! it; without a usable snapshot it replays from the log start. Snapshots above the recovered
 //! log end are deleted.
 //!
+//! # Transactions
+//!
+//! A transactional data batch (attributes bit 4) from a producer with no open transaction in
+//! this partition opens one at its base offset; [`PartitionLog::append_marker`] writes a
+//! COMMIT or ABORT control batch and ends it. An aborted transaction is recorded as (producer
+//! id, first offset, marker offset, last stable offset after the marker) with the segment
+//! holding its marker, for [`PartitionLog::aborted_transactions`]. The last stable offset
+//! ([`PartitionLog::last_stable_offset`]) is the first offset of the oldest transaction that
+//! is open or whose marker is not yet below the high watermark, else the high watermark (never
+//! below the log start). `append` refuses control batches: only `append_marker` writes them.
+//! The cleaner never cleans at or past the last stable offset. Open transactions are part of
+//! the producer-state snapshot; `open` rebuilds the aborted transactions by replaying the log.
+//!
 //! # FORMAT
 //!
 //! All integers are big-endian. `{n}` is a 20-digit zero-padded decimal offset (Kafka naming).
@@ -106,9 +119,13 @@
 //! offset is older than t, so the scan starts at that offset's batch.
 //!
 //! ## `{n}.snapshot` — producer state as of offset n (all batches below n applied)
-//! `"WLPS"` | version u32 = 1 | n i64 | producer count u32 | per producer: producerId i64 |
-//! epoch i16 | batch count u8 (<= 5) | per batch (oldest first): firstSequence i32 |
-//! lastSequence i32 | firstOffset i64 | lastOffset i64 | then CRC-32C u32 of everything before.
+//! `"WLPS"` | version u32 = 2 | n i64 | producer count u32 | per producer: producerId i64 |
+//! epoch i16 | coordinatorEpoch i32 (of its last marker, -1 if none) | lastTimestamp i64 (max
+//! timestamp of its last batch, -1 if unknown) | txnFirstOffset i64 (first offset of its open
+//! transaction, < n; -1 if none) | batch count u8 (<= 5) | per batch (oldest first):
+//! firstSequence i32 | lastSequence i32 | firstOffset i64 | lastOffset i64 | then CRC-32C u32
+//! of everything before. Version 1 (still read) lacks the three transaction fields: its
+//! producers have no open transaction (the broker refused transactional batches then).
 //!
 //! ## `log-start-offset`, `recovery-point`, `clean-shutdown` — 20-byte checkpoints
 //! magic (4 bytes: `"WLLS"`, `"WLRP"`, `"WLCS"` respectively) | version u32 = 1 | value i64 |
@@ -169,6 +186,7 @@ mod format;
 mod partition;
 mod producer;
 pub mod storage;
+mod txn;
 
 pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
 pub use config::{CleanupPolicy, LogConfig};
@@ -179,3 +197,4 @@ pub use partition::{
     keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
+pub use txn::{AbortedTxn, ControlType, ProducerInfo};

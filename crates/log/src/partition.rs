@@ -14,6 +14,7 @@ use crate::error::{BatchError, LogError};
 use crate::format::{self, INDEX_ENTRY, TIME_ENTRY};
 use crate::producer::{Check, ProducerState};
 use crate::storage::{Storage, StorageFile};
+use crate::txn::{self, AbortedEntry, AbortedTxn, CompletedTxn, ControlType, Marker, ProducerInfo};
 
 const LOG_SUFFIX: &str = ".log";
 const INDEX_SUFFIX: &str = ".index";
@@ -150,6 +151,8 @@ pub(crate) struct Segment {
     time_on_disk: usize,
     /// Reference time for age-based rolling (first batch's timestamp).
     roll_ref_ms: Option<i64>,
+    /// Aborted transactions whose marker lies in this segment, in marker order.
+    aborted: Vec<AbortedEntry>,
 }
 
 impl Segment {
@@ -204,6 +207,9 @@ pub struct PartitionLog {
     clean_offset: i64,
     /// Earliest delete horizon of tombstones kept by the last pass (not persisted).
     next_horizon: Option<i64>,
+    /// Transactions ended by a marker that is not yet below the high watermark, as (first
+    /// offset, marker offset): they stay unstable until the marker is durable.
+    unstable: BTreeSet<(i64, i64)>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -335,6 +341,7 @@ impl PartitionLog {
             scratch: Vec::new(),
             clean_offset: 0,
             next_horizon: None,
+            unstable: BTreeSet::new(),
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -543,6 +550,7 @@ impl PartitionLog {
             index_on_disk: 0,
             time_on_disk: 0,
             roll_ref_ms: None,
+            aborted: Vec::new(),
         }
     }
 
@@ -812,26 +820,38 @@ impl PartitionLog {
         }
         let (from, mut st) = state.unwrap_or((self.log_start, ProducerState::default()));
         let from = from.max(self.log_start);
-        self.for_each_header(from, |h| {
-            st.apply(&h);
-            true
-        })?;
+        self.replay(from, &mut st, i64::MAX)?;
         self.producers = st;
+        // The aborted transactions: replayed from the log start (kept in memory only).
+        let mut scratch = ProducerState::default();
+        let entries = self.replay(self.log_start, &mut scratch, i64::MIN)?;
+        for seg in self.segments.values_mut() {
+            seg.aborted.clear();
+        }
+        for (base, e) in entries {
+            if let Some(seg) = self.segments.get_mut(&base) {
+                seg.aborted.push(e);
+            }
+        }
         Ok(())
     }
 
-    /// Calls `f` with the header of each batch whose last offset >= `from`, in order, until it
-    /// returns false.
-    fn for_each_header(
+    /// Replays the batches whose last offset is >= `from` into `st` (reading the marker of
+    /// each control batch). Returns the aborted transactions whose marker lies in a segment
+    /// with base >= `index_from`, as (segment base, index entry).
+    fn replay(
         &self,
         from: i64,
-        mut f: impl FnMut(BatchHeader) -> bool,
-    ) -> Result<(), LogError> {
+        st: &mut ProducerState,
+        index_from: i64,
+    ) -> Result<Vec<(i64, AbortedEntry)>, LogError> {
+        let mut out = Vec::new();
         let first = self
             .segments
             .range(..=from)
             .next_back()
             .map_or(i64::MIN, |(&b, _)| b);
+        let mut buf = Vec::new();
         for seg in self.segments.range(first..).map(|(_, s)| s) {
             let mut pos = if seg.base <= from {
                 seg.index_lookup(from)
@@ -839,13 +859,27 @@ impl PartitionLog {
                 0
             };
             while let Some(h) = self.header_at(seg, pos)? {
-                pos += h.total_size().unwrap_or(0) as u64;
-                if h.last_offset() >= from && !f(h) {
-                    return Ok(());
+                let size = h.total_size().unwrap_or(0);
+                if h.last_offset() >= from {
+                    let marker = if h.is_control() && h.producer_id >= 0 {
+                        buf.resize(size, 0);
+                        let path = self.path(seg.base, LOG_SUFFIX);
+                        seg.log.read_at(&mut buf, pos).map_err(io_err(&path))?;
+                        txn::parse_marker(&buf)
+                    } else {
+                        None
+                    };
+                    if let Some(done) = st.apply(&h, marker)
+                        && done.aborted
+                        && seg.base >= index_from
+                    {
+                        out.push((seg.base, aborted_entry(st, &done)));
+                    }
                 }
+                pos += size as u64;
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Appends ONE already-validated v2 batch (bytes exactly as produced; the log rewrites the
@@ -858,7 +892,7 @@ impl PartitionLog {
     /// producer id without state sending a sequence other than 0 ->
     /// [`LogError::UnknownProducerId`]. A write error poisons the log.
     pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
-        self.append_with(batch, MaxTimestampAt::Find, now_ms)
+        self.append_with(batch, MaxTimestampAt::Find, now_ms, None)
     }
 
     /// [`append`](Self::append) for a batch [`split_produced`](crate::split_produced) found:
@@ -874,7 +908,129 @@ impl PartitionLog {
             Some(d) => MaxTimestampAt::Delta(d),
             None => MaxTimestampAt::Base,
         };
-        self.append_with(batch, at, now_ms)
+        self.append_with(batch, at, now_ms, None)
+    }
+
+    /// Appends a transaction marker for `producer_id` (see the crate's Transactions section):
+    /// one control batch (attributes transactional | control, base sequence -1, timestamps
+    /// `now_ms`) holding one control record, key = version i16 0 | type i16 (ABORT 0, COMMIT
+    /// 1), value = version i16 0 | `coordinator_epoch` i32. It ends the producer's open
+    /// transaction in this partition, if any: after a COMMIT its records are stable once the
+    /// marker is below the high watermark; an ABORT also records (producer id, first offset,
+    /// marker offset, last stable offset) in the aborted-transaction index. A marker for a
+    /// producer without an open transaction is appended all the same (recovery of the
+    /// transaction coordinator re-sends markers, as in Kafka). A marker whose epoch is older
+    /// than the producer's current epoch is not appended: `Ok(None)` (a newer epoch already
+    /// ended the transaction). A newer epoch becomes the producer's epoch (fencing the old
+    /// producer; its sequences restart). Not durable until a sync covers it; a write error
+    /// poisons the log.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        control: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Option<AppendOutcome>, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        if producer_id < 0 {
+            return Err(BatchError::BadRecords("a marker needs a producer id").into());
+        }
+        if self
+            .producers
+            .producers
+            .get(&producer_id)
+            .is_some_and(|e| producer_epoch < e.epoch)
+        {
+            return Ok(None);
+        }
+        let marker = Marker {
+            control,
+            coordinator_epoch,
+        };
+        let bytes = txn::encode_marker(producer_id, producer_epoch, marker, now_ms);
+        self.append_with(&bytes, MaxTimestampAt::Base, now_ms, Some(marker))
+            .map(Some)
+    }
+
+    /// First offset of the oldest transaction that is open (or ended by a marker not yet
+    /// below the high watermark), else the high watermark; never below the log start offset.
+    /// read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let mut lso = self.high_watermark;
+        if let Some(f) = self.producers.first_open_txn() {
+            lso = lso.min(f);
+        }
+        if let Some(&(f, _)) = self.unstable.first() {
+            lso = lso.min(f);
+        }
+        lso.max(self.log_start)
+    }
+
+    /// Aborted transactions that overlap [from, to): marker offset >= `from` and first offset
+    /// < `to`, ordered by first offset (Fetch's aborted_transactions for read_committed).
+    /// Looks at the segments from the one holding `from` on and stops at the first entry whose
+    /// last stable offset reaches `to` (no later abort can overlap then, as in Kafka).
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Result<Vec<AbortedTxn>, LogError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(&b, _)| b);
+        'segs: for seg in self.segments.range(first..).map(|(_, s)| s) {
+            for e in &seg.aborted {
+                if e.last_offset >= from && e.first_offset < to {
+                    out.push(AbortedTxn {
+                        producer_id: e.producer_id,
+                        first_offset: e.first_offset,
+                    });
+                }
+                if e.last_stable_offset >= to {
+                    break 'segs;
+                }
+            }
+        }
+        out.sort_by_key(|a| (a.first_offset, a.producer_id));
+        Ok(out)
+    }
+
+    /// Every producer with state in this partition, by producer id.
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        self.producers
+            .producers
+            .iter()
+            .map(|(&pid, e)| ProducerInfo {
+                producer_id: pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |m| m.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first.unwrap_or(-1),
+            })
+            .collect()
+    }
+
+    /// Records a transaction ended by a marker in the active segment.
+    fn complete_txn(&mut self, done: CompletedTxn) -> Result<(), LogError> {
+        self.unstable.insert((done.first_offset, done.last_offset));
+        if done.aborted {
+            let entry = self.aborted_entry(&done);
+            let base = self.active().base;
+            let seg = self.segments.get_mut(&base).expect("active segment exists");
+            seg.aborted.push(entry);
+        }
+        Ok(())
+    }
+
+    /// The index entry of an aborted transaction, from producer state just after its marker.
+    fn aborted_entry(&self, done: &CompletedTxn) -> AbortedEntry {
+        aborted_entry(&self.producers, done)
     }
 
     fn append_with(
@@ -882,6 +1038,7 @@ impl PartitionLog {
         batch: &[u8],
         max_ts_at: MaxTimestampAt,
         now_ms: i64,
+        marker: Option<Marker>,
     ) -> Result<AppendOutcome, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
@@ -891,6 +1048,9 @@ impl PartitionLog {
             return Err(BatchError::TrailingBytes(batch.len() - size).into());
         }
         let mut h = BatchHeader::parse(batch)?;
+        if h.is_control() && marker.is_none() {
+            return Err(BatchError::ControlBatch.into());
+        }
         if let Check::Duplicate(m) = self.producers.check(&h)? {
             return Ok(AppendOutcome {
                 base_offset: m.first_offset,
@@ -938,8 +1098,11 @@ impl PartitionLog {
         if let Err(e) = res {
             return self.shared.poison(e);
         }
-        self.producers.apply(&h);
+        let done = self.producers.apply(&h, marker);
         self.log_end = last + 1;
+        if let Some(done) = done {
+            self.complete_txn(done)?;
+        }
         Ok(AppendOutcome {
             base_offset: base,
             last_offset: last,
@@ -1226,6 +1389,8 @@ impl PartitionLog {
             return;
         }
         self.high_watermark = self.high_watermark.max(point.end_offset.min(self.log_end));
+        let hw = self.high_watermark;
+        self.unstable.retain(|&(_, marker)| marker >= hw);
         self.pending.retain(|(g, _)| *g > point.generation);
         if self.dir_dirty.is_some_and(|g| g <= point.generation) {
             self.dir_dirty = None;
@@ -1533,6 +1698,9 @@ impl PartitionLog {
     fn cleanable(&self, now_ms: i64) -> (Vec<&Segment>, i64) {
         let rp = *self.shared.recovery_written.lock();
         let lag = self.config.min_compaction_lag_ms;
+        // Never at or past the last stable offset (Kafka): an open transaction's records may
+        // still be aborted.
+        let lso = self.last_stable_offset();
         let n = self.segments.len().saturating_sub(1);
         let segs: Vec<&Segment> = self
             .segments
@@ -1541,6 +1709,7 @@ impl PartitionLog {
             .take_while(|s| {
                 s.next_offset <= rp
                     && s.next_offset <= self.high_watermark
+                    && s.next_offset <= lso
                     && (s.max_ts < 0 || now_ms.saturating_sub(s.max_ts) >= lag)
             })
             .collect();
@@ -1709,9 +1878,14 @@ impl PartitionLog {
             }
         }
         self.sync_dir()?;
-        for g in valid {
+        for mut g in valid {
+            // The cleaned segment holds every marker of its sources (the cleaner keeps control
+            // batches), so it takes the union of their aborted transactions, in marker order.
+            g.seg.aborted.clear();
             for &(b, _) in &g.sources {
-                self.segments.remove(&b);
+                if let Some(old) = self.segments.remove(&b) {
+                    g.seg.aborted.extend(old.aborted);
+                }
             }
             outcome.bytes_after += g.seg.size;
             outcome.installed += 1;
@@ -1726,6 +1900,18 @@ impl PartitionLog {
         self.storage().remove_file(&p).map_err(io_err(&p))?;
         self.sync_dir()?;
         Ok(outcome)
+    }
+}
+
+/// The index entry of a transaction that `state` (just after its marker) saw abort: the last
+/// stable offset is the first offset of the oldest other open transaction, else the offset
+/// after the marker (Kafka's `ProducerStateManager.lastStableOffset(completedTxn)`).
+fn aborted_entry(state: &ProducerState, done: &CompletedTxn) -> AbortedEntry {
+    AbortedEntry {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: state.first_open_txn().unwrap_or(done.last_offset + 1),
     }
 }
 
@@ -1821,3 +2007,7 @@ fn seal_time_index(seg: &mut Segment, dir: &Path) -> Result<(), LogError> {
 #[cfg(test)]
 #[path = "partition_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "txn_tests.rs"]
+mod txn_tests;

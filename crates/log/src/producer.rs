@@ -1,9 +1,11 @@
-//! Idempotent producer state: producer id -> epoch and the last 5 appended batches' sequences.
+//! Producer state: producer id -> epoch, the last 5 appended batches' sequences (idempotence),
+//! and the producer's open transaction in this partition.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::batch::BatchHeader;
 use crate::error::LogError;
+use crate::txn::{CompletedTxn, ControlType, Marker};
 
 /// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
 pub(crate) const MAX_BATCHES: usize = 5;
@@ -18,11 +20,29 @@ pub(crate) struct BatchMeta {
 }
 
 /// State of one producer id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
     /// Oldest first, at most [`MAX_BATCHES`].
     pub batches: VecDeque<BatchMeta>,
+    /// Coordinator epoch of the last marker, -1 if none.
+    pub coordinator_epoch: i32,
+    /// Max timestamp of the last batch (data or marker), -1 if unknown.
+    pub last_timestamp: i64,
+    /// First offset of the open transaction in this partition.
+    pub txn_first: Option<i64>,
+}
+
+impl ProducerEntry {
+    pub fn new(epoch: i16) -> Self {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            coordinator_epoch: -1,
+            last_timestamp: -1,
+            txn_first: None,
+        }
+    }
 }
 
 /// What an append of an idempotent batch should do.
@@ -43,6 +63,8 @@ fn seq_add(seq: i32, n: i32) -> i32 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ProducerState {
     pub producers: BTreeMap<i64, ProducerEntry>,
+    /// Open transactions as (first offset, producer id): mirrors `txn_first` of the entries.
+    pub ongoing: BTreeSet<(i64, i64)>,
 }
 
 /// Whether a batch takes part in idempotence checks.
@@ -108,25 +130,64 @@ impl ProducerState {
         Ok(Check::Append)
     }
 
-    /// Records an appended batch (`h.base_offset` is the assigned offset). Used both on append
-    /// and when replaying batch headers during recovery, so it never fails.
-    pub fn apply(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 {
-            return;
+    /// Inserts an entry (when a snapshot is decoded), keeping `ongoing` in step.
+    pub fn insert(&mut self, pid: i64, entry: ProducerEntry) {
+        if let Some(f) = entry.txn_first {
+            self.ongoing.insert((f, pid));
         }
+        if let Some(old) = self.producers.insert(pid, entry)
+            && let Some(f) = old.txn_first
+        {
+            self.ongoing.remove(&(f, pid));
+        }
+    }
+
+    /// First offset of the oldest open transaction.
+    pub fn first_open_txn(&self) -> Option<i64> {
+        self.ongoing.first().map(|&(f, _)| f)
+    }
+
+    /// Records an appended batch (`h.base_offset` is the assigned offset). Used both on append
+    /// and when replaying batch headers during recovery, so it never fails. `marker` is the
+    /// content of a control batch (None for data batches, and for control batches the log
+    /// cannot read, which then end nothing). A transactional data batch opens a transaction
+    /// at its base offset if the producer has none open; a marker ends the open one and
+    /// returns it.
+    pub fn apply(&mut self, h: &BatchHeader, marker: Option<Marker>) -> Option<CompletedTxn> {
+        if h.producer_id < 0 {
+            return None;
+        }
+        let pid = h.producer_id;
         let entry = self
             .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                batches: VecDeque::new(),
-            });
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(h.producer_epoch));
         if h.producer_epoch > entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
-        if !is_idempotent(h) || h.producer_epoch < entry.epoch {
-            return;
+        if h.producer_epoch < entry.epoch {
+            return None;
+        }
+        entry.last_timestamp = h.max_timestamp;
+        if h.is_control() {
+            let m = marker?;
+            entry.coordinator_epoch = m.coordinator_epoch;
+            let first = entry.txn_first.take()?;
+            self.ongoing.remove(&(first, pid));
+            return Some(CompletedTxn {
+                producer_id: pid,
+                first_offset: first,
+                last_offset: h.base_offset,
+                aborted: m.control == ControlType::Abort,
+            });
+        }
+        if h.is_transactional() && entry.txn_first.is_none() {
+            entry.txn_first = Some(h.base_offset);
+            self.ongoing.insert((h.base_offset, pid));
+        }
+        if !is_idempotent(h) {
+            return None;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -139,6 +200,7 @@ impl ProducerState {
         while entry.batches.len() > MAX_BATCHES {
             entry.batches.pop_front();
         }
+        None
     }
 }
 
@@ -169,7 +231,7 @@ mod tests {
         assert_eq!(seq_add(i32::MAX, 1), 0);
         assert_eq!(seq_add(i32::MAX - 1, 3), 1);
         let mut st = ProducerState::default();
-        st.apply(&h(1, 0, 0, 1, 0));
+        st.apply(&h(1, 0, 0, 1, 0), None);
         st.producers.get_mut(&1).unwrap().batches[0].last_seq = i32::MAX;
         assert_eq!(st.check(&h(1, 0, 0, 2, 5)).unwrap(), Check::Append);
         assert!(st.check(&h(1, 0, 1, 2, 5)).is_err());
@@ -179,7 +241,7 @@ mod tests {
     fn only_last_five_batches_are_remembered() {
         let mut st = ProducerState::default();
         for i in 0..7 {
-            st.apply(&h(9, 0, i * 2, 2, i64::from(i) * 2));
+            st.apply(&h(9, 0, i * 2, 2, i64::from(i) * 2), None);
         }
         let e = &st.producers[&9];
         assert_eq!(e.batches.len(), MAX_BATCHES);
@@ -198,13 +260,13 @@ mod tests {
     #[test]
     fn new_epoch_resets_and_old_epoch_is_fenced() {
         let mut st = ProducerState::default();
-        st.apply(&h(3, 1, 0, 3, 0));
+        st.apply(&h(3, 1, 0, 3, 0), None);
         assert!(matches!(
             st.check(&h(3, 2, 5, 1, 0)),
             Err(LogError::OutOfOrderSequence { expected: 0, .. })
         ));
         assert_eq!(st.check(&h(3, 2, 0, 1, 0)).unwrap(), Check::Append);
-        st.apply(&h(3, 2, 0, 1, 3));
+        st.apply(&h(3, 2, 0, 1, 3), None);
         assert!(matches!(
             st.check(&h(3, 1, 3, 1, 0)),
             Err(LogError::ProducerFenced {

@@ -1,0 +1,288 @@
+//! Unit tests of transactions in [`PartitionLog`]: markers, the last stable offset, the
+//! aborted-transaction index, producer state, recovery and the cleaner's bound.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+use crate::batch::tests::{build_batch, fix_crc};
+use crate::storage::{CrashMode, MemStorage};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/txn-0")
+}
+
+fn open(s: &MemStorage, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(Arc::new(s.clone()), dir(), config, NOW).unwrap()
+}
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes: 400,
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    }
+}
+
+/// A transactional data batch of `n` records.
+fn txn(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let mut b = build_batch((pid, epoch, seq), NOW, &vec![NOW; n], 8);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    fix_crc(&mut b);
+    b
+}
+
+fn plain(n: usize) -> Vec<u8> {
+    build_batch((-1, -1, -1), NOW, &vec![NOW; n], 8)
+}
+
+fn aborted(log: &PartitionLog, from: i64, to: i64) -> Vec<(i64, i64)> {
+    log.aborted_transactions(from, to)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect()
+}
+
+fn marker(log: &mut PartitionLog, pid: i64, epoch: i16, c: ControlType) -> Option<AppendOutcome> {
+    log.append_marker(pid, epoch, c, 0, NOW).unwrap()
+}
+
+#[test]
+fn commit_keeps_lso_at_first_offset_until_the_marker_is_durable() {
+    let s = MemStorage::new();
+    let mut log = open(&s, LogConfig::default());
+    log.append(&plain(2), NOW).unwrap(); // 0..2
+    assert_eq!(log.append(&txn(7, 0, 0, 3), NOW).unwrap().base_offset, 2); // 2..5
+    log.append(&plain(1), NOW).unwrap(); // 5
+    assert_eq!(log.last_stable_offset(), 0, "nothing durable yet");
+    log.sync().unwrap();
+    assert_eq!(log.high_watermark(), 6);
+    assert_eq!(log.last_stable_offset(), 2);
+    let p = log.producers();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].current_txn_start_offset, 2);
+    assert_eq!(p[0].last_sequence, 2);
+    log.append(&txn(7, 0, 3, 1), NOW).unwrap(); // 6, same transaction
+    let m = marker(&mut log, 7, 0, ControlType::Commit).unwrap();
+    assert_eq!((m.base_offset, m.last_offset, m.duplicate), (7, 7, false));
+    assert_eq!(log.producers()[0].current_txn_start_offset, -1);
+    assert_eq!(log.producers()[0].coordinator_epoch, 0);
+    // Ended, but the marker is not durable yet: still unstable.
+    assert_eq!(log.last_stable_offset(), 2);
+    log.sync().unwrap();
+    assert_eq!(log.last_stable_offset(), 8);
+    assert_eq!(log.high_watermark(), 8);
+    assert!(aborted(&log, 0, 8).is_empty());
+    // The marker is a control batch as Kafka writes it.
+    let all = log.read(7, 1 << 20, 8).unwrap();
+    let h = BatchHeader::parse(&all).unwrap();
+    assert!(h.is_control() && h.is_transactional());
+    assert_eq!(
+        (h.producer_id, h.producer_epoch, h.base_sequence),
+        (7, 0, -1)
+    );
+    assert_eq!(
+        txn::parse_marker(&all),
+        Some(Marker {
+            control: ControlType::Commit,
+            coordinator_epoch: 0
+        })
+    );
+}
+
+#[test]
+fn aborts_are_indexed_and_queried_by_overlap() {
+    let s = MemStorage::new();
+    let mut log = open(&s, LogConfig::default());
+    log.append(&txn(1, 0, 0, 2), NOW).unwrap(); // 0..2 pid 1
+    log.append(&txn(2, 0, 0, 1), NOW).unwrap(); // 2 pid 2
+    log.append(&plain(1), NOW).unwrap(); // 3
+    marker(&mut log, 2, 0, ControlType::Abort).unwrap(); // 4
+    log.append(&txn(1, 0, 2, 1), NOW).unwrap(); // 5
+    marker(&mut log, 1, 0, ControlType::Abort).unwrap(); // 6
+    log.append(&txn(2, 0, 1, 1), NOW).unwrap(); // 7: a new transaction of pid 2
+    log.sync().unwrap();
+    assert_eq!(log.last_stable_offset(), 7);
+    assert_eq!(aborted(&log, 0, 7), vec![(1, 0), (2, 2)]);
+    // Overlap: last_offset >= from && first_offset < to.
+    assert_eq!(aborted(&log, 5, 7), vec![(1, 0)]);
+    assert_eq!(aborted(&log, 4, 5), vec![(1, 0), (2, 2)]);
+    assert_eq!(aborted(&log, 0, 1), vec![(1, 0)]);
+    assert!(aborted(&log, 7, 8).is_empty());
+    assert!(aborted(&log, 3, 3).is_empty());
+    let p = log.producers();
+    assert_eq!(p[1].current_txn_start_offset, 7);
+    // The stored entries carry the LSO after their marker.
+    let e = &log.active().aborted;
+    assert_eq!(e[0].last_stable_offset, 0, "pid 1 was still open");
+    assert_eq!(e[1].last_stable_offset, 7);
+}
+
+#[test]
+fn marker_epochs_fence_and_stale_markers_are_not_appended() {
+    let s = MemStorage::new();
+    let mut log = open(&s, LogConfig::default());
+    log.append(&txn(3, 5, 0, 2), NOW).unwrap(); // 0..2
+    // A newer epoch (the coordinator aborted on a timeout) ends it and fences epoch 5.
+    let out = log.append_marker(3, 6, ControlType::Abort, 2, NOW).unwrap();
+    assert_eq!(out.map(|o| o.base_offset), Some(2));
+    assert_eq!(log.producers()[0].producer_epoch, 6);
+    assert!(matches!(
+        log.append(&txn(3, 5, 2, 1), NOW),
+        Err(LogError::ProducerFenced {
+            current_epoch: 6,
+            ..
+        })
+    ));
+    // The old epoch's marker comes too late: not appended.
+    assert_eq!(
+        log.append_marker(3, 5, ControlType::Commit, 2, NOW)
+            .unwrap(),
+        None
+    );
+    assert_eq!(log.log_end_offset(), 3);
+    // A marker with no open transaction is still appended, and ends nothing.
+    let again = log.append_marker(3, 6, ControlType::Abort, 2, NOW).unwrap();
+    assert_eq!(again.map(|o| o.base_offset), Some(3));
+    log.sync().unwrap();
+    assert_eq!(aborted(&log, 0, 10), vec![(3, 0)]);
+    assert_eq!(log.last_stable_offset(), 4);
+    // Sequences restart at 0 under the new epoch.
+    assert!(log.append(&txn(3, 6, 0, 1), NOW).is_ok());
+    // A marker for a producer never seen creates its state.
+    marker(&mut log, 99, 1, ControlType::Commit).unwrap();
+    let p99 = log
+        .producers()
+        .into_iter()
+        .find(|p| p.producer_id == 99)
+        .unwrap();
+    assert_eq!((p99.producer_epoch, p99.last_sequence), (1, -1));
+    assert_eq!(p99.last_timestamp, NOW);
+}
+
+#[test]
+fn control_batches_are_refused_by_append() {
+    let s = MemStorage::new();
+    let mut log = open(&s, LogConfig::default());
+    let m = txn::encode_marker(
+        1,
+        0,
+        Marker {
+            control: ControlType::Commit,
+            coordinator_epoch: 0,
+        },
+        NOW,
+    );
+    assert!(matches!(
+        log.append(&m, NOW),
+        Err(LogError::Batch(BatchError::ControlBatch))
+    ));
+    assert!(matches!(
+        log.append_marker(-1, 0, ControlType::Commit, 0, NOW),
+        Err(LogError::Batch(_))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn lso_is_never_below_log_start() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small());
+    log.append(&txn(1, 0, 0, 1), NOW).unwrap();
+    for _ in 0..12 {
+        log.append(&plain(3), NOW).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.last_stable_offset(), 0);
+    let start = log.delete_records_before(10).unwrap();
+    assert_eq!(start, 10);
+    assert_eq!(log.last_stable_offset(), 10);
+    marker(&mut log, 1, 0, ControlType::Abort).unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
+
+/// Transactions spanning segments, then a reopen after a clean close and after a crash.
+fn build_spanning(log: &mut PartitionLog) -> (i64, Vec<(i64, i64)>) {
+    let mut seq = [0i32; 4];
+    let mut t = |log: &mut PartitionLog, pid: i64| {
+        let o = log.append(&txn(pid, 0, seq[pid as usize], 2), NOW).unwrap();
+        seq[pid as usize] += 2;
+        o.base_offset
+    };
+    let a = t(log, 1);
+    for _ in 0..4 {
+        log.append(&plain(2), NOW).unwrap();
+    }
+    let b = t(log, 2);
+    t(log, 1);
+    for _ in 0..4 {
+        log.append(&plain(2), NOW).unwrap();
+    }
+    marker(log, 1, 0, ControlType::Abort).unwrap();
+    let c = t(log, 3);
+    marker(log, 2, 0, ControlType::Commit).unwrap();
+    log.append(&plain(2), NOW).unwrap();
+    t(log, 1);
+    let _ = c;
+    (b, vec![(1, a)])
+}
+
+#[test]
+fn state_survives_clean_close_and_crash() {
+    for crash in [false, true] {
+        let s = MemStorage::new();
+        let mut log = open(&s, small());
+        let (_b, want_aborted) = build_spanning(&mut log);
+        log.sync().unwrap();
+        assert!(log.segments.len() > 2, "spans segments");
+        let lso = log.last_stable_offset();
+        let end = log.log_end_offset();
+        let producers = log.producers();
+        assert_eq!(aborted(&log, 0, end), want_aborted);
+        if crash {
+            // Unsynced tail after the sync point is lost.
+            log.append(&txn(4, 0, 0, 1), NOW).unwrap();
+            drop(log);
+            s.crash(CrashMode::DropUnsynced);
+        } else {
+            log.close().unwrap();
+        }
+        let log = open(&s, small());
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.last_stable_offset(), lso, "crash {crash}");
+        assert_eq!(log.producers(), producers);
+        assert_eq!(aborted(&log, 0, end), want_aborted);
+    }
+}
+
+#[test]
+fn cleaner_stays_below_the_last_stable_offset() {
+    let s = MemStorage::new();
+    let config = LogConfig {
+        cleanup_policy: crate::CleanupPolicy::Compact,
+        min_compaction_lag_ms: 0,
+        ..small()
+    };
+    let mut log = open(&s, config);
+    for _ in 0..6 {
+        log.append(&plain(3), NOW).unwrap();
+    }
+    let first = log.append(&txn(1, 0, 0, 1), NOW).unwrap().base_offset;
+    for _ in 0..12 {
+        log.append(&plain(3), NOW).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.last_stable_offset(), first);
+    let plan = log.forced_cleaning_plan(NOW).unwrap();
+    assert!(plan.segments.iter().all(|seg| seg.end <= first));
+    drop(plan);
+    marker(&mut log, 1, 0, ControlType::Abort).unwrap();
+    log.append(&plain(3), NOW).unwrap();
+    log.sync().unwrap();
+    let plan = log.forced_cleaning_plan(NOW).unwrap();
+    assert!(plan.segments.iter().any(|seg| seg.end > first));
+}
