@@ -106,6 +106,12 @@ pub struct BrokerConfig {
     /// Bytes per second the cleaner may read and write in all (Kafka
     /// `log.cleaner.io.max.bytes.per.second`); unset: no limit.
     pub cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Largest `transaction.timeout.ms` a transactional producer may ask for (Kafka
+    /// `transaction.max.timeout.ms`); InitProducerId answers INVALID_TRANSACTION_TIMEOUT above.
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id with no transaction in flight is forgotten this long after its last
+    /// use (Kafka `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
     /// Consumer groups and committed offsets (`[groups]`).
     pub groups: crate::groups::GroupConfig,
 }
@@ -140,12 +146,23 @@ impl Default for BrokerConfig {
             cleaner_backoff_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             cleaner_io_max_bytes_per_second: None,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             groups: crate::groups::GroupConfig::default(),
         }
     }
 }
 
 impl BrokerConfig {
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> waterline_txn::TxnConfig {
+        waterline_txn::TxnConfig {
+            max_transaction_timeout_ms: self.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            ..waterline_txn::TxnConfig::default()
+        }
+    }
+
     /// Parses a TOML document (keys as the field names) over the defaults, then validates it.
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
         let config: BrokerConfig =
@@ -194,6 +211,11 @@ impl BrokerConfig {
         }
         if self.cleaner_dedupe_buffer_bytes < 1024 * 1024 {
             return bad("cleaner_dedupe_buffer_bytes must be at least 1048576");
+        }
+        if self.transaction_max_timeout_ms < 1 || self.transactional_id_expiration_ms == 0 {
+            return bad(
+                "transaction_max_timeout_ms and transactional_id_expiration_ms must be at least 1",
+            );
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
             return bad("max_connections and max_connections_per_ip must be at least 1");

@@ -211,6 +211,9 @@ struct Shared {
     clock: Clock,
     config: GroupConfig,
     path: PathBuf,
+    /// Partitions with transactional offsets awaiting their transaction's outcome, per group,
+    /// with the producer ids that staged them (mirrors the store's `txn_offsets` table).
+    txn_pending: parking_lot::Mutex<HashMap<String, HashMap<TopicPartition, Vec<i64>>>>,
 }
 
 impl Shared {
@@ -349,7 +352,20 @@ impl Groups {
             path = %path.display(),
             "offset store opened"
         );
+        let mut txn_pending: HashMap<String, HashMap<TopicPartition, Vec<i64>>> = HashMap::new();
+        for p in store.inner().txn_offsets_blocking().map_err(|e| {
+            BrokerError::io("reading transactional offsets", &path, std::io::Error::other(e))
+        })? {
+            coordinator.restore_group(&p.group, now);
+            txn_pending
+                .entry(p.group)
+                .or_default()
+                .entry(p.partition)
+                .or_default()
+                .push(p.producer_id);
+        }
         let shared = Arc::new(Shared {
+            txn_pending: parking_lot::Mutex::new(txn_pending),
             core: parking_lot::Mutex::new(Core {
                 coordinator,
                 waiters: HashMap::new(),
@@ -463,6 +479,89 @@ impl Groups {
             }
             Ok(())
         }
+    }
+
+    /// Stores offsets of a TxnOffsetCommit durably as pending for (`group`, `producer_id`):
+    /// invisible to OffsetFetch until the transaction commits. The group becomes known to the
+    /// coordinator (it has offsets, if only pending ones).
+    pub async fn stage_txn_offsets(
+        &self,
+        producer_id: i64,
+        group: &str,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<(), StoreError> {
+        let store = self.shared.store()?;
+        let g = group.to_owned();
+        let staged = offsets.iter().map(|(tp, _)| tp.clone()).collect::<Vec<_>>();
+        tokio::task::spawn_blocking(move || {
+            store
+                .inner()
+                .stage_txn_offsets_blocking(producer_id, &g, &offsets)
+        })
+        .await
+        .map_err(|e| StoreError::TaskFailed(e.to_string()))??;
+        {
+            let mut pending = self.shared.txn_pending.lock();
+            let group_pending = pending.entry(group.to_owned()).or_default();
+            for tp in staged {
+                let pids = group_pending.entry(tp).or_default();
+                if !pids.contains(&producer_id) {
+                    pids.push(producer_id);
+                }
+            }
+        }
+        let now = self.shared.clock.now_ms();
+        let mut core = self.shared.core.lock();
+        if !core.closed {
+            core.coordinator.restore_group(group, now);
+        }
+        Ok(())
+    }
+
+    /// Settles producer `producer_id`'s pending transactional offsets of `groups` (commit:
+    /// they become the committed offsets; abort: dropped), durably, after every plain commit
+    /// queued before this call. Idempotent.
+    pub async fn complete_txn_offsets(
+        &self,
+        producer_id: i64,
+        groups: &[String],
+        commit: bool,
+    ) -> Result<(), StoreError> {
+        let store = self.shared.store()?;
+        store.barrier()?.wait().await?;
+        let gs = groups.to_vec();
+        let settled = tokio::task::spawn_blocking(move || {
+            store
+                .inner()
+                .complete_txn_offsets_blocking(producer_id, &gs, commit)
+        })
+        .await
+        .map_err(|e| StoreError::TaskFailed(e.to_string()))??;
+        let mut pending = self.shared.txn_pending.lock();
+        for (group, tp) in settled {
+            if let Some(g) = pending.get_mut(&group) {
+                if let Some(pids) = g.get_mut(&tp) {
+                    pids.retain(|p| *p != producer_id);
+                    if pids.is_empty() {
+                        g.remove(&tp);
+                    }
+                }
+                if g.is_empty() {
+                    pending.remove(&group);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `group` has a transactional offset for `tp` awaiting its transaction's outcome
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group: &str, tp: &TopicPartition) -> bool {
+        self.shared
+            .txn_pending
+            .lock()
+            .get(group)
+            .is_some_and(|g| g.contains_key(tp))
     }
 
     /// All committed offsets of `group`, sorted by topic then partition.
@@ -1113,7 +1212,12 @@ pub(crate) mod test_util {
             ..BrokerConfig::default()
         };
         (
-            Arc::new(crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap()),
+            {
+                let state =
+                    Arc::new(crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap());
+                crate::transactions::Transactions::start(&state).unwrap();
+                state
+            },
             dir,
         )
     }

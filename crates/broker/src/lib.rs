@@ -4,7 +4,8 @@
 //! decoding that never panics, response encoding), [`guard`] (pre-decode bounds checks, from
 //! waterline-wire), [`handlers`] (one module per Kafka API), [`topics`] (registry and on-disk
 //! layout), [`partition`] (a log behind a mutex plus its high-watermark channel), [`sync`] (group
-//! commit), [`producer_ids`] (durable producer-id allocation).
+//! commit), [`producer_ids`] (durable producer-id allocation), [`groups`] (consumer groups and
+//! offsets), [`transactions`] (transaction coordinator, state file, markers).
 #![deny(missing_docs)]
 
 pub mod budget;
@@ -22,6 +23,7 @@ pub mod state;
 pub mod sync;
 pub mod topic_config;
 pub mod topics;
+pub mod transactions;
 
 pub use codec::{decode_request, encode_response};
 pub use config::{BrokerConfig, FsyncPolicy};

@@ -48,21 +48,26 @@ impl ProducerIds {
 
     /// Issues a fresh producer id. Blocking when a new block must be reserved.
     pub fn allocate(&self) -> Result<i64, BrokerError> {
+        self.reserve(1).map(|r| r.start)
+    }
+
+    /// Issues `n` consecutive fresh ids (the transaction coordinator's pool), durably reserved
+    /// before this returns. Blocking when the reservation on disk must grow.
+    pub fn reserve(&self, n: i64) -> Result<std::ops::Range<i64>, BrokerError> {
         let mut state = self.state.lock();
         let (next, limit) = *state;
-        if next == limit {
-            let new_limit =
-                limit
-                    .checked_add(BLOCK)
-                    .ok_or_else(|| BrokerError::CorruptMetadata {
-                        path: self.path.clone(),
-                        reason: "producer id space exhausted".to_string(),
-                    })?;
+        let exhausted = || BrokerError::CorruptMetadata {
+            path: self.path.clone(),
+            reason: "producer id space exhausted".to_string(),
+        };
+        let end = next.checked_add(n.max(1)).ok_or_else(exhausted)?;
+        if end > limit {
+            let new_limit = end.checked_add(BLOCK - 1).ok_or_else(exhausted)?;
             write_durably(&self.path, format!("{new_limit}\n").as_bytes())?;
             state.1 = new_limit;
         }
-        state.0 = next + 1;
-        Ok(next)
+        state.0 = end;
+        Ok(next..end)
     }
 }
 
@@ -83,6 +88,20 @@ mod tests {
         for _ in 0..BLOCK {
             assert!(b.allocate().unwrap() > next);
         }
+    }
+
+    #[test]
+    fn reserved_blocks_never_overlap_single_ids_even_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIds::open(dir.path()).unwrap();
+        let one = a.allocate().unwrap();
+        let block = a.reserve(2500).unwrap();
+        assert_eq!(block, one + 1..one + 2501);
+        let after = a.allocate().unwrap();
+        assert_eq!(after, block.end);
+        drop(a);
+        let b = ProducerIds::open(dir.path()).unwrap();
+        assert!(b.reserve(10).unwrap().start > after);
     }
 
     #[test]

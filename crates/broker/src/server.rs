@@ -74,6 +74,8 @@ pub fn build_state_with_storage(
     let groups = crate::groups::Groups::open_with_topics(&config, shutdown.clone(), &|t| {
         topics.get(t).is_some()
     })?;
+    let transactions =
+        crate::transactions::Transactions::open(&config.data_dir, config.txn_config())?;
     Ok(BrokerState {
         config,
         advertised_host,
@@ -82,6 +84,7 @@ pub fn build_state_with_storage(
         producer_ids,
         sync,
         groups,
+        transactions,
         shutdown,
     })
 }
@@ -105,6 +108,7 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
         let state = Arc::new(state);
+        crate::transactions::Transactions::start(&state)?;
         let tracker = TaskTracker::new();
         let accept = tokio::spawn(accept_loop(state.clone(), listener, tracker.clone()));
         let retention = tokio::spawn(retention_loop(state.clone()));

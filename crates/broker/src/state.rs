@@ -30,6 +30,8 @@ pub struct BrokerState {
     pub sync: SyncManager,
     /// Consumer groups and committed offsets.
     pub groups: crate::groups::Groups,
+    /// Transactions: coordinator, state file, markers.
+    pub transactions: crate::transactions::Transactions,
     /// Cancelled when the broker shuts down: long polls return early.
     pub shutdown: CancellationToken,
 }

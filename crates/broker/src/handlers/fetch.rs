@@ -1,4 +1,6 @@
-//! Fetch (1): whole stored batches below the high watermark, with a min_bytes/max_wait long poll
+//! Fetch (1): whole stored batches below the high watermark (below the last stable offset for
+//! `read_committed`, with the aborted transactions the range overlaps, so the client can skip
+//! their records), with a min_bytes/max_wait long poll
 //! that waits on the partitions' high-watermark channels (not blocking the connection: requests
 //! are dispatched concurrently, see server.rs).
 
@@ -7,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, RequestHeader};
 use tokio::time::Instant;
 use waterline_log::LogError;
@@ -30,8 +34,11 @@ struct Item {
 struct ReadResult {
     error_code: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     records: Bytes,
+    /// Aborted transactions overlapping the range read (read_committed only).
+    aborted: Vec<waterline_log::AbortedTxn>,
 }
 
 impl ReadResult {
@@ -39,28 +46,34 @@ impl ReadResult {
         ReadResult {
             error_code: code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             records: Bytes::new(),
+            aborted: Vec::new(),
         }
     }
 }
 
-fn read_one(p: &Partition, offset: i64, limit: usize) -> ReadResult {
+fn read_one(p: &Partition, offset: i64, limit: usize, read_committed: bool) -> ReadResult {
     p.with_log(|log| {
         let start = log.log_start_offset();
         let end = log.log_end_offset();
         let hw = log.high_watermark();
+        let lso = log.last_stable_offset().min(hw);
         if offset < start || offset > end {
             return ReadResult::error(ResponseError::OffsetOutOfRange.code());
         }
         let mut r = ReadResult {
             error_code: 0,
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: start,
             records: Bytes::new(),
+            aborted: Vec::new(),
         };
-        if offset < hw {
-            match log.read(offset, limit, hw) {
+        let upper = if read_committed { lso } else { hw };
+        if offset < upper {
+            match log.read(offset, limit, upper) {
                 Ok(b) => r.records = b,
                 Err(LogError::OffsetOutOfRange { .. }) => {
                     return ReadResult::error(ResponseError::OffsetOutOfRange.code());
@@ -70,6 +83,15 @@ fn read_one(p: &Partition, offset: i64, limit: usize) -> ReadResult {
                     return ReadResult::error(ResponseError::KafkaStorageError.code());
                 }
             }
+            if read_committed && !r.records.is_empty() {
+                match log.aborted_transactions(offset, upper) {
+                    Ok(a) => r.aborted = a,
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "reading aborted transactions failed");
+                        return ReadResult::error(ResponseError::KafkaStorageError.code());
+                    }
+                }
+            }
         }
         r
     })
@@ -77,7 +99,7 @@ fn read_one(p: &Partition, offset: i64, limit: usize) -> ReadResult {
 }
 
 /// Reads every item within the response budget. Blocking (file reads).
-fn read_all(items: &[Item], max_bytes: usize) -> Vec<ReadResult> {
+fn read_all(items: &[Item], max_bytes: usize, read_committed: bool) -> Vec<ReadResult> {
     let mut remaining = max_bytes;
     let mut have_data = false;
     items
@@ -87,10 +109,10 @@ fn read_all(items: &[Item], max_bytes: usize) -> Vec<ReadResult> {
                 return ReadResult::error(ResponseError::UnknownTopicOrPartition.code());
             };
             if have_data && remaining == 0 {
-                return read_meta_only(p, it.offset);
+                return read_meta_only(p, it.offset, read_committed);
             }
             let limit = (it.max_bytes.max(0) as usize).min(remaining);
-            let mut r = read_one(p, it.offset, limit);
+            let mut r = read_one(p, it.offset, limit, read_committed);
             if !r.records.is_empty() {
                 // Only the first partition with data may exceed the budget (one whole batch),
                 // as in Kafka; later ones are left for the next fetch.
@@ -105,9 +127,10 @@ fn read_all(items: &[Item], max_bytes: usize) -> Vec<ReadResult> {
         .collect()
 }
 
-fn read_meta_only(p: &Partition, offset: i64) -> ReadResult {
-    let mut r = read_one(p, offset, 0);
+fn read_meta_only(p: &Partition, offset: i64, read_committed: bool) -> ReadResult {
+    let mut r = read_one(p, offset, 0, read_committed);
     r.records = Bytes::new();
+    r.aborted.clear();
     r
 }
 
@@ -154,6 +177,7 @@ pub async fn handle(
         i32::MAX as usize
     };
     let min_bytes = req.min_bytes.max(0) as usize;
+    let read_committed = req.isolation_level == 1;
     let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let deadline = Instant::now() + max_wait;
     let mut receivers: Vec<_> = items
@@ -167,7 +191,7 @@ pub async fn handle(
             r.borrow_and_update();
         }
         let it = items.clone();
-        let results = match tokio::task::spawn_blocking(move || read_all(&it, max_bytes)).await {
+        let results = match tokio::task::spawn_blocking(move || read_all(&it, max_bytes, read_committed)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "fetch read task failed");
@@ -195,7 +219,7 @@ pub async fn handle(
         if state.shutdown.is_cancelled() {
             // One last read so the response reflects the current state, then return.
             let it = items.clone();
-            break tokio::task::spawn_blocking(move || read_all(&it, max_bytes))
+            break tokio::task::spawn_blocking(move || read_all(&it, max_bytes, read_committed))
                 .await
                 .unwrap_or_default();
         }
@@ -213,9 +237,19 @@ pub async fn handle(
             pd.partition_index = index;
             pd.error_code = r.error_code;
             pd.high_watermark = r.high_watermark;
-            pd.last_stable_offset = r.high_watermark;
+            pd.last_stable_offset = r.last_stable_offset;
             pd.log_start_offset = r.log_start_offset;
-            pd.aborted_transactions = Some(Vec::new());
+            pd.aborted_transactions = Some(
+                r.aborted
+                    .iter()
+                    .map(|a| {
+                        let mut t = AbortedTransaction::default();
+                        t.producer_id = kafka_protocol::messages::ProducerId(a.producer_id);
+                        t.first_offset = a.first_offset;
+                        t
+                    })
+                    .collect(),
+            );
             pd.preferred_read_replica = BrokerId(-1);
             // Never null: librdkafka rejects a MessageSetSize of -1.
             pd.records = Some(r.records);

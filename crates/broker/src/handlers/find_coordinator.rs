@@ -1,5 +1,5 @@
-//! FindCoordinator (10), v0-4: this single node coordinates every consumer group. v4 batches
-//! the keys. Transaction coordinators (key type 1) are not implemented: COORDINATOR_NOT_AVAILABLE.
+//! FindCoordinator (10), v0-4: this single node coordinates every consumer group and every
+//! transactional id (key type 1). v4 batches the keys.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -27,16 +27,15 @@ fn lookup(
         KEY_TYPE_GROUP if key.is_empty() => {
             error(ResponseError::InvalidRequest, "the group id is empty")
         }
-        KEY_TYPE_GROUP => (
+        KEY_TYPE_TRANSACTION if key.is_empty() => {
+            error(ResponseError::InvalidRequest, "the transactional id is empty")
+        }
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => (
             0,
             None,
             NODE_ID,
             state.advertised_host.clone(),
             state.advertised_port,
-        ),
-        KEY_TYPE_TRANSACTION => error(
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported by this broker",
         ),
         _ => error(
             ResponseError::InvalidRequest,
@@ -83,7 +82,7 @@ mod tests {
     use crate::handlers::test_util;
 
     #[tokio::test]
-    async fn groups_are_coordinated_here_and_transactions_are_not() {
+    async fn groups_and_transactions_are_coordinated_here() {
         let (state, _dir) = test_util::state();
         let mut req = FindCoordinatorRequest::default();
         req.key = sb("g");
@@ -98,10 +97,8 @@ mod tests {
         req.coordinator_keys = vec![sb("txn")];
         let r = handle(&state, &test_util::header(ApiKey::FindCoordinator, 4), req).await;
         assert_eq!(r.coordinators.len(), 1);
-        assert_eq!(
-            r.coordinators[0].error_code,
-            ResponseError::CoordinatorNotAvailable.code()
-        );
+        assert_eq!(r.coordinators[0].error_code, 0);
+        assert_eq!(r.coordinators[0].node_id, BrokerId(NODE_ID));
 
         let mut req = FindCoordinatorRequest::default();
         req.coordinator_keys = vec![sb("a"), sb(""), sb("b")];

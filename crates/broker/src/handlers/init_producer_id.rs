@@ -1,4 +1,5 @@
-//! InitProducerId (22): issues durable, never-reused producer ids for idempotent producers.
+//! InitProducerId (22): issues durable, never-reused producer ids for idempotent producers;
+//! with a transactional id, the transaction coordinator answers (see [`transactional`]).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
@@ -7,9 +8,54 @@ use kafka_protocol::messages::{
 
 use crate::state::SharedState;
 
+/// Whether the request names a transactional id (and so goes to the transaction coordinator).
+pub fn is_transactional(req: &InitProducerIdRequest) -> bool {
+    req.transactional_id.as_ref().is_some_and(|t| !t.is_empty())
+}
+
+/// InitProducerId with a transactional id: applied to the transaction coordinator now
+/// (fencing the id's previous producer, aborting its open transaction); the future yields the
+/// answer once the new epoch is durable.
+pub fn transactional(
+    state: &SharedState,
+    header: &RequestHeader,
+    req: InitProducerIdRequest,
+) -> impl std::future::Future<Output = InitProducerIdResponse> + Send + use<> {
+    let pending = state
+        .transactions
+        .call(waterline_txn::Request::InitProducerId(
+            waterline_txn::InitProducerIdRequest {
+                transactional_id: req
+                    .transactional_id
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                transaction_timeout_ms: req.transaction_timeout_ms,
+                producer_id: req.producer_id.0,
+                producer_epoch: req.producer_epoch,
+                api_version: header.request_api_version,
+            },
+        ));
+    async move {
+        let mut resp = InitProducerIdResponse::default();
+        match pending.await {
+            waterline_txn::Response::InitProducerId(r) => {
+                resp.error_code = waterline_txn::TxnError::code_of(r.error);
+                resp.producer_id = ProducerId(r.producer_id);
+                resp.producer_epoch = r.producer_epoch;
+            }
+            other => {
+                resp.error_code = other.error_code();
+                resp.producer_id = ProducerId(-1);
+                resp.producer_epoch = -1;
+            }
+        }
+        resp
+    }
+}
+
 /// Issues a new producer id with epoch 0, or bumps the epoch of the id the client already has
-/// (KIP-360, v3+). Transactional ids are accepted but only give idempotence: this broker does
-/// not advertise the transaction APIs.
+/// (KIP-360, v3+), for an idempotent producer without a transactional id.
 pub async fn handle(
     state: &SharedState,
     _header: &RequestHeader,

@@ -1,5 +1,7 @@
 //! ListOffsets (2): -2 earliest (log start), -1 latest (high watermark), -3 max timestamp,
 //! -4 earliest local (= log start), or the first offset with a timestamp >= the one given.
+//! With `isolation_level` read_committed (1) the visible end is the last stable offset, as in
+//! Kafka: "latest" answers it and lookups ignore offsets at or past it.
 
 use std::sync::Arc;
 
@@ -20,9 +22,13 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// (error code, timestamp, offset) for one partition. Blocking (may scan the log).
-fn lookup(p: &Partition, ts: i64) -> (i16, i64, i64) {
+fn lookup(p: &Partition, ts: i64, read_committed: bool) -> (i16, i64, i64) {
     p.with_log(|log| {
-        let hw = log.high_watermark();
+        let hw = if read_committed {
+            log.last_stable_offset().min(log.high_watermark())
+        } else {
+            log.high_watermark()
+        };
         match ts {
             LATEST => (0, -1, hw),
             EARLIEST | EARLIEST_LOCAL => (0, -1, log.log_start_offset()),
@@ -52,6 +58,7 @@ pub async fn handle(
     _header: &RequestHeader,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let read_committed = req.isolation_level == 1;
     let mut work: Vec<(Option<Arc<Partition>>, i32, i64)> = Vec::new();
     let mut shape = Vec::new();
     for t in &req.topics {
@@ -70,7 +77,7 @@ pub async fn handle(
         work.into_iter()
             .map(|(p, index, ts)| {
                 let (code, t, o) = match p {
-                    Some(p) => lookup(&p, ts),
+                    Some(p) => lookup(&p, ts, read_committed),
                     None => (ResponseError::UnknownTopicOrPartition.code(), -1, -1),
                 };
                 (index, code, t, o)

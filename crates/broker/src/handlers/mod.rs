@@ -8,6 +8,11 @@
 use kafka_protocol::messages::{
     AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
 };
+// Transactions.
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
+    DescribeTransactionsRequest, EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
@@ -23,6 +28,8 @@ use kafka_protocol::messages::{
 
 use crate::state::SharedState;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -32,6 +39,9 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -41,12 +51,14 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 /// Caps a message's decodable versions at `max` (e.g. to leave out topic-id versions).
 const fn capped(v: VersionRange, max: i16) -> VersionRange {
@@ -96,6 +108,25 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (
         ApiKey::IncrementalAlterConfigs,
         IncrementalAlterConfigsRequest::VERSIONS,
+    ),
+    // Transactions. AddPartitionsToTxn 4+ is KIP-890's broker-to-coordinator batch form and
+    // EndTxn 5 transaction version 2 (an epoch bump per transaction): neither is served.
+    (
+        ApiKey::AddPartitionsToTxn,
+        capped(AddPartitionsToTxnRequest::VERSIONS, 3),
+    ),
+    (ApiKey::AddOffsetsToTxn, AddOffsetsToTxnRequest::VERSIONS),
+    (ApiKey::EndTxn, capped(EndTxnRequest::VERSIONS, 4)),
+    (ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS),
+    (ApiKey::DescribeProducers, DescribeProducersRequest::VERSIONS),
+    (
+        ApiKey::DescribeTransactions,
+        DescribeTransactionsRequest::VERSIONS,
+    ),
+    // ListTransactions 2 adds a transactional-id regex filter, not served.
+    (
+        ApiKey::ListTransactions,
+        capped(ListTransactionsRequest::VERSIONS, 1),
     ),
 ];
 
@@ -213,6 +244,24 @@ pub async fn apply(
             let answer = leave_group::handle(state, &header, r);
             return waiting(Box::pin(async move { Some(answer.await.into()) }));
         }
+        // Transaction coordinator requests are applied in order too; only the wait for the
+        // state file's fsync (or a previous transaction's markers) overlaps.
+        RequestKind::InitProducerId(r) if init_producer_id::is_transactional(&r) => {
+            let answer = init_producer_id::transactional(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            let answer = add_partitions_to_txn::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let answer = add_offsets_to_txn::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
+        RequestKind::EndTxn(r) => {
+            let answer = end_txn::handle(state, &header, r);
+            return waiting(Box::pin(async move { Some(answer.await.into()) }));
+        }
         _ => {}
     }
     conn.commits_settled().await;
@@ -240,6 +289,14 @@ pub async fn apply(
             incremental_alter_configs::handle(state, header, r)
                 .await
                 .into()
+        }
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(state, header, r).await.into(),
+        RequestKind::DescribeTransactions(r) => {
+            describe_transactions::handle(state, header, r).await.into()
+        }
+        RequestKind::ListTransactions(r) => list_transactions::handle(state, header, r).await.into(),
+        RequestKind::DescribeProducers(r) => {
+            describe_producers::handle(state, header, r).await.into()
         }
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
@@ -340,7 +397,12 @@ pub(crate) mod test_util {
             ..BrokerConfig::default()
         };
         (
-            Arc::new(crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap()),
+            {
+                let state =
+                    Arc::new(crate::server::build_state(config, "127.0.0.1".into(), 9092).unwrap());
+                crate::transactions::Transactions::start(&state).unwrap();
+                state
+            },
             dir,
         )
     }

@@ -1,7 +1,9 @@
 //! OffsetFetch (9), v1-9: committed offset and metadata per partition (-1 and empty metadata
 //! where nothing is committed), or every committed partition of a group when topics is null.
 //! Leader epochs are reported as -1 (no OffsetForLeaderEpoch, so clients skip validation).
-//! v8+ batch groups. `require_stable` is accepted and ignored: there are no transactions.
+//! v8+ batch groups. Offsets committed inside a transaction (TxnOffsetCommit) are invisible
+//! until the transaction commits; with `require_stable` (v7+) a partition that has such a
+//! pending offset answers UNSTABLE_OFFSET_COMMIT (the client retries), as in Kafka.
 
 use std::collections::HashMap;
 
@@ -22,6 +24,26 @@ type Part = (i32, i64, String, i16);
 /// Answers one group: `topics` `None` means every committed partition. On a group-level error
 /// (store failure, empty group id) returns the error code and the requested partitions with it.
 async fn fetch_group(
+    state: &SharedState,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+    require_stable: bool,
+) -> (i16, Vec<(TopicName, Vec<Part>)>) {
+    let (code, mut parts) = fetch_committed(state, group, topics).await;
+    if require_stable && code == 0 {
+        for (name, ps) in &mut parts {
+            for p in ps.iter_mut() {
+                let tp = waterline_store::TopicPartition::new(name.to_string(), p.0);
+                if state.groups.has_pending_txn_offset(group, &tp) {
+                    *p = (p.0, -1, String::new(), ResponseError::UnstableOffsetCommit.code());
+                }
+            }
+        }
+    }
+    (code, parts)
+}
+
+async fn fetch_committed(
     state: &SharedState,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
@@ -107,7 +129,8 @@ pub async fn handle(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect::<Vec<_>>()
             });
-            let (code, parts) = fetch_group(state, g.group_id.as_str(), topics).await;
+            let (code, parts) =
+                fetch_group(state, g.group_id.as_str(), topics, req.require_stable).await;
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id;
             rg.error_code = code;
@@ -140,7 +163,8 @@ pub async fn handle(
             .map(|t| (t.name, t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let (code, parts) = fetch_group(state, req.group_id.as_str(), topics).await;
+    let (code, parts) =
+        fetch_group(state, req.group_id.as_str(), topics, req.require_stable).await;
     // v1 has no top-level error; its partitions carry it.
     if version >= 2 {
         resp.error_code = code;

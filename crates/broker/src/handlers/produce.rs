@@ -125,6 +125,7 @@ fn append_partition(
     records: &[u8],
     max_batch: usize,
     settings: TopicSettings,
+    txn: &TxnContext,
 ) -> Appended {
     let batches = match split_produced(records, max_batch) {
         Ok(r) if r.is_empty() => {
@@ -133,13 +134,20 @@ fn append_partition(
         Ok(r) => r,
         Err(e) => return Appended::error(batch_error_code(&e), e.to_string()),
     };
+    let mut verified = false;
     for b in &batches {
         match BatchHeader::parse(&records[b.range.clone()]) {
-            Ok(h) if h.is_transactional() || h.is_control() => {
+            Ok(h) if h.is_control() => {
                 return Appended::error(
                     ResponseError::InvalidRecord.code(),
-                    "transactional and control batches are not supported",
+                    "control batches are written by the transaction coordinator only",
                 );
+            }
+            Ok(h) if h.is_transactional() && !verified => {
+                if let Err(refused) = verify_transactional(state, p, &h, txn) {
+                    return refused;
+                }
+                verified = true;
             }
             Ok(_) => {}
             Err(e) => return Appended::error(batch_error_code(&e), e.to_string()),
@@ -208,8 +216,53 @@ fn append_partition(
     }
 }
 
+/// The transactional id and version of a produce request, for KIP-890 verification.
+struct TxnContext {
+    transactional_id: Option<String>,
+    api_version: i16,
+}
+
+/// Checks a transactional batch's producer against the transaction coordinator: the partition
+/// must be (durably) part of the producer's ongoing transaction, so a zombie or a batch sent
+/// outside AddPartitionsToTxn cannot leave a transaction open in the log (KIP-890 part 1).
+fn verify_transactional(
+    state: &BrokerState,
+    p: &Partition,
+    h: &BatchHeader,
+    txn: &TxnContext,
+) -> Result<(), Appended> {
+    let Some(id) = txn.transactional_id.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(Appended::error(
+            ResponseError::InvalidRecord.code(),
+            "transactional batches need the request's transactional id",
+        ));
+    };
+    let tp = waterline_txn::TopicPartition::new(p.topic.to_string(), p.index);
+    let verdict = state
+        .transactions
+        .verify(id, h.producer_id, h.producer_epoch, std::slice::from_ref(&tp));
+    match verdict.into_iter().next().and_then(|(_, e)| e) {
+        None => Ok(()),
+        Some(e) => {
+            use waterline_txn::TxnError;
+            let code = match e {
+                TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+                // Clients before KIP-890 (Produce < 12) know only INVALID_TXN_STATE.
+                TxnError::TransactionAbortable if txn.api_version < 12 => {
+                    ResponseError::InvalidTxnState.code()
+                }
+                other => other.code(),
+            };
+            Err(Appended::error(
+                code,
+                format!("transaction check failed: {}", e.name()),
+            ))
+        }
+    }
+}
+
 /// Waits until the partition's high watermark reaches `end_offset` (a sync covered it).
-async fn wait_synced(p: &Partition, end_offset: i64, timeout: Duration) -> Result<(), i16> {
+pub(crate) async fn wait_synced(p: &Partition, end_offset: i64, timeout: Duration) -> Result<(), i16> {
     let mut rx = p.subscribe();
     let wait = rx.wait_for(|s| s.high_watermark >= end_offset || s.failed || s.closed);
     match tokio::time::timeout(timeout, wait).await {
@@ -247,10 +300,14 @@ pub struct PendingProduce {
 /// for the sync ([`PendingProduce::finish`]) runs concurrently with later requests.
 pub async fn append(
     state: &SharedState,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     req: ProduceRequest,
 ) -> PendingProduce {
     let acks = req.acks;
+    let txn = TxnContext {
+        transactional_id: req.transactional_id.as_ref().map(|t| t.to_string()),
+        api_version: header.request_api_version,
+    };
     // (topic index, partition index, partition, records, max batch) for the blocking stage.
     let mut work = Vec::new();
     let mut results: TopicResults = Vec::new();
@@ -310,7 +367,7 @@ pub async fn append(
     let appended = tokio::task::spawn_blocking(move || {
         work.into_iter()
             .map(|(ti, slot, p, records, max, settings)| {
-                let a = append_partition(&s, &p, &records, max, settings);
+                let a = append_partition(&s, &p, &records, max, settings, &txn);
                 (ti, slot, p, a)
             })
             .collect::<Vec<_>>()
