@@ -112,6 +112,10 @@ pub struct BrokerConfig {
     /// A transactional id with no transaction in flight is forgotten this long after its last
     /// use (Kafka `transactional.id.expiration.ms`).
     pub transactional_id_expiration_ms: u64,
+    /// CreateTopics with a replication factor above 1 creates the topic with the one replica
+    /// this node has instead of answering INVALID_REPLICATION_FACTOR as Kafka does. For test
+    /// suites written for three-broker clusters (librdkafka's); off by default.
+    pub accept_any_replication_factor: bool,
     /// Consumer groups and committed offsets (`[groups]`).
     pub groups: crate::groups::GroupConfig,
 }
@@ -148,6 +152,7 @@ impl Default for BrokerConfig {
             cleaner_io_max_bytes_per_second: None,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            accept_any_replication_factor: false,
             groups: crate::groups::GroupConfig::default(),
         }
     }

@@ -354,7 +354,11 @@ impl Groups {
         );
         let mut txn_pending: HashMap<String, HashMap<TopicPartition, Vec<i64>>> = HashMap::new();
         for p in store.inner().txn_offsets_blocking().map_err(|e| {
-            BrokerError::io("reading transactional offsets", &path, std::io::Error::other(e))
+            BrokerError::io(
+                "reading transactional offsets",
+                &path,
+                std::io::Error::other(e),
+            )
         })? {
             coordinator.restore_group(&p.group, now);
             txn_pending

@@ -45,8 +45,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use waterline_txn::{
     DescribedTxn, ListTransactionsFilter, ListTransactionsResponse, MarkerWrite, Output, Request,
-    RequestId, Response, TopicPartition, TxnConfig, TxnCoordinator, TxnError,
-    TxnOffsetCommitCheck, TxnRecord, TxnResult, WriteId, decode_all,
+    RequestId, Response, TopicPartition, TxnConfig, TxnCoordinator, TxnError, TxnOffsetCommitCheck,
+    TxnRecord, TxnResult, WriteId, decode_all,
 };
 
 use crate::error::BrokerError;
@@ -227,8 +227,12 @@ impl Transactions {
                 .map(|p| (p.clone(), Some(TxnError::NotCoordinator)))
                 .collect();
         }
-        core.coordinator
-            .verify_partitions(transactional_id, producer_id, producer_epoch, partitions)
+        core.coordinator.verify_partitions(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        )
     }
 
     /// The transaction side of a TxnOffsetCommit; on `Ok` the caller stages the offsets while
@@ -248,7 +252,11 @@ impl Transactions {
 
     /// DescribeTransactions.
     pub fn describe(&self, ids: &[String]) -> Vec<DescribedTxn> {
-        self.shared.core.lock().coordinator.describe_transactions(ids)
+        self.shared
+            .core
+            .lock()
+            .coordinator
+            .describe_transactions(ids)
     }
 
     /// ListTransactions.
@@ -340,7 +348,9 @@ fn deliver(shared: &Arc<Shared>, core: &mut Core, out: Output) {
         }
         let written = match &core.file {
             Some(f) => (&**f).write_all(&buf),
-            None => Err(std::io::Error::other("the transaction state file is closed")),
+            None => Err(std::io::Error::other(
+                "the transaction state file is closed",
+            )),
         };
         match written {
             Ok(()) => {
@@ -465,7 +475,11 @@ fn maybe_compact(shared: &Arc<Shared>, core: &mut Core) {
     })();
     match result {
         Ok(f) => {
-            tracing::info!(from = core.file_len, to = buf.len(), "transaction state compacted");
+            tracing::info!(
+                from = core.file_len,
+                to = buf.len(),
+                "transaction state compacted"
+            );
             core.file = Some(Arc::new(f));
             core.file_len = buf.len() as u64;
         }
@@ -646,7 +660,9 @@ mod tests {
         let t = Transactions::open(dir.path(), TxnConfig::default()).unwrap();
         assert_eq!(t.state_file_len(), a.len() as u64);
         assert_eq!(
-            std::fs::metadata(dir.path().join(STATE_FILE)).unwrap().len(),
+            std::fs::metadata(dir.path().join(STATE_FILE))
+                .unwrap()
+                .len(),
             a.len() as u64
         );
         std::fs::write(dir.path().join(STATE_FILE), &damaged).unwrap();

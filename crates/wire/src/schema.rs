@@ -516,6 +516,24 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // transactional_id_pattern
         ] },
     ]),
+    (23, &[
+        StructSchema { name: "OffsetForLeaderEpochRequest", flex: Some(4), fields: &[
+            Field { tag: None, min: 3, max: 4, kind: Kind::I32 }, // replica_id
+            Field { tag: None, min: 2, max: 3, kind: Kind::Array(Elem::Struct("OffsetForLeaderTopic")) }, // topics
+            Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("OffsetForLeaderTopic")) }, // topics
+        ] },
+        StructSchema { name: "OffsetForLeaderPartition", flex: Some(4), fields: &[
+            Field { tag: None, min: 2, max: 4, kind: Kind::I32 }, // partition
+            Field { tag: None, min: 2, max: 4, kind: Kind::I32 }, // current_leader_epoch
+            Field { tag: None, min: 2, max: 4, kind: Kind::I32 }, // leader_epoch
+        ] },
+        StructSchema { name: "OffsetForLeaderTopic", flex: Some(4), fields: &[
+            Field { tag: None, min: 2, max: 3, kind: Kind::Str }, // topic
+            Field { tag: None, min: 4, max: 4, kind: Kind::CStr }, // topic
+            Field { tag: None, min: 2, max: 3, kind: Kind::Array(Elem::Struct("OffsetForLeaderPartition")) }, // partitions
+            Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("OffsetForLeaderPartition")) }, // partitions
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer

@@ -97,6 +97,7 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<DescribeProducersRequest>(&mut seen);
     requests_exact::<DescribeTransactionsRequest>(&mut seen);
     requests_exact::<ListTransactionsRequest>(&mut seen);
+    requests_exact::<OffsetForLeaderEpochRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,

@@ -41,7 +41,7 @@ REQUESTS = [
     (24, "add_partitions_to_txn_request"), (25, "add_offsets_to_txn_request"),
     (26, "end_txn_request"), (28, "txn_offset_commit_request"),
     (61, "describe_producers_request"), (65, "describe_transactions_request"),
-    (66, "list_transactions_request"),
+    (66, "list_transactions_request"), (23, "offset_for_leader_epoch_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol

@@ -31,7 +31,10 @@ pub async fn handle(
         } else {
             t.num_partitions
         };
-        if t.replication_factor != -1 && t.replication_factor != 1 {
+        let replication_ok = t.replication_factor == -1
+            || t.replication_factor == 1
+            || (t.replication_factor > 1 && state.config.accept_any_replication_factor);
+        if !replication_ok {
             r.error_code = ResponseError::InvalidReplicationFactor.code();
             r.error_message = Some(sb("this single-node broker supports replication factor 1"));
             r.num_partitions = -1;

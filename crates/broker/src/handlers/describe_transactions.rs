@@ -15,7 +15,11 @@ pub async fn handle(
     _header: &RequestHeader,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
-    let ids: Vec<String> = req.transactional_ids.iter().map(|i| i.to_string()).collect();
+    let ids: Vec<String> = req
+        .transactional_ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     let mut resp = DescribeTransactionsResponse::default();
     for d in state.transactions.describe(&ids) {
         let mut t = TransactionState::default();

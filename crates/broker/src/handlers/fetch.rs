@@ -191,13 +191,16 @@ pub async fn handle(
             r.borrow_and_update();
         }
         let it = items.clone();
-        let results = match tokio::task::spawn_blocking(move || read_all(&it, max_bytes, read_committed)).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "fetch read task failed");
-                vec![ReadResult::error(ResponseError::UnknownServerError.code()); items.len()]
-            }
-        };
+        let results =
+            match tokio::task::spawn_blocking(move || read_all(&it, max_bytes, read_committed))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "fetch read task failed");
+                    vec![ReadResult::error(ResponseError::UnknownServerError.code()); items.len()]
+                }
+            };
         let total: usize = results.iter().map(|r| r.records.len()).sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
         if total >= min_bytes || any_error || Instant::now() >= deadline {

@@ -27,9 +27,10 @@ fn lookup(
         KEY_TYPE_GROUP if key.is_empty() => {
             error(ResponseError::InvalidRequest, "the group id is empty")
         }
-        KEY_TYPE_TRANSACTION if key.is_empty() => {
-            error(ResponseError::InvalidRequest, "the transactional id is empty")
-        }
+        KEY_TYPE_TRANSACTION if key.is_empty() => error(
+            ResponseError::InvalidRequest,
+            "the transactional id is empty",
+        ),
         KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => (
             0,
             None,

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
 };
 // Transactions.
+use kafka_protocol::messages::OffsetForLeaderEpochRequest;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
     DescribeTransactionsRequest, EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest,
@@ -56,6 +57,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -89,6 +91,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
         capped(OffsetCommitRequest::VERSIONS, 9),
     ),
     (ApiKey::OffsetFetch, capped(OffsetFetchRequest::VERSIONS, 9)),
+    // Committed leader epochs are returned, so consumers validate positions (KIP-320).
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        OffsetForLeaderEpochRequest::VERSIONS,
+    ),
     // FindCoordinator 5-6 add share-group and transaction-abortable semantics not served here.
     (
         ApiKey::FindCoordinator,
@@ -118,7 +125,10 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::AddOffsetsToTxn, AddOffsetsToTxnRequest::VERSIONS),
     (ApiKey::EndTxn, capped(EndTxnRequest::VERSIONS, 4)),
     (ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS),
-    (ApiKey::DescribeProducers, DescribeProducersRequest::VERSIONS),
+    (
+        ApiKey::DescribeProducers,
+        DescribeProducersRequest::VERSIONS,
+    ),
     (
         ApiKey::DescribeTransactions,
         DescribeTransactionsRequest::VERSIONS,
@@ -290,11 +300,16 @@ pub async fn apply(
                 .await
                 .into()
         }
+        RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(state, header, r)
+            .await
+            .into(),
         RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(state, header, r).await.into(),
         RequestKind::DescribeTransactions(r) => {
             describe_transactions::handle(state, header, r).await.into()
         }
-        RequestKind::ListTransactions(r) => list_transactions::handle(state, header, r).await.into(),
+        RequestKind::ListTransactions(r) => {
+            list_transactions::handle(state, header, r).await.into()
+        }
         RequestKind::DescribeProducers(r) => {
             describe_producers::handle(state, header, r).await.into()
         }

@@ -1,6 +1,7 @@
 //! OffsetFetch (9), v1-9: committed offset and metadata per partition (-1 and empty metadata
 //! where nothing is committed), or every committed partition of a group when topics is null.
-//! Leader epochs are reported as -1 (no OffsetForLeaderEpoch, so clients skip validation).
+//! The committed leader epoch is returned (-1 if none was committed); consumers validate it with
+//! OffsetForLeaderEpoch.
 //! v8+ batch groups. Offsets committed inside a transaction (TxnOffsetCommit) are invisible
 //! until the transaction commits; with `require_stable` (v7+) a partition that has such a
 //! pending offset answers UNSTABLE_OFFSET_COMMIT (the client retries), as in Kafka.
@@ -18,8 +19,8 @@ use crate::groups::store_error_code;
 use crate::handlers::sb;
 use crate::state::SharedState;
 
-/// One partition's answer: (index, offset, metadata, error code).
-type Part = (i32, i64, String, i16);
+/// One partition's answer: (index, offset, metadata, error code, committed leader epoch).
+type Part = (i32, i64, String, i16, i32);
 
 /// Answers one group: `topics` `None` means every committed partition. On a group-level error
 /// (store failure, empty group id) returns the error code and the requested partitions with it.
@@ -35,7 +36,13 @@ async fn fetch_group(
             for p in ps.iter_mut() {
                 let tp = waterline_store::TopicPartition::new(name.to_string(), p.0);
                 if state.groups.has_pending_txn_offset(group, &tp) {
-                    *p = (p.0, -1, String::new(), ResponseError::UnstableOffsetCommit.code());
+                    *p = (
+                        p.0,
+                        -1,
+                        String::new(),
+                        ResponseError::UnstableOffsetCommit.code(),
+                        -1,
+                    );
                 }
             }
         }
@@ -66,7 +73,7 @@ async fn fetch_committed(
                     (
                         name,
                         ps.into_iter()
-                            .map(|p| (p, -1, String::new(), code))
+                            .map(|p| (p, -1, String::new(), code, -1))
                             .collect(),
                     )
                 })
@@ -78,7 +85,14 @@ async fn fetch_committed(
         // Every committed partition, grouped by topic (the store sorts by topic, partition).
         let mut out: Vec<(TopicName, Vec<Part>)> = Vec::new();
         for (tp, om) in committed {
-            let part = (tp.partition, om.offset().unwrap_or(-1), om.metadata, 0);
+            let epoch = om.leader_epoch.unwrap_or(-1);
+            let part = (
+                tp.partition,
+                om.offset().unwrap_or(-1),
+                om.metadata,
+                0,
+                epoch,
+            );
             match out.last_mut() {
                 Some((name, parts)) if name.as_str() == tp.topic => parts.push(part),
                 _ => out.push((TopicName(sb(tp.topic)), vec![part])),
@@ -86,12 +100,16 @@ async fn fetch_committed(
         }
         return (0, out);
     };
-    let by_tp: HashMap<(String, i32), (i64, String)> = committed
+    let by_tp: HashMap<(String, i32), (i64, String, i32)> = committed
         .into_iter()
         .map(|(tp, om)| {
             (
                 (tp.topic, tp.partition),
-                (om.offset().unwrap_or(-1), om.metadata),
+                (
+                    om.offset().unwrap_or(-1),
+                    om.metadata,
+                    om.leader_epoch.unwrap_or(-1),
+                ),
             )
         })
         .collect();
@@ -101,11 +119,11 @@ async fn fetch_committed(
             let parts = ps
                 .into_iter()
                 .map(|p| {
-                    let (offset, metadata) = by_tp
+                    let (offset, metadata, epoch) = by_tp
                         .get(&(name.to_string(), p))
                         .cloned()
-                        .unwrap_or((-1, String::new()));
-                    (p, offset, metadata, 0)
+                        .unwrap_or((-1, String::new(), -1));
+                    (p, offset, metadata, 0, epoch)
                 })
                 .collect();
             (name, parts)
@@ -141,11 +159,11 @@ pub async fn handle(
                     rt.name = name;
                     rt.partitions = ps
                         .into_iter()
-                        .map(|(index, offset, metadata, error)| {
+                        .map(|(index, offset, metadata, error, epoch)| {
                             let mut rp = OffsetFetchResponsePartitions::default();
                             rp.partition_index = index;
                             rp.committed_offset = offset;
-                            rp.committed_leader_epoch = -1;
+                            rp.committed_leader_epoch = epoch;
                             rp.metadata = Some(sb(metadata));
                             rp.error_code = error;
                             rp
@@ -163,8 +181,7 @@ pub async fn handle(
             .map(|t| (t.name, t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let (code, parts) =
-        fetch_group(state, req.group_id.as_str(), topics, req.require_stable).await;
+    let (code, parts) = fetch_group(state, req.group_id.as_str(), topics, req.require_stable).await;
     // v1 has no top-level error; its partitions carry it.
     if version >= 2 {
         resp.error_code = code;
@@ -176,11 +193,11 @@ pub async fn handle(
             rt.name = name;
             rt.partitions = ps
                 .into_iter()
-                .map(|(index, offset, metadata, error)| {
+                .map(|(index, offset, metadata, error, epoch)| {
                     let mut rp = OffsetFetchResponsePartition::default();
                     rp.partition_index = index;
                     rp.committed_offset = offset;
-                    rp.committed_leader_epoch = -1;
+                    rp.committed_leader_epoch = epoch;
                     rp.metadata = Some(sb(metadata));
                     rp.error_code = error;
                     rp

@@ -238,9 +238,12 @@ fn verify_transactional(
         ));
     };
     let tp = waterline_txn::TopicPartition::new(p.topic.to_string(), p.index);
-    let verdict = state
-        .transactions
-        .verify(id, h.producer_id, h.producer_epoch, std::slice::from_ref(&tp));
+    let verdict = state.transactions.verify(
+        id,
+        h.producer_id,
+        h.producer_epoch,
+        std::slice::from_ref(&tp),
+    );
     match verdict.into_iter().next().and_then(|(_, e)| e) {
         None => Ok(()),
         Some(e) => {
@@ -262,7 +265,11 @@ fn verify_transactional(
 }
 
 /// Waits until the partition's high watermark reaches `end_offset` (a sync covered it).
-pub(crate) async fn wait_synced(p: &Partition, end_offset: i64, timeout: Duration) -> Result<(), i16> {
+pub(crate) async fn wait_synced(
+    p: &Partition,
+    end_offset: i64,
+    timeout: Duration,
+) -> Result<(), i16> {
     let mut rx = p.subscribe();
     let wait = rx.wait_for(|s| s.high_watermark >= end_offset || s.failed || s.closed);
     match tokio::time::timeout(timeout, wait).await {

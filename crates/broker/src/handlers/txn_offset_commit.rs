@@ -83,8 +83,8 @@ pub async fn handle(
             }
             let mut om =
                 OffsetAndMetadata::new(p.committed_offset, now).with_metadata(metadata.to_string());
-            om.leader_epoch = (version >= 2 && p.committed_leader_epoch >= 0)
-                .then_some(p.committed_leader_epoch);
+            om.leader_epoch =
+                (version >= 2 && p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch);
             batch.push((
                 TopicPartition::new(t.name.to_string(), p.partition_index),
                 om,
