@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    INDEX_SUFFIX, LOG_SUFFIX, MaxTimestampAt, PartitionLog, Segment, TIME_SUFFIX, note_batch,
-    seal_time_index,
+    INDEX_SUFFIX, LOG_SUFFIX, MaxTimestampAt, PartitionLog, Segment, TIME_SUFFIX, TXN_SUFFIX,
+    note_batch, seal_time_index,
 };
 use crate::batch::{self, BatchHeader, DELETE_HORIZON_FLAG, LOG_OVERHEAD, MAX_DECOMPRESSED_BYTES};
 use crate::error::{CleanError, LogError};
 use crate::format;
 use crate::storage::{Storage, StorageFile};
+use crate::txn::{self, AbortedEntry};
 
 /// Suffix of a segment file written by the cleaner and not yet swapped in.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -257,6 +258,8 @@ pub(crate) struct PlanSegment {
     pub end: i64,
     pub size: u64,
     pub log: Arc<dyn StorageFile>,
+    /// The segment's aborted transactions (fixed once it is sealed).
+    pub aborted: Vec<AbortedEntry>,
 }
 
 /// Why a plan was made.
@@ -1019,12 +1022,34 @@ impl CleanPlan {
         }
         seg.next_offset = end;
         seal_time_index(&mut seg, &self.dir).map_err(CleanError::Log)?;
+        // The cleaner keeps every control batch, so the group's markers are its sources'
+        // markers: its aborted-transaction index is the union of theirs, in marker order.
+        seg.aborted = group
+            .iter()
+            .flat_map(|s| s.aborted.iter().copied())
+            .collect();
+        let mut txn_file = None;
+        if !seg.aborted.is_empty() {
+            let p = self.path(base, &format!("{TXN_SUFFIX}{CLEANED_SUFFIX}"));
+            let io = |e| CleanError::Io {
+                path: p.clone(),
+                source: e,
+            };
+            let f = self.storage.open(&p, true).map_err(io)?;
+            f.truncate(0).map_err(io)?;
+            f.append(&txn::encode_entries(&seg.aborted)).map_err(io)?;
+            let f: Arc<dyn StorageFile> = Arc::from(f);
+            seg.txn_file = Some(f.clone());
+            txn_file = Some(f);
+        }
         let synced = Instant::now();
         for (f, suffix) in [
-            (&seg.log, LOG_SUFFIX),
-            (&seg.index_file, INDEX_SUFFIX),
-            (&seg.time_file, TIME_SUFFIX),
+            (Some(&seg.log), LOG_SUFFIX),
+            (Some(&seg.index_file), INDEX_SUFFIX),
+            (Some(&seg.time_file), TIME_SUFFIX),
+            (txn_file.as_ref(), TXN_SUFFIX),
         ] {
+            let Some(f) = f else { continue };
             f.sync().map_err(|e| CleanError::Io {
                 path: self.path(base, &format!("{suffix}{CLEANED_SUFFIX}")),
                 source: e,

@@ -193,8 +193,8 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, CleanError, LogError};
 pub use partition::{
     AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
-    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, SyncPoint, Throttle, Unthrottled,
-    keyless_records,
+    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair, SyncPoint, Throttle,
+    Unthrottled, keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
 pub use txn::{AbortedTxn, ControlType, ProducerInfo};
