@@ -516,3 +516,43 @@ fn a_cleaned_segment_takes_the_union_of_its_sources_index() {
     assert_eq!(aborted(&log, 0, end), want);
     assert!(log.recovery_repairs().is_empty());
 }
+
+/// Backward compatibility: a log closed by the release before transactions (version 1
+/// snapshots) opens with its idempotent producer state intact.
+#[test]
+fn a_log_with_version_1_snapshots_opens() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small());
+    let idem = |seq: i32| build_batch((8, 2, seq), NOW, &[NOW, NOW], 8);
+    for i in 0..10 {
+        log.append(&idem(i * 2), NOW).unwrap();
+    }
+    assert!(log.segments.len() > 1);
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    // Rewrite every snapshot as the old release wrote it.
+    let mut rewritten = 0;
+    for name in s.list_dir(&dir()).unwrap() {
+        let Some(off) = format::parse_name(&name, SNAPSHOT_SUFFIX) else {
+            continue;
+        };
+        let path = dir().join(&name);
+        let (o, st) = format::decode_snapshot(&s.read_file(&path).unwrap()).unwrap();
+        assert_eq!(o, off);
+        s.write_file(&path, &format::encode_snapshot_version(off, &st, 1));
+        rewritten += 1;
+    }
+    assert!(rewritten >= 1);
+    let mut log = open(&s, small());
+    assert_eq!(log.log_end_offset(), end);
+    let p = log.producers();
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].producer_epoch, p[0].last_sequence), (2, 19));
+    assert_eq!(p[0].coordinator_epoch, -1);
+    assert_eq!(p[0].current_txn_start_offset, -1);
+    // The last batch is recognised as a duplicate, the next sequence appends.
+    let dup = log.append(&idem(18), NOW).unwrap();
+    assert!(dup.duplicate);
+    assert!(!log.append(&idem(20), NOW).unwrap().duplicate);
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
