@@ -195,11 +195,12 @@ impl Segment {
 /// Durability: `append` writes the batch (and any index entries due) with plain writes, never
 /// fsyncs. Rolling a segment writes a producer-state snapshot and creates the new segment's
 /// files, also without fsync; the sealed segment's files, the snapshot and the directory are
-/// queued for the next [`SyncPoint`]. `sync_point`/`SyncPoint::fsync` fsync the queued files,
-/// the active `.log`, the directory if files were created, and then atomically rewrite the
-/// `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs the
-/// `log-start-offset` checkpoint (write tmp, fsync, rename, fsync dir) before deleting segments,
-/// then fsyncs the directory. `open` fsyncs whatever recovery changed, and `close` fsyncs
+/// queued for the next [`SyncPoint`]. `append_marker` appends an aborted transaction's entry
+/// to the active segment's `.txnindex`, also queued. `sync_point`/`SyncPoint::fsync` fsync the
+/// queued files, the active `.log`, the directory if files were created, and then atomically
+/// rewrite the `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs
+/// a snapshot at the first remaining segment and the `log-start-offset` checkpoint (write tmp,
+/// fsync, rename, fsync dir) before deleting segments, then fsyncs the directory. `open` fsyncs whatever recovery changed, and `close` fsyncs
 /// everything before writing the clean-shutdown marker.
 pub struct PartitionLog {
     shared: Arc<Shared>,
@@ -1597,9 +1598,10 @@ impl PartitionLog {
 
     /// Deletes whole segments past retention (never the active one): the oldest segments whose
     /// largest timestamp is older than `retention_ms` (segments without timestamps are kept),
-    /// and the oldest segments while the log exceeds `retention_bytes`. Persists the new log
-    /// start offset (fsynced) before deleting, then fsyncs the directory. Returns the number of
-    /// segments deleted.
+    /// and the oldest segments while the log exceeds `retention_bytes`. Writes a producer-state
+    /// snapshot at the first remaining segment and persists the new log start offset (both
+    /// fsynced) before deleting, then fsyncs the directory. Returns the number of segments
+    /// deleted. Aborted-transaction index files go with their segments.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
@@ -1652,9 +1654,11 @@ impl PartitionLog {
     /// inside a segment. Returns the new log start offset (unchanged when `offset` is not
     /// above it). `offset` must not pass the high watermark: only durable records may go.
     ///
-    /// Durability: the `log-start-offset` checkpoint is written (tmp + fsync + rename +
-    /// directory fsync) before anything is deleted, so after a crash the log starts at the new
-    /// offset or, if the checkpoint did not land, nothing was deleted.
+    /// Durability: a producer-state snapshot at the first remaining segment (if segments go),
+    /// then the `log-start-offset` checkpoint, are written (tmp + fsync + rename + directory
+    /// fsync) before anything is deleted, so after a crash the log starts at the new offset
+    /// or, if the checkpoint did not land, nothing was deleted. The last stable offset never
+    /// falls below the new log start.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
@@ -1854,7 +1858,8 @@ pub struct InstallOutcome {
 impl PartitionLog {
     /// Plans a cleaning pass if the log is compacted and one is due (cheap; call under the
     /// partition lock): the cleanable segments are the sealed ones from the log start that are
-    /// wholly below the durable recovery point and the high watermark and whose largest
+    /// wholly below the durable recovery point, the high watermark and the last stable offset
+    /// (an open transaction may still abort), and whose largest
     /// timestamp is at least `min_compaction_lag_ms` old (stopping at the first that is not).
     /// Due when uncleaned bytes / cleanable bytes >= `min_cleanable_dirty_ratio`, when the
     /// oldest uncleaned batch is older than `max_compaction_lag_ms`, or when a tombstone's
