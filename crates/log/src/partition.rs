@@ -200,8 +200,9 @@ impl Segment {
 /// queued files, the active `.log`, the directory if files were created, and then atomically
 /// rewrite the `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs
 /// a snapshot at the first remaining segment and the `log-start-offset` checkpoint (write tmp,
-/// fsync, rename, fsync dir) before deleting segments, then fsyncs the directory. `open` fsyncs whatever recovery changed, and `close` fsyncs
-/// everything before writing the clean-shutdown marker.
+/// fsync, rename, fsync dir) before deleting segments, then fsyncs the directory. `open`
+/// fsyncs whatever recovery changed, and `close` fsyncs everything before writing the
+/// clean-shutdown marker.
 pub struct PartitionLog {
     shared: Arc<Shared>,
     config: LogConfig,
