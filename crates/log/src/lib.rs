@@ -182,12 +182,14 @@
 //! horizon) set means baseTimestamp is the delete horizon: the first pass that keeps a
 //! tombstone in a batch sets it to `now + delete.retention.ms` and rewrites the records'
 //! timestampDelta against it; a later pass after that time drops the tombstones.
-//! Only segments wholly below the last stable offset are cleaned. Transactional batches (data
-//! and control) are kept unchanged and never supersede other records: unlike Kafka, the
-//! cleaner does not drop aborted data or markers past `delete.retention.ms`, so aborted
-//! records stay in the log (hidden from read_committed consumers by the index) and no index
-//! entry ever loses its marker. A cleaned segment's `.txnindex` is the union of its sources'
-//! entries, in marker order. A batch that idempotent producer state refers to (each producer's
+//! Only segments wholly below the last stable offset are cleaned, so every transaction with
+//! data there has ended. Data batches of aborted transactions (a transactional batch whose
+//! producer has an index entry with firstOffset <= its base offset < lastOffset) are dropped,
+//! as Kafka does, or emptied like other batches producer state refers to. Committed
+//! transactional batches and markers are kept unchanged and never supersede other records;
+//! unlike Kafka, markers are never removed (not even past `delete.retention.ms`): they carry
+//! epoch bumps that replaying producer state needs, and each index entry keeps its marker. A
+//! cleaned segment's `.txnindex` is the union of its sources' entries, in marker order. A batch that idempotent producer state refers to (each producer's
 //! last 5) is kept even when all its records go: recordCount 0, no records, codec bits 0.
 //! Keyless records are dropped. Groups of consecutive cleaned segments whose original sizes
 //! sum to at most `segment_bytes` (and 4 GiB, and whose offsets span at most u32::MAX) become

@@ -1976,6 +1976,16 @@ impl PartitionLog {
             .values()
             .flat_map(|e| e.batches.iter().map(|m| m.first_offset))
             .collect();
+        // Every aborted transaction that may have data in the cleanable segments (its marker
+        // may lie in any later segment); all of them ended below the last stable offset.
+        let clean_end = segs.last().map_or(self.log_start, |s| s.next_offset);
+        let aborted = self
+            .segments
+            .values()
+            .flat_map(|s| s.aborted.iter())
+            .filter(|e| e.first_offset < clean_end)
+            .map(|e| ((e.producer_id, e.first_offset), e.last_offset))
+            .collect();
         Some(CleanPlan {
             storage: self.shared.storage.clone(),
             dir: self.shared.dir.clone(),
@@ -1991,6 +2001,7 @@ impl PartitionLog {
                 .collect(),
             first_dirty,
             retain,
+            aborted,
             now_ms,
             delete_retention_ms: self.config.delete_retention_ms,
             segment_bytes: self.config.segment_bytes,

@@ -1,6 +1,7 @@
 //! Unit tests of transactions in [`PartitionLog`]: markers, the last stable offset, the
 //! aborted-transaction index, producer state, recovery and the cleaner's bound.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -555,4 +556,87 @@ fn a_log_with_version_1_snapshots_opens() {
     assert!(dup.duplicate);
     assert!(!log.append(&idem(20), NOW).unwrap().duplicate);
     assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
+
+/// Kafka's cleaner discards aborted transactions' records: their data batches go (or are
+/// emptied when producer state refers to them); committed data, markers and the index stay.
+#[test]
+fn the_cleaner_drops_aborted_data_and_keeps_the_rest() {
+    let s = MemStorage::new();
+    let config = LogConfig {
+        cleanup_policy: crate::CleanupPolicy::Compact,
+        min_compaction_lag_ms: 0,
+        segment_bytes: 300,
+        ..small()
+    };
+    let mut log = open(&s, config.clone());
+    // Producer 1 aborts, producer 2 commits; interleaved over several segments.
+    let mut aborted_batches = Vec::new();
+    let mut committed_batches = Vec::new();
+    for round in 0..8 {
+        let a = log.append(&txn(1, 0, round * 2, 2), NOW).unwrap();
+        aborted_batches.push(a.base_offset);
+        let c = log.append(&txn(2, 0, round, 1), NOW).unwrap();
+        committed_batches.push(c.base_offset);
+        marker(&mut log, 1, 0, ControlType::Abort).unwrap();
+        marker(&mut log, 2, 0, ControlType::Commit).unwrap();
+    }
+    for _ in 0..6 {
+        log.append(&plain(2), NOW).unwrap();
+    }
+    log.sync().unwrap();
+    let end = log.log_end_offset();
+    let want = aborted(&log, 0, end);
+    assert_eq!(want.len(), 8);
+    let producers = log.producers();
+    let plan = log.forced_cleaning_plan(NOW).unwrap();
+    let res = plan
+        .run(&CleanerConfig::default(), &mut Unthrottled)
+        .unwrap();
+    assert!(res.stats.aborted_batches_removed >= 6, "{:?}", res.stats);
+    log.install_cleaned(res).unwrap();
+    // What is left of each batch, by base offset.
+    let all = log.read(0, usize::MAX, end).unwrap();
+    let mut left = BTreeMap::new();
+    let mut p = 0;
+    while p + BatchHeader::SIZE <= all.len() {
+        let h = BatchHeader::parse(&all[p..]).unwrap();
+        left.insert(h.base_offset, h);
+        p += h.total_size().unwrap();
+    }
+    // Producer 1's last five batches are kept for its sequence state, emptied; the cleaned
+    // segments lost the others (the last segments are not cleanable).
+    let cleaned_end = *log.segments.keys().next_back().unwrap();
+    for (i, &b) in aborted_batches.iter().enumerate() {
+        match left.get(&b) {
+            Some(h) if i >= 3 || b >= cleaned_end => {
+                assert!(h.is_transactional());
+                if b < cleaned_end {
+                    assert_eq!(h.record_count, 0, "{b}");
+                }
+            }
+            other => assert!(other.is_none(), "aborted batch at {b} kept: {other:?}"),
+        }
+    }
+    assert!(!left.contains_key(&aborted_batches[0]));
+    for &b in &committed_batches {
+        assert_eq!(
+            left.get(&b).map(|h| h.record_count),
+            Some(1),
+            "committed {b}"
+        );
+    }
+    assert_eq!(left.values().filter(|h| h.is_control()).count(), 16);
+    assert_eq!(aborted(&log, 0, end), want);
+    assert_eq!(log.last_stable_offset(), end);
+    // Producer state and the index survive a reopen, and a crash.
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, config);
+    assert_eq!(log.producers(), producers);
+    assert_eq!(aborted(&log, 0, end), want);
+    assert!(
+        log.append(&txn(1, 0, 16, 1), NOW).is_ok(),
+        "sequences continue"
+    );
 }

@@ -759,8 +759,8 @@ fn transactional_batches_are_kept_and_never_supersede() {
         0,
     )
     .expect("append");
-    // A transactional write of the same key, committed: the cleaner still keeps it as it
-    // is and never lets it supersede (it does not tell aborted data from committed data).
+    // A transactional write of the same key, committed: the cleaner keeps it as it is and
+    // never lets it supersede other records (only aborted transactions' data is dropped).
     let tx = keyed_tx(
         &[("t", Some("maybe-aborted"))],
         100,

@@ -1,7 +1,7 @@
 //! Transactions against a model, with crashes: random interleavings of transactional appends
 //! from several producers, COMMIT/ABORT markers (some bumping the epoch, some stale), plain
-//! appends, syncs, DeleteRecords, clean reopens and power losses (unsynced bytes dropped or
-//! torn). After every step and every recovery, the last stable offset, the aborted
+//! appends, syncs, DeleteRecords, cleaning passes (compacted log: aborted data is dropped),
+//! clean reopens and power losses (unsynced bytes dropped or torn). After every step and every recovery, the last stable offset, the aborted
 //! transactions over many ranges and each producer's open transaction match a model replayed
 //! over the batches that survived.
 
@@ -14,7 +14,10 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use proptest::prelude::*;
-use waterline_log::{ControlType, CrashMode, LogConfig, MemStorage, PartitionLog};
+use waterline_log::{
+    CleanerConfig, CleanupPolicy, ControlType, CrashMode, LogConfig, MemStorage, PartitionLog,
+    Unthrottled,
+};
 
 const DIR: &str = "/disk/txn-0";
 const PRODUCERS: i64 = 3;
@@ -26,6 +29,7 @@ fn config() -> LogConfig {
         segment_ms: None,
         retention_ms: None,
         retention_bytes: None,
+        cleanup_policy: CleanupPolicy::Compact,
         ..LogConfig::default()
     }
 }
@@ -95,6 +99,8 @@ enum Op {
     DeleteRecords {
         eighths: i64,
     },
+    /// A forced cleaning pass.
+    Clean,
     Crash(CrashMode),
     CloseReopen,
 }
@@ -109,6 +115,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Sync),
         1 => Just(Op::SyncOverlapped),
         1 => (0i64..9).prop_map(|eighths| Op::DeleteRecords { eighths }),
+        1 => Just(Op::Clean),
         1 => prop_oneof![
             Just(CrashMode::DropUnsynced),
             (0usize..300).prop_map(|keep| CrashMode::TearLastWrite { keep }),
@@ -332,6 +339,14 @@ fn run(ops: &[Op]) {
                 let start = log.log_start_offset();
                 let at = start + (log.high_watermark() - start) * eighths / 8;
                 log.delete_records_before(at).expect("delete records");
+            }
+            Op::Clean => {
+                if let Some(plan) = log.forced_cleaning_plan(10_000) {
+                    let res = plan
+                        .run(&CleanerConfig::default(), &mut Unthrottled)
+                        .expect("clean");
+                    log.install_cleaned(res).expect("install");
+                }
             }
             Op::Crash(mode) => {
                 drop(log);
