@@ -6,7 +6,7 @@
 //! writes and fsyncs the cleaned files) -> [`PartitionLog::install_cleaned`](crate::PartitionLog::install_cleaned)
 //! (under the lock: commits the swap, see the crate's FORMAT section).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    INDEX_SUFFIX, LOG_SUFFIX, MaxTimestampAt, PartitionLog, Segment, TIME_SUFFIX, note_batch,
-    seal_time_index,
+    INDEX_SUFFIX, LOG_SUFFIX, MaxTimestampAt, PartitionLog, Segment, TIME_SUFFIX, TXN_SUFFIX,
+    note_batch, seal_time_index,
 };
 use crate::batch::{self, BatchHeader, DELETE_HORIZON_FLAG, LOG_OVERHEAD, MAX_DECOMPRESSED_BYTES};
 use crate::error::{CleanError, LogError};
 use crate::format;
 use crate::storage::{Storage, StorageFile};
+use crate::txn::{self, AbortedEntry};
 
 /// Suffix of a segment file written by the cleaner and not yet swapped in.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -257,6 +258,8 @@ pub(crate) struct PlanSegment {
     pub end: i64,
     pub size: u64,
     pub log: Arc<dyn StorageFile>,
+    /// The segment's aborted transactions (fixed once it is sealed).
+    pub aborted: Vec<AbortedEntry>,
 }
 
 /// Why a plan was made.
@@ -285,6 +288,9 @@ pub struct CleanPlan {
     /// Base offsets of batches that idempotent producer state refers to: kept (possibly
     /// emptied of records) so that replaying headers rebuilds the same state.
     pub(crate) retain: HashSet<i64>,
+    /// Aborted transactions that may have data in the cleanable segments: (producer id,
+    /// first offset) -> marker offset.
+    pub(crate) aborted: BTreeMap<(i64, i64), i64>,
     pub(crate) now_ms: i64,
     pub(crate) delete_retention_ms: i64,
     pub(crate) segment_bytes: u64,
@@ -326,6 +332,9 @@ pub struct CleanStats {
     pub records_kept: u64,
     /// Tombstones removed because their delete horizon had passed.
     pub tombstones_removed: u64,
+    /// Data batches of aborted transactions removed (or emptied, when producer state needs
+    /// their header).
+    pub aborted_batches_removed: u64,
     /// Passes run (1 per [`CleanPlan::run`]).
     pub passes: u32,
     /// Bytes of the offset map's slots.
@@ -765,6 +774,15 @@ fn corrupt_at(path: &Path, pos: u64, reason: impl Into<String>) -> CleanError {
 }
 
 impl CleanPlan {
+    /// Whether a transactional data batch belongs to an aborted transaction: its producer's
+    /// aborted transaction starting at or before it ends with a marker after it.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        self.aborted
+            .range((h.producer_id, i64::MIN)..=(h.producer_id, h.base_offset))
+            .next_back()
+            .is_some_and(|(_, &marker)| h.base_offset < marker)
+    }
+
     /// First offset not cleaned by an earlier pass.
     pub fn first_dirty_offset(&self) -> i64 {
         self.first_dirty
@@ -1019,12 +1037,34 @@ impl CleanPlan {
         }
         seg.next_offset = end;
         seal_time_index(&mut seg, &self.dir).map_err(CleanError::Log)?;
+        // The cleaner keeps every control batch, so the group's markers are its sources'
+        // markers: its aborted-transaction index is the union of theirs, in marker order.
+        seg.aborted = group
+            .iter()
+            .flat_map(|s| s.aborted.iter().copied())
+            .collect();
+        let mut txn_file = None;
+        if !seg.aborted.is_empty() {
+            let p = self.path(base, &format!("{TXN_SUFFIX}{CLEANED_SUFFIX}"));
+            let io = |e| CleanError::Io {
+                path: p.clone(),
+                source: e,
+            };
+            let f = self.storage.open(&p, true).map_err(io)?;
+            f.truncate(0).map_err(io)?;
+            f.append(&txn::encode_entries(&seg.aborted)).map_err(io)?;
+            let f: Arc<dyn StorageFile> = Arc::from(f);
+            seg.txn_file = Some(f.clone());
+            txn_file = Some(f);
+        }
         let synced = Instant::now();
         for (f, suffix) in [
-            (&seg.log, LOG_SUFFIX),
-            (&seg.index_file, INDEX_SUFFIX),
-            (&seg.time_file, TIME_SUFFIX),
+            (Some(&seg.log), LOG_SUFFIX),
+            (Some(&seg.index_file), INDEX_SUFFIX),
+            (Some(&seg.time_file), TIME_SUFFIX),
+            (txn_file.as_ref(), TXN_SUFFIX),
         ] {
+            let Some(f) = f else { continue };
             f.sync().map_err(|e| CleanError::Io {
                 path: self.path(base, &format!("{suffix}{CLEANED_SUFFIX}")),
                 source: e,
@@ -1047,10 +1087,36 @@ impl CleanPlan {
         clean_end: i64,
         work: &mut Work,
     ) -> Result<Filtered, String> {
-        // Transactional batches (data and markers) are kept as they are and never mapped: the
-        // log does not track transactions (no last stable offset, no aborted-transaction
-        // index), so it cannot tell an aborted record from a committed one, nor when a marker
-        // stops mattering. Keeping them loses no latest value; it only compacts less.
+        // A data batch of an aborted transaction goes (Kafka's cleaner discards aborted
+        // records): emptied instead when producer state refers to it, so that replaying
+        // headers rebuilds the same state. Its transaction's index entry stays (its marker is
+        // kept), and an empty or missing batch has nothing for it to hide.
+        if h.is_transactional() && !h.is_control() && self.is_aborted(h) {
+            if h.record_count == 0 {
+                // Emptied by an earlier pass.
+                return Ok(Filtered::Same(MaxTimestampAt::Base));
+            }
+            work.stats.aborted_batches_removed += 1;
+            work.stats.records_read += u64::try_from(h.record_count).unwrap_or(0);
+            if !self.retain.contains(&h.base_offset) {
+                return Ok(Filtered::Dropped);
+            }
+            work.rebuilt.clear();
+            encode_batch(
+                &mut work.rebuilt,
+                h,
+                h.attributes & !0x7,
+                h.base_timestamp,
+                h.max_timestamp,
+                0,
+                &[],
+            );
+            return Ok(Filtered::Rewritten(MaxTimestampAt::Base));
+        }
+        // Other transactional batches (committed data and markers) are kept as they are and
+        // never mapped: a committed record never supersedes others, and markers are what
+        // ends transactions on replay (and what index entries point at). Keeping them loses
+        // no latest value; it only compacts less.
         if h.is_transactional() || h.is_control() || h.base_offset >= clean_end {
             return Ok(Filtered::Same(MaxTimestampAt::Find));
         }

@@ -19,12 +19,13 @@
 //! | write path | writes | fsyncs |
 //! |---|---|---|
 //! | `append` | the batch into the active `.log` (index entries due every `index_interval_bytes` stay in memory) | nothing |
+//! | `append_marker` | the control batch into the active `.log`; for an ABORT that ended a transaction, one entry appended to the active segment's `.txnindex` (created with its first entry) | nothing; the `.txnindex` (and the directory if it was created) is queued for the next sync point |
 //! | roll (inside `append`) | the sealed segment's `.index`/`.timeindex` entries (with a final maximum-timestamp entry), `{next}.snapshot`, three new empty files | nothing; the sealed segment's files, the snapshot and the directory are queued for the next sync point |
-//! | `SyncPoint::fsync` | `recovery-point` (after a roll) | queued files, the active `.log`, the directory if files were created, then `recovery-point` via tmp + fsync + rename + directory fsync |
-//! | `enforce_retention` | `log-start-offset`, deletions | `log-start-offset` via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
+//! | `SyncPoint::fsync` | `recovery-point` (after a roll) | queued files (sealed segments' files, snapshots, any `.txnindex` written to), the active `.log`, the directory if files were created, then `recovery-point` via tmp + fsync + rename + directory fsync |
+//! | `enforce_retention`, `delete_records_before` | `{first kept base}.snapshot` (if segments go), `log-start-offset`, deletions | the snapshot, then `log-start-offset`, each via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
 //! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
 //! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
-//! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned` per group | each cleaned file, then the directory |
+//! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`, and `.txnindex.cleaned` if the group has aborted transactions, per group | each cleaned file, then the directory |
 //! | `install_cleaned` (lock) | `clean-swap`, removals, renames, `cleaner-offset` | `clean-swap` via tmp + fsync + rename + directory fsync (the commit point), then removals and renames, the directory, `cleaner-offset` via tmp + fsync + rename, removal of `clean-swap`, the directory |
 //!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
@@ -44,6 +45,14 @@
 //! previous batch's last offset + 1). The log is truncated at the first invalid batch, later
 //! segments are deleted, and the indexes of scanned segments are rebuilt from scratch.
 //!
+//! A trusted segment's `.txnindex` is loaded and each entry checked (CRC, version, offsets
+//! inside the segment, marker offsets increasing). A bad entry in a trusted file is damage,
+//! not a torn write: the file is truncated before it, the damage is listed by
+//! [`PartitionLog::recovery_repairs`], and the index is rebuilt from that segment on. The
+//! `.txnindex` of every scanned segment (and of every segment after a damaged one) is rebuilt
+//! by replaying the log from a producer-state snapshot (below), rewritten whole (removed when
+//! it has no entries) and fsynced with the rest of recovery's changes.
+//!
 //! Compaction: before anything else, `open` finishes or rolls back an interrupted cleaner swap
 //! (see `clean-swap` below). Segments wholly below the recovery point (or the cleaner offset)
 //! may have been cleaned, so for them the checks are relaxed exactly as far as compaction
@@ -53,24 +62,36 @@
 //! segment's base. CRC, magic, length and record framing are still checked; everywhere else
 //! (the active segment and anything not yet durable) offsets must stay dense.
 //!
-//! Idempotent producer state (producer id -> epoch and the last 5 batches' sequences and
-//! offsets) is snapshotted at every roll and on clean close. `open` loads the newest valid
-//! snapshot at or below the first rescanned offset and replays the headers of the batches after
-//! it; without a usable snapshot it replays from the log start. Snapshots above the recovered
-//! log end are deleted.
+//! Producer state (producer id -> epoch, the last 5 batches' sequences and offsets, the last
+//! marker's coordinator epoch, the last timestamp, and the first offset of the open
+//! transaction) is snapshotted at every roll and on clean close. `open` deletes snapshots
+//! above the recovered log end and snapshots that do not decode (written at a roll and lost),
+//! loads the newest snapshot at or below the first segment whose `.txnindex` is rebuilt (the
+//! log end after a clean stop) and replays the batches after it (headers, plus the control
+//! record of each marker); without a snapshot it replays from the first segment's base (a
+//! transaction may have started before the log start, in the segment holding it).
+//! *Invariant:* replay never needs a deleted segment: before deleting segments, retention and
+//! DeleteRecords write (and fsync) a snapshot at the base of the first segment that stays, and
+//! a snapshot is pruned only below a newer durable one at or below the recovery point.
 //!
 //! # Transactions
 //!
 //! A transactional data batch (attributes bit 4) from a producer with no open transaction in
 //! this partition opens one at its base offset; [`PartitionLog::append_marker`] writes a
-//! COMMIT or ABORT control batch and ends it. An aborted transaction is recorded as (producer
-//! id, first offset, marker offset, last stable offset after the marker) with the segment
-//! holding its marker, for [`PartitionLog::aborted_transactions`]. The last stable offset
-//! ([`PartitionLog::last_stable_offset`]) is the first offset of the oldest transaction that
-//! is open or whose marker is not yet below the high watermark, else the high watermark (never
-//! below the log start). `append` refuses control batches: only `append_marker` writes them.
-//! The cleaner never cleans at or past the last stable offset. Open transactions are part of
-//! the producer-state snapshot; `open` rebuilds the aborted transactions by replaying the log.
+//! COMMIT or ABORT control batch and ends it (Kafka's `ProducerStateManager`). An aborted
+//! transaction is recorded as (producer id, first offset, marker offset, last stable offset
+//! after the marker) in the `.txnindex` of the segment holding its marker, and in memory, for
+//! [`PartitionLog::aborted_transactions`] (Kafka's `TransactionIndex`).
+//! *Invariant (LSO):* [`PartitionLog::last_stable_offset`] is the first offset of the oldest
+//! transaction that is open or whose marker is not yet below the high watermark, else the high
+//! watermark, and never below the log start: so LSO <= high watermark, and no offset below
+//! the LSO belongs to a transaction whose outcome is not durable. After recovery it is
+//! computed from the recovered log alone (the high watermark is the recovered end).
+//! *Invariant (index):* every ABORT marker that ended a transaction has exactly one entry, in
+//! its segment's `.txnindex`, in marker order; the file follows its segment through sync
+//! points, retention, DeleteRecords, cleaning and deletion.
+//! `append` refuses control batches: only `append_marker` writes them. The cleaner never
+//! cleans at or past the last stable offset.
 //!
 //! # FORMAT
 //!
@@ -118,6 +139,23 @@
 //! increase. Lookup for target t: last entry with timestamp <= t; every record before its
 //! offset is older than t, so the scan starts at that offset's batch.
 //!
+//! ## `{base}.txnindex` — aborted transactions whose marker is in `{base}.log`
+//! Created with the segment's first entry (absent = none). 38-byte entries, in marker order:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..2 | version u16 = 0 |
+//! | 2..10 | producerId i64 (>= 0) |
+//! | 10..18 | firstOffset i64: the transaction's first batch in this partition |
+//! | 18..26 | lastOffset i64: the ABORT marker's offset (> firstOffset; strictly increasing, inside the segment) |
+//! | 26..34 | lastStableOffset i64: the LSO right after the marker, ignoring the high watermark (first offset of the oldest other open transaction, else lastOffset + 1) |
+//! | 34..38 | CRC-32C u32 of bytes 0..34 |
+//!
+//! A lookup for [from, to) reads the segments from the one holding `from` on, takes the
+//! entries with lastOffset >= from and firstOffset < to, and stops after an entry whose
+//! lastStableOffset >= to (no later abort can start below `to`). An entry whose CRC, version
+//! or offsets fail, or a torn tail, ends the valid entries (see Recovery).
+//!
 //! ## `{n}.snapshot` — producer state as of offset n (all batches below n applied)
 //! `"WLPS"` | version u32 = 2 | n i64 | producer count u32 | per producer: producerId i64 |
 //! epoch i16 | coordinatorEpoch i32 (of its last marker, -1 if none) | lastTimestamp i64 (max
@@ -144,18 +182,23 @@
 //! horizon) set means baseTimestamp is the delete horizon: the first pass that keeps a
 //! tombstone in a batch sets it to `now + delete.retention.ms` and rewrites the records'
 //! timestampDelta against it; a later pass after that time drops the tombstones.
-//! Transactional batches (data and control) are kept unchanged and never supersede other
-//! records: the log tracks no last stable offset or aborted transactions, so it cannot tell
-//! aborted data from committed data (Kafka cleans only below the last stable offset and
-//! drops aborted data; the broker does not serve transactions). A batch that idempotent producer state refers to (each producer's
+//! Only segments wholly below the last stable offset are cleaned, so every transaction with
+//! data there has ended. Data batches of aborted transactions (a transactional batch whose
+//! producer has an index entry with firstOffset <= its base offset < lastOffset) are dropped,
+//! as Kafka does, or emptied like other batches producer state refers to. Committed
+//! transactional batches and markers are kept unchanged and never supersede other records;
+//! unlike Kafka, markers are never removed (not even past `delete.retention.ms`): they carry
+//! epoch bumps that replaying producer state needs, and each index entry keeps its marker. A
+//! cleaned segment's `.txnindex` is the union of its sources' entries, in marker order. A batch that idempotent producer state refers to (each producer's
 //! last 5) is kept even when all its records go: recordCount 0, no records, codec bits 0.
 //! Keyless records are dropped. Groups of consecutive cleaned segments whose original sizes
 //! sum to at most `segment_bytes` (and 4 GiB, and whose offsets span at most u32::MAX) become
 //! one segment named after the group's first base.
 //!
-//! ## `{base}.log.cleaned`, `{base}.index.cleaned`, `{base}.timeindex.cleaned`
-//! A cleaned group's segment and indexes, same formats as above, written and fsynced (then the
-//! directory) by `CleanPlan::run`. Without a `clean-swap` manifest they are uncommitted and
+//! ## `{base}.log.cleaned`, `{base}.index.cleaned`, `{base}.timeindex.cleaned`, `{base}.txnindex.cleaned`
+//! A cleaned group's segment and indexes (the last only if the group has aborted
+//! transactions), same formats as above, written and fsynced (then the directory) by
+//! `CleanPlan::run`. Without a `clean-swap` manifest they are uncommitted and
 //! `open` deletes them.
 //!
 //! ## `clean-swap` — the swap's commit record
@@ -163,8 +206,9 @@
 //! the first segment after the group) | CRC-32C u32 of everything before. Written via tmp +
 //! fsync + rename + directory fsync only after every `.cleaned` file is durable; once it
 //! exists the pass is committed. Then, per group, segments with a base in (base, end) are
-//! deleted and `{base}.index.cleaned`, `{base}.timeindex.cleaned`, `{base}.log.cleaned` are
-//! renamed over `{base}.index`, `{base}.timeindex`, `{base}.log`; the directory is fsynced,
+//! deleted (all four files) and `{base}.index.cleaned`, `{base}.timeindex.cleaned`,
+//! `{base}.txnindex.cleaned` (if written), `{base}.log.cleaned` are renamed over
+//! `{base}.index`, `{base}.timeindex`, `{base}.txnindex`, `{base}.log`; the directory is fsynced,
 //! `cleaner-offset` written, `clean-swap` removed and the directory fsynced again. `open`
 //! with a valid manifest redoes the deletions and whichever renames are missing (each step
 //! idempotent), so a crash at any point leaves either all old or all new segments of every
@@ -193,8 +237,8 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, CleanError, LogError};
 pub use partition::{
     AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
-    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, SyncPoint, Throttle, Unthrottled,
-    keyless_records,
+    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair, SyncPoint, Throttle,
+    Unthrottled, keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
 pub use txn::{AbortedTxn, ControlType, ProducerInfo};

@@ -19,6 +19,7 @@ use crate::txn::{self, AbortedEntry, AbortedTxn, CompletedTxn, ControlType, Mark
 const LOG_SUFFIX: &str = ".log";
 const INDEX_SUFFIX: &str = ".index";
 const TIME_SUFFIX: &str = ".timeindex";
+const TXN_SUFFIX: &str = ".txnindex";
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const TMP_SUFFIX: &str = ".tmp";
 const LOG_START_FILE: &str = "log-start-offset";
@@ -46,6 +47,19 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// Log start offset at the time of the append.
     pub log_start_offset: i64,
+}
+
+/// Damage that [`PartitionLog::open`] found in a file it trusted, and repaired. The log stays
+/// correct (the repaired data is rebuilt from the segments), but a trusted file should not
+/// be damaged: the broker should report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// The damaged file.
+    pub path: PathBuf,
+    /// Byte position of the first damaged byte; the file was truncated there.
+    pub position: u64,
+    /// What was wrong.
+    pub reason: String,
 }
 
 /// State shared between a log and its in-flight [`SyncPoint`]s, which run outside the lock.
@@ -151,8 +165,11 @@ pub(crate) struct Segment {
     time_on_disk: usize,
     /// Reference time for age-based rolling (first batch's timestamp).
     roll_ref_ms: Option<i64>,
-    /// Aborted transactions whose marker lies in this segment, in marker order.
+    /// Aborted transactions whose marker lies in this segment, in marker order (all of them
+    /// are in `{base}.txnindex` too, written as each marker is appended).
     aborted: Vec<AbortedEntry>,
+    /// `{base}.txnindex`, created with the segment's first aborted transaction.
+    txn_file: Option<Arc<dyn StorageFile>>,
 }
 
 impl Segment {
@@ -178,12 +195,14 @@ impl Segment {
 /// Durability: `append` writes the batch (and any index entries due) with plain writes, never
 /// fsyncs. Rolling a segment writes a producer-state snapshot and creates the new segment's
 /// files, also without fsync; the sealed segment's files, the snapshot and the directory are
-/// queued for the next [`SyncPoint`]. `sync_point`/`SyncPoint::fsync` fsync the queued files,
-/// the active `.log`, the directory if files were created, and then atomically rewrite the
-/// `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs the
-/// `log-start-offset` checkpoint (write tmp, fsync, rename, fsync dir) before deleting segments,
-/// then fsyncs the directory. `open` fsyncs whatever recovery changed, and `close` fsyncs
-/// everything before writing the clean-shutdown marker.
+/// queued for the next [`SyncPoint`]. `append_marker` appends an aborted transaction's entry
+/// to the active segment's `.txnindex`, also queued. `sync_point`/`SyncPoint::fsync` fsync the
+/// queued files, the active `.log`, the directory if files were created, and then atomically
+/// rewrite the `recovery-point` checkpoint if a segment was sealed. `enforce_retention` fsyncs
+/// a snapshot at the first remaining segment and the `log-start-offset` checkpoint (write tmp,
+/// fsync, rename, fsync dir) before deleting segments, then fsyncs the directory. `open`
+/// fsyncs whatever recovery changed, and `close` fsyncs everything before writing the
+/// clean-shutdown marker.
 pub struct PartitionLog {
     shared: Arc<Shared>,
     config: LogConfig,
@@ -210,6 +229,8 @@ pub struct PartitionLog {
     /// Transactions ended by a marker that is not yet below the high watermark, as (first
     /// offset, marker offset): they stay unstable until the marker is durable.
     unstable: BTreeSet<(i64, i64)>,
+    /// What `open` repaired.
+    repairs: Vec<Repair>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -307,7 +328,7 @@ impl PartitionLog {
             .collect();
         // Index files without a log file are leftovers of deleted segments.
         for n in &names {
-            let orphan = [INDEX_SUFFIX, TIME_SUFFIX]
+            let orphan = [INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX]
                 .iter()
                 .filter_map(|s| format::parse_name(n, s))
                 .any(|b| !bases.contains(&b));
@@ -342,6 +363,7 @@ impl PartitionLog {
             clean_offset: 0,
             next_horizon: None,
             unstable: BTreeSet::new(),
+            repairs: Vec::new(),
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -373,6 +395,9 @@ impl PartitionLog {
             _ => recovery_ckpt.unwrap_or(i64::MIN),
         };
         let mut truncated = false;
+        // Segments from here on get their aborted-transaction index rebuilt by replaying the
+        // log: the first one that was scanned or whose `.txnindex` is damaged.
+        let mut txn_rebuild_from = i64::MAX;
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             if truncated {
@@ -411,6 +436,9 @@ impl PartitionLog {
                 let scan = log.scan_segment(&mut seg, now_ms, cleaned)?;
                 truncated = scan.truncated;
                 log.queue_segment(&seg);
+                txn_rebuild_from = txn_rebuild_from.min(base);
+            } else if !log.load_txn_index(&mut seg)? {
+                txn_rebuild_from = txn_rebuild_from.min(base);
             }
             log.segments.insert(base, seg);
         }
@@ -463,7 +491,16 @@ impl PartitionLog {
             log.remove_snapshot(s)?;
             dir_changed = true;
         }
-        log.rebuild_producer_state(scan_from.min(log.log_end))?;
+        // Snapshots that do not decode (written at a roll, lost in a crash) can never be used:
+        // forget them, so that pruning never keeps one of them in place of a valid one.
+        let snapshots: Vec<i64> = log.snapshots.iter().copied().collect();
+        for s in snapshots {
+            if log.read_snapshot(s)?.is_none() {
+                log.remove_snapshot(s)?;
+                dir_changed = true;
+            }
+        }
+        log.rebuild_producer_state(txn_rebuild_from)?;
 
         // Make recovery's changes durable before anything new is accepted; everything below
         // the active segment is now validated and durable, so it becomes the recovery point.
@@ -551,6 +588,7 @@ impl PartitionLog {
             time_on_disk: 0,
             roll_ref_ms: None,
             aborted: Vec::new(),
+            txn_file: None,
         }
     }
 
@@ -784,7 +822,7 @@ impl PartitionLog {
     }
 
     fn remove_segment_files(&mut self, base: i64) -> Result<(), LogError> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX] {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX] {
             let p = self.path(base, suffix);
             if self.storage().exists(&p).map_err(io_err(&p))? {
                 self.storage().remove_file(&p).map_err(io_err(&p))?;
@@ -802,48 +840,166 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Loads the newest valid snapshot at or below `upto` and replays batch headers from its
-    /// offset to the log end.
-    fn rebuild_producer_state(&mut self, upto: i64) -> Result<(), LogError> {
-        let mut state = None;
-        for &s in self.snapshots.range(..=upto).rev() {
-            let p = self.path(s, SNAPSHOT_SUFFIX);
-            // Bound: a snapshot holds at most a few dozen bytes per producer; 256 MiB is far
-            // beyond any real one.
-            if let Some((off, st)) =
-                read_small(self.storage(), &p, 256 << 20)?.and_then(|b| format::decode_snapshot(&b))
-                && off == s
-            {
-                state = Some((off, st));
-                break;
-            }
+    /// Loads a trusted segment's `{base}.txnindex` (absent = no aborted transactions). A
+    /// damaged entry (torn, CRC, version, inconsistent, or outside the segment) is reported in
+    /// `repairs`, the file truncated before it, and false returned: the caller rebuilds the
+    /// index from this segment on.
+    fn load_txn_index(&mut self, seg: &mut Segment) -> Result<bool, LogError> {
+        let p = self.path(seg.base, TXN_SUFFIX);
+        if !self.storage().exists(&p).map_err(io_err(&p))? {
+            return Ok(true);
         }
-        let (from, mut st) = state.unwrap_or((self.log_start, ProducerState::default()));
-        let from = from.max(self.log_start);
-        self.replay(from, &mut st, i64::MAX)?;
+        let f: Arc<dyn StorageFile> =
+            Arc::from(self.storage().open(&p, false).map_err(io_err(&p))?);
+        // Bound: at most one entry per minimal batch of the segment.
+        let limit = (seg.size / BatchHeader::SIZE as u64 + 1) * txn::TXN_ENTRY as u64;
+        let len = f.len().map_err(io_err(&p))?;
+        let mut buf = vec![0u8; len.min(limit) as usize];
+        f.read_at(&mut buf, 0).map_err(io_err(&p))?;
+        let (mut entries, mut bad) = txn::decode_entries(&buf);
+        if bad.is_none() && len > limit {
+            bad = Some((limit, "more entries than the segment has batches"));
+        }
+        if let Some(i) = entries
+            .iter()
+            .position(|e| e.last_offset < seg.base || e.last_offset >= seg.next_offset)
+        {
+            bad = Some(((i * txn::TXN_ENTRY) as u64, "entry outside its segment"));
+            entries.truncate(i);
+        }
+        seg.aborted = entries;
+        seg.txn_file = Some(f.clone());
+        let Some((pos, reason)) = bad else {
+            return Ok(true);
+        };
+        self.repairs.push(Repair {
+            path: p.clone(),
+            position: pos,
+            reason: reason.into(),
+        });
+        f.truncate(pos).map_err(io_err(&p))?;
+        Ok(false)
+    }
+
+    /// Loads the newest valid snapshot at or below `txn_rebuild_from` and the log end, and
+    /// replays the batches from its offset to the log end (reading markers). The aborted
+    /// transactions of segments from `txn_rebuild_from` on are replaced by those the replay
+    /// finds, and their `.txnindex` files rewritten (or removed when empty), queued for the
+    /// recovery sync.
+    fn rebuild_producer_state(&mut self, txn_rebuild_from: i64) -> Result<(), LogError> {
+        let upto = txn_rebuild_from.min(self.log_end);
+        let (from, mut st) = self.snapshot_at_or_below(upto)?;
+        let entries = self.replay(from, &mut st, txn_rebuild_from, i64::MAX)?;
         self.producers = st;
-        // The aborted transactions: replayed from the log start (kept in memory only).
-        let mut scratch = ProducerState::default();
-        let entries = self.replay(self.log_start, &mut scratch, i64::MIN)?;
-        for seg in self.segments.values_mut() {
-            seg.aborted.clear();
+        if txn_rebuild_from == i64::MAX {
+            return Ok(());
         }
+        let mut by_seg: BTreeMap<i64, Vec<AbortedEntry>> = BTreeMap::new();
         for (base, e) in entries {
-            if let Some(seg) = self.segments.get_mut(&base) {
-                seg.aborted.push(e);
-            }
+            by_seg.entry(base).or_default().push(e);
+        }
+        let bases: Vec<i64> = self
+            .segments
+            .range(txn_rebuild_from..)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in bases {
+            let entries = by_seg.remove(&base).unwrap_or_default();
+            self.write_txn_index(base, entries)?;
         }
         Ok(())
     }
 
-    /// Replays the batches whose last offset is >= `from` into `st` (reading the marker of
-    /// each control batch). Returns the aborted transactions whose marker lies in a segment
-    /// with base >= `index_from`, as (segment base, index entry).
+    /// Replaces a segment's aborted transactions and rewrites its `.txnindex` (removed when
+    /// there are none); the file and the directory are queued for the next sync.
+    fn write_txn_index(&mut self, base: i64, entries: Vec<AbortedEntry>) -> Result<(), LogError> {
+        let p = self.path(base, TXN_SUFFIX);
+        let exists = self.storage().exists(&p).map_err(io_err(&p))?;
+        let file = if entries.is_empty() {
+            if exists {
+                self.storage().remove_file(&p).map_err(io_err(&p))?;
+                self.generation += 1;
+                self.dir_dirty = Some(self.generation);
+            }
+            None
+        } else {
+            let f: Arc<dyn StorageFile> =
+                Arc::from(self.storage().open(&p, true).map_err(io_err(&p))?);
+            f.truncate(0).map_err(io_err(&p))?;
+            f.append(&txn::encode_entries(&entries))
+                .map_err(io_err(&p))?;
+            self.queue_file(f.clone(), !exists);
+            Some(f)
+        };
+        if let Some(seg) = self.segments.get_mut(&base) {
+            seg.aborted = entries;
+            seg.txn_file = file;
+        }
+        Ok(())
+    }
+
+    /// Queues a written file for the next sync (once), and the directory if it was created.
+    fn queue_file(&mut self, f: Arc<dyn StorageFile>, created: bool) {
+        // A new generation, so no sync point taken before this write can claim to cover it.
+        self.generation += 1;
+        let g = self.generation;
+        match self.pending.iter_mut().find(|(_, p)| Arc::ptr_eq(p, &f)) {
+            Some(entry) => entry.0 = g,
+            None => self.pending.push((g, f)),
+        }
+        if created {
+            self.dir_dirty = Some(g);
+        }
+    }
+
+    /// Reads and decodes snapshot `s`; None if it is invalid or names another offset.
+    fn read_snapshot(&self, s: i64) -> Result<Option<ProducerState>, LogError> {
+        let p = self.path(s, SNAPSHOT_SUFFIX);
+        // Bound: a snapshot holds at most a few dozen bytes per producer; 256 MiB is far beyond
+        // any real one.
+        Ok(read_small(self.storage(), &p, 256 << 20)?
+            .and_then(|b| format::decode_snapshot(&b))
+            .filter(|(off, _)| *off == s)
+            .map(|(_, st)| st))
+    }
+
+    /// The newest valid snapshot at or below `upto` as (offset, state), else the start of the
+    /// first segment with no state. Snapshots are kept so that every segment from the one
+    /// returned on is present (see `advance_start`).
+    fn snapshot_at_or_below(&self, upto: i64) -> Result<(i64, ProducerState), LogError> {
+        for &s in self.snapshots.range(..=upto).rev() {
+            if let Some(st) = self.read_snapshot(s)? {
+                return Ok((s, st));
+            }
+        }
+        // A transaction may have started before the log start, in the segment holding it.
+        let first = self
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.log_start);
+        Ok((first, ProducerState::default()))
+    }
+
+    /// Producer state with every batch below `offset` applied (from the newest snapshot at or
+    /// below it, replaying the batches after it).
+    fn state_at(&self, offset: i64) -> Result<ProducerState, LogError> {
+        let (from, mut st) = self.snapshot_at_or_below(offset)?;
+        self.replay(from, &mut st, i64::MAX, offset)?;
+        Ok(st)
+    }
+
+    /// Replays the batches whose last offset is >= `from` and whose base offset is below
+    /// `until` into `st` (reading the marker of each control batch). Returns the aborted
+    /// transactions whose marker lies in a segment with base >= `index_from`, as (segment
+    /// base, index entry).
     fn replay(
         &self,
         from: i64,
         st: &mut ProducerState,
         index_from: i64,
+        until: i64,
     ) -> Result<Vec<(i64, AbortedEntry)>, LogError> {
         let mut out = Vec::new();
         let first = self
@@ -860,6 +1016,9 @@ impl PartitionLog {
             };
             while let Some(h) = self.header_at(seg, pos)? {
                 let size = h.total_size().unwrap_or(0);
+                if h.base_offset >= until {
+                    return Ok(out);
+                }
                 if h.last_offset() >= from {
                     let marker = if h.is_control() && h.producer_id >= 0 {
                         buf.resize(size, 0);
@@ -975,9 +1134,6 @@ impl PartitionLog {
     /// last stable offset reaches `to` (no later abort can overlap then, as in Kafka).
     pub fn aborted_transactions(&self, from: i64, to: i64) -> Result<Vec<AbortedTxn>, LogError> {
         let mut out = Vec::new();
-        if from >= to {
-            return Ok(out);
-        }
         let first = self
             .segments
             .range(..=from)
@@ -1000,6 +1156,13 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// What `open` found damaged in files it trusted and repaired (today: entries of
+    /// `.txnindex` files, which were truncated and rebuilt from the segments). Empty after a
+    /// normal recovery, torn tails of unsynced data included.
+    pub fn recovery_repairs(&self) -> &[Repair] {
+        &self.repairs
+    }
+
     /// Every producer with state in this partition, by producer id.
     pub fn producers(&self) -> Vec<ProducerInfo> {
         self.producers
@@ -1016,16 +1179,39 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Records a transaction ended by a marker in the active segment.
+    /// Records a transaction ended by a marker in the active segment: an abort goes into its
+    /// `.txnindex` (created on the first one; file and directory queued for the next sync). A
+    /// write error poisons the log.
     fn complete_txn(&mut self, done: CompletedTxn) -> Result<(), LogError> {
         self.unstable.insert((done.first_offset, done.last_offset));
-        if done.aborted {
-            let entry = self.aborted_entry(&done);
-            let base = self.active().base;
-            let seg = self.segments.get_mut(&base).expect("active segment exists");
-            seg.aborted.push(entry);
+        if !done.aborted {
+            return Ok(());
         }
-        Ok(())
+        let entry = self.aborted_entry(&done);
+        let base = self.active().base;
+        let p = self.path(base, TXN_SUFFIX);
+        let res = (|| {
+            let (file, created) = match &self.active().txn_file {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = self.storage().open(&p, true).map_err(io_err(&p))?;
+                    f.truncate(0).map_err(io_err(&p))?;
+                    (Arc::from(f), true)
+                }
+            };
+            let mut bytes = Vec::with_capacity(txn::TXN_ENTRY);
+            txn::encode_entry(&entry, &mut bytes);
+            file.append(&bytes).map_err(io_err(&p))?;
+            self.queue_file(file.clone(), created);
+            let seg = self.segments.get_mut(&base).expect("active segment exists");
+            seg.txn_file = Some(file);
+            seg.aborted.push(entry);
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => self.shared.poison(e),
+        }
     }
 
     /// The index entry of an aborted transaction, from producer state just after its marker.
@@ -1413,9 +1599,10 @@ impl PartitionLog {
 
     /// Deletes whole segments past retention (never the active one): the oldest segments whose
     /// largest timestamp is older than `retention_ms` (segments without timestamps are kept),
-    /// and the oldest segments while the log exceeds `retention_bytes`. Persists the new log
-    /// start offset (fsynced) before deleting, then fsyncs the directory. Returns the number of
-    /// segments deleted.
+    /// and the oldest segments while the log exceeds `retention_bytes`. Writes a producer-state
+    /// snapshot at the first remaining segment and persists the new log start offset (both
+    /// fsynced) before deleting, then fsyncs the directory. Returns the number of segments
+    /// deleted. Aborted-transaction index files go with their segments.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
@@ -1468,9 +1655,11 @@ impl PartitionLog {
     /// inside a segment. Returns the new log start offset (unchanged when `offset` is not
     /// above it). `offset` must not pass the high watermark: only durable records may go.
     ///
-    /// Durability: the `log-start-offset` checkpoint is written (tmp + fsync + rename +
-    /// directory fsync) before anything is deleted, so after a crash the log starts at the new
-    /// offset or, if the checkpoint did not land, nothing was deleted.
+    /// Durability: a producer-state snapshot at the first remaining segment (if segments go),
+    /// then the `log-start-offset` checkpoint, are written (tmp + fsync + rename + directory
+    /// fsync) before anything is deleted, so after a crash the log starts at the new offset
+    /// or, if the checkpoint did not land, nothing was deleted. The last stable offset never
+    /// falls below the new log start.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
@@ -1500,6 +1689,22 @@ impl PartitionLog {
     /// Makes `new_start` the durable log start, then deletes the segments `drop` (all below
     /// it) and the producer snapshots no longer needed. Poisons the log on failure.
     fn advance_start(&mut self, new_start: i64, drop: &[i64]) -> Result<(), LogError> {
+        // Recovery replays producer state from a snapshot, so one must be durable at the base
+        // of the first segment that stays before the segments below it go (they would take
+        // the open transactions and sequences they hold with them).
+        if let Some(first_kept) = self.segments.keys().find(|b| !drop.contains(b)).copied()
+            && !drop.is_empty()
+        {
+            let res = self.state_at(first_kept).and_then(|st| {
+                let name = format::file_name(first_kept, SNAPSHOT_SUFFIX);
+                let bytes = format::encode_snapshot(first_kept, &st);
+                write_atomic(self.storage(), self.dir(), &name, &bytes)
+            });
+            if let Err(e) = res {
+                return self.shared.poison(e);
+            }
+            self.snapshots.insert(first_kept);
+        }
         let ckpt = format::encode_checkpoint(format::MAGIC_LOG_START, new_start);
         if let Err(e) = write_atomic(self.storage(), self.dir(), LOG_START_FILE, &ckpt) {
             return self.shared.poison(e);
@@ -1595,7 +1800,7 @@ fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
     if let Some(groups) = &manifest {
         for &(base, end) in groups {
             for n in &names {
-                let inside = [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX]
+                let inside = [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX]
                     .iter()
                     .filter_map(|s| format::parse_name(n, s))
                     .any(|b| b > base && b < end);
@@ -1605,7 +1810,7 @@ fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
                     changed = true;
                 }
             }
-            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, LOG_SUFFIX] {
+            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX, LOG_SUFFIX] {
                 let to = dir.join(format::file_name(base, suffix));
                 let from = dir.join(format::file_name(
                     base,
@@ -1654,7 +1859,8 @@ pub struct InstallOutcome {
 impl PartitionLog {
     /// Plans a cleaning pass if the log is compacted and one is due (cheap; call under the
     /// partition lock): the cleanable segments are the sealed ones from the log start that are
-    /// wholly below the durable recovery point and the high watermark and whose largest
+    /// wholly below the durable recovery point, the high watermark and the last stable offset
+    /// (an open transaction may still abort), and whose largest
     /// timestamp is at least `min_compaction_lag_ms` old (stopping at the first that is not).
     /// Due when uncleaned bytes / cleanable bytes >= `min_cleanable_dirty_ratio`, when the
     /// oldest uncleaned batch is older than `max_compaction_lag_ms`, or when a tombstone's
@@ -1770,6 +1976,16 @@ impl PartitionLog {
             .values()
             .flat_map(|e| e.batches.iter().map(|m| m.first_offset))
             .collect();
+        // Every aborted transaction that may have data in the cleanable segments (its marker
+        // may lie in any later segment); all of them ended below the last stable offset.
+        let clean_end = segs.last().map_or(self.log_start, |s| s.next_offset);
+        let aborted = self
+            .segments
+            .values()
+            .flat_map(|s| s.aborted.iter())
+            .filter(|e| e.first_offset < clean_end)
+            .map(|e| ((e.producer_id, e.first_offset), e.last_offset))
+            .collect();
         Some(CleanPlan {
             storage: self.shared.storage.clone(),
             dir: self.shared.dir.clone(),
@@ -1780,10 +1996,12 @@ impl PartitionLog {
                     end: s.next_offset,
                     size: s.size,
                     log: s.log.clone(),
+                    aborted: s.aborted.clone(),
                 })
                 .collect(),
             first_dirty,
             retain,
+            aborted,
             now_ms,
             delete_retention_ms: self.config.delete_retention_ms,
             segment_bytes: self.config.segment_bytes,
@@ -1845,7 +2063,7 @@ impl PartitionLog {
                 valid.push(g);
             } else {
                 outcome.skipped += 1;
-                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX] {
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX] {
                     let p = self.path(g.seg.base, &format!("{suffix}{CLEANED_SUFFIX}"));
                     if self.storage().exists(&p).map_err(io_err(&p))? {
                         self.storage().remove_file(&p).map_err(io_err(&p))?;
@@ -1871,21 +2089,21 @@ impl PartitionLog {
                     self.remove_segment_files(b)?;
                 }
             }
-            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, LOG_SUFFIX] {
+            for suffix in [INDEX_SUFFIX, TIME_SUFFIX, TXN_SUFFIX, LOG_SUFFIX] {
+                if suffix == TXN_SUFFIX && g.seg.txn_file.is_none() {
+                    continue;
+                }
                 let from = self.path(g.seg.base, &format!("{suffix}{CLEANED_SUFFIX}"));
                 let to = self.path(g.seg.base, suffix);
                 self.storage().rename(&from, &to).map_err(io_err(&to))?;
             }
         }
         self.sync_dir()?;
-        for mut g in valid {
-            // The cleaned segment holds every marker of its sources (the cleaner keeps control
-            // batches), so it takes the union of their aborted transactions, in marker order.
-            g.seg.aborted.clear();
+        for g in valid {
+            // The cleaned segment's aborted transactions (the union of its sources', in marker
+            // order) were written to `.txnindex.cleaned` by the pass, from the plan.
             for &(b, _) in &g.sources {
-                if let Some(old) = self.segments.remove(&b) {
-                    g.seg.aborted.extend(old.aborted);
-                }
+                self.segments.remove(&b);
             }
             outcome.bytes_after += g.seg.size;
             outcome.installed += 1;

@@ -78,12 +78,9 @@ pub(crate) struct AbortedEntry {
 
 /// Size of one `.txnindex` entry: version u16 | producerId i64 | firstOffset i64 |
 /// lastOffset i64 | lastStableOffset i64 | CRC-32C u32 of the preceding 34 bytes.
-#[allow(dead_code)] // the `.txnindex` file's codec, not written yet
 pub(crate) const TXN_ENTRY: usize = 38;
-#[allow(dead_code)] // the `.txnindex` file's codec, not written yet
 const TXN_ENTRY_VERSION: u16 = 0;
 
-#[allow(dead_code)] // the `.txnindex` file's codec, not written yet
 pub(crate) fn encode_entry(e: &AbortedEntry, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&TXN_ENTRY_VERSION.to_be_bytes());
@@ -95,7 +92,6 @@ pub(crate) fn encode_entry(e: &AbortedEntry, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_be_bytes());
 }
 
-#[allow(dead_code)] // the `.txnindex` file's codec, not written yet
 pub(crate) fn encode_entries(entries: &[AbortedEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * TXN_ENTRY);
     for e in entries {
@@ -107,7 +103,6 @@ pub(crate) fn encode_entries(entries: &[AbortedEntry]) -> Vec<u8> {
 /// Decodes a `.txnindex` file: the valid entries before the first bad one, and the byte
 /// position and reason of that bad one (a torn tail, a CRC mismatch, an unknown version or
 /// an entry that is inconsistent or out of order), if any.
-#[allow(dead_code)] // the `.txnindex` file's codec, not written yet
 pub(crate) fn decode_entries(b: &[u8]) -> (Vec<AbortedEntry>, Option<(u64, &'static str)>) {
     let mut out: Vec<AbortedEntry> = Vec::with_capacity(b.len() / TXN_ENTRY);
     for (i, c) in b.chunks(TXN_ENTRY).enumerate() {

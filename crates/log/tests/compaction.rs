@@ -759,8 +759,8 @@ fn transactional_batches_are_kept_and_never_supersede() {
         0,
     )
     .expect("append");
-    // A transactional write of the same key, committed: the cleaner still keeps it as it
-    // is and never lets it supersede (it does not tell aborted data from committed data).
+    // A transactional write of the same key, committed: the cleaner keeps it as it is and
+    // never lets it supersede other records (only aborted transactions' data is dropped).
     let tx = keyed_tx(
         &[("t", Some("maybe-aborted"))],
         100,
@@ -1040,4 +1040,189 @@ fn rate_throttle_paces_to_the_configured_rate() {
     }
     // 200 KB at 1 MB/s takes at least 0.2 s (only a lower bound: the machine may be slow).
     assert!(start.elapsed() >= std::time::Duration::from_millis(195));
+}
+
+/// A compacted log with aborted and committed transactions spread over several segments.
+/// Returns the storage, the aborted transactions (producer id, first offset) and the log end.
+fn txn_fixture() -> (MemStorage, Vec<(i64, i64)>, i64) {
+    let mem = MemStorage::new();
+    let mut log = open(&mem, config());
+    let mut seqs = [0i32; 3];
+    for round in 0..6 {
+        for pid in 1..3i64 {
+            let key = format!("t{round}-{pid}");
+            let seq = seqs[pid as usize];
+            let b = keyed_tx(
+                &[(&key, Some("x"))],
+                100,
+                Compression::None,
+                Some((pid, 0, seq)),
+                true,
+            );
+            log.append(&b, 100).expect("tx");
+            seqs[pid as usize] += 1;
+        }
+        fill(&mut log, 2, 1, 100, Compression::None);
+        // Producer 1 aborts every round, producer 2 commits every other.
+        let c2 = if round % 2 == 0 {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        log.append_marker(1, 0, ControlType::Abort, 0, 100)
+            .expect("marker")
+            .expect("appended");
+        fill(&mut log, 2, 1, 100, Compression::None);
+        log.append_marker(2, 0, c2, 0, 100)
+            .expect("marker")
+            .expect("appended");
+    }
+    fill(&mut log, 3, 4, 200, Compression::None);
+    let end = log.log_end_offset();
+    let aborted: Vec<(i64, i64)> = log
+        .aborted_transactions(0, end)
+        .expect("aborted")
+        .iter()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect();
+    assert_eq!(aborted.len(), 9);
+    assert_eq!(log.last_stable_offset(), end);
+    log.close().expect("close");
+    (mem, aborted, end)
+}
+
+/// (base, bytes) of every `.txnindex` file.
+fn txn_indexes(mem: &MemStorage) -> Vec<(i64, Vec<u8>)> {
+    let mut v: Vec<(i64, Vec<u8>)> = mem
+        .list_dir(Path::new(DIR))
+        .expect("ls")
+        .iter()
+        .filter_map(|n| {
+            let base = n.strip_suffix(".txnindex")?.parse().ok()?;
+            Some((base, mem.read_file(&Path::new(DIR).join(n))?))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kill_at_every_step_of_a_pass_keeps_the_aborted_transaction_index() {
+    let (mem, _, _) = txn_fixture();
+    let old = (segment_bases(&mem), txn_indexes(&mem));
+    let mut log = open(&mem, config());
+    log.set_config(LogConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    });
+    assert!(clean(&mut log, 1000, &CleanerConfig::default()));
+    drop(log);
+    let new = (segment_bases(&mem), txn_indexes(&mem));
+    assert!(
+        new.1.len() < old.1.len(),
+        "segments with aborts were merged"
+    );
+    let mut step = 0;
+    loop {
+        let (mem, aborted, end) = txn_fixture();
+        let left = Arc::new(AtomicUsize::new(usize::MAX));
+        let dying: Arc<dyn Storage> = Arc::new(Dying {
+            inner: mem.clone(),
+            left: left.clone(),
+        });
+        let mut log = PartitionLog::open(dying, PathBuf::from(DIR), config(), 0).expect("open");
+        log.set_config(LogConfig {
+            segment_bytes: 1 << 20,
+            ..config()
+        });
+        left.store(step, Ordering::SeqCst);
+        let finished = (|| {
+            let plan = log.forced_cleaning_plan(1000)?;
+            let res = plan.run(&CleanerConfig::default(), &mut Unthrottled).ok()?;
+            log.install_cleaned(res).ok()
+        })()
+        .is_some();
+        drop(log);
+        mem.crash(CrashMode::DropUnsynced);
+        let log = open(&mem, config());
+        let now = (segment_bases(&mem), txn_indexes(&mem));
+        assert!(now == old || now == new, "step {step}: neither old nor new");
+        let got: Vec<(i64, i64)> = log
+            .aborted_transactions(0, end)
+            .expect("aborted")
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect();
+        assert_eq!(got, aborted, "step {step}");
+        assert_eq!(log.last_stable_offset(), end);
+        assert!(log.recovery_repairs().is_empty(), "step {step}");
+        if finished {
+            assert_eq!(now, new);
+            break;
+        }
+        step += 1;
+        assert!(step < 10_000);
+    }
+    assert!(step > 10, "the pass took {step} steps");
+}
+
+#[test]
+fn kill_during_recovery_of_a_committed_swap_keeps_the_aborted_transaction_index() {
+    let mut committed = 0;
+    for step in 0..300 {
+        let (mem, aborted, end) = txn_fixture();
+        let left = Arc::new(AtomicUsize::new(usize::MAX));
+        let dying: Arc<dyn Storage> = Arc::new(Dying {
+            inner: mem.clone(),
+            left: left.clone(),
+        });
+        let mut log = PartitionLog::open(dying, PathBuf::from(DIR), config(), 0).expect("open");
+        log.set_config(LogConfig {
+            segment_bytes: 1 << 20,
+            ..config()
+        });
+        let plan = log.forced_cleaning_plan(1000).expect("plan");
+        let res = plan
+            .run(&CleanerConfig::default(), &mut Unthrottled)
+            .expect("run");
+        left.store(step, Ordering::SeqCst);
+        let done = log.install_cleaned(res).is_ok();
+        drop(log);
+        mem.crash(CrashMode::DropUnsynced);
+        if done {
+            break;
+        }
+        let names = mem.list_dir(Path::new(DIR)).expect("ls");
+        if !names.iter().any(|n| n == "clean-swap") {
+            continue;
+        }
+        committed += 1;
+        let mut r = 0;
+        loop {
+            let dying: Arc<dyn Storage> = Arc::new(Dying {
+                inner: mem.clone(),
+                left: left.clone(),
+            });
+            left.store(r, Ordering::SeqCst);
+            let ok = PartitionLog::open(dying, PathBuf::from(DIR), config(), 0).is_ok();
+            mem.crash(CrashMode::DropUnsynced);
+            let log = open(&mem, config());
+            let got: Vec<(i64, i64)> = log
+                .aborted_transactions(0, end)
+                .expect("aborted")
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect();
+            assert_eq!(got, aborted, "step {step}, recovery step {r}");
+            assert_eq!(log.last_stable_offset(), end);
+            assert!(log.recovery_repairs().is_empty());
+            drop(log);
+            if ok {
+                break;
+            }
+            r += 1;
+            assert!(r < 1000);
+        }
+    }
+    assert!(committed > 0, "no step left a committed manifest behind");
 }
