@@ -44,7 +44,7 @@ use waterline_coordinator::{
 };
 use waterline_store::{
     Coalescing, CoalescingConfig, CoalescingStats, GroupOffsets, Limits, OffsetAndMetadata,
-    OffsetStore, RedbOptions, RedbStore, StoreError, TopicPartition,
+    OffsetStore, RedbOptions, RedbStore, StoreError, TopicPartition, TxnOffsetOp,
 };
 
 use crate::config::BrokerConfig;
@@ -214,6 +214,139 @@ struct Shared {
     /// Partitions with transactional offsets awaiting their transaction's outcome, per group,
     /// with the producer ids that staged them (mirrors the store's `txn_offsets` table).
     txn_pending: parking_lot::Mutex<HashMap<String, HashMap<TopicPartition, Vec<i64>>>>,
+    /// Group commit of transactional-offset writes.
+    txn_writer: TxnWriter,
+}
+
+/// What a queued transactional-offset write reports back.
+type TxnOpResult = Result<Vec<(String, TopicPartition)>, StoreError>;
+
+/// A queue of transactional-offset writes drained by one thread: everything queued while the
+/// previous batch was being written goes into the next store transaction (one fsync).
+#[derive(Default)]
+struct TxnWriter {
+    queue: parking_lot::Mutex<TxnQueue>,
+    wake: parking_lot::Condvar,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct TxnQueue {
+    ops: Vec<(TxnOffsetOp, oneshot::Sender<TxnOpResult>)>,
+    stop: bool,
+}
+
+impl TxnWriter {
+    /// Queues `op` now (its place in the order is fixed here); resolves once it is durable.
+    fn enqueue(
+        &self,
+        op: TxnOffsetOp,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + use<> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = {
+            let mut q = self.queue.lock();
+            if q.stop {
+                true
+            } else {
+                q.ops.push((op, tx));
+                self.wake.notify_one();
+                false
+            }
+        };
+        async move {
+            if stopped {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed)).map(drop)
+        }
+    }
+
+    fn stop(&self) {
+        self.queue.lock().stop = true;
+        self.wake.notify_one();
+        if let Some(t) = self.thread.lock().take()
+            && t.join().is_err()
+        {
+            tracing::error!("transactional offset writer panicked");
+        }
+    }
+}
+
+/// The writer thread: applies queued batches in order and keeps the pending index in step.
+fn txn_writer_loop(shared: &Shared) {
+    loop {
+        let (batch, stop) = {
+            let mut q = shared.txn_writer.queue.lock();
+            while q.ops.is_empty() && !q.stop {
+                shared.txn_writer.wake.wait(&mut q);
+            }
+            (std::mem::take(&mut q.ops), q.stop)
+        };
+        if !batch.is_empty() {
+            let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let results = shared
+                .store()
+                .and_then(|store| store.inner().apply_txn_offset_ops_blocking(&ops));
+            match results {
+                Ok(results) => {
+                    let mut pending = shared.txn_pending.lock();
+                    for ((op, reply), result) in ops.iter().zip(replies).zip(results) {
+                        if let Ok(done) = &result {
+                            note_pending(&mut pending, op, done);
+                        }
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "writing transactional offsets failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if stop {
+            // Anything queued after the final take is refused by `enqueue`.
+            return;
+        }
+    }
+}
+
+/// Applies a durable stage or settlement to the in-memory index of pending offsets.
+fn note_pending(
+    pending: &mut HashMap<String, HashMap<TopicPartition, Vec<i64>>>,
+    op: &TxnOffsetOp,
+    done: &[(String, TopicPartition)],
+) {
+    match op {
+        TxnOffsetOp::Stage { producer_id, .. } => {
+            for (group, tp) in done {
+                let pids = pending
+                    .entry(group.clone())
+                    .or_default()
+                    .entry(tp.clone())
+                    .or_default();
+                if !pids.contains(producer_id) {
+                    pids.push(*producer_id);
+                }
+            }
+        }
+        TxnOffsetOp::Complete { producer_id, .. } => {
+            for (group, tp) in done {
+                if let Some(g) = pending.get_mut(group) {
+                    if let Some(pids) = g.get_mut(tp) {
+                        pids.retain(|p| p != producer_id);
+                        if pids.is_empty() {
+                            g.remove(tp);
+                        }
+                    }
+                    if g.is_empty() {
+                        pending.remove(group);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -370,6 +503,7 @@ impl Groups {
         }
         let shared = Arc::new(Shared {
             txn_pending: parking_lot::Mutex::new(txn_pending),
+            txn_writer: TxnWriter::default(),
             core: parking_lot::Mutex::new(Core {
                 coordinator,
                 waiters: HashMap::new(),
@@ -384,6 +518,18 @@ impl Groups {
             config: gc,
             path,
         });
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("waterline-txn-offsets".into())
+            .spawn(move || txn_writer_loop(&writer_shared))
+            .map_err(|e| {
+                BrokerError::io(
+                    "starting the transactional offset writer for",
+                    &shared.path,
+                    e,
+                )
+            })?;
+        *shared.txn_writer.thread.lock() = Some(writer);
         let timer = runtime.spawn(timer_loop(shared.clone(), shutdown));
         Ok(Groups {
             shared,
@@ -485,41 +631,33 @@ impl Groups {
         }
     }
 
-    /// Stores offsets of a TxnOffsetCommit durably as pending for (`group`, `producer_id`):
-    /// invisible to OffsetFetch until the transaction commits. The group becomes known to the
-    /// coordinator (it has offsets, if only pending ones).
-    pub async fn stage_txn_offsets(
+    /// Queues offsets of a TxnOffsetCommit now, synchronously, to be stored durably as pending
+    /// for (`group`, `producer_id`): invisible to OffsetFetch until the transaction commits.
+    /// Stages and settlements are applied in the order of these calls, many in one store
+    /// transaction and one fsync; the future resolves once this one is durable. The group
+    /// becomes known to the coordinator (it has offsets, if only pending ones).
+    pub fn stage_txn_offsets(
         &self,
         producer_id: i64,
         group: &str,
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
-    ) -> Result<(), StoreError> {
-        let store = self.shared.store()?;
-        let g = group.to_owned();
-        let staged = offsets.iter().map(|(tp, _)| tp.clone()).collect::<Vec<_>>();
-        tokio::task::spawn_blocking(move || {
-            store
-                .inner()
-                .stage_txn_offsets_blocking(producer_id, &g, &offsets)
-        })
-        .await
-        .map_err(|e| StoreError::TaskFailed(e.to_string()))??;
-        {
-            let mut pending = self.shared.txn_pending.lock();
-            let group_pending = pending.entry(group.to_owned()).or_default();
-            for tp in staged {
-                let pids = group_pending.entry(tp).or_default();
-                if !pids.contains(&producer_id) {
-                    pids.push(producer_id);
-                }
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + use<> {
+        let done = self.shared.txn_writer.enqueue(TxnOffsetOp::Stage {
+            producer_id,
+            group: group.to_owned(),
+            offsets,
+        });
+        let shared = self.shared.clone();
+        let group = group.to_owned();
+        async move {
+            done.await?;
+            let now = shared.clock.now_ms();
+            let mut core = shared.core.lock();
+            if !core.closed {
+                core.coordinator.restore_group(&group, now);
             }
+            Ok(())
         }
-        let now = self.shared.clock.now_ms();
-        let mut core = self.shared.core.lock();
-        if !core.closed {
-            core.coordinator.restore_group(group, now);
-        }
-        Ok(())
     }
 
     /// Settles producer `producer_id`'s pending transactional offsets of `groups` (commit:
@@ -533,29 +671,14 @@ impl Groups {
     ) -> Result<(), StoreError> {
         let store = self.shared.store()?;
         store.barrier()?.wait().await?;
-        let gs = groups.to_vec();
-        let settled = tokio::task::spawn_blocking(move || {
-            store
-                .inner()
-                .complete_txn_offsets_blocking(producer_id, &gs, commit)
-        })
-        .await
-        .map_err(|e| StoreError::TaskFailed(e.to_string()))??;
-        let mut pending = self.shared.txn_pending.lock();
-        for (group, tp) in settled {
-            if let Some(g) = pending.get_mut(&group) {
-                if let Some(pids) = g.get_mut(&tp) {
-                    pids.retain(|p| *p != producer_id);
-                    if pids.is_empty() {
-                        g.remove(&tp);
-                    }
-                }
-                if g.is_empty() {
-                    pending.remove(&group);
-                }
-            }
-        }
-        Ok(())
+        self.shared
+            .txn_writer
+            .enqueue(TxnOffsetOp::Complete {
+                producer_id,
+                groups: groups.to_vec(),
+                commit,
+            })
+            .await
     }
 
     /// Whether `group` has a transactional offset for `tp` awaiting its transaction's outcome
@@ -667,6 +790,8 @@ impl Groups {
     /// connections have drained; later store operations fail with `Closed`.
     pub async fn close(&self) {
         self.shut_down_coordinator();
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.txn_writer.stop()).await;
         let timer = self.timer.lock().take();
         if let Some(t) = timer {
             t.abort();

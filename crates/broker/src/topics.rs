@@ -731,6 +731,10 @@ fn open_partition(
                 source,
             }
         })?;
+    for r in log.recovery_repairs() {
+        tracing::warn!(%topic, partition = index, path = %r.path.display(), position = r.position,
+            reason = %r.reason, "damaged file repaired at start-up (truncated at the first bad byte)");
+    }
     Ok(Partition::new(topic.clone(), index, log))
 }
 

@@ -77,9 +77,6 @@ struct Shared {
     next_id: AtomicU64,
     syncer_wake: Notify,
     timer_wake: Notify,
-    /// Serialises TxnOffsetCommit (check, then durable staging) with the settling of a
-    /// transaction's offsets, so an offset staged after its transaction ended cannot linger.
-    offsets_gate: tokio::sync::Mutex<()>,
     broker: OnceLock<Weak<BrokerState>>,
 }
 
@@ -148,7 +145,6 @@ impl Transactions {
                 next_id: AtomicU64::new(1),
                 syncer_wake: Notify::new(),
                 timer_wake: Notify::new(),
-                offsets_gate: tokio::sync::Mutex::new(()),
                 broker: OnceLock::new(),
             }),
         })
@@ -235,19 +231,20 @@ impl Transactions {
         )
     }
 
-    /// The transaction side of a TxnOffsetCommit; on `Ok` the caller stages the offsets while
-    /// holding the returned guard, so the transaction cannot settle its offsets in between.
-    pub async fn check_offset_commit(
+    /// The transaction side of a TxnOffsetCommit; on `Ok` runs `stage` (which must only
+    /// queue the offsets, synchronously) under the coordinator lock, so the transaction cannot
+    /// end, and queue the settling of its offsets, before the stage is queued.
+    pub fn check_offset_commit<R>(
         &self,
         check: &TxnOffsetCommitCheck,
-    ) -> Result<tokio::sync::MutexGuard<'_, ()>, TxnError> {
-        let gate = self.shared.offsets_gate.lock().await;
+        stage: impl FnOnce() -> R,
+    ) -> Result<R, TxnError> {
         let core = self.shared.core.lock();
         if core.closed {
             return Err(TxnError::NotCoordinator);
         }
         core.coordinator.check_txn_offset_commit(check)?;
-        Ok(gate)
+        Ok(stage())
     }
 
     /// DescribeTransactions.
@@ -545,7 +542,7 @@ async fn write_markers(shared: Arc<Shared>, marker: MarkerWrite) {
         return;
     };
     loop {
-        match try_write_markers(&state, &shared, &marker).await {
+        match try_write_markers(&state, &marker).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(transactional_id = %marker.transactional_id, error = %e,
@@ -565,11 +562,7 @@ async fn write_markers(shared: Arc<Shared>, marker: MarkerWrite) {
     deliver(&shared, &mut core, out);
 }
 
-async fn try_write_markers(
-    state: &SharedState,
-    shared: &Shared,
-    m: &MarkerWrite,
-) -> Result<(), String> {
+async fn try_write_markers(state: &SharedState, m: &MarkerWrite) -> Result<(), String> {
     let control = match m.result {
         TxnResult::Commit => waterline_log::ControlType::Commit,
         TxnResult::Abort => waterline_log::ControlType::Abort,
@@ -604,7 +597,8 @@ async fn try_write_markers(
             .map_err(|code| format!("{p:?}: marker not made durable (error {code})"))?;
     }
     if !m.groups.is_empty() {
-        let _gate = shared.offsets_gate.lock().await;
+        // Every stage of this producer's offsets was queued under the coordinator lock while
+        // the transaction was ongoing, so before this settlement (the writer keeps order).
         state
             .groups
             .complete_txn_offsets(pid, &m.groups, m.result == TxnResult::Commit)

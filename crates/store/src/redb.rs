@@ -171,8 +171,8 @@ impl RedbStore {
     }
 
     /// Stores offsets committed inside producer `producer_id`'s open transaction as pending for
-    /// `group` (replacing pending rows of the same partitions), in one write transaction,
-    /// fsynced before it returns. They stay invisible to [`OffsetStore::get_group`] until
+    /// `group` (replacing pending rows of the same partitions), fsynced before it returns. They
+    /// stay invisible to [`OffsetStore::get_group`] until
     /// [`RedbStore::complete_txn_offsets_blocking`] commits them. Blocking.
     pub fn stage_txn_offsets_blocking(
         &self,
@@ -180,28 +180,41 @@ impl RedbStore {
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<(), StoreError> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        self.inner.limits.check(group, offsets)?;
-        let mut rows = Vec::with_capacity(offsets.len());
-        for (tp, o) in offsets {
-            rows.push((txn_key(producer_id, group, tp)?, encode_value(o)?));
-        }
-        self.inner.write_rows(TXN_OFFSETS, &rows)
+        let op = TxnOffsetOp::Stage {
+            producer_id,
+            group: group.to_owned(),
+            offsets: offsets.to_vec(),
+        };
+        single(self.apply_txn_offset_ops_blocking(std::slice::from_ref(&op))).map(drop)
     }
 
     /// Settles producer `producer_id`'s pending transactional offsets of `groups`: with
-    /// `commit` they replace the groups' committed offsets, otherwise they are dropped; one
-    /// write transaction, fsynced before it returns. Idempotent (a repeat finds nothing).
-    /// Returns the settled (group, partition) pairs. Blocking.
+    /// `commit` they replace the groups' committed offsets, otherwise they are dropped; fsynced
+    /// before it returns. Idempotent (a repeat finds nothing). Returns the settled (group,
+    /// partition) pairs. Blocking.
     pub fn complete_txn_offsets_blocking(
         &self,
         producer_id: i64,
         groups: &[String],
         commit: bool,
     ) -> Result<Vec<(String, TopicPartition)>, StoreError> {
-        self.inner.complete_txn_offsets(producer_id, groups, commit)
+        let op = TxnOffsetOp::Complete {
+            producer_id,
+            groups: groups.to_vec(),
+            commit,
+        };
+        single(self.apply_txn_offset_ops_blocking(std::slice::from_ref(&op)))
+    }
+
+    /// Applies transactional-offset operations in order, in ONE write transaction and one
+    /// fsync (group commit for many producers). An operation refused on its own (metadata too
+    /// large, an unencodable name) fails alone; a storage error fails them all. Each success
+    /// lists the (group, partition) pairs it staged or settled. Blocking.
+    pub fn apply_txn_offset_ops_blocking(
+        &self,
+        ops: &[TxnOffsetOp],
+    ) -> Result<Vec<Result<Vec<(String, TopicPartition)>, StoreError>>, StoreError> {
+        self.inner.apply_txn_offset_ops(ops)
     }
 
     /// Every pending transactional offset: (producer id, group, partition, offset), in key
@@ -447,64 +460,99 @@ impl Inner {
         txn.commit().map_err(|e| self.commit_error(e))
     }
 
-    fn write_rows(
+    fn apply_txn_offset_ops(
         &self,
-        def: TableDefinition<&[u8], &[u8]>,
-        rows: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<(), StoreError> {
-        let txn = self.begin_write()?;
-        {
-            let mut table = txn.open_table(def).map_err(|e| self.redb(e))?;
-            for (k, v) in rows {
-                table
-                    .insert(k.as_slice(), v.as_slice())
-                    .map_err(|e| self.redb(e))?;
-            }
+        ops: &[TxnOffsetOp],
+    ) -> Result<Vec<Result<Vec<(String, TopicPartition)>, StoreError>>, StoreError> {
+        // Encode stages before the transaction starts, so bad input never opens one.
+        let mut staged_rows: Vec<
+            Result<Vec<(Vec<u8>, Vec<u8>, String, TopicPartition)>, StoreError>,
+        > = Vec::with_capacity(ops.len());
+        for op in ops {
+            staged_rows.push(match op {
+                TxnOffsetOp::Stage {
+                    producer_id,
+                    group,
+                    offsets,
+                } => self.limits.check(group, offsets).and_then(|()| {
+                    offsets
+                        .iter()
+                        .map(|(tp, o)| {
+                            Ok((
+                                txn_key(*producer_id, group, tp)?,
+                                encode_value(o)?,
+                                group.clone(),
+                                tp.clone(),
+                            ))
+                        })
+                        .collect()
+                }),
+                TxnOffsetOp::Complete { .. } => Ok(Vec::new()),
+            });
         }
-        txn.commit().map_err(|e| self.commit_error(e))
-    }
-
-    fn complete_txn_offsets(
-        &self,
-        producer_id: i64,
-        groups: &[String],
-        commit: bool,
-    ) -> Result<Vec<(String, TopicPartition)>, StoreError> {
         let txn = self.begin_write()?;
-        let mut settled = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
         {
             let mut pending = txn.open_table(TXN_OFFSETS).map_err(|e| self.redb(e))?;
             let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.redb(e))?;
-            for group in groups {
-                let mut prefix = producer_prefix(producer_id);
-                prefix.extend_from_slice(&group_prefix(group)?);
-                let mut rows = Vec::new();
-                for row in pending
-                    .range::<&[u8]>(prefix.as_slice()..)
-                    .map_err(|e| self.redb(e))?
-                {
-                    let (k, v) = row.map_err(|e| self.redb(e))?;
-                    if !k.value().starts_with(&prefix) {
-                        break;
+            for (op, rows) in ops.iter().zip(staged_rows) {
+                let rows = match rows {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
                     }
-                    rows.push((k.value().to_vec(), v.value().to_vec()));
-                }
-                for (k, v) in rows {
-                    let offsets_key = &k[8..];
-                    let tp = decode_topic_partition(&k[prefix.len()..])
-                        .map_err(|reason| StoreError::corrupt(&self.path, reason))?;
-                    if commit {
-                        offsets
-                            .insert(offsets_key, v.as_slice())
-                            .map_err(|e| self.redb(e))?;
+                };
+                match op {
+                    TxnOffsetOp::Stage { .. } => {
+                        let mut done = Vec::with_capacity(rows.len());
+                        for (k, v, group, tp) in rows {
+                            pending
+                                .insert(k.as_slice(), v.as_slice())
+                                .map_err(|e| self.redb(e))?;
+                            done.push((group, tp));
+                        }
+                        results.push(Ok(done));
                     }
-                    pending.remove(k.as_slice()).map_err(|e| self.redb(e))?;
-                    settled.push((group.clone(), tp));
+                    TxnOffsetOp::Complete {
+                        producer_id,
+                        groups,
+                        commit,
+                    } => {
+                        let mut settled = Vec::new();
+                        for group in groups {
+                            let mut prefix = producer_prefix(*producer_id);
+                            prefix.extend_from_slice(&group_prefix(group)?);
+                            let mut found = Vec::new();
+                            for row in pending
+                                .range::<&[u8]>(prefix.as_slice()..)
+                                .map_err(|e| self.redb(e))?
+                            {
+                                let (k, v) = row.map_err(|e| self.redb(e))?;
+                                if !k.value().starts_with(&prefix) {
+                                    break;
+                                }
+                                found.push((k.value().to_vec(), v.value().to_vec()));
+                            }
+                            for (k, v) in found {
+                                let tp = decode_topic_partition(&k[prefix.len()..])
+                                    .map_err(|reason| StoreError::corrupt(&self.path, reason))?;
+                                if *commit {
+                                    offsets
+                                        .insert(&k[8..], v.as_slice())
+                                        .map_err(|e| self.redb(e))?;
+                                }
+                                pending.remove(k.as_slice()).map_err(|e| self.redb(e))?;
+                                settled.push((group.clone(), tp));
+                            }
+                        }
+                        results.push(Ok(settled));
+                    }
                 }
             }
         }
         txn.commit().map_err(|e| self.commit_error(e))?;
-        Ok(settled)
+        Ok(results)
     }
 
     fn txn_offsets(&self) -> Result<Vec<PendingTxnOffset>, StoreError> {
@@ -713,6 +761,35 @@ fn group_prefix(group: &str) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(4 + group.len());
     push_str(&mut out, group)?;
     Ok(out)
+}
+
+/// One write to the pending transactional offsets, for
+/// [`RedbStore::apply_txn_offset_ops_blocking`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TxnOffsetOp {
+    /// Store offsets of a TxnOffsetCommit as pending for (group, producer id).
+    Stage {
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// Consumer group.
+        group: String,
+        /// The offsets.
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    },
+    /// Settle a producer's pending offsets of these groups: commit or drop them.
+    Complete {
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// Groups named by the transaction's marker.
+        groups: Vec<String>,
+        /// COMMIT (apply them) or ABORT (drop them).
+        commit: bool,
+    },
+}
+
+fn single<T>(r: Result<Vec<Result<T, StoreError>>, StoreError>) -> Result<T, StoreError> {
+    r?.pop()
+        .unwrap_or_else(|| Err(StoreError::TaskFailed("no result for the operation".into())))
 }
 
 /// A transactional offset waiting for its transaction's outcome.

@@ -100,13 +100,13 @@ pub async fn handle(
             producer_epoch: req.producer_epoch,
             api_version: version,
         };
-        let code = match state.transactions.check_offset_commit(&check).await {
+        let pid = req.producer_id.0;
+        let staged = state.transactions.check_offset_commit(&check, || {
+            state.groups.stage_txn_offsets(pid, &group, batch)
+        });
+        let code = match staged {
             Err(e) => e.code(),
-            Ok(_gate) => match state
-                .groups
-                .stage_txn_offsets(req.producer_id.0, &group, batch)
-                .await
-            {
+            Ok(durable) => match durable.await {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!(%group, error = %e, "storing transactional offsets failed");
