@@ -279,3 +279,76 @@ def test_kafka_python_transactional_producer(broker, topic):
     finally:
         c.close()
     assert values == [b"kp-committed"]
+
+
+def _committed_total(bootstrap, group, topic, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)
+        return sum(max(tp.offset, 0) for tp in tps)
+    finally:
+        c.close()
+
+
+def test_exactly_once_through_kill_9_of_the_broker_and_the_worker(tmp_path, topic):
+    """Crash loop: a consume-transform-produce worker runs while the broker (even rounds) or the
+    worker (odd rounds) is killed with SIGKILL; at the end each input's output is visible to a
+    read_committed reader exactly once and the group's offsets are at the input's end."""
+    import os
+    import random
+    import subprocess
+    import sys
+
+    rounds = int(os.environ.get("WATERLINE_TXN_CRASH_ROUNDS", "20"))
+    n, partitions = 8000, 2
+    src, dst, group = topic + "-in", topic + "-out", "ctp-" + topic
+    worker_py = os.path.join(os.path.dirname(__file__), "txn_worker.py")
+    rng = random.Random(42)
+    with running_broker(tmp_path) as b:
+        _create(b.bootstrap, src, partitions)
+        _create(b.bootstrap, dst, partitions)
+        b.pin_port()
+        plain = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
+        for i in range(n):
+            plain.produce(src, value=b"%d" % i, partition=i % partitions)
+        plain.flush(30)
+
+        def start_worker():
+            return subprocess.Popen(
+                [sys.executable, worker_py, b.bootstrap, src, dst, group, "ctp-txn", str(partitions)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        worker = start_worker()
+        busy_rounds = 0
+        try:
+            for r in range(rounds):
+                time.sleep(rng.uniform(0.5, 1.5))
+                if r % 2 == 0:
+                    b.kill()
+                    b.start()
+                else:
+                    worker.kill()
+                    worker.wait()
+                if worker.poll() is not None:
+                    worker = start_worker()
+                if r % 2 == 1 and _committed_total(b.bootstrap, group, src, partitions) < n:
+                    busy_rounds += 1
+            print(f"{busy_rounds} of {rounds // 2} worker kills hit an unfinished input")
+            # Let the worker finish the input.
+            deadline = time.monotonic() + 120
+            while _committed_total(b.bootstrap, group, src, partitions) < n:
+                assert time.monotonic() < deadline, "the worker did not finish the input"
+                if worker.poll() is not None:
+                    worker = start_worker()
+                time.sleep(0.5)
+        finally:
+            worker.kill()
+            worker.wait()
+        assert _committed_total(b.bootstrap, group, src, partitions) == n
+        out = _read_all(b.bootstrap, dst, "read_committed", partitions, expect=n + 1, idle=3)
+        values = sorted(v for _, _, v in out)
+        dupes = len(values) - len(set(values))
+        assert dupes == 0, f"{dupes} outputs appear more than once"
+        assert values == sorted(b"out-%d" % i for i in range(n))
