@@ -352,3 +352,33 @@ def test_exactly_once_through_kill_9_of_the_broker_and_the_worker(tmp_path, topi
         dupes = len(values) - len(set(values))
         assert dupes == 0, f"{dupes} outputs appear more than once"
         assert values == sorted(b"out-%d" % i for i in range(n))
+
+
+def test_kafka_python_admin_lists_and_describes_transactions_and_producers(broker, topic):
+    kafka = pytest.importorskip("kafka")
+    from kafka.admin import KafkaAdminClient
+
+    _create(broker.bootstrap, topic, partitions=1)
+    txn_id = "desc-" + uuid.uuid4().hex[:8]
+    p = _txn_producer(broker.bootstrap, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value=b"open", partition=0)
+    p.flush(30)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        listed = admin.list_transactions(state_filters=["Ongoing"])
+        text = repr(listed)
+        assert txn_id in text, text
+        described = admin.describe_transactions([txn_id])
+        d = described[txn_id]
+        text = repr(d)
+        assert "Ongoing" in text and topic in text, text
+        producers = admin.describe_producers([kafka.TopicPartition(topic, 0)])
+        (state,) = producers.values()
+        text = repr(state)
+        # The open transaction starts at offset 0 of the partition.
+        assert "current_transaction_start_offset=0" in text.replace(" ", ""), text
+        p.commit_transaction(30)
+        assert txn_id not in repr(admin.list_transactions(state_filters=["Ongoing"]))
+    finally:
+        admin.close()
