@@ -461,8 +461,8 @@ pub struct LagRow {
     pub partition: i32,
     /// Committed offset.
     pub current: Option<i64>,
-    /// Log end offset.
-    pub log_end: i64,
+    /// Log end offset (`None`: the cluster would not give it, e.g. the topic was deleted).
+    pub log_end: Option<i64>,
     /// Time lag.
     pub time_lag: TimeLag,
     /// Status with reason.
@@ -470,9 +470,9 @@ pub struct LagRow {
 }
 
 impl LagRow {
-    /// Lag in records (`None` without a commit).
+    /// Lag in records (`None` without a commit or a log end).
     pub fn lag(&self) -> Option<i64> {
-        Some(self.log_end.saturating_sub(self.current?).max(0))
+        Some(self.log_end?.saturating_sub(self.current?).max(0))
     }
 }
 
@@ -507,7 +507,7 @@ pub fn render_lag(views: &[LagGroupView], format: OutputFormat) -> String {
             r.topic.clone(),
             r.partition.to_string(),
             opt(&r.current),
-            r.log_end.to_string(),
+            opt(&r.log_end),
             opt(&r.lag()),
             r.time_lag.display(),
             r.status.status.as_str().to_string(),
@@ -905,7 +905,7 @@ g      t      1          -               3               -    -         -       
                 topic: "t".into(),
                 partition: 0,
                 current: Some(5),
-                log_end: 9,
+                log_end: Some(9),
                 time_lag: TimeLag::Estimate(61_000),
                 status: Evaluation {
                     status: Status::Stall,
