@@ -57,6 +57,17 @@ pub enum ClientError {
         /// The largest accepted frame.
         limit: usize,
     },
+    /// The first answer of a connection was not a Kafka frame: the address is most likely not
+    /// a Kafka listener (an HTTP port, TLS, another protocol).
+    #[error(
+        "{addr} does not answer like a Kafka broker (its reply starts with {starts_with}): is this a Kafka listener?"
+    )]
+    NotKafka {
+        /// The address.
+        addr: String,
+        /// The first bytes of the answer, as text or hex.
+        starts_with: String,
+    },
     /// The response carried another correlation id than the request.
     #[error("{api} from {addr}: correlation id {got}, expected {expected}")]
     Correlation {

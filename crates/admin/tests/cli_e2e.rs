@@ -576,7 +576,6 @@ async fn bad_arguments_exit_2_with_one_line() {
             "--to-earliest",
         ],
         vec!["offsets", "delete", "--group", "g", "--topic", "t:x"],
-        vec!["groups", "describe"],
         vec!["lag", "--window", "5m"],
     ] {
         let r = run(&b.addr, &args).await;

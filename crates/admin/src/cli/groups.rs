@@ -23,6 +23,9 @@ pub enum GroupsCommand {
     /// List consumer groups.
     List(ListArgs),
     /// Describe groups: offsets and lag (default), members, or state.
+    #[command(
+        override_usage = "waterline groups describe <--group <GROUP>...|--all-groups> [OPTIONS]"
+    )]
     Describe(DescribeArgs),
     /// Delete groups that have no active members.
     Delete(DeleteGroupsArgs),
@@ -38,7 +41,7 @@ pub struct ListArgs {
     /// Dead; case-insensitive); repeatable or comma-separated.
     #[arg(long, value_name = "STATE")]
     pub state: Vec<String>,
-    /// Output format: table or json.
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
@@ -49,11 +52,11 @@ pub struct DescribeArgs {
     /// Connection options.
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// Group to describe; repeatable.
-    #[arg(long, value_name = "GROUP")]
+    /// Group to describe; repeatable. Required unless --all-groups.
+    #[arg(long, value_name = "GROUP", required_unless_present = "all_groups")]
     pub group: Vec<String>,
     /// Describe every group.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub all_groups: bool,
     /// Show members instead of offsets.
     #[arg(long, conflicts_with = "state")]
@@ -117,11 +120,6 @@ pub fn parse_states(values: &[String]) -> Result<Vec<String>, CliError> {
 }
 
 async fn list(args: ListArgs, out: Out<'_>) -> Result<(), CliError> {
-    if args.output == OutputFormat::Csv {
-        return Err(CliError::Usage(
-            "groups list: --output must be table or json".into(),
-        ));
-    }
     // Checked before connecting: a usage error must not depend on the broker being up.
     let states = parse_states(&args.state)?;
     let mut client = args.conn.connect().await?;

@@ -165,6 +165,24 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Output format of a command whose output has no flat CSV form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    /// Aligned columns.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+impl From<TableOrJson> for OutputFormat {
+    fn from(f: TableOrJson) -> Self {
+        match f {
+            TableOrJson::Table => OutputFormat::Table,
+            TableOrJson::Json => OutputFormat::Json,
+        }
+    }
+}
+
 /// Why a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

@@ -35,6 +35,9 @@ pub struct OffsetsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum OffsetsCommand {
     /// Plan (default: dry run) or apply (--execute) a reset of a group's offsets.
+    #[command(
+        override_usage = "waterline offsets reset --group <GROUP> <SCOPE> <MODE> [--dry-run|--execute] [OPTIONS]\n       waterline offsets reset --execute --plan <FILE> [OPTIONS]"
+    )]
     Reset(ResetArgs),
     /// Print groups' committed offsets as CSV (kafka-consumer-groups format).
     Export(ExportArgs),
@@ -52,41 +55,51 @@ pub struct ResetArgs {
     /// Connection options.
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The group to reset.
-    #[arg(long, value_name = "GROUP")]
+    /// The group to reset. Required unless --plan (a plan file names its group).
+    #[arg(long, value_name = "GROUP", required_unless_present = "plan")]
     pub group: Option<String>,
     /// Topic, or topic:partition,partition...; repeatable.
-    #[arg(long, value_name = "TOPIC[:P,P...]")]
+    #[arg(help_heading = "Scope (give one)", long, value_name = "TOPIC[:P,P...]")]
     pub topic: Vec<String>,
     /// Every topic the group has committed offsets for.
-    #[arg(long)]
+    #[arg(help_heading = "Scope (give one)", long)]
     pub all_topics: bool,
     /// Take partitions and offsets from a CSV file or a backup.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Scope (give one)", long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
     /// Reset to the log start offset.
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_earliest: bool,
     /// Reset to the log end offset.
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_latest: bool,
     /// Reset to the committed offset (log end where there is none).
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_current: bool,
     /// Reset to this offset.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        help_heading = "Reset mode (give one)",
+        long,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub to_offset: Option<i64>,
     /// Move the committed offset by N (negative rewinds).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        help_heading = "Reset mode (give one)",
+        long,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub shift_by: Option<i64>,
     /// Reset to the first record at or after YYYY-MM-DDTHH:mm:SS.sss[zone].
-    #[arg(long, value_name = "DATETIME")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "DATETIME")]
     pub to_datetime: Option<String>,
     /// Reset to the first record at or after now minus an ISO-8601 duration (e.g. PT1H).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "DURATION")]
     pub by_duration: Option<String>,
     /// Reset to another group's committed offsets.
-    #[arg(long, value_name = "GROUP")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "GROUP")]
     pub to_group: Option<String>,
     /// Only show the plan (the default).
     #[arg(long)]
@@ -104,7 +117,7 @@ pub struct ResetArgs {
     #[arg(long, value_name = "FILE")]
     pub plan_out: Option<PathBuf>,
     /// With --execute: apply this plan file, if the group's offsets still match it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Scope (give one)")]
     pub plan: Option<PathBuf>,
     /// Directory for backup files [default: $XDG_DATA_HOME/waterline/backups, else
     /// ~/.local/share/waterline/backups]
@@ -649,31 +662,47 @@ async fn execute(
     }
     // Save the previous offsets before changing anything.
     let previous = committed_offsets(client, group).await?;
-    let path = save_backup(
-        group,
-        &previous,
-        args.backup_dir.as_deref(),
-        args.backup_format,
-    )?;
-    let restore = restore_command(group, &path, &args.conn);
-    let _ = writeln!(
-        err,
-        "Backup of group {group}'s previous offsets: {} (restore with: {restore})",
-        path.display(),
-    );
-    let fresh: Vec<String> = planned
+    let fresh: Vec<TopicPartition> = planned
         .rows
         .iter()
-        .filter(|r| !previous.contains_key(&r.tp()))
-        .map(|r| format!("{}:{}", r.topic, r.partition))
+        .map(|r| r.tp())
+        .filter(|tp| !previous.contains_key(tp))
         .collect();
-    if !fresh.is_empty() {
+    let undo = if previous.is_empty() {
+        // Nothing to back up: undoing means deleting the offsets this reset creates.
+        let undo = delete_command(group, &fresh, &args.conn);
         let _ = writeln!(
             err,
-            "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with waterline offsets delete)",
-            fresh.join(",")
+            "Group {group} had no committed offsets before; nothing to back up (undo with: {undo})"
         );
-    }
+        undo
+    } else {
+        let path = save_backup(
+            group,
+            &previous,
+            args.backup_dir.as_deref(),
+            args.backup_format,
+        )?;
+        let restore = restore_command(group, &path, &args.conn);
+        let _ = writeln!(
+            err,
+            "Backup of group {group}'s previous offsets: {} (restore with: {restore})",
+            path.display(),
+        );
+        if !fresh.is_empty() {
+            let names: Vec<String> = fresh
+                .iter()
+                .map(|tp| format!("{}:{}", tp.topic, tp.partition))
+                .collect();
+            let _ = writeln!(
+                err,
+                "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with: {})",
+                names.join(","),
+                delete_command(group, &fresh, &args.conn)
+            );
+        }
+        restore
+    };
     let failures = client.offset_commit(group, &planned.offsets()).await?;
     if failures.is_empty() {
         let _ = writeln!(
@@ -686,7 +715,7 @@ async fn execute(
     let (applied, refused) = partial_report(planned, &failures);
     let _ = writeln!(err, "{applied}");
     Err(CliError::Failed(format!(
-        "{refused}; undo the applied part with: {restore}"
+        "{refused}; undo the applied part with: {undo}"
     )))
 }
 
@@ -734,6 +763,27 @@ fn restore_command(group: &str, path: &std::path::Path, conn: &ConnectionArgs) -
         "waterline offsets reset --group {} --from-file {} --execute {}",
         shell_quote(group),
         shell_quote(&path.display().to_string()),
+        conn.flags()
+    )
+}
+
+/// The command that deletes `group`'s offsets of `partitions` on the same cluster.
+fn delete_command(group: &str, partitions: &[TopicPartition], conn: &ConnectionArgs) -> String {
+    let mut by_topic: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for tp in partitions {
+        by_topic
+            .entry(&tp.topic)
+            .or_default()
+            .push(tp.partition.to_string());
+    }
+    let topics: Vec<String> = by_topic
+        .iter()
+        .map(|(t, ps)| format!("--topic {}", shell_quote(&format!("{t}:{}", ps.join(",")))))
+        .collect();
+    format!(
+        "waterline offsets delete --group {} {} --execute {}",
+        shell_quote(group),
+        topics.join(" "),
         conn.flags()
     )
 }
@@ -1097,7 +1147,8 @@ mod tests {
             err("--group g --from-file f --to-latest"),
             "--from-file sets the offsets itself; drop --to-latest"
         );
-        assert_eq!(err("--topic t --to-latest"), "--group is required");
+        // Without --plan, clap itself requires --group.
+        assert!(T::try_parse_from(["reset", "--topic", "t", "--to-latest"]).is_err());
         assert_eq!(
             err("--group g --topic t --to-latest --dry-run --execute"),
             "--dry-run and --execute are mutually exclusive"
