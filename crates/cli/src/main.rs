@@ -19,6 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a single-node broker that speaks the Kafka wire protocol.
+    #[command(after_long_help = serve::config_help())]
     Serve(serve::ServeArgs),
     /// List, describe and delete consumer groups (kafka-consumer-groups parity, with time lag).
     Groups(GroupsArgs),
@@ -29,6 +30,13 @@ enum Command {
     Lag(LagArgs),
     /// List, describe, create, delete and alter topics (kafka-topics / kafka-configs parity).
     Topics(TopicsArgs),
+    /// Print a shell completion script: `source <(waterline completions bash)`, or save it
+    /// where your shell loads completions from.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +56,21 @@ fn main() -> ExitCode {
         Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
         Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "waterline", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("waterline: error: writing the completion script: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

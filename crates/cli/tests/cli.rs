@@ -503,3 +503,40 @@ fn an_error_cause_is_printed_once() {
     assert!(last.starts_with("waterline: error: "), "{stderr}");
     assert_eq!(last.matches("Address already in use").count(), 1, "{last}");
 }
+
+/// Issue 15, item 8: completion scripts for bash, zsh and fish name the subcommands, and
+/// `serve --help` lists every config file key (also those with no flag) with its default.
+#[test]
+fn completions_and_the_serve_config_reference() {
+    for (shell, marker) in [
+        ("bash", "complete -F _waterline"),
+        ("zsh", "#compdef waterline"),
+        ("fish", "complete -c waterline"),
+    ] {
+        let (code, script, stderr) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(script.contains(marker), "{shell}: {script}");
+        for word in ["serve", "offsets", "bootstrap-server", "to-earliest"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let (code, _, stderr) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{stderr}");
+
+    let (code, help, _) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    let reference = help
+        .split("every key with its default:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{help}"));
+    for line in [
+        "segment_ms = 604800000",
+        "cleaner_threads = 1",
+        "[groups]",
+        "initial_rebalance_delay_ms = 3000",
+        "offset_metadata_max_bytes = 4096",
+        "min_session_timeout_ms = 6000",
+    ] {
+        assert!(reference.contains(line), "{line}: {reference}");
+    }
+}
