@@ -1192,3 +1192,129 @@ async fn unknown_names_fail_and_delete_is_a_dry_run_first() {
     );
     b.stop().await;
 }
+
+/// Issue 15, item 8: `groups describe --members --verbose` shows each member's assignment.
+#[tokio::test]
+async fn members_verbose_shows_the_assignment() {
+    let b = setup().await;
+    let (member, _conn) = b.join("live", &[("t", vec![1, 0])]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "groups",
+            "describe",
+            "--group",
+            "live",
+            "--members",
+            "--verbose",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let header = r.out.lines().next().unwrap();
+    assert!(header.ends_with("#PARTITIONS  ASSIGNMENT"), "{}", r.out);
+    let row: Vec<&str> = r.out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[1], member);
+    assert_eq!(&row[row.len() - 2..], &["2", "t(0,1)"], "{}", r.out);
+    // --verbose without --members is a usage error.
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "live", "--verbose"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    b.stop().await;
+}
+
+/// Issue 15, item 8: `offsets reset` for several groups at once (repeated --group, or
+/// --all-groups): one plan each, a backup each on --execute, and no group reset while one of
+/// them is active.
+#[tokio::test]
+async fn reset_of_several_groups_backs_up_each() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "a", &[(0, 5)]).await;
+    commit(&mut c, "b", &[(0, 7), (1, 1)]).await;
+
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--topic",
+            "t",
+            "--to-latest",
+            "--export",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.out, "a,t,0,10\na,t,1,5\nb,t,0,10\nb,t,1,5\n");
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--all-groups",
+            "--all-topics",
+            "--to-earliest",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "a").await, vec![(0, 0)]);
+    assert_eq!(committed(&mut c, "b").await, vec![(0, 0), (1, 0)]);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("waterline-backup-a-") && files[1].starts_with("waterline-backup-b-"),
+        "{files:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&files[1])).unwrap(),
+        "t,0,7\nt,1,1\n"
+    );
+
+    // One active group refuses them all.
+    let (_member, _conn) = b.join("b", &[("t", vec![0])]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--topic",
+            "t",
+            "--to-latest",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        one_line(&r.err).ends_with("no group was reset") && r.err.contains("group b is Stable"),
+        "{}",
+        r.err
+    );
+    assert_eq!(committed(&mut c, "a").await, vec![(0, 0)]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    b.stop().await;
+}

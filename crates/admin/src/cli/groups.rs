@@ -61,6 +61,9 @@ pub struct DescribeArgs {
     /// Show members instead of offsets.
     #[arg(long, conflicts_with = "state")]
     pub members: bool,
+    /// With --members: also show each member's assigned partitions.
+    #[arg(long, requires = "members")]
+    pub verbose: bool,
     /// Show group state instead of offsets.
     #[arg(long)]
     pub state: bool,
@@ -135,7 +138,9 @@ async fn describe(args: DescribeArgs, out: Out<'_>, err: Out<'_>) -> Result<(), 
             "groups describe: give --group G (repeatable) or --all-groups".into(),
         ));
     }
-    let view = if args.members {
+    let view = if args.members && args.verbose {
+        DescribeView::MembersVerbose
+    } else if args.members {
         DescribeView::Members
     } else if args.state {
         DescribeView::State

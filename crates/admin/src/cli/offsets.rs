@@ -36,7 +36,7 @@ pub struct OffsetsArgs {
 pub enum OffsetsCommand {
     /// Plan (default: dry run) or apply (--execute) a reset of a group's offsets.
     #[command(
-        override_usage = "waterline offsets reset --group <GROUP> <SCOPE> <MODE> [--dry-run|--execute] [OPTIONS]\n       waterline offsets reset --execute --plan <FILE> [OPTIONS]"
+        override_usage = "waterline offsets reset <--group <GROUP>...|--all-groups> <SCOPE> <MODE> [--dry-run|--execute] [OPTIONS]\n       waterline offsets reset --execute --plan <FILE> [OPTIONS]"
     )]
     Reset(ResetArgs),
     /// Print groups' committed offsets as CSV (kafka-consumer-groups format).
@@ -55,9 +55,18 @@ pub struct ResetArgs {
     /// Connection options.
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The group to reset. Required unless --plan (a plan file names its group).
-    #[arg(long, value_name = "GROUP", required_unless_present = "plan")]
-    pub group: Option<String>,
+    /// The group to reset; repeatable (each group is planned, backed up and reset on its
+    /// own). Required unless --all-groups or --plan (a plan file names its group).
+    #[arg(
+        long,
+        value_name = "GROUP",
+        required_unless_present_any = ["plan", "all_groups"]
+    )]
+    pub group: Vec<String>,
+    /// Reset every group of the cluster (each with its own backup). With --execute, no group
+    /// may have active members.
+    #[arg(long, conflicts_with_all = ["group", "plan"])]
+    pub all_groups: bool,
     /// Topic, or topic:partition,partition...; repeatable.
     #[arg(help_heading = "Scope (give one)", long, value_name = "TOPIC[:P,P...]")]
     pub topic: Vec<String>,
@@ -192,7 +201,12 @@ enum Scope {
 /// The validated reset request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ResetRequest {
+    /// The group this request plans (set per group from `groups`).
     group: String,
+    /// The groups named with --group (empty with --all-groups or --plan).
+    groups: Vec<String>,
+    /// --all-groups.
+    all_groups: bool,
     scope: Scope,
     mode: ResetMode,
     execute: bool,
@@ -297,19 +311,24 @@ fn validate(args: &ResetArgs, now: i64) -> Result<ResetRequest, CliError> {
             ));
         }
     };
-    let group = match (&args.group, &scope) {
-        (Some(g), _) => g.clone(),
-        // A plan names its group.
-        (None, Scope::Plan(_)) => String::new(),
-        (None, _) => return usage("--group is required".into()),
-    };
-    if let ResetMode::ToGroup(other) = &mode
-        && *other == group
-    {
-        return usage(format!("--to-group {other} is the group being reset"));
+    if args.group.is_empty() && !args.all_groups && !matches!(scope, Scope::Plan(_)) {
+        return usage("--group (or --all-groups) is required".into());
     }
+    let several = args.all_groups || args.group.len() > 1;
+    if several && args.plan_out.is_some() {
+        return usage("--plan-out writes one group's plan; give a single --group".into());
+    }
+    if let ResetMode::ToGroup(other) = &mode
+        && args.group.contains(other)
+    {
+        return usage(format!("--to-group {other} is a group being reset"));
+    }
+    let mut groups = args.group.clone();
+    groups.dedup();
     Ok(ResetRequest {
-        group,
+        group: groups.first().cloned().unwrap_or_default(),
+        groups,
+        all_groups: args.all_groups,
         scope,
         mode,
         execute: args.execute,
@@ -368,44 +387,86 @@ fn read_input(req: &ResetRequest) -> Result<Input, CliError> {
 async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
     let now = now_ms();
     let req = validate(&args, now)?;
-    let input = read_input(&req)?;
+    // The user's files are read, and their mistakes reported, before any broker is asked.
+    let mut inputs = Vec::new();
+    for group in &req.groups {
+        let one = ResetRequest {
+            group: group.clone(),
+            ..req.clone()
+        };
+        inputs.push((read_input(&one)?, one));
+    }
+    if matches!(req.scope, Scope::Plan(_)) && req.groups.is_empty() {
+        inputs.push((read_input(&req)?, req.clone()));
+    }
     let mut client = args.conn.connect().await?;
-    let planned = match input {
-        Input::Plan(path, plan) => {
-            let current = committed_offsets(&mut client, &plan.group).await?;
-            let drift = plan.drift(&current);
-            if !drift.is_empty() {
-                let _ = write!(out, "{}", render_drift(&plan.group, &drift));
-                return Err(CliError::Failed(format!(
-                    "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
-                    path.display(),
-                    plan.group,
-                    drift.len()
-                )));
+    if req.all_groups {
+        let skip = match &req.mode {
+            ResetMode::ToGroup(other) => Some(other.as_str()),
+            _ => None,
+        };
+        for listed in client.list_groups(&[]).await? {
+            if skip == Some(listed.group_id.as_str()) {
+                continue;
             }
-            check_plan(&mut client, &path, plan).await?
+            let one = ResetRequest {
+                group: listed.group_id,
+                ..req.clone()
+            };
+            inputs.push((read_input(&one)?, one));
         }
-        Input::File(offsets) => make_plan(&mut client, &req, &offsets, now).await?,
-        Input::None => make_plan(&mut client, &req, &[], now).await?,
-    };
-    let ranges = if req.format == OutputFormat::Csv {
-        Vec::new()
-    } else {
-        time_ranges(&mut client, &planned).await
-    };
-    // Diagnostics on stderr in every format, so that stdout stays a clean table, JSON
-    // document or CSV file (JSON also keeps them in its `warnings` field).
-    let _ = write!(err, "{}", render_plan_warnings(&planned));
-    let _ = write!(out, "{}", render_plan(&planned, &ranges, req.format));
+        if inputs.is_empty() {
+            return Err(CliError::Failed(
+                "--all-groups: the cluster has no consumer groups".into(),
+            ));
+        }
+    }
+    let mut plans = Vec::with_capacity(inputs.len());
+    for (input, one) in inputs {
+        let planned = match input {
+            Input::Plan(path, plan) => {
+                let current = committed_offsets(&mut client, &plan.group).await?;
+                let drift = plan.drift(&current);
+                if !drift.is_empty() {
+                    let _ = write!(out, "{}", render_drift(&plan.group, &drift));
+                    return Err(CliError::Failed(format!(
+                        "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
+                        path.display(),
+                        plan.group,
+                        drift.len()
+                    )));
+                }
+                check_plan(&mut client, &path, plan).await?
+            }
+            Input::File(offsets) => make_plan(&mut client, &one, &offsets, now).await?,
+            Input::None => make_plan(&mut client, &one, &[], now).await?,
+        };
+        plans.push(planned);
+    }
+    let mut rendered = Vec::with_capacity(plans.len());
+    for planned in &plans {
+        let ranges = if req.format == OutputFormat::Csv {
+            Vec::new()
+        } else {
+            time_ranges(&mut client, planned).await
+        };
+        // Diagnostics on stderr in every format, so that stdout stays a clean table, JSON
+        // document or CSV file (JSON also keeps them in its `warnings` field).
+        let _ = write!(err, "{}", render_plan_warnings(planned));
+        rendered.push(render_plan(planned, &ranges, req.format));
+    }
+    let _ = write!(out, "{}", join_plans(&plans, rendered, req.format));
     if !req.execute {
-        if let Some(active) = active_members(&mut client, &planned.group).await? {
-            let _ = writeln!(
-                err,
-                "Warning: {active}; --execute will refuse to reset it until its consumers stop"
-            );
+        for planned in &plans {
+            if let Some(active) = active_members(&mut client, &planned.group).await? {
+                let _ = writeln!(
+                    err,
+                    "Warning: {active}; --execute will refuse to reset it until its consumers stop"
+                );
+            }
         }
-        if let Some(path) = &args.plan_out {
-            write_durably(path, &crate::files::render_plan(&planned))?;
+        if let (Some(path), [planned]) = (&args.plan_out, plans.as_slice()) {
+            write_durably(path, &crate::files::render_plan(planned))?;
             let _ = writeln!(
                 err,
                 "Plan written to {}; apply with: waterline offsets reset --execute --plan {} {}",
@@ -416,7 +477,78 @@ async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliErr
         }
         return Ok(());
     }
-    execute(&mut client, &planned, &args, err).await
+    if plans.len() > 1 {
+        // Several groups: refuse them all before changing any, if one is active.
+        let mut active = Vec::new();
+        for planned in &plans {
+            if let Some(a) = active_members(&mut client, &planned.group).await? {
+                active.push(a);
+            }
+        }
+        if !active.is_empty() {
+            return Err(CliError::Failed(format!(
+                "{}; offsets can only be reset while a group is inactive (stop its consumers first); no group was reset",
+                active.join("; ")
+            )));
+        }
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (i, planned) in plans.iter().enumerate() {
+        if let Err(e) = execute(&mut client, planned, &args, &mut *err).await {
+            if plans.len() == 1 {
+                return Err(e);
+            }
+            let rest: Vec<&str> = plans[i + 1..].iter().map(|p| p.group.as_str()).collect();
+            return Err(CliError::Failed(format!(
+                "group {}: {e}; already reset (backups above): {}; not attempted: {}",
+                planned.group,
+                if done.is_empty() {
+                    "none".to_string()
+                } else {
+                    done.join(", ")
+                },
+                if rest.is_empty() {
+                    "none".to_string()
+                } else {
+                    rest.join(", ")
+                },
+            )));
+        }
+        done.push(&planned.group);
+    }
+    Ok(())
+}
+
+/// The plans of several groups as one output: tables one after another, one CSV in the
+/// 4-column `group,topic,partition,offset` form, or one JSON document `{"plans": [...]}`.
+fn join_plans(plans: &[ResetPlan], rendered: Vec<String>, format: OutputFormat) -> String {
+    if plans.len() == 1 {
+        return rendered.into_iter().next().unwrap_or_default();
+    }
+    match format {
+        OutputFormat::Table => rendered.join("\n"),
+        OutputFormat::Csv => {
+            let rows: Vec<CsvRow> = plans
+                .iter()
+                .flat_map(|p| {
+                    p.rows.iter().map(|r| CsvRow {
+                        group: Some(p.group.clone()),
+                        tp: r.tp(),
+                        offset: r.new,
+                    })
+                })
+                .collect();
+            write_csv(&rows, true)
+        }
+        OutputFormat::Json => {
+            let docs: Vec<serde_json::Value> = rendered
+                .iter()
+                .filter_map(|t| serde_json::from_str(t).ok())
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({ "plans": docs })).unwrap_or_default()
+                + "\n"
+        }
+    }
 }
 
 /// `Some("group G is STATE with N active member(s)")` when the group has members.
@@ -1067,6 +1199,10 @@ mod tests {
         assert_eq!(r.format, OutputFormat::Csv);
         let r = validate(&parse("--execute --plan p.json"), 0).unwrap();
         assert_eq!(r.scope, Scope::Plan("p.json".into()));
+        let r = validate(&parse("--group a --group b --topic t --to-latest"), 0).unwrap();
+        assert_eq!(r.groups, vec!["a", "b"]);
+        let r = validate(&parse("--all-groups --topic t --to-latest"), 0).unwrap();
+        assert!(r.all_groups && r.groups.is_empty());
     }
 
     #[test]
@@ -1159,7 +1295,11 @@ mod tests {
         );
         assert_eq!(
             err("--group g --topic t --to-group g"),
-            "--to-group g is the group being reset"
+            "--to-group g is a group being reset"
+        );
+        assert_eq!(
+            err("--group a --group b --topic t --to-latest --plan-out p"),
+            "--plan-out writes one group's plan; give a single --group"
         );
         assert!(err("--group g --topic t:x --to-latest").contains("not a non-negative integer"));
     }

@@ -188,6 +188,8 @@ pub enum DescribeView {
     Offsets,
     /// Members.
     Members,
+    /// Members with their assigned partitions (`--members --verbose`).
+    MembersVerbose,
     /// Group state.
     State,
 }
@@ -205,6 +207,35 @@ const OFFSET_HEADERS: [&str; 10] = [
     "CLIENT-ID",
 ];
 const MEMBER_HEADERS: [&str; 5] = ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"];
+const MEMBER_VERBOSE_HEADERS: [&str; 6] = [
+    "GROUP",
+    "CONSUMER-ID",
+    "HOST",
+    "CLIENT-ID",
+    "#PARTITIONS",
+    "ASSIGNMENT",
+];
+
+/// An assignment as kafka-consumer-groups prints it: `t(0,1),u(2)`, sorted; `-` when empty.
+pub fn assignment_text(assignment: &[TopicPartition]) -> String {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for tp in assignment {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    if by_topic.is_empty() {
+        return NONE.into();
+    }
+    by_topic
+        .into_iter()
+        .map(|(t, mut ps)| {
+            ps.sort_unstable();
+            ps.dedup();
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            format!("{t}({})", ps.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 const STATE_HEADERS: [&str; 5] = [
     "GROUP",
     "COORDINATOR",
@@ -321,6 +352,22 @@ pub fn render_describe(views: &[GroupView], view: DescribeView, format: OutputFo
                     v.members
                         .iter()
                         .map(|m| member_cells(&v.group, m))
+                        .collect()
+                })
+                .collect(),
+        ),
+        DescribeView::MembersVerbose => (
+            &MEMBER_VERBOSE_HEADERS,
+            views
+                .iter()
+                .map(|v| {
+                    v.members
+                        .iter()
+                        .map(|m| {
+                            let mut cells = member_cells(&v.group, m);
+                            cells.push(assignment_text(&m.assignment));
+                            cells
+                        })
                         .collect()
                 })
                 .collect(),
