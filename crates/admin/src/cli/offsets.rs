@@ -952,9 +952,9 @@ fn save_backup(
                         .into(),
                 )
             })?;
-            std::fs::create_dir_all(&d).map_err(|source| FileError::Io {
+            std::fs::create_dir_all(&d).map_err(|cause| FileError::Io {
                 path: d.clone(),
-                source,
+                cause,
             })?;
             d
         }

@@ -99,11 +99,11 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Connect {
                 addr: addr.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
             })?
-            .map_err(|source| ClientError::Connect {
+            .map_err(|cause| ClientError::Connect {
                 addr: addr.to_string(),
-                source,
+                cause,
             })?;
         // Admin requests are small and latency-bound.
         let _ = stream.set_nodelay(true);
@@ -245,10 +245,10 @@ impl Connection {
                 addr: addr.clone(),
                 timeout_ms: timeout.as_millis() as u64,
             })?
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 api: name,
                 addr: addr.clone(),
-                source,
+                cause,
             })?;
         // Bound the announced length before allocating: it comes straight from the wire.
         let len = usize::try_from(size)
@@ -268,10 +268,10 @@ impl Connection {
                 addr: addr.clone(),
                 timeout_ms: timeout.as_millis() as u64,
             })?
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 api: name,
                 addr: addr.clone(),
-                source,
+                cause,
             })?;
         let mut bytes = Bytes::from(buf);
         let header_version = api.response_header_version(version);
