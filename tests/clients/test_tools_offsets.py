@@ -43,14 +43,17 @@ def uid(prefix):
 def wl(broker, *args, timeout=60, env=None):
     """Run the `waterline` binary like an operator would; returns the CompletedProcess.
 
-    Runs in the broker's temp dir, so a default-placed backup file never lands in the repo.
+    Runs in the broker's temp dir, with the per-user data dir (where backups go without
+    --backup-dir) there too, so a default-placed backup never lands in the repo or $HOME.
     """
+    base = {**os.environ, "XDG_DATA_HOME": str(broker.data_dir.parent / "xdg")}
+    base.pop("WATERLINE_BACKUP_DIR", None)
     return subprocess.run(
         [waterline_bin(), *args, "--bootstrap-server", broker.bootstrap, "--timeout-ms", "10000"],
         capture_output=True,
         text=True,
         cwd=broker.data_dir.parent,
-        env=None if env is None else {**os.environ, **env},
+        env={**base, **(env or {})},
         timeout=timeout,
     )
 
@@ -688,7 +691,15 @@ def test_list_and_delete_offsets_and_groups(tbroker):
         m.stop()
     assert listed(tbroker)[group] == "Empty"
 
-    ok(wl(tbroker, "offsets", "delete", "--group", group, "--topic", f"{topic}:1"))
+    # A dry run by default; --execute deletes, after a backup of what it deletes.
+    dry = ok(wl(tbroker, "offsets", "delete", "--group", group, "--topic", f"{topic}:1"))
+    assert "Dry run" in dry.stderr and f"{topic}  1" in dry.stdout, dry.stdout + dry.stderr
+    assert committed(tbroker, group, topic) == START
+    r = ok(wl(tbroker, "offsets", "delete", "--group", group, "--topic", f"{topic}:1",
+              "--execute"))
+    backup = re.search(r"Backup of the offsets being deleted: (\S+)", r.stderr).group(1)
+    assert backup.startswith(str(tbroker.data_dir.parent / "xdg" / "waterline" / "backups"))
+    assert open(backup).read() == f"{topic},1,5\n"
     assert committed(tbroker, group, topic) == {0: 3, 1: None, 2: 7}
     assert ok(wl(tbroker, "offsets", "export", "--group", group)).stdout.splitlines() == [
         f"{topic},0,3", f"{topic},2,7"]

@@ -139,6 +139,8 @@ const NAMES: &[&str] = &[
 pub const NONE: i16 = 0;
 /// Code 3: the topic or partition does not exist.
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Code 5: the partition has no leader right now.
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
 /// Code 14: the coordinator is still loading group state; retry.
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 /// Code 15: no coordinator is available for the group yet; retry.

@@ -18,22 +18,22 @@ pub enum ClientError {
         reason: String,
     },
     /// Connecting to a broker failed.
-    #[error("connect to {addr}: {source}")]
+    #[error("connect to {addr}: {cause}")]
     Connect {
         /// The broker address.
         addr: String,
-        /// The socket error.
-        source: std::io::Error,
+        /// The socket error (part of the message, so not also `source()`).
+        cause: std::io::Error,
     },
     /// Reading or writing the connection failed.
-    #[error("{api} to {addr}: connection error: {source}")]
+    #[error("{api} to {addr}: connection error: {cause}")]
     Io {
         /// The API being called.
         api: &'static str,
         /// The broker address.
         addr: String,
-        /// The socket error.
-        source: std::io::Error,
+        /// The socket error (part of the message, so not also `source()`).
+        cause: std::io::Error,
     },
     /// The broker did not answer within the request timeout.
     #[error("{api} to {addr}: no response within {timeout_ms} ms")]
@@ -56,6 +56,17 @@ pub enum ClientError {
         size: i64,
         /// The largest accepted frame.
         limit: usize,
+    },
+    /// The first answer of a connection was not a Kafka frame: the address is most likely not
+    /// a Kafka listener (an HTTP port, TLS, another protocol).
+    #[error(
+        "{addr} does not answer like a Kafka broker (its reply starts with {starts_with}): is this a Kafka listener?"
+    )]
+    NotKafka {
+        /// The address.
+        addr: String,
+        /// The first bytes of the answer, as text or hex.
+        starts_with: String,
     },
     /// The response carried another correlation id than the request.
     #[error("{api} from {addr}: correlation id {got}, expected {expected}")]
@@ -189,12 +200,12 @@ pub struct CsvError {
 #[non_exhaustive]
 pub enum FileError {
     /// The file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, so not also `source()`).
+        cause: std::io::Error,
     },
     /// The JSON content is not a valid backup or plan.
     #[error("{}: not a valid {kind} file: {message}", path.display())]
@@ -207,12 +218,12 @@ pub enum FileError {
         message: String,
     },
     /// The CSV content is invalid.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Csv {
         /// The file.
         path: PathBuf,
-        /// The line-numbered error.
-        source: CsvError,
+        /// The line-numbered error (part of the message, so not also `source()`).
+        cause: CsvError,
     },
 }
 

@@ -121,9 +121,9 @@ pub fn render_backup(
 /// Writes `contents` to `path` durably: a temporary file in the same directory, fsync, rename,
 /// then fsync of the directory, so a crash never leaves a half-written backup under its name.
 pub fn write_durably(path: &Path, contents: &str) -> Result<(), FileError> {
-    let io = |source| FileError::Io {
+    let io = |cause| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -210,9 +210,9 @@ pub fn parse_offsets_file_located(
         }
         return Ok(out);
     }
-    let rows = parse_csv_lines(text).map_err(|source| FileError::Csv {
+    let rows = parse_csv_lines(text).map_err(|cause| FileError::Csv {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(rows
         .into_iter()
@@ -254,9 +254,9 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<ResetPlan, FileError> {
 
 /// Reads a whole file, naming it in the error.
 pub fn read_text(path: &Path) -> Result<String, FileError> {
-    std::fs::read_to_string(path).map_err(|source| FileError::Io {
+    std::fs::read_to_string(path).map_err(|cause| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

@@ -149,6 +149,19 @@ impl ResetPlan {
         self.rows.iter().map(|r| (r.tp(), r.new)).collect()
     }
 
+    /// Clamps every row's new offset to its partition's `(log start, log end)` in `bounds`,
+    /// adding the warning a fresh plan gives for each value moved. A plan file is checked
+    /// this way before it is applied: it may have been edited, or the log may have moved
+    /// (retention, DeleteRecords) since it was written. Rows without bounds are left alone.
+    pub fn clamp_to(&mut self, bounds: &BTreeMap<TopicPartition, (i64, i64)>) {
+        for row in &mut self.rows {
+            let tp = row.tp();
+            if let Some((start, end)) = bounds.get(&tp) {
+                row.new = clamp(&tp, row.new, *start, *end, &mut self.warnings);
+            }
+        }
+    }
+
     /// Compares the plan's recorded current offsets with `actual`; the plan may only be
     /// applied when this is empty.
     pub fn drift(&self, actual: &BTreeMap<TopicPartition, i64>) -> Vec<PlanDrift> {
@@ -412,6 +425,27 @@ mod tests {
         };
         assert_eq!(row.delta(), None);
         assert_eq!(describe_time_range(&row, None, None), "-");
+    }
+
+    #[test]
+    fn plans_are_clamped_to_the_current_log_bounds() {
+        let ins = [input(0, Some(50), 0, 100), input(1, Some(5), 0, 100)];
+        let mut p = plan("g", &ResetMode::ToEarliest, &ins, 0).unwrap();
+        // Edited by hand, and the log of partition 1 has moved since.
+        p.rows[0].new = 99_999_999;
+        p.rows[1].new = 3;
+        p.clamp_to(&BTreeMap::from([
+            (TopicPartition::new("t", 0), (0, 100)),
+            (TopicPartition::new("t", 1), (10, 20)),
+        ]));
+        assert_eq!((p.rows[0].new, p.rows[1].new), (100, 10));
+        assert_eq!(
+            p.warnings,
+            vec![
+                "t partition 0: offset 99999999 is after the log end offset 100; using 100",
+                "t partition 1: offset 3 is before the log start offset 10; using 10",
+            ]
+        );
     }
 
     #[test]

@@ -514,7 +514,17 @@ async fn active_groups_are_refused_and_described() {
     // Offsets delete on the empty group.
     let r = run(
         &b.addr,
-        &["offsets", "delete", "--group", "idle", "--topic", "t:0"],
+        &[
+            "offsets",
+            "delete",
+            "--group",
+            "idle",
+            "--topic",
+            "t:0",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
     )
     .await;
     assert_eq!(r.code, 0, "{r:?}");
@@ -565,8 +575,7 @@ async fn bad_arguments_exit_2_with_one_line() {
             "t:9",
             "--to-earliest",
         ],
-        vec!["offsets", "delete", "--group", "g", "--topic", "nope"],
-        vec!["groups", "describe"],
+        vec!["offsets", "delete", "--group", "g", "--topic", "t:x"],
         vec!["lag", "--window", "5m"],
     ] {
         let r = run(&b.addr, &args).await;
@@ -878,9 +887,20 @@ async fn lag_of_a_group_that_does_not_exist_fails_like_describe() {
         "waterline lag: error: groups 'nosuch', 'gone' do not exist"
     );
     // A group whose offsets were all deleted, with no members, no longer exists either.
+    let dir = tempfile::tempdir().unwrap();
     let r = run(
         &b.addr,
-        &["offsets", "delete", "--group", "g", "--topic", "t"],
+        &[
+            "offsets",
+            "delete",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--execute",
+            "--backup-dir",
+            dir.path().to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(r.code, 0, "{r:?}");
@@ -891,5 +911,410 @@ async fn lag_of_a_group_that_does_not_exist_fails_like_describe() {
         "{}",
         r.err
     );
+    b.stop().await;
+}
+
+/// Issue 15, item 1: a partition whose topic does not exist (deleted, or assigned by a client
+/// that is behind) shows `-` for its log end and lag; it does not fail the command for every
+/// group.
+#[tokio::test]
+async fn a_partition_of_a_missing_topic_shows_dashes_and_fails_nothing() {
+    let b = setup().await;
+    let mut c = b.client().await;
+    commit(&mut c, "steady", &[(0, 4)]).await;
+    commit(&mut c, "other", &[(1, 2)]).await;
+    // The member's assignment names a topic the cluster does not have.
+    let (_member, _conn) = b
+        .join("steady", &[("t", vec![0]), ("steady-gone", vec![0])])
+        .await;
+
+    let r = run(&b.addr, &["groups", "describe", "--all-groups"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let gone: Vec<&str> = r
+        .out
+        .lines()
+        .find(|l| l.contains("steady-gone"))
+        .unwrap_or_else(|| panic!("{}", r.out))
+        .split_whitespace()
+        .collect();
+    // GROUP TOPIC PARTITION CURRENT LOG-END LAG TIME-LAG
+    assert_eq!(
+        &gone[..7],
+        &["steady", "steady-gone", "0", "-", "-", "-", "-"]
+    );
+    assert!(
+        r.out.lines().any(|l| l.starts_with("other ")),
+        "the other group is still described: {}",
+        r.out
+    );
+    let t0: Vec<&str> = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("steady ") && l.contains(" t "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&t0[..6], &["steady", "t", "0", "4", "10", "6"], "{}", r.out);
+
+    let r = run(&b.addr, &["lag", "--output", "json"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{}", r.out);
+    let steady = groups.iter().find(|g| g["group"] == "steady").unwrap();
+    let p = steady["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["topic"] == "steady-gone")
+        .unwrap();
+    assert!(p["log_end_offset"].is_null() && p["lag"].is_null(), "{p}");
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .contains("topic or partition does not exist"),
+        "{p}"
+    );
+    let r = run(&b.addr, &["lag", "--group", "steady"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let row: Vec<&str> = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("steady ") && l.contains("steady-gone"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..7],
+        &["steady", "steady-gone", "0", "-", "-", "-", "-"]
+    );
+    b.stop().await;
+}
+
+/// Issue 15, item 3: an edited plan is validated like any other input before `--execute`:
+/// a row for a topic that does not exist refuses the whole plan (nothing applied), and a new
+/// offset past the log end is clamped with the warning a fresh reset gives.
+#[tokio::test]
+async fn plans_are_validated_before_they_are_applied() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let plan = dir.path().join("plan.json");
+    let plan_s = plan.to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5), (1, 2)]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--plan-out",
+            &plan_s,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    // The hint to apply it names the cluster it was planned against.
+    assert!(
+        r.err.contains(&format!(
+            "apply with: waterline offsets reset --execute --plan {plan_s} --bootstrap-server {}",
+            b.addr
+        )),
+        "{}",
+        r.err
+    );
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    doc["plan"]["rows"][0]["new"] = 99_999_999.into();
+    let good = doc.clone();
+    doc["plan"]["rows"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"topic": "nope", "partition": 0, "current": null, "new": 1}));
+    std::fs::write(&plan, doc.to_string()).unwrap();
+    let apply = [
+        "offsets",
+        "reset",
+        "--execute",
+        "--plan",
+        &plan_s,
+        "--backup-dir",
+        &backups,
+    ];
+    let r = run(&b.addr, &apply).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    let line = one_line(&r.err);
+    assert!(
+        line.contains(&plan_s)
+            && line.contains("unknown topic 'nope'")
+            && line.ends_with("nothing was applied"),
+        "{line}"
+    );
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5), (1, 2)]);
+
+    std::fs::write(&plan, good.to_string()).unwrap();
+    let r = run(&b.addr, &apply).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.err.lines().any(|l| l
+            == "Warning: t partition 0: offset 99999999 is after the log end offset 10; using 10"),
+        "{}",
+        r.err
+    );
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 10), (1, 0)]);
+    b.stop().await;
+}
+
+/// Issue 15, item 5: unknown groups and topics are errors naming them; `offsets delete` is a
+/// dry run by default, backs up on `--execute`, and reports only partitions that had an
+/// offset; a dry run says when the group is active.
+#[tokio::test]
+async fn unknown_names_fail_and_delete_is_a_dry_run_first() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "g", &[(0, 5)]).await;
+
+    for (args, needle) in [
+        (
+            &["offsets", "export", "--group", "nosuch"][..],
+            "group 'nosuch' does not exist",
+        ),
+        (
+            &["offsets", "export", "--group", "g", "--topic", "nosuch"],
+            "group 'g' has no committed offsets for topic 'nosuch'",
+        ),
+        (
+            &["offsets", "delete", "--group", "nosuch", "--topic", "t"],
+            "group 'nosuch' does not exist",
+        ),
+        (
+            &["offsets", "delete", "--group", "g", "--topic", "t:1"],
+            "group 'g' has no committed offsets for t partition 1",
+        ),
+        (
+            &["groups", "delete", "--group", "nosuch"],
+            "group 'nosuch' does not exist",
+        ),
+    ] {
+        let r = run(&b.addr, args).await;
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(one_line(&r.err).ends_with(needle), "{args:?}: {}", r.err);
+        assert_eq!(r.out, "", "{args:?}");
+    }
+
+    // A dry run by default: shows what it would delete, deletes nothing.
+    let r = run(
+        &b.addr,
+        &["offsets", "delete", "--group", "g", "--topic", "t:0,1"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let rows: Vec<Vec<&str>> = r
+        .out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, vec![vec!["g", "t", "0", "5"]], "{}", r.out);
+    assert!(
+        r.err
+            .contains("group g has no committed offset for t partition 1"),
+        "{}",
+        r.err
+    );
+    assert!(r.err.contains("Dry run: nothing deleted."), "{}", r.err);
+    assert_eq!(committed(&mut c, "g").await, vec![(0, 5)]);
+
+    // --execute saves a backup of what it deletes, then deletes exactly that.
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "delete",
+            "--group",
+            "g",
+            "--topic",
+            "t:0,1",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.err
+            .contains("Deleted committed offsets of group g for 1 partition(s)."),
+        "{}",
+        r.err
+    );
+    let backup = r
+        .err
+        .lines()
+        .find_map(|l| l.strip_prefix("Backup of the offsets being deleted: "))
+        .and_then(|rest| rest.split(" (restore").next())
+        .unwrap()
+        .to_string();
+    assert!(backup.starts_with(&backups), "{backup}");
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), "t,0,5\n");
+    assert_eq!(committed(&mut c, "g").await, vec![]);
+
+    // A dry run on an active group says that --execute will refuse.
+    commit(&mut c, "live", &[(0, 5)]).await;
+    let (_member, _conn) = b.join("live", &[("t", vec![0])]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "live",
+            "--topic",
+            "t",
+            "--to-earliest",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.err.lines().any(|l| l
+            == "Warning: group live is Stable with 1 active member(s); --execute will refuse to reset it until its consumers stop"),
+        "{}",
+        r.err
+    );
+    b.stop().await;
+}
+
+/// Issue 15, item 8: `groups describe --members --verbose` shows each member's assignment.
+#[tokio::test]
+async fn members_verbose_shows_the_assignment() {
+    let b = setup().await;
+    let (member, _conn) = b.join("live", &[("t", vec![1, 0])]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "groups",
+            "describe",
+            "--group",
+            "live",
+            "--members",
+            "--verbose",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let header = r.out.lines().next().unwrap();
+    assert!(header.ends_with("#PARTITIONS  ASSIGNMENT"), "{}", r.out);
+    let row: Vec<&str> = r.out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[1], member);
+    assert_eq!(&row[row.len() - 2..], &["2", "t(0,1)"], "{}", r.out);
+    // --verbose without --members is a usage error.
+    let r = run(
+        &b.addr,
+        &["groups", "describe", "--group", "live", "--verbose"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    b.stop().await;
+}
+
+/// Issue 15, item 8: `offsets reset` for several groups at once (repeated --group, or
+/// --all-groups): one plan each, a backup each on --execute, and no group reset while one of
+/// them is active.
+#[tokio::test]
+async fn reset_of_several_groups_backs_up_each() {
+    let b = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().to_str().unwrap().to_string();
+    let mut c = b.client().await;
+    commit(&mut c, "a", &[(0, 5)]).await;
+    commit(&mut c, "b", &[(0, 7), (1, 1)]).await;
+
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--topic",
+            "t",
+            "--to-latest",
+            "--export",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.out, "a,t,0,10\na,t,1,5\nb,t,0,10\nb,t,1,5\n");
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--all-groups",
+            "--all-topics",
+            "--to-earliest",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(committed(&mut c, "a").await, vec![(0, 0)]);
+    assert_eq!(committed(&mut c, "b").await, vec![(0, 0), (1, 0)]);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("waterline-backup-a-") && files[1].starts_with("waterline-backup-b-"),
+        "{files:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&files[1])).unwrap(),
+        "t,0,7\nt,1,1\n"
+    );
+
+    // One active group refuses them all.
+    let (_member, _conn) = b.join("b", &[("t", vec![0])]).await;
+    let r = run(
+        &b.addr,
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--topic",
+            "t",
+            "--to-latest",
+            "--execute",
+            "--backup-dir",
+            &backups,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        one_line(&r.err).ends_with("no group was reset") && r.err.contains("group b is Stable"),
+        "{}",
+        r.err
+    );
+    assert_eq!(committed(&mut c, "a").await, vec![(0, 0)]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     b.stop().await;
 }

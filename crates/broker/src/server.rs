@@ -502,6 +502,7 @@ async fn serve_connection(
         let _ = wr.shutdown().await;
     });
     let mut conn = Connection::new(peer);
+    let mut unsupported = Unsupported::default();
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, &limits) => f,
@@ -520,7 +521,7 @@ async fn serve_connection(
         if tx.send(orx).await.is_err() {
             break;
         }
-        match prepare(&state, frame, peer) {
+        match prepare(&state, frame, peer, &mut unsupported) {
             Prepared::Respond(bytes) => {
                 let _ = otx.send(bytes);
             }
@@ -530,6 +531,7 @@ async fn serve_connection(
                 break;
             }
             Prepared::Dispatch(header, request, key) => {
+                unsupported.note_transactional(peer, &header, &request);
                 let id = (key, header.request_api_version, header.correlation_id);
                 // Applied here, in arrival order, before the next frame is read; only the
                 // waits `apply` hands back overlap later requests.
@@ -589,8 +591,79 @@ enum Prepared {
     ),
 }
 
+/// The unsupported APIs and features a connection used, so that each is logged once per
+/// connection (at warn, naming it): a client failing on one otherwise times out or errors
+/// with nothing in the broker's log, and a client retrying it must not flood the log.
+#[derive(Default)]
+struct Unsupported {
+    seen: std::collections::HashSet<i16>,
+}
+
+/// Key under which a transactional InitProducerId is remembered (no API has it).
+const TRANSACTIONAL_ID_FEATURE: i16 = -1;
+
+impl Unsupported {
+    /// Whether `what` is seen for the first time on this connection.
+    fn first(&mut self, what: i16) -> bool {
+        self.seen.insert(what)
+    }
+
+    /// Logs, once per connection, a request of an API (or version) this broker does not
+    /// serve.
+    fn api(&mut self, peer: SocketAddr, api_key: i16, version: i16, what: &str) {
+        if self.first(api_key) {
+            let api = ApiKey::try_from(api_key)
+                .map(|k| format!("{k:?} ({api_key})"))
+                .unwrap_or_else(|_| format!("unknown API key {api_key}"));
+            tracing::warn!(
+                %peer,
+                "client sent {api} v{version}, which this broker {what}; answered UNSUPPORTED_VERSION (logged once per connection)"
+            );
+        }
+    }
+
+    /// Logs, once per connection, a transactional producer while the transaction APIs are not
+    /// served: it looks for its transaction coordinator (FindCoordinator with the transaction
+    /// key type, answered COORDINATOR_NOT_AVAILABLE, which clients retry until they time out)
+    /// or asks for a producer id with a transactional id (which gives idempotence only).
+    fn note_transactional(
+        &mut self,
+        peer: SocketAddr,
+        header: &kafka_protocol::messages::RequestHeader,
+        request: &kafka_protocol::messages::RequestKind,
+    ) {
+        use kafka_protocol::messages::RequestKind;
+        let id = match request {
+            RequestKind::InitProducerId(r) => r.transactional_id.as_ref().map(|t| t.to_string()),
+            RequestKind::FindCoordinator(r) if r.key_type == 1 => Some(
+                r.coordinator_keys
+                    .first()
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| r.key.to_string()),
+            ),
+            _ => None,
+        };
+        if let Some(id) = id
+            && handlers::supported_versions(ApiKey::AddPartitionsToTxn).is_none()
+            && self.first(TRANSACTIONAL_ID_FEATURE)
+        {
+            let client = header.client_id.as_deref().unwrap_or("");
+            tracing::warn!(
+                %peer,
+                client_id = client,
+                "transactional producer (transactional.id {id:?}): transactions are not supported by this broker; its transactions will fail or time out (logged once per connection)"
+            );
+        }
+    }
+}
+
 /// Decodes a frame and decides how to answer it.
-fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
+fn prepare(
+    state: &SharedState,
+    frame: Bytes,
+    peer: SocketAddr,
+    unsupported: &mut Unsupported,
+) -> Prepared {
     let _ = state;
     match codec::decode_request_bytes(frame.clone()) {
         Ok((header, request)) => match ApiKey::try_from(header.request_api_key) {
@@ -601,7 +674,8 @@ fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
             api_key,
             correlation_id,
         }) => {
-            tracing::warn!(%peer, api_key, "unknown API key; answering UNSUPPORTED_VERSION");
+            let version = codec::header_prefix(&frame).map_or(0, |p| p.api_version);
+            unsupported.api(peer, api_key, version, "does not know");
             raw(
                 correlation_id,
                 &ResponseError::UnsupportedVersion.code().to_be_bytes(),
@@ -640,7 +714,7 @@ fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
                 });
                 match answer {
                     Some(bytes) => {
-                        tracing::warn!(%peer, api_key, version, "version not served; answering UNSUPPORTED_VERSION");
+                        unsupported.api(peer, api_key, version, "does not serve at that version");
                         Prepared::Respond(Some(bytes))
                     }
                     None => {
@@ -649,7 +723,7 @@ fn prepare(state: &SharedState, frame: Bytes, peer: SocketAddr) -> Prepared {
                     }
                 }
             } else {
-                tracing::warn!(%peer, api_key, version, "API not served; answering UNSUPPORTED_VERSION");
+                unsupported.api(peer, api_key, version, "does not serve");
                 raw(
                     correlation_id,
                     &ResponseError::UnsupportedVersion.code().to_be_bytes(),

@@ -176,7 +176,7 @@ fn fsync_all(
             r.into_inner().unwrap_or_else(|| {
                 Err(waterline_log::LogError::Io {
                     path: Default::default(),
-                    source: std::io::Error::other("fsync worker did not run"),
+                    cause: std::io::Error::other("fsync worker did not run"),
                 })
             })
         })

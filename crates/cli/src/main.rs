@@ -19,15 +19,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a single-node broker that speaks the Kafka wire protocol.
+    #[command(after_long_help = serve::config_help())]
     Serve(serve::ServeArgs),
     /// List, describe and delete consumer groups (kafka-consumer-groups parity, with time lag).
     Groups(GroupsArgs),
-    /// Reset, export, import and delete a group's committed offsets, with backups and plans.
+    /// Reset (also from a file or backup: reset --from-file), export and delete groups'
+    /// committed offsets, with dry runs, backups and plans.
     Offsets(OffsetsArgs),
     /// Lag in records and time per group and partition, with a health status.
     Lag(LagArgs),
     /// List, describe, create, delete and alter topics (kafka-topics / kafka-configs parity).
     Topics(TopicsArgs),
+    /// Print a shell completion script: `source <(waterline completions bash)`, or save it
+    /// where your shell loads completions from.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,7 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("waterline: error: {err:#}");
+                eprintln!("waterline: error: {}", chain_text(&err));
                 ExitCode::from(1)
             }
         },
@@ -47,7 +56,40 @@ fn main() -> ExitCode {
         Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
         Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "waterline", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("waterline: error: writing the completion script: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`. A cause whose text the line already holds
+/// is left out: error types that print their source in their own message (`"{path}:
+/// {source}"`) and also return it as `source()` would otherwise show it twice.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Help and version go to stdout as clap prints them (exit 0). A usage error is one line on
@@ -68,13 +110,28 @@ fn argument_error(err: clap::Error) -> ExitCode {
         };
     }
     let rendered = err.render().to_string();
-    let line = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    eprintln!("waterline: error: {line} (see --help)");
+    eprintln!("waterline: error: {} (see --help)", one_line(&rendered));
     ExitCode::from(2)
+}
+
+/// The first line of a clap error; a line ending in `:` (e.g. "the following required
+/// arguments were not provided:") takes the indented lines that follow it, so the missing
+/// flags are named.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+    let mut line = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    if line.ends_with(':') {
+        let items: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        line = format!("{line} {}", items.join(", "));
+    }
+    line
 }
 
 /// Runs one operator command on a small single-threaded runtime: these commands make a handful

@@ -19,7 +19,8 @@ pub struct ServeArgs {
     /// Address clients are told to connect to [default: the listen address]
     #[arg(long, value_name = "HOST:PORT")]
     advertised: Option<String>,
-    /// TOML file with broker settings (same names as the flags, with underscores)
+    /// TOML file with broker settings: the flags' names with underscores, and more (every key
+    /// with its default is listed at the end of --help)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Create topics on first use by Metadata or Produce [default: true]
@@ -198,4 +199,248 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// One key of the config file: its TOML name (`groups.x` for `[groups]` keys), its default as
+/// TOML (or why it has none), and what it does.
+pub struct ConfigKey {
+    /// The key; `section.key` for keys of a `[section]`.
+    pub name: &'static str,
+    /// The default, as TOML, or `(unset: ...)`.
+    pub default: String,
+    /// What it sets.
+    pub help: &'static str,
+}
+
+/// Every key `waterline serve --config` accepts, with the defaults of this build (read from
+/// `BrokerConfig::default()`, so they cannot drift from what the broker uses).
+pub fn config_keys() -> Vec<ConfigKey> {
+    let d = BrokerConfig::default();
+    let g = &d.groups;
+    let q = |s: &str| format!("{s:?}");
+    fn opt<T: std::fmt::Display>(v: Option<T>, unset: &str) -> String {
+        v.map(|x| x.to_string())
+            .unwrap_or_else(|| format!("(unset: {unset})"))
+    }
+    let key = |name, default, help| ConfigKey {
+        name,
+        default,
+        help,
+    };
+    vec![
+        key(
+            "data_dir",
+            q(&d.data_dir.display().to_string()),
+            "directory of the log, the offsets and the broker's state",
+        ),
+        key(
+            "listen",
+            q(&d.listen),
+            "address to accept Kafka connections on",
+        ),
+        key(
+            "advertised",
+            opt(d.advertised.as_deref().map(q), "the listen address"),
+            "address clients are told to connect to",
+        ),
+        key(
+            "auto_create_topics",
+            d.auto_create_topics.to_string(),
+            "create topics on first use by Metadata or Produce",
+        ),
+        key(
+            "default_partitions",
+            d.default_partitions.to_string(),
+            "partitions of an auto-created topic",
+        ),
+        key(
+            "segment_bytes",
+            d.segment_bytes.to_string(),
+            "roll a segment at this size",
+        ),
+        key(
+            "segment_ms",
+            opt(d.segment_ms, "never by age"),
+            "roll a segment older than this",
+        ),
+        key(
+            "retention_ms",
+            opt(d.retention_ms, "keep forever"),
+            "delete segments older than this",
+        ),
+        key(
+            "retention_bytes",
+            opt(d.retention_bytes, "unlimited"),
+            "delete oldest segments while a partition is larger",
+        ),
+        key(
+            "fsync",
+            q(&match d.fsync {
+                FsyncPolicy::Always => "always".to_string(),
+                FsyncPolicy::Interval { ms } => format!("interval:{ms}"),
+            }),
+            "\"always\" (before acks=1/all are answered) or \"interval:MS\"",
+        ),
+        key(
+            "max_frame_bytes",
+            d.max_frame_bytes.to_string(),
+            "largest request frame accepted",
+        ),
+        key(
+            "max_message_bytes",
+            d.max_message_bytes.to_string(),
+            "largest record batch accepted",
+        ),
+        key(
+            "retention_check_ms",
+            d.retention_check_ms.to_string(),
+            "time between retention checks",
+        ),
+        key(
+            "max_queued_request_bytes",
+            d.max_queued_request_bytes.to_string(),
+            "bytes of requests being read or in flight, broker-wide",
+        ),
+        key(
+            "connections_max_idle_ms",
+            d.connections_max_idle_ms.to_string(),
+            "close connections idle this long",
+        ),
+        key(
+            "request_read_timeout_ms",
+            d.request_read_timeout_ms.to_string(),
+            "a started request must arrive whole within this",
+        ),
+        key(
+            "max_connections",
+            opt(d.max_connections, "unlimited"),
+            "most connections at once",
+        ),
+        key(
+            "max_connections_per_ip",
+            opt(d.max_connections_per_ip, "unlimited"),
+            "most connections at once from one IP address",
+        ),
+        key(
+            "cleaner_threads",
+            d.cleaner_threads.to_string(),
+            "compaction passes at once; 0 turns compaction off",
+        ),
+        key(
+            "cleaner_backoff_ms",
+            d.cleaner_backoff_ms.to_string(),
+            "how often the cleaner looks for work",
+        ),
+        key(
+            "cleaner_dedupe_buffer_bytes",
+            d.cleaner_dedupe_buffer_bytes.to_string(),
+            "memory of one cleaning pass's key map (~27 bytes a key)",
+        ),
+        key(
+            "cleaner_io_max_bytes_per_second",
+            opt(d.cleaner_io_max_bytes_per_second, "unlimited"),
+            "cleaner's read+write rate",
+        ),
+        key(
+            "groups.initial_rebalance_delay_ms",
+            g.initial_rebalance_delay_ms.to_string(),
+            "first join round of an empty group waits this long",
+        ),
+        key(
+            "groups.offsets_retention_ms",
+            g.offsets_retention_ms.to_string(),
+            "offsets of a group empty this long are deleted",
+        ),
+        key(
+            "groups.min_session_timeout_ms",
+            g.min_session_timeout_ms.to_string(),
+            "shortest session timeout a member may ask for",
+        ),
+        key(
+            "groups.max_session_timeout_ms",
+            g.max_session_timeout_ms.to_string(),
+            "longest session timeout a member may ask for",
+        ),
+        key(
+            "groups.offset_metadata_max_bytes",
+            g.offset_metadata_max_bytes.to_string(),
+            "longest commit metadata accepted",
+        ),
+    ]
+}
+
+/// The config file reference `waterline serve --help` ends with.
+pub fn config_help() -> String {
+    let keys = config_keys();
+    let width = keys
+        .iter()
+        .map(|k| k.name.len() + 3 + k.default.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from(
+        "Config file (--config FILE, TOML; a flag wins over the file), every key with its default:\n",
+    );
+    let mut section = "";
+    for k in &keys {
+        let (sec, name) = k.name.split_once('.').unwrap_or(("", k.name));
+        if sec != section {
+            out.push_str(&format!("  [{sec}]\n"));
+            section = sec;
+        }
+        let setting = format!("{name} = {}", k.default);
+        out.push_str(&format!("  {setting:<width$}  {}\n", k.help, width = width));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of the config (read from its Debug form, which lists them all) is in the
+    /// reference, and every default shown parses back to the default.
+    #[test]
+    fn the_config_reference_lists_every_key_with_its_default() {
+        let debug = format!("{:?}", BrokerConfig::default());
+        let keys = config_keys();
+        let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+        let mut fields = Vec::new();
+        let mut section = String::new();
+        for part in debug.split([',', '{']) {
+            let part = part.trim();
+            if let Some((field, value)) = part.split_once(": ") {
+                let field = field.trim_start_matches(['{', ' ']);
+                if value.starts_with("GroupConfig") {
+                    section = format!("{field}.");
+                    continue;
+                }
+                if field.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !field.is_empty() {
+                    fields.push(format!("{section}{field}"));
+                }
+            }
+        }
+        for f in &fields {
+            if f == "fsync.ms" {
+                continue;
+            }
+            assert!(
+                names.contains(&f.as_str()),
+                "{f} is missing from serve --help"
+            );
+        }
+        assert!(fields.len() >= names.len() - 1, "{fields:?}");
+        let mut toml = String::new();
+        let mut groups = String::from("[groups]\n");
+        for k in &keys {
+            if k.default.starts_with("(unset") {
+                continue;
+            }
+            match k.name.strip_prefix("groups.") {
+                Some(name) => groups.push_str(&format!("{name} = {}\n", k.default)),
+                None => toml.push_str(&format!("{} = {}\n", k.name, k.default)),
+            }
+        }
+        let parsed = BrokerConfig::from_toml_str(&(toml + &groups)).unwrap();
+        assert_eq!(format!("{parsed:?}"), debug);
+    }
 }

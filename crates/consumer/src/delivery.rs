@@ -212,10 +212,10 @@ impl Record {
             tp: self.tp().clone(),
             offset: self.offset,
         })?;
-        serde_json::from_slice(p).map_err(|source| ConsumerError::Deserialize {
+        serde_json::from_slice(p).map_err(|cause| ConsumerError::Deserialize {
             tp: self.tp().clone(),
             offset: self.offset,
-            source,
+            cause,
         })
     }
 

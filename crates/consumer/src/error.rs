@@ -12,16 +12,16 @@ pub enum ConsumerError {
     Config(String),
     /// The reset policy is invalid.
     #[error("invalid reset policy: {0}")]
-    Reset(#[from] ResetConfigError),
+    Reset(ResetConfigError),
     /// The Kafka client reported an error.
     #[error("Kafka error: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     /// The offset store failed.
     #[error("offset store error: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The offset tracker refused an operation.
     #[error("offset tracker error: {0}")]
-    Tracker(#[from] TrackerError),
+    Tracker(TrackerError),
     /// A partition has no committed offset and the reset policy gave no start offset.
     #[error("cannot choose a start offset for {tp}: {reason}")]
     ResetFailed {
@@ -34,15 +34,14 @@ pub enum ConsumerError {
     #[error("partition {0} was revoked since this record was handed out")]
     Revoked(TopicPartition),
     /// A record's payload could not be deserialized.
-    #[error("cannot deserialize the payload of {tp} offset {offset}: {source}")]
+    #[error("cannot deserialize the payload of {tp} offset {offset}: {cause}")]
     Deserialize {
         /// The record's partition.
         tp: TopicPartition,
         /// The record's offset.
         offset: i64,
-        /// The decoder's error.
-        #[source]
-        source: serde_json::Error,
+        /// The decoder's error (part of the message, so not also `source()`).
+        cause: serde_json::Error,
     },
     /// A record has no payload (a tombstone) but one was required.
     #[error("record {tp} offset {offset} has no payload")]
@@ -55,4 +54,30 @@ pub enum ConsumerError {
     /// The consumer is shutting down or was shut down.
     #[error("the consumer is shut down")]
     ShutDown,
+}
+
+// By hand rather than `#[from]`: each message prints the inner error, so it is not also
+// returned as `source()` (a printed error chain would show it twice).
+impl From<ResetConfigError> for ConsumerError {
+    fn from(e: ResetConfigError) -> Self {
+        ConsumerError::Reset(e)
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for ConsumerError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        ConsumerError::Kafka(e)
+    }
+}
+
+impl From<StoreError> for ConsumerError {
+    fn from(e: StoreError) -> Self {
+        ConsumerError::Store(e)
+    }
+}
+
+impl From<TrackerError> for ConsumerError {
+    fn from(e: TrackerError) -> Self {
+        ConsumerError::Tracker(e)
+    }
 }

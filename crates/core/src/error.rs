@@ -110,7 +110,7 @@ pub enum TrackerError {
     OpaquePosition,
     /// The committed metadata carries a corrupt Waterline encoding.
     #[error("committed metadata is corrupt: {0}")]
-    Metadata(#[from] DecodeError),
+    Metadata(DecodeError),
     /// The acknowledged set no longer fits the budget (admission control was bypassed).
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -120,6 +120,14 @@ pub enum TrackerError {
     /// The tracker configuration is unusable.
     #[error("invalid tracker configuration: {0}")]
     InvalidConfig(&'static str),
+}
+
+// By hand rather than `#[from]`: the message prints the decode error, so it is not also
+// returned as `source()` (a printed error chain would show it twice).
+impl From<DecodeError> for TrackerError {
+    fn from(e: DecodeError) -> Self {
+        TrackerError::Metadata(e)
+    }
 }
 
 /// Invalid arguments to a commit policy.

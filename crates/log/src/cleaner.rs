@@ -493,7 +493,7 @@ impl<'a> SegReader<'a> {
             .read_at(&mut self.buf[self.hi..self.hi + want], file_pos)
             .map_err(|e| CleanError::Io {
                 path: self.path.clone(),
-                source: e,
+                cause: e,
             })?;
         self.hi += want;
         self.read += want as u64;
@@ -855,7 +855,7 @@ impl CleanPlan {
             .sync_dir(&self.dir)
             .map_err(|e| CleanError::Io {
                 path: self.dir.clone(),
-                source: e,
+                cause: e,
             })?;
         work.stats.sync_duration += synced.elapsed();
         work.stats.duration = started.elapsed();
@@ -963,7 +963,7 @@ impl CleanPlan {
             let p = self.path(base, &format!("{suffix}{CLEANED_SUFFIX}"));
             let io = |e| CleanError::Io {
                 path: p.clone(),
-                source: e,
+                cause: e,
             };
             let f = self.storage.open(&p, true).map_err(io)?;
             f.truncate(0).map_err(io)?;
@@ -976,7 +976,7 @@ impl CleanPlan {
         let out_path = self.path(base, &format!("{LOG_SUFFIX}{CLEANED_SUFFIX}"));
         let io_out = |e| CleanError::Io {
             path: out_path.clone(),
-            source: e,
+            cause: e,
         };
         let mut pending: Vec<u8> = Vec::with_capacity(config.io_buffer_bytes);
         for s in group {
@@ -1067,7 +1067,7 @@ impl CleanPlan {
             let Some(f) = f else { continue };
             f.sync().map_err(|e| CleanError::Io {
                 path: self.path(base, &format!("{suffix}{CLEANED_SUFFIX}")),
-                source: e,
+                cause: e,
             })?;
         }
         work.stats.sync_duration += synced.elapsed();

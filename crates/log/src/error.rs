@@ -74,13 +74,12 @@ pub enum BatchError {
 #[non_exhaustive]
 pub enum LogError {
     /// An I/O operation on `path` failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {cause}")]
     Io {
         /// File or directory involved.
         path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        /// Underlying error (part of the message, so not also returned by `source()`).
+        cause: std::io::Error,
     },
     /// A file's contents are invalid in a way recovery cannot repair.
     #[error("corrupt data in {path} at byte {offset}: {reason}")]
@@ -146,10 +145,10 @@ pub enum LogError {
 }
 
 impl LogError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         LogError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }
@@ -160,13 +159,12 @@ impl LogError {
 #[non_exhaustive]
 pub enum CleanError {
     /// Reading a segment or writing a cleaned file failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {cause}")]
     Io {
         /// File involved.
         path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        /// Underlying error (part of the message, so not also returned by `source()`).
+        cause: std::io::Error,
     },
     /// A stored batch failed validation or its records could not be decoded.
     #[error("corrupt batch in {path} at byte {offset}: {reason}")]

@@ -14,15 +14,14 @@ pub enum PgStoreError {
     InvalidTableName(String),
     /// Connecting to the server failed.
     #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(#[source] tokio_postgres::Error),
+    Connect(tokio_postgres::Error),
     /// A statement failed (server error, lost connection, serialization failure).
-    #[error("PostgreSQL {op} failed: {source}")]
+    #[error("PostgreSQL {op} failed: {cause}")]
     Query {
         /// What was being done, e.g. "commit offsets".
         op: &'static str,
-        /// The driver's error.
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (part of the message, so not also `source()`).
+        cause: tokio_postgres::Error,
     },
     /// A stored row does not describe a valid position (edited by hand, or another schema).
     #[error("corrupt offset row in table {table}: {reason}")]
@@ -39,7 +38,7 @@ pub enum PgStoreError {
 
 impl PgStoreError {
     pub(crate) fn query(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| PgStoreError::Query { op, source }
+        move |cause| PgStoreError::Query { op, cause }
     }
 }
 
@@ -51,7 +50,7 @@ impl From<PgStoreError> for StoreError {
         let backend = |op, source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
             backend: "PostgreSQL",
             op,
-            source: Arc::from(source),
+            cause: Arc::from(source),
         };
         match e {
             PgStoreError::Store(s) => s,
@@ -59,7 +58,7 @@ impl From<PgStoreError> for StoreError {
                 path: PathBuf::from(format!("postgresql:{table}")),
                 reason,
             },
-            PgStoreError::Query { op, source } => backend(op, Box::new(source)),
+            PgStoreError::Query { op, cause } => backend(op, Box::new(cause)),
             PgStoreError::Connect(source) => backend("connect", Box::new(source)),
             other @ PgStoreError::InvalidTableName(_) => backend("configure", Box::new(other)),
         }

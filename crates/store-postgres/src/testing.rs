@@ -27,7 +27,7 @@ pub enum ClusterError {
     NoBinaries,
     /// Creating or preparing the temporary directory failed.
     #[error("temporary directory: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A PostgreSQL command failed.
     #[error("{cmd} failed: {output}")]
     Command {
@@ -39,6 +39,14 @@ pub enum ClusterError {
     /// The server did not accept connections in time.
     #[error("PostgreSQL did not start: {0}")]
     NotReady(String),
+}
+
+// By hand rather than `#[from]`: the message prints the I/O error, so it is not also
+// returned as `source()`.
+impl From<std::io::Error> for ClusterError {
+    fn from(e: std::io::Error) -> Self {
+        ClusterError::Io(e)
+    }
 }
 
 /// A running throwaway cluster; stopped and deleted on drop.

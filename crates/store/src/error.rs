@@ -14,15 +14,14 @@ use waterline_core::TopicPartition;
 #[non_exhaustive]
 pub enum StoreError {
     /// An I/O operation on a store file or directory failed.
-    #[error("I/O error while trying to {op} {path}: {source}")]
+    #[error("I/O error while trying to {op} {path}: {cause}")]
     Io {
         /// What was being done, e.g. "fsync".
         op: &'static str,
         /// The file or directory involved.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: Arc<io::Error>,
+        /// The operating system's error (part of the message, so not also `source()`).
+        cause: Arc<io::Error>,
     },
     /// A store file exists but does not hold a valid document or database (torn, truncated,
     /// edited by hand, or not a store file at all).
@@ -67,13 +66,12 @@ pub enum StoreError {
         max: usize,
     },
     /// The embedded database reported an error.
-    #[error("database error in {path}: {source}")]
+    #[error("database error in {path}: {cause}")]
     Redb {
         /// The database file.
         path: PathBuf,
-        /// redb's error.
-        #[source]
-        source: Arc<::redb::Error>,
+        /// redb's error (part of the message, so not also `source()`).
+        cause: Arc<::redb::Error>,
     },
     /// Another process (or another store in this process) holds the store's lock.
     #[error("store {path} is already open elsewhere")]
@@ -90,15 +88,14 @@ pub enum StoreError {
     },
     /// A database-server backend (e.g. PostgreSQL, in its own crate) failed an operation: the
     /// server refused it or the connection failed. Whether a commit took effect is unknown.
-    #[error("{backend} {op} failed: {source}")]
+    #[error("{backend} {op} failed: {cause}")]
     Backend {
         /// Which backend, e.g. "PostgreSQL".
         backend: &'static str,
         /// What was being done, e.g. "commit offsets".
         op: &'static str,
-        /// The backend's error.
-        #[source]
-        source: Arc<dyn std::error::Error + Send + Sync>,
+        /// The backend's error (part of the message, so not also `source()`).
+        cause: Arc<dyn std::error::Error + Send + Sync>,
     },
     /// The store was closed with [`OffsetStore::close`](crate::OffsetStore::close).
     #[error("store is closed")]
@@ -116,7 +113,7 @@ impl StoreError {
         StoreError::Io {
             op,
             path: path.into(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         }
     }
 

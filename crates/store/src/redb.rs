@@ -336,7 +336,7 @@ impl Inner {
         }
         StoreError::Redb {
             path: self.path.clone(),
-            source: Arc::new(e),
+            cause: Arc::new(e),
         }
     }
 
@@ -730,7 +730,7 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
         DatabaseError::Storage(StorageError::Io(io)) => StoreError::io("open", path, io),
         other => StoreError::Redb {
             path: path.to_path_buf(),
-            source: Arc::new(other.into()),
+            cause: Arc::new(other.into()),
         },
     }
 }

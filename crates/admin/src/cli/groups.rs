@@ -1,16 +1,11 @@
 //! `waterline groups list | describe | delete`.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use waterline_core::TopicPartition;
-
 use super::render::{
     DescribeView, GroupView, MemberRow, OffsetRow, render_describe, render_group_list,
 };
-use super::{
-    CliError, ConnectionArgs, Out, OutputFormat, finish, group_exists, next_record_times, now_ms,
-};
-use crate::client::{AdminClient, OffsetSpec};
+use super::snapshot::read_groups;
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
+use crate::client::AdminClient;
 use crate::codes;
 use crate::lag::time_lag;
 
@@ -28,6 +23,9 @@ pub enum GroupsCommand {
     /// List consumer groups.
     List(ListArgs),
     /// Describe groups: offsets and lag (default), members, or state.
+    #[command(
+        override_usage = "waterline groups describe <--group <GROUP>...|--all-groups> [OPTIONS]"
+    )]
     Describe(DescribeArgs),
     /// Delete groups that have no active members.
     Delete(DeleteGroupsArgs),
@@ -43,7 +41,7 @@ pub struct ListArgs {
     /// Dead; case-insensitive); repeatable or comma-separated.
     #[arg(long, value_name = "STATE")]
     pub state: Vec<String>,
-    /// Output format: table or json.
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
@@ -54,15 +52,18 @@ pub struct DescribeArgs {
     /// Connection options.
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// Group to describe; repeatable.
-    #[arg(long, value_name = "GROUP")]
+    /// Group to describe; repeatable. Required unless --all-groups.
+    #[arg(long, value_name = "GROUP", required_unless_present = "all_groups")]
     pub group: Vec<String>,
     /// Describe every group.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub all_groups: bool,
     /// Show members instead of offsets.
     #[arg(long, conflicts_with = "state")]
     pub members: bool,
+    /// With --members: also show each member's assigned partitions.
+    #[arg(long, requires = "members")]
+    pub verbose: bool,
     /// Show group state instead of offsets.
     #[arg(long)]
     pub state: bool,
@@ -122,11 +123,6 @@ pub fn parse_states(values: &[String]) -> Result<Vec<String>, CliError> {
 }
 
 async fn list(args: ListArgs, out: Out<'_>) -> Result<(), CliError> {
-    if args.output == OutputFormat::Csv {
-        return Err(CliError::Usage(
-            "groups list: --output must be table or json".into(),
-        ));
-    }
     // Checked before connecting: a usage error must not depend on the broker being up.
     let states = parse_states(&args.state)?;
     let mut client = args.conn.connect().await?;
@@ -142,7 +138,9 @@ async fn describe(args: DescribeArgs, out: Out<'_>, err: Out<'_>) -> Result<(), 
             "groups describe: give --group G (repeatable) or --all-groups".into(),
         ));
     }
-    let view = if args.members {
+    let view = if args.members && args.verbose {
+        DescribeView::MembersVerbose
+    } else if args.members {
         DescribeView::Members
     } else if args.state {
         DescribeView::State
@@ -179,76 +177,40 @@ async fn describe(args: DescribeArgs, out: Out<'_>, err: Out<'_>) -> Result<(), 
 }
 
 /// Gathers what `groups describe` shows. With `with_offsets`, reads committed offsets, log end
-/// offsets and the records at committed offsets (exact time lag) in a few batched requests.
+/// offsets and the records at committed offsets (exact time lag) in a few batched requests
+/// ([`super::snapshot`]); a partition whose log end cannot be read shows `-`.
 pub(crate) async fn collect_views(
     client: &mut AdminClient,
     groups: &[String],
     with_offsets: bool,
 ) -> Result<Vec<GroupView>, CliError> {
-    let described = client.describe_groups(groups).await?;
-    let mut views = Vec::with_capacity(described.len());
-    for g in described {
-        if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
-            return Err(CliError::Failed(format!(
-                "DescribeGroups failed for group {}: {}",
-                g.group_id,
-                codes::describe(g.error_code)
-            )));
-        }
+    let states = read_groups(client, groups, with_offsets).await?;
+    let now = now_ms();
+    let mut views = Vec::with_capacity(states.len());
+    for s in states {
+        let g = &s.info;
         let coordinator = client.find_coordinator(&g.group_id).await.ok();
-        let committed = client.offset_fetch(&g.group_id, None).await?;
-        let mut owners: BTreeMap<TopicPartition, usize> = BTreeMap::new();
-        for (i, m) in g.members.iter().enumerate() {
-            for tp in &m.assignment {
-                owners.insert(tp.clone(), i);
-            }
-        }
-        let exists = group_exists(
-            g.error_code,
-            &g.state,
-            !g.members.is_empty(),
-            !committed.is_empty(),
-        );
-        let mut offsets = Vec::new();
-        if with_offsets {
-            let partitions: BTreeSet<TopicPartition> =
-                committed.keys().chain(owners.keys()).cloned().collect();
-            let specs: Vec<(TopicPartition, OffsetSpec)> = partitions
-                .iter()
-                .map(|tp| (tp.clone(), OffsetSpec::Latest))
-                .collect();
-            let ends = if specs.is_empty() {
-                BTreeMap::new()
-            } else {
-                client.list_offsets(&specs).await?
-            };
-            let committed_at: BTreeMap<TopicPartition, i64> = committed
-                .iter()
-                .map(|(tp, c)| (tp.clone(), c.offset))
-                .collect();
-            let next_ts = next_record_times(client, &committed_at, &ends).await?;
-            let now = now_ms();
-            for tp in partitions {
-                let current = committed.get(&tp).map(|c| c.offset);
-                let log_end = ends.get(&tp).copied().flatten();
-                let record_ts = next_ts.get(&tp).copied();
-                let tl = match log_end {
-                    Some(end) => time_lag(now, current, end, record_ts, &[]),
-                    None => crate::lag::TimeLag::Unknown,
-                };
-                let owner = owners.get(&tp).map(|i| &g.members[*i]);
-                offsets.push(OffsetRow {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    current,
+        let offsets = s
+            .partitions
+            .iter()
+            .map(|p| {
+                let log_end = p.log_end();
+                let owner = p.owner.map(|i| &g.members[i]);
+                OffsetRow {
+                    topic: p.tp.topic.clone(),
+                    partition: p.tp.partition,
+                    current: p.current,
                     log_end,
-                    time_lag: tl,
+                    time_lag: match log_end {
+                        Some(end) => time_lag(now, p.current, end, p.next_record_ms, &[]),
+                        None => crate::lag::TimeLag::Unknown,
+                    },
                     consumer_id: owner.map(|m| m.member_id.clone()),
                     host: owner.map(|m| m.host.clone()),
                     client_id: owner.map(|m| m.client_id.clone()),
-                });
-            }
-        }
+                }
+            })
+            .collect();
         views.push(GroupView {
             group: g.group_id.clone(),
             state: g.state.clone(),
@@ -265,7 +227,7 @@ pub(crate) async fn collect_views(
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
-            exists,
+            exists: s.exists,
         });
     }
     Ok(views)
@@ -275,20 +237,23 @@ async fn delete(args: DeleteGroupsArgs, out: Out<'_>) -> Result<(), CliError> {
     let mut client = args.conn.connect().await?;
     let results = client.delete_groups(&args.group).await?;
     let mut failed = Vec::new();
+    let mut missing = Vec::new();
     for (group, code) in results {
         if code == codes::NONE {
             let _ = writeln!(out, "Deleted group '{group}'.");
+        } else if code == codes::GROUP_ID_NOT_FOUND {
+            missing.push(format!("group '{group}' does not exist"));
         } else {
             failed.push(format!("group {group}: {}", codes::describe(code)));
         }
     }
-    if failed.is_empty() {
+    if !failed.is_empty() {
+        missing.push(format!("DeleteGroups failed for {}", failed.join("; ")));
+    }
+    if missing.is_empty() {
         Ok(())
     } else {
-        Err(CliError::Failed(format!(
-            "DeleteGroups failed for {}",
-            failed.join("; ")
-        )))
+        Err(CliError::Failed(missing.join("; ")))
     }
 }
 

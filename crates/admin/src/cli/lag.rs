@@ -8,12 +8,11 @@ use std::time::Duration;
 use waterline_core::TopicPartition;
 
 use super::render::{LagGroupView, LagRow, render_lag};
-use super::{
-    CliError, ConnectionArgs, Out, OutputFormat, finish, group_exists, next_record_times, now_ms,
-};
-use crate::client::{AdminClient, OffsetSpec};
+use super::snapshot::read_groups;
+use super::{CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms};
+use crate::client::AdminClient;
 use crate::codes;
-use crate::lag::{Sample, WindowContext, evaluate, group_status, time_lag};
+use crate::lag::{Evaluation, Sample, Status, WindowContext, evaluate, group_status, time_lag};
 use crate::timefmt::parse_duration_ms;
 
 /// History kept per partition, beyond which the oldest samples are dropped.
@@ -108,6 +107,20 @@ fn missing_groups(missing: &[String]) -> CliError {
     })
 }
 
+/// The status of a partition whose log end offset the cluster would not give: WARN, naming
+/// the error (a deleted topic's partitions read UNKNOWN_TOPIC_OR_PARTITION).
+fn unknown_log_end(code: i16) -> Evaluation {
+    let why = if code == codes::UNKNOWN_TOPIC_OR_PARTITION {
+        "the topic or partition does not exist".to_string()
+    } else {
+        codes::describe(code)
+    };
+    Evaluation {
+        status: Status::Warn,
+        reason: format!("log end offset unknown: {why}"),
+    }
+}
+
 /// One round: the views of the groups that exist, and the named groups that do not. Without
 /// named groups, every listed group is reported, and one deleted since the listing is skipped.
 async fn refresh(
@@ -126,49 +139,17 @@ async fn refresh(
     } else {
         wanted.to_vec()
     };
-    let described = client.describe_groups(&groups).await?;
+    let states = read_groups(client, &groups, true).await?;
     let mut views = Vec::new();
     let mut missing = Vec::new();
-    for g in described {
-        if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
-            return Err(CliError::Failed(format!(
-                "DescribeGroups failed for group {}: {}",
-                g.group_id,
-                codes::describe(g.error_code)
-            )));
-        }
-        let committed = client.offset_fetch(&g.group_id, None).await?;
-        if !group_exists(
-            g.error_code,
-            &g.state,
-            !g.members.is_empty(),
-            !committed.is_empty(),
-        ) {
+    for s in states {
+        let g = &s.info;
+        if !s.exists {
             if !wanted.is_empty() {
                 missing.push(g.group_id.clone());
             }
             continue;
         }
-        let mut partitions: Vec<TopicPartition> = committed.keys().cloned().collect();
-        for m in &g.members {
-            partitions.extend(m.assignment.iter().cloned());
-        }
-        partitions.sort();
-        partitions.dedup();
-        let ends = if partitions.is_empty() {
-            BTreeMap::new()
-        } else {
-            let specs: Vec<(TopicPartition, OffsetSpec)> = partitions
-                .iter()
-                .map(|tp| (tp.clone(), OffsetSpec::Latest))
-                .collect();
-            client.list_offsets(&specs).await?
-        };
-        let offsets: BTreeMap<TopicPartition, i64> = committed
-            .iter()
-            .map(|(tp, c)| (tp.clone(), c.offset))
-            .collect();
-        let next_ts = next_record_times(client, &offsets, &ends).await?;
         let now = now_ms();
         let ctx = WindowContext {
             window_ms,
@@ -177,9 +158,24 @@ async fn refresh(
             consumer_active: Some(!g.members.is_empty()),
         };
         let mut rows = Vec::new();
-        for tp in partitions {
-            let current = committed.get(&tp).map(|c| c.offset);
-            let log_end = ends.get(&tp).copied().flatten().unwrap_or(0);
+        for p in &s.partitions {
+            let tp = &p.tp;
+            let current = p.current;
+            let log_end = match p.log_end {
+                Ok(end) => end,
+                Err(code) => {
+                    // Nothing to sample: the partition is shown with `-` and why.
+                    rows.push(LagRow {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        current,
+                        log_end: None,
+                        time_lag: crate::lag::TimeLag::Unknown,
+                        status: unknown_log_end(code),
+                    });
+                    continue;
+                }
+            };
             let h = history.entry((g.group_id.clone(), tp.clone())).or_default();
             h.samples.push_back(Sample {
                 time_ms: now,
@@ -201,15 +197,14 @@ async fn refresh(
             while h.ends.len() > MAX_SAMPLES {
                 h.ends.pop_front();
             }
-            let record_ts = next_ts.get(&tp).copied();
             let ends_vec: Vec<(i64, i64)> = h.ends.iter().copied().collect();
             let samples: Vec<Sample> = h.samples.iter().copied().collect();
             rows.push(LagRow {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
                 current,
-                log_end,
-                time_lag: time_lag(now, current, log_end, record_ts, &ends_vec),
+                log_end: Some(log_end),
+                time_lag: time_lag(now, current, log_end, p.next_record_ms, &ends_vec),
                 status: evaluate(&samples, ctx),
             });
         }

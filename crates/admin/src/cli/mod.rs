@@ -10,6 +10,7 @@ mod groups;
 mod lag;
 mod offsets;
 pub mod render;
+mod snapshot;
 mod topics;
 
 use std::process::ExitCode;
@@ -65,7 +66,7 @@ pub async fn run_lag(args: LagArgs) -> ExitCode {
 /// Connection options shared by every command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
-    /// Broker address(es), comma-separated `host:port`.
+    /// Broker address(es), comma-separated `host[:port]` (port 9092 when left out).
     #[arg(
         long,
         env = "WATERLINE_BOOTSTRAP_SERVER",
@@ -77,23 +78,79 @@ pub struct ConnectionArgs {
     #[arg(
         long,
         env = "WATERLINE_TIMEOUT_MS",
-        default_value_t = 10_000,
+        default_value_t = DEFAULT_TIMEOUT_MS,
         value_name = "MS"
     )]
     pub timeout_ms: u64,
 }
 
+/// The default of `--timeout-ms`.
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// The Kafka port a bootstrap address without one gets, as Kafka's own tools assume.
+pub const DEFAULT_KAFKA_PORT: u16 = 9092;
+
+/// `host` -> `host:9092`; `host:port` and `[v6]:port` are kept; a bare IPv6 address gets
+/// brackets and the port.
+pub fn with_default_port(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.starts_with('[') {
+        return if addr.ends_with(']') {
+            format!("{addr}:{DEFAULT_KAFKA_PORT}")
+        } else {
+            addr.to_string()
+        };
+    }
+    match addr.matches(':').count() {
+        0 => format!("{addr}:{DEFAULT_KAFKA_PORT}"),
+        1 => addr.to_string(),
+        // More than one colon: a bare IPv6 address.
+        _ => format!("[{addr}]:{DEFAULT_KAFKA_PORT}"),
+    }
+}
+
 impl ConnectionArgs {
+    /// The bootstrap addresses, each with a port.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.bootstrap_server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(with_default_port)
+            .collect()
+    }
+
     /// Connects an [`AdminClient`].
     pub async fn connect(&self) -> Result<AdminClient, CliError> {
-        let mut config = ClientConfig::new(
-            self.bootstrap_server
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty()),
-        );
+        let mut config = ClientConfig::new(self.bootstrap());
         config.request_timeout = Duration::from_millis(self.timeout_ms.max(1));
         AdminClient::connect(config).await.map_err(CliError::from)
+    }
+
+    /// The flags that point a printed command (an undo, a plan to apply) at this same
+    /// cluster, shell-quoted: `--bootstrap-server ADDRS`, and `--timeout-ms MS` when not the
+    /// default.
+    pub fn flags(&self) -> String {
+        let mut out = format!(
+            "--bootstrap-server {}",
+            shell_quote(&self.bootstrap().join(","))
+        );
+        if self.timeout_ms != DEFAULT_TIMEOUT_MS {
+            out.push_str(&format!(" --timeout-ms {}", self.timeout_ms));
+        }
+        out
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/@%+=[]".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -106,6 +163,24 @@ pub enum OutputFormat {
     Json,
     /// Comma-separated values with a header line.
     Csv,
+}
+
+/// Output format of a command whose output has no flat CSV form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    /// Aligned columns.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+impl From<TableOrJson> for OutputFormat {
+    fn from(f: TableOrJson) -> Self {
+        match f {
+            TableOrJson::Table => OutputFormat::Table,
+            TableOrJson::Json => OutputFormat::Json,
+        }
+    }
 }
 
 /// Why a command failed, which decides the exit code.
@@ -121,6 +196,16 @@ pub enum CliError {
 
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
+        // The one broker answer an operator meets by mistyping a name: say it in words.
+        if let ClientError::Kafka {
+            code: crate::codes::GROUP_ID_NOT_FOUND,
+            context,
+            ..
+        } = &e
+            && let Some(group) = context.strip_prefix("group ")
+        {
+            return CliError::Failed(format!("group '{group}' does not exist"));
+        }
         CliError::Failed(e.to_string())
     }
 }
@@ -186,13 +271,15 @@ const NEXT_RECORD_RETRIES: usize = 32;
 /// Timestamps of the next record each group consumer will read: the first data record at or
 /// after its committed offset, for partitions with lag. Its age is the exact time lag (also on
 /// compacted topics and past transaction markers, where no record sits at the committed offset
-/// itself). One batched Fetch per leader; partitions whose first batch did not fit are retried
-/// singly (up to a bound), and any left unreadable are simply absent.
+/// itself). One batched Fetch per leader; partitions whose first batch did not fit, or that the
+/// batch could not answer (a partition error fails a whole Fetch), are retried singly (up to a
+/// bound), and any left unreadable are simply absent: time lag then reads unknown, and the
+/// command goes on.
 pub(crate) async fn next_record_times(
     client: &mut AdminClient,
     committed: &std::collections::BTreeMap<TopicPartition, i64>,
     log_ends: &std::collections::BTreeMap<TopicPartition, Option<i64>>,
-) -> Result<std::collections::BTreeMap<TopicPartition, i64>, CliError> {
+) -> std::collections::BTreeMap<TopicPartition, i64> {
     let behind: Vec<(TopicPartition, i64)> = committed
         .iter()
         .filter(|(tp, c)| {
@@ -206,11 +293,12 @@ pub(crate) async fn next_record_times(
         .collect();
     let mut out = std::collections::BTreeMap::new();
     if behind.is_empty() {
-        return Ok(out);
+        return out;
     }
     let found = client
         .fetch_records(&behind, NEXT_RECORD_BATCH_BYTES)
-        .await?;
+        .await
+        .unwrap_or_default();
     let mut missing = Vec::new();
     for (tp, offset) in &behind {
         match found.get(tp).copied().flatten() {
@@ -221,11 +309,11 @@ pub(crate) async fn next_record_times(
         }
     }
     for (tp, offset) in missing.into_iter().take(NEXT_RECORD_RETRIES) {
-        if let Some(r) = client.fetch_record(&tp, offset).await? {
+        if let Ok(Some(r)) = client.fetch_record(&tp, offset).await {
             out.insert(tp, r.timestamp_ms);
         }
     }
-    Ok(out)
+    out
 }
 
 /// A parsed `--topic T[:P,P...]`.
@@ -306,6 +394,49 @@ pub fn resolve_topics(
 mod tests {
     use super::*;
     use crate::client::{PartitionInfo, TopicInfo};
+
+    #[test]
+    fn bootstrap_addresses_without_a_port_get_9092() {
+        for (given, expect) in [
+            ("127.0.0.1", "127.0.0.1:9092"),
+            ("kafka.internal", "kafka.internal:9092"),
+            ("h:19092", "h:19092"),
+            ("::1", "[::1]:9092"),
+            ("[::1]", "[::1]:9092"),
+            ("[::1]:9093", "[::1]:9093"),
+        ] {
+            assert_eq!(with_default_port(given), expect, "{given}");
+        }
+        let conn = ConnectionArgs {
+            bootstrap_server: "a, b:1".into(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        };
+        assert_eq!(conn.bootstrap(), vec!["a:9092", "b:1"]);
+        assert_eq!(conn.flags(), "--bootstrap-server a:9092,b:1");
+        let conn = ConnectionArgs {
+            bootstrap_server: "h:1".into(),
+            timeout_ms: 500,
+        };
+        assert_eq!(conn.flags(), "--bootstrap-server h:1 --timeout-ms 500");
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/tmp/a-b_c.csv"), "/tmp/a-b_c.csv");
+        assert_eq!(shell_quote("my group"), "'my group'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn group_id_not_found_reads_as_words() {
+        let e = CliError::from(ClientError::Kafka {
+            api: "OffsetDelete",
+            context: "group billing".into(),
+            code: crate::codes::GROUP_ID_NOT_FOUND,
+        });
+        assert_eq!(e.to_string(), "group 'billing' does not exist");
+    }
 
     #[test]
     fn topic_specs() {

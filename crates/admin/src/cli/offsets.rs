@@ -7,7 +7,8 @@ use waterline_core::TopicPartition;
 
 use super::render::{render_drift, render_plan, render_plan_warnings};
 use super::{
-    CliError, ConnectionArgs, Out, OutputFormat, finish, now_ms, parse_topic_spec, resolve_topics,
+    CliError, ConnectionArgs, Out, OutputFormat, finish, group_exists, now_ms, parse_topic_spec,
+    resolve_topics, shell_quote,
 };
 use crate::client::{AdminClient, OffsetSpec};
 use crate::codes;
@@ -34,10 +35,14 @@ pub struct OffsetsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum OffsetsCommand {
     /// Plan (default: dry run) or apply (--execute) a reset of a group's offsets.
+    #[command(
+        override_usage = "waterline offsets reset <--group <GROUP>...|--all-groups> <SCOPE> <MODE> [--dry-run|--execute] [OPTIONS]\n       waterline offsets reset --execute --plan <FILE> [OPTIONS]"
+    )]
     Reset(ResetArgs),
     /// Print groups' committed offsets as CSV (kafka-consumer-groups format).
     Export(ExportArgs),
-    /// Delete a group's committed offsets for topics or partitions.
+    /// Delete a group's committed offsets for topics or partitions (dry run by default;
+    /// --execute saves a backup first).
     Delete(DeleteArgs),
 }
 
@@ -50,41 +55,60 @@ pub struct ResetArgs {
     /// Connection options.
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The group to reset.
-    #[arg(long, value_name = "GROUP")]
-    pub group: Option<String>,
+    /// The group to reset; repeatable (each group is planned, backed up and reset on its
+    /// own). Required unless --all-groups or --plan (a plan file names its group).
+    #[arg(
+        long,
+        value_name = "GROUP",
+        required_unless_present_any = ["plan", "all_groups"]
+    )]
+    pub group: Vec<String>,
+    /// Reset every group of the cluster (each with its own backup). With --execute, no group
+    /// may have active members.
+    #[arg(long, conflicts_with_all = ["group", "plan"])]
+    pub all_groups: bool,
     /// Topic, or topic:partition,partition...; repeatable.
-    #[arg(long, value_name = "TOPIC[:P,P...]")]
+    #[arg(help_heading = "Scope (give one)", long, value_name = "TOPIC[:P,P...]")]
     pub topic: Vec<String>,
     /// Every topic the group has committed offsets for.
-    #[arg(long)]
+    #[arg(help_heading = "Scope (give one)", long)]
     pub all_topics: bool,
     /// Take partitions and offsets from a CSV file or a backup.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Scope (give one)", long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
     /// Reset to the log start offset.
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_earliest: bool,
     /// Reset to the log end offset.
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_latest: bool,
     /// Reset to the committed offset (log end where there is none).
-    #[arg(long)]
+    #[arg(help_heading = "Reset mode (give one)", long)]
     pub to_current: bool,
     /// Reset to this offset.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        help_heading = "Reset mode (give one)",
+        long,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub to_offset: Option<i64>,
     /// Move the committed offset by N (negative rewinds).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        help_heading = "Reset mode (give one)",
+        long,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub shift_by: Option<i64>,
     /// Reset to the first record at or after YYYY-MM-DDTHH:mm:SS.sss[zone].
-    #[arg(long, value_name = "DATETIME")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "DATETIME")]
     pub to_datetime: Option<String>,
     /// Reset to the first record at or after now minus an ISO-8601 duration (e.g. PT1H).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "DURATION")]
     pub by_duration: Option<String>,
     /// Reset to another group's committed offsets.
-    #[arg(long, value_name = "GROUP")]
+    #[arg(help_heading = "Reset mode (give one)", long, value_name = "GROUP")]
     pub to_group: Option<String>,
     /// Only show the plan (the default).
     #[arg(long)]
@@ -102,11 +126,12 @@ pub struct ResetArgs {
     #[arg(long, value_name = "FILE")]
     pub plan_out: Option<PathBuf>,
     /// With --execute: apply this plan file, if the group's offsets still match it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Scope (give one)")]
     pub plan: Option<PathBuf>,
-    /// Directory for backup files.
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub backup_dir: PathBuf,
+    /// Directory for backup files [default: $XDG_DATA_HOME/waterline/backups, else
+    /// ~/.local/share/waterline/backups]
+    #[arg(long, value_name = "DIR", env = "WATERLINE_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Backup file format.
     #[arg(long, value_enum, default_value = "csv")]
     pub backup_format: BackupFormat,
@@ -135,9 +160,23 @@ pub struct DeleteArgs {
     /// The group.
     #[arg(long, value_name = "GROUP", required = true)]
     pub group: String,
-    /// Topic, or topic:partition,partition...; repeatable.
+    /// Topic, or topic:partition,partition...; repeatable. Topics that no longer exist are
+    /// accepted: the group's own offsets decide.
     #[arg(long, value_name = "TOPIC[:P,P...]", required = true)]
     pub topic: Vec<String>,
+    /// Only show the offsets that would be deleted (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete them. Saves them to a backup file first.
+    #[arg(long)]
+    pub execute: bool,
+    /// Directory for backup files [default: $XDG_DATA_HOME/waterline/backups, else
+    /// ~/.local/share/waterline/backups]
+    #[arg(long, value_name = "DIR", env = "WATERLINE_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Backup file format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub backup_format: BackupFormat,
 }
 
 /// Runs `waterline offsets ...` writing to `out`/`err`; returns the exit code.
@@ -145,7 +184,7 @@ pub async fn run_offsets_with(args: OffsetsArgs, out: Out<'_>, err: Out<'_>) -> 
     let result = match args.command {
         OffsetsCommand::Reset(a) => reset(a, out, &mut *err).await,
         OffsetsCommand::Export(a) => export(a, out).await,
-        OffsetsCommand::Delete(a) => delete(a, out).await,
+        OffsetsCommand::Delete(a) => delete(a, out, &mut *err).await,
     };
     finish("offsets", result, err)
 }
@@ -162,7 +201,12 @@ enum Scope {
 /// The validated reset request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ResetRequest {
+    /// The group this request plans (set per group from `groups`).
     group: String,
+    /// The groups named with --group (empty with --all-groups or --plan).
+    groups: Vec<String>,
+    /// --all-groups.
+    all_groups: bool,
     scope: Scope,
     mode: ResetMode,
     execute: bool,
@@ -267,19 +311,24 @@ fn validate(args: &ResetArgs, now: i64) -> Result<ResetRequest, CliError> {
             ));
         }
     };
-    let group = match (&args.group, &scope) {
-        (Some(g), _) => g.clone(),
-        // A plan names its group.
-        (None, Scope::Plan(_)) => String::new(),
-        (None, _) => return usage("--group is required".into()),
-    };
-    if let ResetMode::ToGroup(other) = &mode
-        && *other == group
-    {
-        return usage(format!("--to-group {other} is the group being reset"));
+    if args.group.is_empty() && !args.all_groups && !matches!(scope, Scope::Plan(_)) {
+        return usage("--group (or --all-groups) is required".into());
     }
+    let several = args.all_groups || args.group.len() > 1;
+    if several && args.plan_out.is_some() {
+        return usage("--plan-out writes one group's plan; give a single --group".into());
+    }
+    if let ResetMode::ToGroup(other) = &mode
+        && args.group.contains(other)
+    {
+        return usage(format!("--to-group {other} is a group being reset"));
+    }
+    let mut groups = args.group.clone();
+    groups.dedup();
     Ok(ResetRequest {
-        group,
+        group: groups.first().cloned().unwrap_or_default(),
+        groups,
+        all_groups: args.all_groups,
         scope,
         mode,
         execute: args.execute,
@@ -338,48 +387,241 @@ fn read_input(req: &ResetRequest) -> Result<Input, CliError> {
 async fn reset(args: ResetArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
     let now = now_ms();
     let req = validate(&args, now)?;
-    let input = read_input(&req)?;
+    // The user's files are read, and their mistakes reported, before any broker is asked.
+    let mut inputs = Vec::new();
+    for group in &req.groups {
+        let one = ResetRequest {
+            group: group.clone(),
+            ..req.clone()
+        };
+        inputs.push((read_input(&one)?, one));
+    }
+    if matches!(req.scope, Scope::Plan(_)) && req.groups.is_empty() {
+        inputs.push((read_input(&req)?, req.clone()));
+    }
     let mut client = args.conn.connect().await?;
-    let planned = match input {
-        Input::Plan(path, plan) => {
-            let current = committed_offsets(&mut client, &plan.group).await?;
-            let drift = plan.drift(&current);
-            if !drift.is_empty() {
-                let _ = write!(out, "{}", render_drift(&plan.group, &drift));
-                return Err(CliError::Failed(format!(
-                    "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
-                    path.display(),
-                    plan.group,
-                    drift.len()
-                )));
+    if req.all_groups {
+        let skip = match &req.mode {
+            ResetMode::ToGroup(other) => Some(other.as_str()),
+            _ => None,
+        };
+        for listed in client.list_groups(&[]).await? {
+            if skip == Some(listed.group_id.as_str()) {
+                continue;
             }
-            plan
+            let one = ResetRequest {
+                group: listed.group_id,
+                ..req.clone()
+            };
+            inputs.push((read_input(&one)?, one));
         }
-        Input::File(offsets) => make_plan(&mut client, &req, &offsets, now).await?,
-        Input::None => make_plan(&mut client, &req, &[], now).await?,
-    };
-    let ranges = if req.format == OutputFormat::Csv {
-        Vec::new()
-    } else {
-        time_ranges(&mut client, &planned).await
-    };
-    // Diagnostics on stderr in every format, so that stdout stays a clean table, JSON
-    // document or CSV file (JSON also keeps them in its `warnings` field).
-    let _ = write!(err, "{}", render_plan_warnings(&planned));
-    let _ = write!(out, "{}", render_plan(&planned, &ranges, req.format));
+        if inputs.is_empty() {
+            return Err(CliError::Failed(
+                "--all-groups: the cluster has no consumer groups".into(),
+            ));
+        }
+    }
+    let mut plans = Vec::with_capacity(inputs.len());
+    for (input, one) in inputs {
+        let planned = match input {
+            Input::Plan(path, plan) => {
+                let current = committed_offsets(&mut client, &plan.group).await?;
+                let drift = plan.drift(&current);
+                if !drift.is_empty() {
+                    let _ = write!(out, "{}", render_drift(&plan.group, &drift));
+                    return Err(CliError::Failed(format!(
+                        "plan {} refused: group {}'s committed offsets changed on {} partition(s) since it was written",
+                        path.display(),
+                        plan.group,
+                        drift.len()
+                    )));
+                }
+                check_plan(&mut client, &path, plan).await?
+            }
+            Input::File(offsets) => make_plan(&mut client, &one, &offsets, now).await?,
+            Input::None => make_plan(&mut client, &one, &[], now).await?,
+        };
+        plans.push(planned);
+    }
+    let mut rendered = Vec::with_capacity(plans.len());
+    for planned in &plans {
+        let ranges = if req.format == OutputFormat::Csv {
+            Vec::new()
+        } else {
+            time_ranges(&mut client, planned).await
+        };
+        // Diagnostics on stderr in every format, so that stdout stays a clean table, JSON
+        // document or CSV file (JSON also keeps them in its `warnings` field).
+        let _ = write!(err, "{}", render_plan_warnings(planned));
+        rendered.push(render_plan(planned, &ranges, req.format));
+    }
+    let _ = write!(out, "{}", join_plans(&plans, rendered, req.format));
     if !req.execute {
-        if let Some(path) = &args.plan_out {
-            write_durably(path, &crate::files::render_plan(&planned))?;
+        for planned in &plans {
+            if let Some(active) = active_members(&mut client, &planned.group).await? {
+                let _ = writeln!(
+                    err,
+                    "Warning: {active}; --execute will refuse to reset it until its consumers stop"
+                );
+            }
+        }
+        if let (Some(path), [planned]) = (&args.plan_out, plans.as_slice()) {
+            write_durably(path, &crate::files::render_plan(planned))?;
             let _ = writeln!(
                 err,
-                "Plan written to {}; apply with --execute --plan {}",
+                "Plan written to {}; apply with: waterline offsets reset --execute --plan {} {}",
                 path.display(),
-                path.display()
+                shell_quote(&path.display().to_string()),
+                args.conn.flags()
             );
         }
         return Ok(());
     }
-    execute(&mut client, &planned, &args, err).await
+    if plans.len() > 1 {
+        // Several groups: refuse them all before changing any, if one is active.
+        let mut active = Vec::new();
+        for planned in &plans {
+            if let Some(a) = active_members(&mut client, &planned.group).await? {
+                active.push(a);
+            }
+        }
+        if !active.is_empty() {
+            return Err(CliError::Failed(format!(
+                "{}; offsets can only be reset while a group is inactive (stop its consumers first); no group was reset",
+                active.join("; ")
+            )));
+        }
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (i, planned) in plans.iter().enumerate() {
+        if let Err(e) = execute(&mut client, planned, &args, &mut *err).await {
+            if plans.len() == 1 {
+                return Err(e);
+            }
+            let rest: Vec<&str> = plans[i + 1..].iter().map(|p| p.group.as_str()).collect();
+            return Err(CliError::Failed(format!(
+                "group {}: {e}; already reset (backups above): {}; not attempted: {}",
+                planned.group,
+                if done.is_empty() {
+                    "none".to_string()
+                } else {
+                    done.join(", ")
+                },
+                if rest.is_empty() {
+                    "none".to_string()
+                } else {
+                    rest.join(", ")
+                },
+            )));
+        }
+        done.push(&planned.group);
+    }
+    Ok(())
+}
+
+/// The plans of several groups as one output: tables one after another, one CSV in the
+/// 4-column `group,topic,partition,offset` form, or one JSON document `{"plans": [...]}`.
+fn join_plans(plans: &[ResetPlan], rendered: Vec<String>, format: OutputFormat) -> String {
+    if plans.len() == 1 {
+        return rendered.into_iter().next().unwrap_or_default();
+    }
+    match format {
+        OutputFormat::Table => rendered.join("\n"),
+        OutputFormat::Csv => {
+            let rows: Vec<CsvRow> = plans
+                .iter()
+                .flat_map(|p| {
+                    p.rows.iter().map(|r| CsvRow {
+                        group: Some(p.group.clone()),
+                        tp: r.tp(),
+                        offset: r.new,
+                    })
+                })
+                .collect();
+            write_csv(&rows, true)
+        }
+        OutputFormat::Json => {
+            let docs: Vec<serde_json::Value> = rendered
+                .iter()
+                .filter_map(|t| serde_json::from_str(t).ok())
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({ "plans": docs })).unwrap_or_default()
+                + "\n"
+        }
+    }
+}
+
+/// `Some("group G is STATE with N active member(s)")` when the group has members.
+async fn active_members(client: &mut AdminClient, group: &str) -> Result<Option<String>, CliError> {
+    let described = client.describe_groups(&[group.to_string()]).await?;
+    Ok(described
+        .first()
+        .filter(|g| !g.members.is_empty())
+        .map(|g| {
+            format!(
+                "group {group} is {} with {} active member(s)",
+                g.state,
+                g.members.len()
+            )
+        }))
+}
+
+/// Validates a plan file against the cluster like any other input: every topic and
+/// partition must exist (else a usage error naming them all, and nothing is applied), and
+/// every new offset is clamped to the partition's current [log start, log end] with the
+/// warnings a fresh plan gives.
+async fn check_plan(
+    client: &mut AdminClient,
+    path: &std::path::Path,
+    mut plan: ResetPlan,
+) -> Result<ResetPlan, CliError> {
+    let topics: Vec<String> = plan
+        .rows
+        .iter()
+        .map(|r| r.topic.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let meta = if topics.is_empty() {
+        Default::default()
+    } else {
+        client.metadata(Some(&topics)).await?
+    };
+    let mut problems = Vec::new();
+    for r in &plan.rows {
+        let spec = super::TopicSpec {
+            topic: r.topic.clone(),
+            partitions: Some(vec![r.partition]),
+        };
+        if let Err(e) = resolve_topics(std::slice::from_ref(&spec), &meta) {
+            problems.push(e.to_string());
+        }
+    }
+    problems.dedup();
+    if !problems.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--plan {}: {}; nothing was applied",
+            path.display(),
+            problems.join("; ")
+        )));
+    }
+    let partitions: Vec<TopicPartition> = plan.rows.iter().map(|r| r.tp()).collect();
+    let earliest = list(client, &partitions, OffsetSpec::Earliest).await?;
+    let latest = list(client, &partitions, OffsetSpec::Latest).await?;
+    let bounds: BTreeMap<TopicPartition, (i64, i64)> = partitions
+        .iter()
+        .map(|tp| {
+            (
+                tp.clone(),
+                (
+                    earliest.get(tp).copied().flatten().unwrap_or(0),
+                    latest.get(tp).copied().flatten().unwrap_or(0),
+                ),
+            )
+        })
+        .collect();
+    plan.clamp_to(&bounds);
+    Ok(plan)
 }
 
 async fn committed_offsets(
@@ -552,33 +794,47 @@ async fn execute(
     }
     // Save the previous offsets before changing anything.
     let previous = committed_offsets(client, group).await?;
-    let taken = now_ms();
-    let path = args
-        .backup_dir
-        .join(backup_file_name(group, taken, args.backup_format));
-    write_durably(
-        &path,
-        &render_backup(group, taken, &previous, args.backup_format),
-    )?;
-    let _ = writeln!(
-        err,
-        "Backup of group {group}'s previous offsets: {} (restore with: waterline offsets reset --group {group} --from-file {} --execute)",
-        path.display(),
-        path.display()
-    );
-    let fresh: Vec<String> = planned
+    let fresh: Vec<TopicPartition> = planned
         .rows
         .iter()
-        .filter(|r| !previous.contains_key(&r.tp()))
-        .map(|r| format!("{}:{}", r.topic, r.partition))
+        .map(|r| r.tp())
+        .filter(|tp| !previous.contains_key(tp))
         .collect();
-    if !fresh.is_empty() {
+    let undo = if previous.is_empty() {
+        // Nothing to back up: undoing means deleting the offsets this reset creates.
+        let undo = delete_command(group, &fresh, &args.conn);
         let _ = writeln!(
             err,
-            "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with waterline offsets delete)",
-            fresh.join(",")
+            "Group {group} had no committed offsets before; nothing to back up (undo with: {undo})"
         );
-    }
+        undo
+    } else {
+        let path = save_backup(
+            group,
+            &previous,
+            args.backup_dir.as_deref(),
+            args.backup_format,
+        )?;
+        let restore = restore_command(group, &path, &args.conn);
+        let _ = writeln!(
+            err,
+            "Backup of group {group}'s previous offsets: {} (restore with: {restore})",
+            path.display(),
+        );
+        if !fresh.is_empty() {
+            let names: Vec<String> = fresh
+                .iter()
+                .map(|tp| format!("{}:{}", tp.topic, tp.partition))
+                .collect();
+            let _ = writeln!(
+                err,
+                "Note: {} had no committed offset before; a restore from the backup leaves them at their new offsets (remove with: {})",
+                names.join(","),
+                delete_command(group, &fresh, &args.conn)
+            );
+        }
+        restore
+    };
     let failures = client.offset_commit(group, &planned.offsets()).await?;
     if failures.is_empty() {
         let _ = writeln!(
@@ -588,23 +844,183 @@ async fn execute(
         );
         return Ok(());
     }
-    let detail: Vec<String> = failures
-        .iter()
-        .map(|f| {
-            format!(
-                "{} partition {}: {}",
-                f.tp.topic,
-                f.tp.partition,
-                codes::describe(f.code)
-            )
-        })
-        .collect();
+    let (applied, refused) = partial_report(planned, &failures);
+    let _ = writeln!(err, "{applied}");
     Err(CliError::Failed(format!(
-        "OffsetCommit failed for group {group} on {} of {} partition(s): {}",
-        failures.len(),
-        planned.rows.len(),
-        detail.join("; ")
+        "{refused}; undo the applied part with: {undo}"
     )))
+}
+
+/// What a partly refused OffsetCommit did: the line listing the partitions that were
+/// applied (with their new offsets), and the error naming those that were not, with why.
+pub(crate) fn partial_report(
+    planned: &ResetPlan,
+    failures: &[crate::client::PartitionFailure],
+) -> (String, String) {
+    let refused: BTreeMap<TopicPartition, i16> =
+        failures.iter().map(|f| (f.tp.clone(), f.code)).collect();
+    let applied: Vec<String> = planned
+        .rows
+        .iter()
+        .filter(|r| !refused.contains_key(&r.tp()))
+        .map(|r| format!("{}:{} -> {}", r.topic, r.partition, r.new))
+        .collect();
+    let applied_line = if applied.is_empty() {
+        format!("Applied: none of the {} partition(s).", planned.rows.len())
+    } else {
+        format!(
+            "Applied to {} of {} partition(s): {}",
+            applied.len(),
+            planned.rows.len(),
+            applied.join(", ")
+        )
+    };
+    let detail: Vec<String> = refused
+        .iter()
+        .map(|(tp, code)| format!("{}:{} ({})", tp.topic, tp.partition, codes::describe(*code)))
+        .collect();
+    let refused_line = format!(
+        "OffsetCommit refused {} of {} partition(s) of group {}, not applied: {}",
+        refused.len(),
+        planned.rows.len(),
+        planned.group,
+        detail.join(", ")
+    );
+    (applied_line, refused_line)
+}
+
+/// The command that restores `group` from the backup at `path` on the same cluster.
+fn restore_command(group: &str, path: &std::path::Path, conn: &ConnectionArgs) -> String {
+    format!(
+        "waterline offsets reset --group {} --from-file {} --execute {}",
+        shell_quote(group),
+        shell_quote(&path.display().to_string()),
+        conn.flags()
+    )
+}
+
+/// The command that deletes `group`'s offsets of `partitions` on the same cluster.
+fn delete_command(group: &str, partitions: &[TopicPartition], conn: &ConnectionArgs) -> String {
+    let mut by_topic: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for tp in partitions {
+        by_topic
+            .entry(&tp.topic)
+            .or_default()
+            .push(tp.partition.to_string());
+    }
+    let topics: Vec<String> = by_topic
+        .iter()
+        .map(|(t, ps)| format!("--topic {}", shell_quote(&format!("{t}:{}", ps.join(",")))))
+        .collect();
+    format!(
+        "waterline offsets delete --group {} {} --execute {}",
+        shell_quote(group),
+        topics.join(" "),
+        conn.flags()
+    )
+}
+
+/// The per-user directory backups go to when `--backup-dir` is not given:
+/// `$XDG_DATA_HOME/waterline/backups`, else `~/.local/share/waterline/backups`.
+pub fn default_backup_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local").join("share"))
+        })?;
+    Some(base.join("waterline").join("backups"))
+}
+
+/// Writes a backup of `offsets` durably into `dir` (or the default backup directory,
+/// created when missing) and returns its path.
+fn save_backup(
+    group: &str,
+    offsets: &BTreeMap<TopicPartition, i64>,
+    dir: Option<&std::path::Path>,
+    format: BackupFormat,
+) -> Result<PathBuf, CliError> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let d = default_backup_dir().ok_or_else(|| {
+                CliError::Usage(
+                    "no backup directory: neither XDG_DATA_HOME nor HOME is set; give --backup-dir DIR"
+                        .into(),
+                )
+            })?;
+            std::fs::create_dir_all(&d).map_err(|cause| FileError::Io {
+                path: d.clone(),
+                cause,
+            })?;
+            d
+        }
+    };
+    let taken = now_ms();
+    let path = dir.join(backup_file_name(group, taken, format));
+    write_durably(&path, &render_backup(group, taken, offsets, format))?;
+    Ok(path)
+}
+
+/// Whether `spec` selects `tp`.
+fn spec_selects(spec: &super::TopicSpec, tp: &TopicPartition) -> bool {
+    spec.topic == tp.topic
+        && spec
+            .partitions
+            .as_ref()
+            .is_none_or(|ps| ps.contains(&tp.partition))
+}
+
+/// The committed offsets `specs` select (all of them without specs), and a description of
+/// every topic, or listed partition, that has no committed offset: `topic 'x'` or
+/// `x partition 3`. Offsets are taken as the group has them, so a topic that no longer exists
+/// is selected like any other.
+pub(crate) fn select_committed(
+    specs: &[super::TopicSpec],
+    committed: &BTreeMap<TopicPartition, i64>,
+) -> (BTreeMap<TopicPartition, i64>, Vec<String>) {
+    let selected: BTreeMap<TopicPartition, i64> = committed
+        .iter()
+        .filter(|(tp, _)| specs.is_empty() || specs.iter().any(|s| spec_selects(s, tp)))
+        .map(|(tp, o)| (tp.clone(), *o))
+        .collect();
+    let mut without = Vec::new();
+    for spec in specs {
+        match &spec.partitions {
+            None => {
+                if !selected.keys().any(|tp| tp.topic == spec.topic) {
+                    without.push(format!("topic '{}'", spec.topic));
+                }
+            }
+            Some(ps) => {
+                for p in ps {
+                    let tp = TopicPartition::new(spec.topic.clone(), *p);
+                    if !selected.contains_key(&tp) {
+                        without.push(format!("{} partition {p}", spec.topic));
+                    }
+                }
+            }
+        }
+    }
+    without.dedup();
+    (selected, without)
+}
+
+/// The error for a group with no committed offsets: it does not exist (no members either),
+/// or it exists without offsets.
+async fn no_offsets_error(client: &mut AdminClient, group: &str) -> Result<CliError, CliError> {
+    let described = client.describe_groups(&[group.to_string()]).await?;
+    let exists = described
+        .first()
+        .is_some_and(|g| group_exists(g.error_code, &g.state, !g.members.is_empty(), false));
+    Ok(CliError::Failed(if exists {
+        format!("group '{group}' has no committed offsets")
+    } else {
+        format!("group '{group}' does not exist")
+    }))
 }
 
 async fn export(args: ExportArgs, out: Out<'_>) -> Result<(), CliError> {
@@ -616,44 +1032,111 @@ async fn export(args: ExportArgs, out: Out<'_>) -> Result<(), CliError> {
     let mut client = args.conn.connect().await?;
     let mut rows = Vec::new();
     for group in &args.group {
-        for (tp, offset) in committed_offsets(&mut client, group).await? {
-            let wanted = specs.is_empty()
-                || specs.iter().any(|s| {
-                    s.topic == tp.topic
-                        && s.partitions
-                            .as_ref()
-                            .is_none_or(|ps| ps.contains(&tp.partition))
-                });
-            if wanted {
-                rows.push(CsvRow {
-                    group: Some(group.clone()),
-                    tp,
-                    offset,
-                });
-            }
+        let committed = committed_offsets(&mut client, group).await?;
+        if committed.is_empty() {
+            // A typo must not make an empty "backup".
+            return Err(no_offsets_error(&mut client, group).await?);
         }
+        let (selected, without) = select_committed(&specs, &committed);
+        if !without.is_empty() {
+            return Err(CliError::Failed(format!(
+                "group '{group}' has no committed offsets for {}",
+                without.join(", ")
+            )));
+        }
+        rows.extend(selected.into_iter().map(|(tp, offset)| CsvRow {
+            group: Some(group.clone()),
+            tp,
+            offset,
+        }));
     }
     let _ = write!(out, "{}", write_csv(&rows, args.group.len() > 1));
     Ok(())
 }
 
-async fn delete(args: DeleteArgs, out: Out<'_>) -> Result<(), CliError> {
+async fn delete(args: DeleteArgs, out: Out<'_>, err: Out<'_>) -> Result<(), CliError> {
+    if args.dry_run && args.execute {
+        return Err(CliError::Usage(
+            "--dry-run and --execute are mutually exclusive".into(),
+        ));
+    }
     let specs = args
         .topic
         .iter()
         .map(|t| parse_topic_spec(t))
         .collect::<Result<Vec<_>, _>>()?;
+    let group = &args.group;
     let mut client = args.conn.connect().await?;
-    let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
-    let meta = client.metadata(Some(&topics)).await?;
-    let partitions = resolve_topics(&specs, &meta)?;
-    let failures = client.offset_delete(&args.group, &partitions).await?;
+    // The group's own offsets decide, not the topic metadata: offsets of a topic that no
+    // longer exists can be deleted, and a partition without an offset is not reported as
+    // deleted.
+    let committed = committed_offsets(&mut client, group).await?;
+    if committed.is_empty() {
+        return Err(no_offsets_error(&mut client, group).await?);
+    }
+    let (selected, without) = select_committed(&specs, &committed);
+    if selected.is_empty() {
+        return Err(CliError::Failed(format!(
+            "group '{group}' has no committed offsets for {}",
+            without.join(", ")
+        )));
+    }
+    for w in &without {
+        let _ = writeln!(
+            err,
+            "Note: group {group} has no committed offset for {w}; nothing to delete there"
+        );
+    }
+    let rows: Vec<Vec<String>> = selected
+        .iter()
+        .map(|(tp, o)| {
+            vec![
+                group.clone(),
+                tp.topic.clone(),
+                tp.partition.to_string(),
+                o.to_string(),
+            ]
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "{}",
+        super::render::render_table(&["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET"], &rows)
+    );
+    let active = active_members(&mut client, group).await?;
+    if !args.execute {
+        if let Some(active) = active {
+            let _ = writeln!(
+                err,
+                "Warning: {active}; --execute will refuse the partitions of topics they consume"
+            );
+        }
+        let _ = writeln!(
+            err,
+            "Dry run: nothing deleted. Add --execute to delete these {} offset(s) (a backup is saved first).",
+            selected.len()
+        );
+        return Ok(());
+    }
+    let path = save_backup(
+        group,
+        &selected,
+        args.backup_dir.as_deref(),
+        args.backup_format,
+    )?;
+    let restore = restore_command(group, &path, &args.conn);
+    let _ = writeln!(
+        err,
+        "Backup of the offsets being deleted: {} (restore with: {restore})",
+        path.display()
+    );
+    let partitions: Vec<TopicPartition> = selected.keys().cloned().collect();
+    let failures = client.offset_delete(group, &partitions).await?;
+    let deleted = partitions.len() - failures.len();
     if failures.is_empty() {
         let _ = writeln!(
-            out,
-            "Deleted committed offsets of group {} for {} partition(s).",
-            args.group,
-            partitions.len()
+            err,
+            "Deleted committed offsets of group {group} for {deleted} partition(s)."
         );
         return Ok(());
     }
@@ -661,7 +1144,7 @@ async fn delete(args: DeleteArgs, out: Out<'_>) -> Result<(), CliError> {
         .iter()
         .map(|f| {
             format!(
-                "{} partition {}: {}",
+                "{}:{} ({})",
                 f.tp.topic,
                 f.tp.partition,
                 codes::describe(f.code)
@@ -669,11 +1152,9 @@ async fn delete(args: DeleteArgs, out: Out<'_>) -> Result<(), CliError> {
         })
         .collect();
     Err(CliError::Failed(format!(
-        "OffsetDelete failed for group {} on {} of {} partition(s): {}",
-        args.group,
-        failures.len(),
+        "OffsetDelete deleted {deleted} of {} partition(s) of group {group}; refused: {}",
         partitions.len(),
-        detail.join("; ")
+        detail.join(", ")
     )))
 }
 
@@ -718,6 +1199,64 @@ mod tests {
         assert_eq!(r.format, OutputFormat::Csv);
         let r = validate(&parse("--execute --plan p.json"), 0).unwrap();
         assert_eq!(r.scope, Scope::Plan("p.json".into()));
+        let r = validate(&parse("--group a --group b --topic t --to-latest"), 0).unwrap();
+        assert_eq!(r.groups, vec!["a", "b"]);
+        let r = validate(&parse("--all-groups --topic t --to-latest"), 0).unwrap();
+        assert!(r.all_groups && r.groups.is_empty());
+    }
+
+    #[test]
+    fn delete_and_export_select_the_group_s_own_offsets() {
+        let committed = BTreeMap::from([
+            (TopicPartition::new("gone", 0), 7),
+            (TopicPartition::new("t", 0), 5),
+            (TopicPartition::new("t", 2), 9),
+        ]);
+        let specs: Vec<_> = ["gone", "t:0,1", "nosuch"]
+            .iter()
+            .map(|s| parse_topic_spec(s).unwrap())
+            .collect();
+        let (selected, without) = select_committed(&specs, &committed);
+        // A topic that no longer exists is selected from the group's offsets alone.
+        assert_eq!(
+            selected.keys().map(|tp| tp.to_string()).collect::<Vec<_>>(),
+            vec!["gone-0", "t-0"]
+        );
+        assert_eq!(without, vec!["t partition 1", "topic 'nosuch'"]);
+        let (all, none) = select_committed(&[], &committed);
+        assert_eq!((all.len(), none.len()), (3, 0));
+    }
+
+    #[test]
+    fn a_partly_refused_commit_reports_both_parts() {
+        use crate::reset::PlanRow;
+        let plan = ResetPlan {
+            group: "g".into(),
+            mode: ResetMode::ToEarliest,
+            created_ms: 0,
+            rows: (0..3)
+                .map(|p| PlanRow {
+                    topic: "t".into(),
+                    partition: p,
+                    current: Some(5),
+                    new: 0,
+                })
+                .collect(),
+            warnings: vec![],
+        };
+        let failures = [crate::client::PartitionFailure {
+            tp: TopicPartition::new("t", 1),
+            code: codes::UNKNOWN_TOPIC_OR_PARTITION,
+        }];
+        let (applied, refused) = partial_report(&plan, &failures);
+        assert_eq!(
+            applied,
+            "Applied to 2 of 3 partition(s): t:0 -> 0, t:2 -> 0"
+        );
+        assert_eq!(
+            refused,
+            "OffsetCommit refused 1 of 3 partition(s) of group g, not applied: t:1 (UNKNOWN_TOPIC_OR_PARTITION (code 3))"
+        );
     }
 
     #[test]
@@ -744,7 +1283,8 @@ mod tests {
             err("--group g --from-file f --to-latest"),
             "--from-file sets the offsets itself; drop --to-latest"
         );
-        assert_eq!(err("--topic t --to-latest"), "--group is required");
+        // Without --plan, clap itself requires --group.
+        assert!(T::try_parse_from(["reset", "--topic", "t", "--to-latest"]).is_err());
         assert_eq!(
             err("--group g --topic t --to-latest --dry-run --execute"),
             "--dry-run and --execute are mutually exclusive"
@@ -755,7 +1295,11 @@ mod tests {
         );
         assert_eq!(
             err("--group g --topic t --to-group g"),
-            "--to-group g is the group being reset"
+            "--to-group g is a group being reset"
+        );
+        assert_eq!(
+            err("--group a --group b --topic t --to-latest --plan-out p"),
+            "--plan-out writes one group's plan; give a single --group"
         );
         assert!(err("--group g --topic t:x --to-latest").contains("not a non-negative integer"));
     }

@@ -188,6 +188,8 @@ pub enum DescribeView {
     Offsets,
     /// Members.
     Members,
+    /// Members with their assigned partitions (`--members --verbose`).
+    MembersVerbose,
     /// Group state.
     State,
 }
@@ -205,6 +207,35 @@ const OFFSET_HEADERS: [&str; 10] = [
     "CLIENT-ID",
 ];
 const MEMBER_HEADERS: [&str; 5] = ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"];
+const MEMBER_VERBOSE_HEADERS: [&str; 6] = [
+    "GROUP",
+    "CONSUMER-ID",
+    "HOST",
+    "CLIENT-ID",
+    "#PARTITIONS",
+    "ASSIGNMENT",
+];
+
+/// An assignment as kafka-consumer-groups prints it: `t(0,1),u(2)`, sorted; `-` when empty.
+pub fn assignment_text(assignment: &[TopicPartition]) -> String {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for tp in assignment {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    if by_topic.is_empty() {
+        return NONE.into();
+    }
+    by_topic
+        .into_iter()
+        .map(|(t, mut ps)| {
+            ps.sort_unstable();
+            ps.dedup();
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            format!("{t}({})", ps.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 const STATE_HEADERS: [&str; 5] = [
     "GROUP",
     "COORDINATOR",
@@ -321,6 +352,22 @@ pub fn render_describe(views: &[GroupView], view: DescribeView, format: OutputFo
                     v.members
                         .iter()
                         .map(|m| member_cells(&v.group, m))
+                        .collect()
+                })
+                .collect(),
+        ),
+        DescribeView::MembersVerbose => (
+            &MEMBER_VERBOSE_HEADERS,
+            views
+                .iter()
+                .map(|v| {
+                    v.members
+                        .iter()
+                        .map(|m| {
+                            let mut cells = member_cells(&v.group, m);
+                            cells.push(assignment_text(&m.assignment));
+                            cells
+                        })
                         .collect()
                 })
                 .collect(),
@@ -461,8 +508,8 @@ pub struct LagRow {
     pub partition: i32,
     /// Committed offset.
     pub current: Option<i64>,
-    /// Log end offset.
-    pub log_end: i64,
+    /// Log end offset (`None`: the cluster would not give it, e.g. the topic was deleted).
+    pub log_end: Option<i64>,
     /// Time lag.
     pub time_lag: TimeLag,
     /// Status with reason.
@@ -470,9 +517,9 @@ pub struct LagRow {
 }
 
 impl LagRow {
-    /// Lag in records (`None` without a commit).
+    /// Lag in records (`None` without a commit or a log end).
     pub fn lag(&self) -> Option<i64> {
-        Some(self.log_end.saturating_sub(self.current?).max(0))
+        Some(self.log_end?.saturating_sub(self.current?).max(0))
     }
 }
 
@@ -507,7 +554,7 @@ pub fn render_lag(views: &[LagGroupView], format: OutputFormat) -> String {
             r.topic.clone(),
             r.partition.to_string(),
             opt(&r.current),
-            r.log_end.to_string(),
+            opt(&r.log_end),
             opt(&r.lag()),
             r.time_lag.display(),
             r.status.status.as_str().to_string(),
@@ -905,7 +952,7 @@ g      t      1          -               3               -    -         -       
                 topic: "t".into(),
                 partition: 0,
                 current: Some(5),
-                log_end: 9,
+                log_end: Some(9),
                 time_lag: TimeLag::Estimate(61_000),
                 status: Evaluation {
                     status: Status::Stall,

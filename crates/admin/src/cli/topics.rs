@@ -9,7 +9,7 @@
 use waterline_core::TopicPartition;
 
 use super::render::{TopicPartitionRow, TopicView, render_topic_describe, render_topic_list};
-use super::{CliError, ConnectionArgs, Out, OutputFormat, finish};
+use super::{CliError, ConnectionArgs, Out, OutputFormat, TableOrJson, finish};
 use crate::client::{
     AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource, NewTopic, OffsetSpec, TopicInfo,
 };
@@ -50,7 +50,7 @@ pub struct ListTopicsArgs {
     /// Also list internal topics (e.g. `__consumer_offsets` on Kafka).
     #[arg(long)]
     pub include_internal: bool,
-    /// Output format: table or json.
+    /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
@@ -71,9 +71,9 @@ pub struct DescribeTopicsArgs {
     /// Without --topic: also describe internal topics.
     #[arg(long)]
     pub include_internal: bool,
-    /// Output format: table or json.
+    /// Output format (configs and partitions have no single CSV shape).
     #[arg(long, value_enum, default_value = "table")]
-    pub output: OutputFormat,
+    pub output: TableOrJson,
 }
 
 /// `waterline topics create`.
@@ -235,17 +235,7 @@ pub fn listed_topics(topics: Vec<TopicInfo>, include_internal: bool) -> Vec<Topi
     out
 }
 
-fn table_or_json(command: &str, format: OutputFormat) -> Result<(), CliError> {
-    if format == OutputFormat::Csv {
-        return Err(CliError::Usage(format!(
-            "topics {command}: --output must be table or json"
-        )));
-    }
-    Ok(())
-}
-
 async fn list(args: ListTopicsArgs, out: Out<'_>) -> Result<(), CliError> {
-    table_or_json("list", args.output)?;
     let mut client = args.conn.connect().await?;
     let meta = client.metadata(None).await?;
     let topics = listed_topics(meta.topics, args.include_internal);
@@ -254,7 +244,6 @@ async fn list(args: ListTopicsArgs, out: Out<'_>) -> Result<(), CliError> {
 }
 
 async fn describe(args: DescribeTopicsArgs, out: Out<'_>) -> Result<(), CliError> {
-    table_or_json("describe", args.output)?;
     let mut client = args.conn.connect().await?;
     let topics: Vec<TopicInfo> = if args.topic.is_empty() {
         listed_topics(client.metadata(None).await?.topics, args.include_internal)
@@ -343,7 +332,7 @@ async fn describe(args: DescribeTopicsArgs, out: Out<'_>) -> Result<(), CliError
             all_configs: args.all_configs,
         });
     }
-    let _ = write!(out, "{}", render_topic_describe(&views, args.output));
+    let _ = write!(out, "{}", render_topic_describe(&views, args.output.into()));
     Ok(())
 }
 

@@ -99,11 +99,11 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Connect {
                 addr: addr.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
             })?
-            .map_err(|source| ClientError::Connect {
+            .map_err(|cause| ClientError::Connect {
                 addr: addr.to_string(),
-                source,
+                cause,
             })?;
         // Admin requests are small and latency-bound.
         let _ = stream.set_nodelay(true);
@@ -144,7 +144,8 @@ impl Connection {
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let body = self
             .round_trip(ApiKey::ApiVersions, API_VERSIONS_PREFERRED, &request)
-            .await?;
+            .await
+            .map_err(|e| not_kafka(&self.addr, e))?;
         // The error code is the first body field in every version. A broker that does not know
         // the version asked for answers UNSUPPORTED_VERSION with a v0 body listing its APIs.
         let code = body.clone().try_get_i16().unwrap_or(codes::NONE);
@@ -244,10 +245,10 @@ impl Connection {
                 addr: addr.clone(),
                 timeout_ms: timeout.as_millis() as u64,
             })?
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 api: name,
                 addr: addr.clone(),
-                source,
+                cause,
             })?;
         // Bound the announced length before allocating: it comes straight from the wire.
         let len = usize::try_from(size)
@@ -267,10 +268,10 @@ impl Connection {
                 addr: addr.clone(),
                 timeout_ms: timeout.as_millis() as u64,
             })?
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 api: name,
                 addr: addr.clone(),
-                source,
+                cause,
             })?;
         let mut bytes = Bytes::from(buf);
         let header_version = api.response_header_version(version);
@@ -291,6 +292,33 @@ impl Connection {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// The first answer on a connection (ApiVersions) that is not a Kafka frame means the address
+/// is not a Kafka listener (an HTTP server, TLS, another protocol): say so instead of
+/// reporting an absurd frame size.
+fn not_kafka(addr: &str, e: ClientError) -> ClientError {
+    match e {
+        ClientError::FrameSize { size, .. } => ClientError::NotKafka {
+            addr: addr.to_string(),
+            starts_with: preview(size),
+        },
+        other => other,
+    }
+}
+
+/// The first four bytes of an answer, as text when they are printable (e.g. `"HTTP"`),
+/// else in hex.
+fn preview(first: i64) -> String {
+    let bytes = (first as i32).to_be_bytes();
+    if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("\"{}\"", String::from_utf8_lossy(&bytes))
+    } else {
+        format!(
+            "0x{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
     }
 }
 
@@ -368,6 +396,25 @@ mod tests {
         );
         let err = negotiate(ApiKey::OffsetDelete, range(0, 0), None).unwrap_err();
         assert!(err.to_string().contains("does not advertise it"), "{err}");
+    }
+
+    #[test]
+    fn a_non_kafka_answer_is_named_as_such() {
+        // "HTTP" read as a big-endian frame size.
+        let e = not_kafka(
+            "h:80",
+            ClientError::FrameSize {
+                api: "ApiVersions",
+                addr: "h:80".into(),
+                size: 1_213_486_160,
+                limit: 100 << 20,
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "h:80 does not answer like a Kafka broker (its reply starts with \"HTTP\"): is this a Kafka listener?"
+        );
+        assert_eq!(preview(-1), "0xffffffff");
     }
 
     #[test]

@@ -449,8 +449,59 @@ impl AdminClient {
         specs: &[(TopicPartition, OffsetSpec)],
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
         let mut out = BTreeMap::new();
+        for (tp, answer) in self.list_offsets_each(specs).await? {
+            match answer {
+                Ok(offset) => {
+                    out.insert(tp, offset);
+                }
+                Err(code) => {
+                    return Err(ClientError::Kafka {
+                        api: "ListOffsets",
+                        context: format!("topic {} partition {}", tp.topic, tp.partition),
+                        code,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::list_offsets`] that answers per partition: a partition that does not exist
+    /// (or has no leader, or that the broker refuses) gets `Err(code)` instead of failing the
+    /// whole call, so one deleted topic does not hide the others. Connection and protocol
+    /// failures still fail the call.
+    pub async fn list_offsets_each(
+        &mut self,
+        specs: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<BTreeMap<TopicPartition, Result<Option<i64>, i16>>, ClientError> {
+        let mut out = BTreeMap::new();
+        let missing: Vec<String> = specs
+            .iter()
+            .filter(|(tp, _)| self.leaders.get(tp).is_none_or(|l| *l < 0))
+            .map(|(tp, _)| tp.topic.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            self.metadata(Some(&missing)).await?;
+        }
+        let mut known = Vec::with_capacity(specs.len());
+        for (tp, spec) in specs {
+            match self.leaders.get(tp) {
+                Some(l) if *l >= 0 => known.push((tp.clone(), *spec)),
+                Some(_) => {
+                    out.insert(tp.clone(), Err(codes::LEADER_NOT_AVAILABLE));
+                }
+                None => {
+                    out.insert(tp.clone(), Err(codes::UNKNOWN_TOPIC_OR_PARTITION));
+                }
+            }
+        }
+        if known.is_empty() {
+            return Ok(out);
+        }
         let timeout_ms = self_timeout_ms(&self.settings);
-        for (addr, items) in self.by_leader(specs).await? {
+        for (addr, items) in self.by_leader(&known).await? {
             let mut topics: BTreeMap<String, Vec<ListOffsetsPartition>> = BTreeMap::new();
             for (tp, spec) in &items {
                 topics.entry(tp.topic.clone()).or_default().push(
@@ -480,14 +531,12 @@ impl AdminClient {
             for t in resp.topics {
                 for p in t.partitions {
                     let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-                    if p.error_code != codes::NONE {
-                        return Err(ClientError::Kafka {
-                            api: "ListOffsets",
-                            context: format!("topic {} partition {}", tp.topic, tp.partition),
-                            code: p.error_code,
-                        });
-                    }
-                    out.insert(tp, (p.offset >= 0).then_some(p.offset));
+                    let answer = if p.error_code != codes::NONE {
+                        Err(p.error_code)
+                    } else {
+                        Ok((p.offset >= 0).then_some(p.offset))
+                    };
+                    out.insert(tp, answer);
                 }
             }
             for (tp, _) in &items {
