@@ -37,6 +37,17 @@ async fn main() -> Result<(), BoxError> {
     let instance = arg("host-1");
     let work_ms: u64 = arg("0").parse()?;
     let session_timeout_ms: u64 = arg("10000").parse()?;
+    // Listening for Ctrl-C from the start: an early one must not kill the process outright.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.notify_one();
+            }
+        });
+        tokio::task::yield_now().await;
+    }
 
     let consumer = Arc::new(Consumer::new(
         ConsumerConfig::builder(bootstrap, group.clone())
@@ -59,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
     let mut processed = 0u64;
     let failed = loop {
         let mut d = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break None,
+            _ = stop.notified() => break None,
             d = consumer.recv() => match d {
                 Ok(d) => d,
                 // E.g. ConsumerError::Fenced: another process took our transactional id.
