@@ -1333,6 +1333,27 @@ mod tests {
         );
     }
 
+    /// Outputs are kept with an ack that counts, and dropped with a stale or duplicate one.
+    #[tokio::test]
+    async fn outputs_go_with_acks_that_count() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        let p = assign_local(&s, 1, 0, 3);
+        let out = |n: &str| vec![OutputRecord::new("out").with_payload(n.as_bytes().to_vec())];
+        assert!(p.ack_with(1, out("1")), "pending beyond the commit point");
+        assert!(p.ack_with(0, out("0")), "advances");
+        p.ack_with(0, out("dup"));
+        let payloads: Vec<Vec<u8>> = p
+            .lock()
+            .outputs
+            .iter()
+            .map(|o| o.payload().unwrap().to_vec())
+            .collect();
+        assert_eq!(payloads, vec![b"1".to_vec(), b"0".to_vec()], "in ack order");
+        s.release_all();
+        assert!(!p.ack_with(2, out("stale")));
+        assert_eq!(p.lock().outputs.len(), 2, "a stale ack adds nothing");
+    }
+
     #[tokio::test]
     async fn acks_through_a_released_partition_are_stale() {
         let (s, _rx) = shared(FailurePolicy::default());

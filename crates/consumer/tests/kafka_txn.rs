@@ -101,14 +101,26 @@ fn read_outputs_as(
     counts
 }
 
-/// `group`'s committed offset per partition of `topic` (-1 where none). Offsets still pending
-/// in an open transaction are not shown (read_uncommitted: librdkafka would otherwise ask for
-/// stable offsets and wait for the transaction, e.g. a killed process's, to end).
+/// `group`'s committed offset per partition of `topic` (-1 where none), once stable: a
+/// `read_committed` client asks OffsetFetch for stable offsets (`require_stable`) and waits
+/// while a transaction's offsets are pending (until its markers are written).
 fn committed(addr: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    committed_as(addr, group, topic, partitions, "read_committed")
+}
+
+/// Same, as `isolation` asks: `read_uncommitted` does not wait for pending offsets (e.g. those
+/// of a killed process's open transaction), it shows the last ones applied.
+fn committed_as(
+    addr: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> Vec<i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", group)
-        .set("isolation.level", "read_uncommitted")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -234,6 +246,8 @@ async fn commit_makes_outputs_visible_exactly_once() {
         .filter(|e| matches!(e, ConsumerEvent::Committed { .. }))
         .count();
     assert!(commits >= 2, "one transaction per commit tick: {commits}");
+    // Stable offsets: EndTxn is answered once the commit is decided; the offsets apply when
+    // the markers are written, which a `read_committed` OffsetFetch waits for.
     assert_eq!(committed(&b.addr, "c-app", "c-in", 3), vec![300, 300, 300]);
     assert_exactly_once(&read_outputs(&b.addr, "c-out", 3, total), total);
     // Producing outputs needs the transactional mode.
@@ -342,12 +356,24 @@ async fn failures_abort_and_leave_nothing_visible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_consumer_takes_over_without_duplicates() {
+    joining_consumer("roundrobin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_consumer_takes_over_without_duplicates_cooperatively() {
+    joining_consumer("cooperative-sticky").await;
+}
+
+async fn joining_consumer(strategy: &'static str) {
     init_tracing();
     let b = TestBroker::start(4).await;
     let total = 2000;
     produce(&b.addr, "r-in", 4, total, 8).await;
     let (ea, eb) = (Events::default(), Events::default());
-    let slow = |c: waterline_consumer::ConsumerConfigBuilder| c.max_in_flight_per_partition(2);
+    let slow = move |c: waterline_consumer::ConsumerConfigBuilder| {
+        c.max_in_flight_per_partition(2)
+            .set("partition.assignment.strategy", strategy)
+    };
     let a = txn_consumer(&b.addr, "r-app", "r-in", "a", Arc::clone(&ea), slow);
     let stop = Arc::new(AtomicBool::new(false));
     let ta = run(Arc::clone(&a), "r-out", 30, Arc::clone(&stop));
@@ -356,7 +382,10 @@ async fn a_joining_consumer_takes_over_without_duplicates() {
     let tb = run(Arc::clone(&bc), "r-out", 30, Arc::clone(&stop));
     let addr = b.addr.clone();
     wait_for("every input committed", 120, || {
-        committed(&addr, "r-app", "r-in", 4).iter().sum::<i64>() == total as i64
+        committed_as(&addr, "r-app", "r-in", 4, "read_uncommitted")
+            .iter()
+            .sum::<i64>()
+            == total as i64
     })
     .await;
     stop.store(true, Ordering::Release);
@@ -469,7 +498,7 @@ async fn crash_loop_of_the_example_keeps_exactly_once() {
         "1000",
     ];
     let progress_of = |addr: &str| -> i64 {
-        committed(addr, "k-app", "k-in", PARTITIONS)
+        committed_as(addr, "k-app", "k-in", PARTITIONS, "read_uncommitted")
             .iter()
             .map(|o| (*o).max(0))
             .sum()
