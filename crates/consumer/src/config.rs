@@ -11,6 +11,7 @@ use waterline_store::OffsetStore;
 
 use crate::error::ConsumerError;
 use crate::events::ConsumerEvent;
+use crate::txn::KafkaTransactions;
 
 /// Where committed positions live.
 #[derive(Clone)]
@@ -27,6 +28,13 @@ pub enum OffsetStorage {
     /// that database. The consumer never commits on a timer; it writes the store itself only on
     /// revoke and at shutdown, while holding every partition's transaction lock.
     Transactional(Arc<dyn OffsetStore>),
+    /// The Kafka group, written only inside Kafka transactions that also carry the
+    /// application's outputs ([`Delivery::produce`](crate::Delivery::produce)): exactly-once
+    /// consume-transform-produce. The consumer reads `read_committed`, owns a transactional
+    /// producer, and on its commit policy (and on revoke and at shutdown) commits, in one
+    /// transaction, the outputs of the acked records and the commit point with the `wl1:`
+    /// metadata. See [`KafkaTransactions`] and the crate docs.
+    KafkaTransactional(KafkaTransactions),
 }
 
 impl fmt::Debug for OffsetStorage {
@@ -35,6 +43,7 @@ impl fmt::Debug for OffsetStorage {
             OffsetStorage::Kafka => "Kafka",
             OffsetStorage::External(_) => "External",
             OffsetStorage::Transactional(_) => "Transactional",
+            OffsetStorage::KafkaTransactional(_) => "KafkaTransactional",
         })
     }
 }
@@ -156,6 +165,19 @@ pub const CONNECTION_PROPERTY_PREFIXES: &[&str] = &[
 ];
 
 impl ConsumerConfig {
+    /// The connection properties among those given to the consumer (for its producers).
+    pub(crate) fn connection_properties(&self) -> Vec<(&str, &str)> {
+        self.properties
+            .iter()
+            .filter(|(k, _)| {
+                CONNECTION_PROPERTY_PREFIXES
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     /// The dead-letter producer's properties: the connection properties among those given to
     /// the consumer, then the dead-letter ones.
     pub(crate) fn dead_letter_producer_properties(&self) -> Vec<(&str, &str)> {
@@ -230,7 +252,9 @@ impl ConsumerConfigBuilder {
     }
 
     /// When to commit (default: every second). Ignored with
-    /// [`OffsetStorage::Transactional`].
+    /// [`OffsetStorage::Transactional`]. With [`OffsetStorage::KafkaTransactional`] every
+    /// commit is one transaction, and a snapshot policy (checkpoint barriers) commits the
+    /// current position instead of the snapshot: outputs must go with their own offsets.
     pub fn commit_policy(mut self, policy: impl CommitPolicy + 'static) -> Self {
         self.cfg.policy = Box::new(policy);
         self
@@ -354,6 +378,19 @@ impl ConsumerConfigBuilder {
             return bad("commit tick must be > 0");
         }
         c.tracker.validate()?;
+        if let OffsetStorage::KafkaTransactional(t) = &c.storage {
+            if let Err(m) = t.validate() {
+                return Err(ConsumerError::Config(m));
+            }
+            if c.properties
+                .iter()
+                .any(|(k, v)| k == "isolation.level" && v != "read_committed")
+            {
+                return bad(
+                    "OffsetStorage::KafkaTransactional reads with isolation.level=read_committed",
+                );
+            }
+        }
         for (k, v) in &c.properties {
             if k == "partition.assignment.strategy"
                 && v.contains("cooperative")

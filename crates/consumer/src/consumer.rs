@@ -18,12 +18,13 @@ use waterline_core::{
     BarrierId, CommitDecision, CommitPlan, CommitStats, LagReport, PolicyEvent, TopicPartition,
 };
 
-use crate::config::{ConsumerConfig, Exhausted};
+use crate::config::{ConsumerConfig, Exhausted, OffsetStorage};
 use crate::delivery::{Delivery, Record};
 use crate::error::ConsumerError;
 use crate::metrics::MetricsSnapshot;
 use crate::native::{Client, ClientStream, Fetched};
 use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
+use crate::txn::TxnProducer;
 
 /// Records buffered locally per partition before the partition is paused in the client.
 const PAUSE_AT: usize = 512;
@@ -177,6 +178,32 @@ impl Consumer {
         for (k, v) in &config.properties {
             cc.set(k, v);
         }
+        // Kafka-transactional mode: the producer exists (and has fenced any predecessor with
+        // its transactional id, aborting that one's open transaction and pending offsets)
+        // before the consumer reads committed offsets.
+        let txn_producer = match &config.storage {
+            OffsetStorage::KafkaTransactional(t) => {
+                cc.set("isolation.level", "read_committed");
+                let connection = config.connection_properties();
+                let start = || {
+                    TxnProducer::start(
+                        &config.bootstrap_servers,
+                        t,
+                        &connection,
+                        config.kafka_timeout,
+                    )
+                };
+                // `init_transactions` blocks (up to the Kafka timeout).
+                Some(
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                        tokio::task::block_in_place(start)
+                    } else {
+                        start()
+                    }?,
+                )
+            }
+            _ => None,
+        };
         let dlq = match &config.failure.exhausted {
             Exhausted::DeadLetter(topic) => {
                 let mut pc = ClientConfig::new();
@@ -206,6 +233,7 @@ impl Consumer {
             redeliver: tx,
             handle,
             dlq,
+            txn_producer,
         });
         let kafka: Client = cc.create_with_context(Ctx {
             shared: Arc::downgrade(&shared),
@@ -533,7 +561,9 @@ impl Consumer {
 
     /// Commits every assigned partition's current position now (not in
     /// [`OffsetStorage::Transactional`](crate::OffsetStorage::Transactional) mode, where it
-    /// returns `false`).
+    /// returns `false`). With
+    /// [`OffsetStorage::KafkaTransactional`](crate::OffsetStorage::KafkaTransactional): one
+    /// transaction with the outputs of everything acked.
     pub async fn commit_now(&self) -> bool {
         if self.shared.is_transactional() {
             return false;
@@ -650,6 +680,8 @@ impl Consumer {
         let final_commit_ok = tokio::task::spawn_blocking(move || {
             let ok = if !shared.final_commit {
                 true
+            } else if shared.is_kafka_txn() {
+                shared.commit_all(kafka.as_ref())
             } else if shared.is_transactional() {
                 final_transactional_commit(&shared, kafka.as_ref())
             } else {
@@ -728,6 +760,9 @@ fn commit_loop(shared: &Shared, kafka: &Client, stop: &AtomicBool, tick: Duratio
 
 fn commit_tick(shared: &Shared, kafka: &Client) {
     let now = now_ms();
+    if shared.is_kafka_txn() {
+        return txn_commit_tick(shared, kafka, now);
+    }
     let acks = shared.take_acks();
     let decision = {
         let mut p = shared.policy.lock();
@@ -756,6 +791,35 @@ fn commit_tick(shared: &Shared, kafka: &Client) {
             }
         }
     }
+}
+
+/// Kafka-transactional mode: any commit decision (a snapshot one included: outputs go only
+/// with their own offsets) commits everything acked, in one transaction; a failed one is
+/// retried after a pause that grows with the aborts in a row.
+fn txn_commit_tick(shared: &Shared, kafka: &Client, now: i64) {
+    let acks = shared.take_acks();
+    let decision = {
+        let mut p = shared.policy.lock();
+        if acks > 0 {
+            p.observe(&PolicyEvent::Acked {
+                count: acks,
+                now_ms: now,
+            });
+        }
+        p.on_event(&PolicyEvent::Tick { now_ms: now })
+    };
+    let retry = shared.failed_plan.lock().is_some();
+    if matches!(decision, CommitDecision::Nothing) && !retry {
+        return;
+    }
+    if retry {
+        let aborts = shared
+            .txn_producer
+            .as_ref()
+            .map_or(0, |p| p.aborts.load(Ordering::Acquire));
+        std::thread::sleep(Duration::from_millis(50 * u64::from(aborts.min(20))));
+    }
+    shared.commit_all(kafka);
 }
 
 fn commit_snapshot(shared: &Shared, kafka: &Client, plan: CommitPlan) {

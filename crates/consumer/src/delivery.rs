@@ -8,6 +8,7 @@ use waterline_core::{Generation, OffsetAndMetadata, TopicPartition};
 use crate::error::ConsumerError;
 use crate::native::{Fetched, header_at};
 use crate::shared::{PartState, Shared};
+use crate::txn::OutputRecord;
 
 /// A consumed record.
 ///
@@ -315,6 +316,8 @@ pub struct Delivery {
     record: Record,
     attempt: u32,
     done: bool,
+    /// Outputs to commit with this record (Kafka-transactional mode).
+    outputs: Vec<OutputRecord>,
 }
 
 impl Delivery {
@@ -324,6 +327,7 @@ impl Delivery {
             record,
             attempt,
             done: false,
+            outputs: Vec::new(),
         }
     }
 
@@ -345,11 +349,41 @@ impl Delivery {
     /// Marks the record done. Returns `false` when the ack was dropped because the partition
     /// was revoked (or re-assigned) since the hand-out; the record is then processed again by
     /// the partition's new owner.
+    ///
+    /// With [`OffsetStorage::KafkaTransactional`](crate::OffsetStorage::KafkaTransactional),
+    /// the outputs given to [`produce`](Self::produce) go with the ack: they are committed in
+    /// the same Kafka transaction as the offsets that mark this record done.
     pub fn ack(mut self) -> bool {
         self.done = true;
+        let outputs = std::mem::take(&mut self.outputs);
         self.record
             .part()
-            .is_some_and(|p| p.ack(self.record.offset))
+            .is_some_and(|p| p.ack_with(self.record.offset, outputs))
+    }
+
+    /// Adds an output of this record
+    /// ([`OffsetStorage::KafkaTransactional`](crate::OffsetStorage::KafkaTransactional)).
+    /// Nothing is sent yet: the output is produced in the Kafka transaction that commits this
+    /// record's offset, after [`ack`](Self::ack). A nack, or dropping the delivery, discards
+    /// the outputs (a redelivery starts with none), so an output becomes visible to
+    /// `read_committed` readers exactly when its input is committed as done.
+    ///
+    /// Fails with [`ConsumerError::NotKafkaTransactional`] in the other modes.
+    pub fn produce(&mut self, output: OutputRecord) -> Result<(), ConsumerError> {
+        let transactional = self
+            .record
+            .part()
+            .is_some_and(|p| p.shared.txn_producer.is_some());
+        if !transactional {
+            return Err(ConsumerError::NotKafkaTransactional);
+        }
+        self.outputs.push(output);
+        Ok(())
+    }
+
+    /// The outputs given to [`produce`](Self::produce) so far.
+    pub fn outputs(&self) -> &[OutputRecord] {
+        &self.outputs
     }
 
     /// Reports a failed attempt; the [`FailurePolicy`](crate::FailurePolicy) decides what

@@ -51,6 +51,31 @@ pub enum ConsumerError {
         /// The record's offset.
         offset: i64,
     },
+    /// Another producer with the same transactional id took over (Kafka-transactional mode):
+    /// this consumer stops; the other instance owns the id now.
+    #[error("transactional producer {transactional_id} was fenced by a newer instance: {reason}")]
+    Fenced {
+        /// The fenced transactional id.
+        transactional_id: String,
+        /// The client's error.
+        reason: String,
+    },
+    /// Commit transactions aborted too many times in a row (Kafka-transactional mode): none
+    /// of their outputs or offsets is visible, and the consumer stops.
+    #[error("commit transaction aborted {attempts} times in a row; last: {reason}")]
+    TransactionAborted {
+        /// Aborted attempts in a row.
+        attempts: u32,
+        /// Why the last one failed.
+        reason: String,
+    },
+    /// The transactional producer failed beyond recovery (other than fencing).
+    #[error("transactional producer failed: {0}")]
+    TransactionFatal(String),
+    /// [`Delivery::produce`](crate::Delivery::produce) needs
+    /// [`OffsetStorage::KafkaTransactional`](crate::OffsetStorage::KafkaTransactional).
+    #[error("producing outputs needs OffsetStorage::KafkaTransactional")]
+    NotKafkaTransactional,
     /// The consumer is shutting down or was shut down.
     #[error("the consumer is shut down")]
     ShutDown,

@@ -1,6 +1,6 @@
 //! Waterline's Kafka consumer: records processed concurrently and acknowledged in any order,
 //! commits that never pass an unfinished record, safe rebalances, and exactly-once into
-//! PostgreSQL.
+//! PostgreSQL or into Kafka (transactions).
 //!
 //! Built on `rdkafka` and the Kafka protocol only, so it works with any Kafka-compatible
 //! cluster. The bookkeeping is [`waterline_core::OffsetTracker`]'s: each hand-out and ack is
@@ -37,6 +37,46 @@
 //! - **Exactly once into PostgreSQL**: with [`OffsetStorage::Transactional`] and
 //!   [`Delivery::begin_transaction`], the application writes its rows and the offsets in one
 //!   transaction (`waterline_store_postgres::PostgresStore::commit_in`).
+//! - **Exactly once into Kafka** (consume-transform-produce): with
+//!   [`OffsetStorage::KafkaTransactional`], the application hands each record's outputs to
+//!   [`Delivery::produce`] and acks; the consumer commits the outputs of the acked records and
+//!   the commit point (with the `wl1:` metadata) in one Kafka transaction, on the commit
+//!   policy, on revoke and at shutdown. A `read_committed` reader of the outputs sees each
+//!   input's outputs exactly once, whatever crashes, aborts and rebalances happen; see below.
+//!
+//! # Exactly once into Kafka
+//! The consumer owns a transactional producer (id `"{prefix}-{instance}"`, see
+//! [`KafkaTransactions`]) and reads its inputs with `isolation.level=read_committed`.
+//! - **Outputs ride with their acks.** [`Delivery::produce`] only buffers; [`Delivery::ack`]
+//!   moves the outputs into the partition's state in the same step (under the same lock) as
+//!   the ack; a nack or a dropped delivery discards them. A commit takes, per partition and
+//!   under that lock, the commit point and exactly the outputs of the acks it covers, then
+//!   runs `begin`, the produces, `send_offsets_to_transaction` with the consumer's group
+//!   metadata, and `commit`. An output is therefore committed exactly when its input's offset
+//!   is (by the commit point, or by the `wl1:` metadata for records acked beyond it), and a
+//!   record unfinished at commit time has nothing in the transaction.
+//! - **Aborts**: a transaction that fails is aborted (nothing of it becomes visible, the
+//!   offsets do not move) and retried with the same outputs and newer offsets; after
+//!   [`KafkaTransactions::max_aborts`] aborts in a row the consumer stops with
+//!   [`ConsumerError::TransactionAborted`]. A crash at any point leaves the open transaction
+//!   to be aborted by the restarted process (same transactional id) or by the broker's
+//!   transaction timeout; the inputs are processed again from the last committed transaction.
+//! - **Rebalances**: a revoke drains in-flight records, then commits one transaction for every
+//!   partition (the revoked ones included) before the partitions are given up; if it fails,
+//!   the revoked partitions' outputs are dropped with them and their new owner processes the
+//!   inputs again. A lost assignment commits nothing. Zombies are fenced the KIP-447 way: the
+//!   group coordinator refuses offsets sent with a stale group generation, so the zombie's
+//!   transaction aborts. Another live producer with the same transactional id makes this one
+//!   fail with [`ConsumerError::Fenced`].
+//! - **Trade-offs**: outputs are held in memory from their ack to the next commit (bounded by
+//!   the commit interval times the output rate) and produced at commit time, so a commit
+//!   takes as long as producing them; in exchange, processing never stops for a commit and
+//!   an output never waits on other records still in flight (unlike a "barrier" commit that
+//!   pauses hand-outs until everything in flight is done). Outputs are visible to
+//!   `read_committed` readers only after their transaction commits: the commit interval is
+//!   the end-to-end latency floor. Dead-lettered records ([`Exhausted::DeadLetter`]) go
+//!   through a separate, non-transactional producer (at least once). Snapshot commit
+//!   policies (checkpoint barriers) commit the current position in this mode.
 //!
 //! # Runtime
 //! Needs a multi-threaded tokio runtime. Rebalance callbacks run inside [`Consumer::recv`] and
@@ -52,6 +92,7 @@ mod events;
 mod metrics;
 mod native;
 mod shared;
+mod txn;
 
 pub use config::{
     CONNECTION_PROPERTY_PREFIXES, ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted,
@@ -62,5 +103,6 @@ pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
 pub use error::ConsumerError;
 pub use events::ConsumerEvent;
 pub use metrics::MetricsSnapshot;
+pub use txn::{KafkaTransactions, OutputRecord};
 pub use waterline_core;
 pub use waterline_store;

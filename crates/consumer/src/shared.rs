@@ -14,6 +14,9 @@
 //!   `parts`, so no commit is ever issued for a partition after its revocation began.
 //! - With [`OffsetStorage::Transactional`], offsets are written only while holding the
 //!   partition's transaction lock (application steps, revocation, shutdown).
+//! - With [`OffsetStorage::KafkaTransactional`], offsets are written only by
+//!   [`Shared::commit_transaction`], in a Kafka transaction carrying exactly the outputs of the
+//!   acks they cover (taken under the tracker lock the position is read under).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -40,6 +43,7 @@ use crate::error::ConsumerError;
 use crate::events::ConsumerEvent;
 use crate::metrics::Counters;
 use crate::native::Client;
+use crate::txn::{OutputRecord, TxnFailure, TxnProducer};
 
 /// Wall-clock milliseconds since the Unix epoch (the tracker takes time as an input).
 pub(crate) fn now_ms() -> i64 {
@@ -55,6 +59,9 @@ pub(crate) struct Tracked {
     pub tracker: PartitionTracker,
     /// Acks since the commit thread last collected them (for count-based commit policies).
     pub acks: u64,
+    /// Outputs of acked records not yet committed (Kafka-transactional mode), in ack order:
+    /// exactly the outputs of the acks the tracker holds beyond its last successful commit.
+    pub outputs: Vec<OutputRecord>,
 }
 
 impl std::ops::Deref for Tracked {
@@ -142,7 +149,11 @@ impl PartState {
         Self {
             tp,
             generation,
-            tracker: Mutex::new(Tracked { tracker, acks: 0 }),
+            tracker: Mutex::new(Tracked {
+                tracker,
+                acks: 0,
+                outputs: Vec::new(),
+            }),
             released: AtomicBool::new(false),
             revoking: AtomicBool::new(false),
             held: AtomicBool::new(false),
@@ -185,13 +196,26 @@ impl PartState {
     /// Applies an ack of `offset`; false if it was stale (the partition was revoked since the
     /// hand-out).
     pub fn ack(&self, offset: i64) -> bool {
+        self.ack_with(offset, Vec::new())
+    }
+
+    /// [`ack`](Self::ack), keeping `outputs` to commit with it (in the same step under the
+    /// tracker lock, so a commit plan covers the ack exactly when it carries the outputs);
+    /// they are dropped if the ack is stale or a duplicate.
+    pub fn ack_with(&self, offset: i64, outputs: Vec<OutputRecord>) -> bool {
         let outcome = {
             let mut t = self.lock();
             if self.released.load(Ordering::Acquire) {
                 None
             } else {
                 t.acks += 1;
-                Some(t.tracker.ack(offset))
+                let r = t.tracker.ack(offset);
+                if !outputs.is_empty()
+                    && matches!(r, Ok(AckOutcome::Advanced { .. } | AckOutcome::Pending))
+                {
+                    t.outputs.extend(outputs);
+                }
+                Some(r)
             }
         };
         match outcome {
@@ -285,6 +309,8 @@ pub(crate) struct Shared {
     pub epoch: AtomicU64,
     pub high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
     pub dlq: Option<(FutureProducer, String)>,
+    /// The transactional producer (Kafka-transactional mode only).
+    pub txn_producer: Option<TxnProducer>,
     /// Wall clock in ms, refreshed by the commit thread every tick: hand-outs read it instead
     /// of the system clock (it only feeds in-flight ages).
     clock_ms: AtomicI64,
@@ -320,6 +346,7 @@ pub(crate) struct SharedParts {
     pub redeliver: mpsc::UnboundedSender<Redelivery>,
     pub handle: Handle,
     pub dlq: Option<(FutureProducer, String)>,
+    pub txn_producer: Option<TxnProducer>,
 }
 
 impl Shared {
@@ -353,6 +380,7 @@ impl Shared {
             epoch: AtomicU64::new(0),
             high_watermarks: Mutex::new(HashMap::new()),
             dlq: p.dlq,
+            txn_producer: p.txn_producer,
             clock_ms: AtomicI64::new(now_ms()),
             me: me.clone(),
             client: OnceLock::new(),
@@ -381,6 +409,11 @@ impl Shared {
 
     pub fn is_transactional(&self) -> bool {
         matches!(self.storage, OffsetStorage::Transactional(_))
+    }
+
+    /// Kafka-transactional mode: commits are Kafka transactions with the outputs.
+    pub fn is_kafka_txn(&self) -> bool {
+        self.txn_producer.is_some()
     }
 
     // ---- acknowledgements -------------------------------------------------------------------
@@ -665,6 +698,10 @@ impl Shared {
             .collect();
         let result: Result<(), String> = match &self.storage {
             OffsetStorage::Kafka => kafka_commit(consumer, &offsets),
+            // Offsets go only with their outputs (`commit_transaction`); never here.
+            OffsetStorage::KafkaTransactional(_) => {
+                Err("offsets are committed only inside transactions in this mode".into())
+            }
             OffsetStorage::External(s) | OffsetStorage::Transactional(s) => {
                 match block_on(&self.handle, s.commit(&self.group, &offsets)) {
                     Some(Ok(())) => Ok(()),
@@ -692,6 +729,99 @@ impl Shared {
         ok
     }
 
+    /// Kafka-transactional mode: commits, in one transaction, the positions of every
+    /// partition that changed (revoking ones only with `revoking`: the revocation's own
+    /// commit) and the outputs of the acks they cover. Call under `commit_lock`. A failed transaction is aborted, its outputs go back to their
+    /// partitions (if still assigned under the same generation) for the next attempt; after
+    /// too many aborts in a row, or a fatal error (fencing), the consumer fails.
+    pub fn commit_transaction<C, X>(&self, consumer: &C, revoking: bool) -> bool
+    where
+        C: Consumer<X>,
+        X: ConsumerContext + 'static,
+    {
+        let Some(producer) = &self.txn_producer else {
+            return false;
+        };
+        if producer.dead.load(Ordering::Acquire) {
+            return false;
+        }
+        let parts = self.parts_sorted();
+        let mut taken: Vec<(Arc<PartState>, Vec<OutputRecord>)> = Vec::new();
+        // Outputs are taken under the same tracker lock the plan reads the position under.
+        let inputs = parts.iter().filter_map(|p| {
+            let mut t = p.lock();
+            if p.released.load(Ordering::Acquire)
+                || (!revoking && p.revoking.load(Ordering::Acquire))
+            {
+                return None;
+            }
+            if !t.outputs.is_empty() {
+                taken.push((Arc::clone(p), std::mem::take(&mut t.outputs)));
+            }
+            Some(PlanInput {
+                tp: &p.tp,
+                generation: p.generation,
+                tracker: MutexGuard::map(t, |t| &mut t.tracker),
+            })
+        });
+        let plan = self.planner.prepare_commit(now_ms(), inputs);
+        if plan.is_empty() && taken.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = plan
+            .entries
+            .iter()
+            .map(|e| (e.tp.clone(), e.offset_and_metadata.clone()))
+            .collect();
+        let outputs: Vec<&OutputRecord> = taken.iter().flat_map(|(_, o)| o.iter()).collect();
+        let result = producer.run(consumer, &outputs, &offsets);
+        drop(outputs);
+        let ok = result.is_ok();
+        let micros = started.elapsed().as_micros() as u64;
+        self.commit_finished(&plan, ok, now_ms(), micros / 1000);
+        self.counters.commit(ok, micros);
+        match result {
+            Ok(()) => {
+                producer.aborts.store(0, Ordering::Release);
+                *self.failed_plan.lock() = None;
+                self.emit(ConsumerEvent::Committed { offsets });
+            }
+            Err(failure) => {
+                // Back in front of what was acked since, for the next attempt.
+                for (p, mut outs) in taken {
+                    let mut t = p.lock();
+                    if !p.released.load(Ordering::Acquire) {
+                        outs.append(&mut t.outputs);
+                        t.outputs = outs;
+                    }
+                }
+                *self.failed_plan.lock() = Some(plan.clone());
+                let error = match failure {
+                    TxnFailure::Fatal(e) => {
+                        let text = e.to_string();
+                        self.fail(e);
+                        text
+                    }
+                    TxnFailure::Aborted(reason) => {
+                        let n = producer.aborts.fetch_add(1, Ordering::AcqRel) + 1;
+                        if n >= producer.max_aborts {
+                            producer.dead.store(true, Ordering::Release);
+                            self.fail(ConsumerError::TransactionAborted {
+                                attempts: n,
+                                reason: reason.clone(),
+                            });
+                        }
+                        reason
+                    }
+                };
+                tracing::warn!(%error, "commit transaction failed");
+                self.emit(ConsumerEvent::CommitFailed { error });
+            }
+        }
+        ok
+    }
+
     /// Commits every assigned partition's current position now.
     pub fn commit_all<C, X>(&self, consumer: &C) -> bool
     where
@@ -699,6 +829,9 @@ impl Shared {
         X: ConsumerContext + 'static,
     {
         let _g = self.commit_lock.lock();
+        if self.is_kafka_txn() {
+            return self.commit_transaction(consumer, false);
+        }
         let plan = self.current_only(self.snapshot(now_ms()));
         self.commit_started(&plan);
         self.commit_plan(consumer, &plan)
@@ -706,7 +839,7 @@ impl Shared {
 
     // ---- rebalances -------------------------------------------------------------------------
 
-    fn fail(&self, e: ConsumerError) {
+    pub fn fail(&self, e: ConsumerError) {
         tracing::error!(error = %e, "consumer failed");
         let mut f = self.fatal.lock();
         if f.is_none() {
@@ -833,7 +966,7 @@ impl Shared {
     {
         let mut out = HashMap::new();
         match &self.storage {
-            OffsetStorage::Kafka => {
+            OffsetStorage::Kafka | OffsetStorage::KafkaTransactional(_) => {
                 let got = consumer.committed_offsets(tpl.clone(), self.kafka_timeout)?;
                 for e in got.elements() {
                     if let Offset::Offset(o) = e.offset() {
@@ -906,11 +1039,14 @@ impl Shared {
                     .iter()
                     .any(|(tp, p)| *tp == e.tp && p.generation == e.generation)
             });
-            let ok = if self.final_commit && !lost {
+            let ok = if !self.final_commit || lost {
+                false
+            } else if self.is_kafka_txn() {
+                // Everything acked, on every partition: outputs never go without offsets.
+                self.commit_transaction(consumer, true)
+            } else {
                 self.commit_started(&plan);
                 self.commit_plan(consumer, &plan)
-            } else {
-                false
             };
             let mut map = self.parts.write();
             for (tp, p) in &parts {
@@ -1133,6 +1269,7 @@ mod tests {
             redeliver: tx,
             handle: Handle::current(),
             dlq: None,
+            txn_producer: None,
         });
         (s, rx)
     }
@@ -1194,6 +1331,27 @@ mod tests {
             Some(Some(3)),
             "aged from the run's start"
         );
+    }
+
+    /// Outputs are kept with an ack that counts, and dropped with a stale or duplicate one.
+    #[tokio::test]
+    async fn outputs_go_with_acks_that_count() {
+        let (s, _rx) = shared(FailurePolicy::default());
+        let p = assign_local(&s, 1, 0, 3);
+        let out = |n: &str| vec![OutputRecord::new("out").with_payload(n.as_bytes().to_vec())];
+        assert!(p.ack_with(1, out("1")), "pending beyond the commit point");
+        assert!(p.ack_with(0, out("0")), "advances");
+        p.ack_with(0, out("dup"));
+        let payloads: Vec<Vec<u8>> = p
+            .lock()
+            .outputs
+            .iter()
+            .map(|o| o.payload().unwrap().to_vec())
+            .collect();
+        assert_eq!(payloads, vec![b"1".to_vec(), b"0".to_vec()], "in ack order");
+        s.release_all();
+        assert!(!p.ack_with(2, out("stale")));
+        assert_eq!(p.lock().outputs.len(), 2, "a stale ack adds nothing");
     }
 
     #[tokio::test]
