@@ -1048,7 +1048,7 @@ impl CleanPlan {
             let p = self.path(base, &format!("{TXN_SUFFIX}{CLEANED_SUFFIX}"));
             let io = |e| CleanError::Io {
                 path: p.clone(),
-                source: e,
+                cause: e,
             };
             let f = self.storage.open(&p, true).map_err(io)?;
             f.truncate(0).map_err(io)?;
