@@ -28,7 +28,7 @@ pub use coalescing::{BarrierWait, Coalescing, CoalescingConfig, CoalescingStats,
 pub use error::StoreError;
 pub use file::FileStore;
 pub use memory::MemoryStore;
-pub use redb::{PendingTxnOffset, RedbOptions, RedbStore, TxnOffsetOp};
+pub use redb::{PendingTxnOffset, RedbOptions, RedbStore, TxnOffsetOp, TxnOpResult};
 pub use store::{CommitBatch, GroupOffsets, OffsetStore, open_default};
 pub use validate::{DEFAULT_MAX_METADATA_BYTES, Limits};
 pub use waterline_core::{OffsetAndMetadata, Position, TopicPartition};

@@ -213,7 +213,7 @@ impl RedbStore {
     pub fn apply_txn_offset_ops_blocking(
         &self,
         ops: &[TxnOffsetOp],
-    ) -> Result<Vec<Result<Vec<(String, TopicPartition)>, StoreError>>, StoreError> {
+    ) -> Result<Vec<TxnOpResult>, StoreError> {
         self.inner.apply_txn_offset_ops(ops)
     }
 
@@ -460,14 +460,11 @@ impl Inner {
         txn.commit().map_err(|e| self.commit_error(e))
     }
 
-    fn apply_txn_offset_ops(
-        &self,
-        ops: &[TxnOffsetOp],
-    ) -> Result<Vec<Result<Vec<(String, TopicPartition)>, StoreError>>, StoreError> {
+    fn apply_txn_offset_ops(&self, ops: &[TxnOffsetOp]) -> Result<Vec<TxnOpResult>, StoreError> {
         // Encode stages before the transaction starts, so bad input never opens one.
-        let mut staged_rows: Vec<
-            Result<Vec<(Vec<u8>, Vec<u8>, String, TopicPartition)>, StoreError>,
-        > = Vec::with_capacity(ops.len());
+        // Per op: (key, value, group, partition) rows to stage.
+        type Rows = Vec<(Vec<u8>, Vec<u8>, String, TopicPartition)>;
+        let mut staged_rows: Vec<Result<Rows, StoreError>> = Vec::with_capacity(ops.len());
         for op in ops {
             staged_rows.push(match op {
                 TxnOffsetOp::Stage {
@@ -762,6 +759,9 @@ fn group_prefix(group: &str) -> Result<Vec<u8>, StoreError> {
     push_str(&mut out, group)?;
     Ok(out)
 }
+
+/// The outcome of one [`TxnOffsetOp`]: the (group, partition) pairs it staged or settled.
+pub type TxnOpResult = Result<Vec<(String, TopicPartition)>, StoreError>;
 
 /// One write to the pending transactional offsets, for
 /// [`RedbStore::apply_txn_offset_ops_blocking`].
