@@ -1143,6 +1143,12 @@ impl PartitionLog {
         self.config = config;
     }
 
+    /// Bytes of the log's segment files (`.log` only, as Kafka's `Log.size`; indexes and
+    /// checkpoints are not counted), unsynced appends included.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
     /// Next offset to assign.
     pub fn log_end_offset(&self) -> i64 {
         self.log_end

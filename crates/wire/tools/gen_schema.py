@@ -36,7 +36,7 @@ REQUESTS = [
     (32, "describe_configs_request"), (37, "create_partitions_request"),
     (42, "delete_groups_request"), (47, "offset_delete_request"),
     (21, "delete_records_request"), (33, "alter_configs_request"),
-    (44, "incremental_alter_configs_request"),
+    (44, "incremental_alter_configs_request"), (35, "describe_log_dirs_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -55,6 +55,7 @@ RESPONSES = [
     (20, "delete_topics_response"), (32, "describe_configs_response"),
     (33, "alter_configs_response"), (44, "incremental_alter_configs_response"),
     (37, "create_partitions_response"), (21, "delete_records_response"),
+    (35, "describe_log_dirs_response"),
 ]
 
 WIRE = {

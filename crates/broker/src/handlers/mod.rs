@@ -6,7 +6,8 @@
 //! the ordering invariant it keeps.
 
 use kafka_protocol::messages::{
-    AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
+    AlterConfigsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
@@ -32,6 +33,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -97,6 +99,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
         ApiKey::IncrementalAlterConfigs,
         IncrementalAlterConfigsRequest::VERSIONS,
     ),
+    // Partition sizes on disk (`waterline topics describe`).
+    (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -236,6 +240,7 @@ pub async fn apply(
         RequestKind::OffsetDelete(r) => offset_delete::handle(state, header, r).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle(state, header, r).await.into(),
         RequestKind::DeleteRecords(r) => delete_records::handle(state, header, r).await.into(),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(state, header, r).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {
             incremental_alter_configs::handle(state, header, r)
                 .await
