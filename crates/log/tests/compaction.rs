@@ -275,6 +275,56 @@ fn tombstones_survive_until_delete_horizon_then_vanish() {
     assert_eq!(latest(&records(&open(&s, config()))), want);
 }
 
+/// The pending delete horizon of kept tombstones is durable (`delete-horizon`): after a crash
+/// (or a clean restart) the pass that removes them is still due at the horizon, not only once
+/// the dirty ratio calls for one.
+#[test]
+fn delete_horizon_survives_restart() {
+    let horizon_plan = |log: &PartitionLog, now: i64| {
+        log.cleaning_plan(now)
+            .map(|p| p.reason)
+            .filter(|r| *r == waterline_log::CleanReason::DeleteHorizon)
+    };
+    let s = MemStorage::new();
+    let mut log = open(&s, config());
+    fill(&mut log, 4, 3, 100, Compression::None);
+    log.append(&keyed(&[("k1", None)], 150, Compression::None, None), 150)
+        .expect("tombstone");
+    fill(&mut log, 1, 12, 180, Compression::None);
+    assert!(clean(&mut log, 1_000, &CleanerConfig::default()));
+    assert_eq!(latest(&records(&log)).get("k1"), Some(&None));
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+
+    let mut log = open(&s, config());
+    assert_eq!(horizon_plan(&log, 1_999), None, "not before the horizon");
+    let plan = log
+        .cleaning_plan(2_000)
+        .expect("due at the horizon after restart");
+    assert_eq!(plan.reason, waterline_log::CleanReason::DeleteHorizon);
+    let res = plan
+        .run(&CleanerConfig::default(), &mut Unthrottled)
+        .expect("run");
+    assert_eq!(res.stats.tombstones_removed, 1);
+    log.install_cleaned(res).expect("install");
+    assert_eq!(latest(&records(&log)).get("k1"), None);
+    log.close().expect("close");
+
+    // No tombstone left: nothing is due after a restart, however late.
+    let log = open(&s, config());
+    assert_eq!(horizon_plan(&log, i64::MAX / 2), None);
+    drop(log);
+
+    // A log cleaned before `delete-horizon` existed (file missing): a pass is due at once.
+    s.remove_file(&PathBuf::from(DIR).join("delete-horizon"))
+        .expect("remove");
+    let log = open(&s, config());
+    assert_eq!(
+        horizon_plan(&log, 10_000),
+        Some(waterline_log::CleanReason::DeleteHorizon)
+    );
+}
+
 #[test]
 fn idempotent_producer_state_survives_cleaning_and_replay() {
     let s = MemStorage::new();
