@@ -100,7 +100,7 @@ def test_create_list_describe_alter_delete(broker, topic):
     assert table[0].split() == ["TOPIC", "PARTITIONS"]
     assert table[1].split() == [topic, "2"]
 
-    # describe: the overrides only (sources), log start and end per partition.
+    # describe: the overrides only (sources), log start and end and size per partition.
     t = describe_json(broker, topic)
     assert t["partition_count"] == 2 and t["replication_factor"] == 1
     assert {c["name"]: (c["value"], c["source"]) for c in t["configs"]} == {
@@ -110,10 +110,12 @@ def test_create_list_describe_alter_delete(broker, topic):
     offsets = {p["partition"]: (p["log_start_offset"], p["log_end_offset"])
                for p in t["partitions"]}
     assert offsets == {0: (2, 5), 1: (0, 0)}
+    sizes = {p["partition"]: p["size_bytes"] for p in t["partitions"]}
+    assert sizes[0] > 0 and sizes[1] == 0, sizes
     text = ok(wl(broker, "topics", "describe", "--topic", topic)).stdout
     assert text.startswith(f"Topic: {topic}  Partitions: 2  Replication-Factor: 1\n"), text
     assert re.search(r"^cleanup\.policy\s+compact\s+topic$", text, re.M), text
-    assert re.search(rf"^{topic}\s+0\s+\d+\s+\d+\s+\d+\s+2\s+5$", text, re.M), text
+    assert re.search(rf"^{topic}\s+0\s+\d+\s+\d+\s+\d+\s+2\s+5\s+{sizes[0]}$", text, re.M), text
     assert "segment.bytes" not in text
     # --all-configs: every setting, with where it comes from.
     everything = {c["name"]: c for c in describe_json(broker, topic, "--all-configs")["configs"]}

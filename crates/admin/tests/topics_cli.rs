@@ -1,5 +1,5 @@
 //! `waterline topics` in-process against an in-process `waterline serve`: a compacted topic
-//! created with configs, listed, described (overrides, log start/end), altered (set, delete,
+//! created with configs, listed, described (overrides, log start/end, size), altered (set, delete,
 //! grow) and deleted; refusals are one line with exit code 1.
 
 mod common;
@@ -71,6 +71,12 @@ async fn topic_lifecycle_and_refusals() {
     assert_eq!(t["partitions"][1]["log_start_offset"], 0);
     assert_eq!(t["partitions"][1]["log_end_offset"], 3);
     assert_eq!(t["partitions"][0]["log_end_offset"], 0);
+    // Size on disk from DescribeLogDirs: the produced batch, nothing in the empty partition.
+    assert!(
+        t["partitions"][1]["size_bytes"].as_i64().unwrap() > 61,
+        "{t}"
+    );
+    assert_eq!(t["partitions"][0]["size_bytes"], 0);
 
     let r = run(
         &b.addr,

@@ -199,6 +199,15 @@ fn populated(key: ApiKey, version: i16) -> RequestKind {
             r.topics = vec![t];
             r.into()
         }
+        ApiKey::DescribeLogDirs => {
+            use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+            let mut t = DescribableLogDirTopic::default();
+            t.topic = TopicName(s("t"));
+            t.partitions = vec![0, 1, 2];
+            let mut r = DescribeLogDirsRequest::default();
+            r.topics = Some(vec![t.clone(), t]);
+            r.into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }

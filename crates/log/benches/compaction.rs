@@ -3,10 +3,14 @@
 //!
 //! `cargo bench -p waterline-log --bench compaction -- build DIR MIB VALUE_BYTES LIVE_PERCENT`
 //! writes a compacted partition of MIB MiB (16 keyed records per batch, each key updated
-//! 100 / LIVE_PERCENT times, keys spread evenly); `... -- clean DIR DEDUPE_MIB` reads every
-//! sealed segment sequentially (1 MiB reads), then runs one cleaning pass over the same
-//! segments and installs it, printing both rates, the pass's stats and the process's peak RSS
-//! (VmHWM from /proc/self/status). `WL_SEGMENT_MIB` sets the segment size (default 128).
+//! 100 / LIVE_PERCENT times, keys spread evenly); `... -- clean DIR DEDUPE_MIB [ROUNDS]
+//! [warm,cold]` reads every sealed segment sequentially (1 MiB reads), then runs one cleaning
+//! pass over the same segments, per round and mode, printing both rates, the pass's stats and
+//! the process's peak RSS (VmHWM from /proc/self/status). `cold` first drops the partition's
+//! files from the page cache (fsync + `POSIX_FADV_DONTNEED`) before the read and again before
+//! the pass; `warm` reads them once first. Passes are not installed, so rounds repeat the same
+//! work; `WL_INSTALL=1` installs the last one (then rebuild the partition to rerun).
+//! `WL_SEGMENT_MIB` sets the segment size (default 128).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -92,6 +96,36 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Drops every file of the partition from the page cache (written back and fsynced first, as
+/// `POSIX_FADV_DONTNEED` skips dirty pages), so the next reads come from the disk, as they do
+/// for the old segments a cleaner usually cleans. (The VM's host may still cache them.)
+fn evict(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).expect("ls") {
+        let path = e.expect("entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        let f = std::fs::File::open(&path).expect("open for eviction");
+        f.sync_all().expect("fsync before eviction");
+        nix::fcntl::posix_fadvise(
+            &f,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .expect("fadvise");
+    }
+}
+
+/// Reads the segments once (untimed) so the warm rows start from the page cache.
+fn warm(dir: &std::path::Path, names: &[String]) {
+    let mut buf = vec![0u8; 1 << 20];
+    for n in names {
+        let mut f = std::fs::File::open(dir.join(n)).expect("open segment");
+        while f.read(&mut buf).expect("read") > 0 {}
+    }
+}
+
 fn mib_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / (1 << 20) as f64 / secs
 }
@@ -130,7 +164,13 @@ fn main() {
             );
         }
         "clean" => {
+            // clean DIR DEDUPE_MIB [ROUNDS] [MODES]: each round runs, for each mode (`warm`,
+            // `cold`; default both, alternating which goes first), the sequential read and then
+            // one pass over the same segments. Passes are not installed (unless WL_INSTALL),
+            // so every round cleans the same bytes.
             let dedupe: usize = arg(2, "128").parse().expect("DEDUPE_MIB");
+            let rounds: usize = arg(3, "1").parse().expect("ROUNDS");
+            let modes: Vec<String> = arg(4, "warm,cold").split(',').map(String::from).collect();
             let mut log = PartitionLog::open(storage, dir.clone(), config(), 0).expect("open");
             let mut names: Vec<String> = std::fs::read_dir(&dir)
                 .expect("ls")
@@ -139,56 +179,104 @@ fn main() {
                 .collect();
             names.sort();
             names.pop(); // the active segment is never cleaned
-            let rss_before = peak_rss_kib();
-            let t = Instant::now();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut read = 0u64;
-            for n in &names {
-                let mut f = std::fs::File::open(dir.join(n)).expect("open segment");
-                loop {
-                    let k = f.read(&mut buf).expect("read");
-                    if k == 0 {
-                        break;
-                    }
-                    read += k as u64;
-                }
-            }
-            let read_s = t.elapsed().as_secs_f64();
             let cfg = CleanerConfig {
                 dedupe_buffer_bytes: dedupe << 20,
                 ..CleanerConfig::default()
             };
-            let t = Instant::now();
-            let plan = log.forced_cleaning_plan(i64::MAX / 2).expect("plan");
-            let cleanable = plan.cleanable_bytes;
-            let res = plan.run(&cfg, &mut Unthrottled).expect("run");
-            let stats = res.stats.clone();
-            let out = log.install_cleaned(res).expect("install");
-            let clean_s = t.elapsed().as_secs_f64();
-            let read_rate = mib_s(read, read_s);
-            let clean_rate = mib_s(cleanable, clean_s);
-            println!("sequential read: {read} bytes in {read_s:.3}s = {read_rate:.0} MiB/s");
+            // WL_INSTALL=1 installs the last pass (the log is then clean: rebuild it to rerun).
+            let install = std::env::var_os("WL_INSTALL").is_some();
+            let rss_before = peak_rss_kib();
+            let mut ratios: Vec<(String, f64)> = Vec::new();
+            for round in 0..rounds {
+                let mut order = modes.clone();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for mode in &order {
+                    let cold = match mode.as_str() {
+                        "cold" => true,
+                        "warm" => false,
+                        m => panic!("mode {m}: warm or cold"),
+                    };
+                    if cold {
+                        evict(&dir);
+                    } else {
+                        warm(&dir, &names);
+                    }
+                    let t = Instant::now();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut read = 0u64;
+                    for n in &names {
+                        let mut f = std::fs::File::open(dir.join(n)).expect("open segment");
+                        loop {
+                            let k = f.read(&mut buf).expect("read");
+                            if k == 0 {
+                                break;
+                            }
+                            read += k as u64;
+                        }
+                    }
+                    let read_s = t.elapsed().as_secs_f64();
+                    if cold {
+                        evict(&dir);
+                    }
+                    let last = install && round + 1 == rounds && Some(mode) == order.last();
+                    let t = Instant::now();
+                    let plan = log.forced_cleaning_plan(i64::MAX / 2).expect("plan");
+                    let cleanable = plan.cleanable_bytes;
+                    let res = plan.run(&cfg, &mut Unthrottled).expect("run");
+                    let stats = res.stats.clone();
+                    let clean_s = t.elapsed().as_secs_f64();
+                    let installed = if last {
+                        let t = Instant::now();
+                        let out = log.install_cleaned(res).expect("install");
+                        format!("install {:.3}s {out:?}", t.elapsed().as_secs_f64())
+                    } else {
+                        drop(res);
+                        "not installed".to_string()
+                    };
+                    let read_rate = mib_s(read, read_s);
+                    let clean_rate = mib_s(cleanable, clean_s);
+                    let ratio = clean_rate / read_rate;
+                    ratios.push((mode.clone(), ratio));
+                    println!(
+                        "round {round} {mode}: read {read} bytes in {read_s:.3}s = {read_rate:.0} MiB/s; cleaner {cleanable} bytes in {clean_s:.3}s = {clean_rate:.0} MiB/s ({:.0}% of read)",
+                        100.0 * ratio
+                    );
+                    println!(
+                        "  keys {} records {} kept {} read {} written {} map {} bytes / {} keys = {:.1} B/key, bitmap {} bytes, pass {:.3}s (map {:.3}s, fsync {:.3}s), {installed}",
+                        stats.keys,
+                        stats.records_read,
+                        stats.records_kept,
+                        stats.bytes_read,
+                        stats.bytes_written,
+                        stats.map_bytes,
+                        stats.map_capacity,
+                        stats.map_bytes as f64 / stats.map_capacity as f64,
+                        stats.bitmap_bytes,
+                        stats.duration.as_secs_f64(),
+                        stats.map_duration.as_secs_f64(),
+                        stats.sync_duration.as_secs_f64(),
+                    );
+                }
+            }
+            for mode in &modes {
+                let mut r: Vec<f64> = ratios
+                    .iter()
+                    .filter(|(m, _)| m == mode)
+                    .map(|(_, r)| *r)
+                    .collect();
+                r.sort_by(f64::total_cmp);
+                let list: Vec<String> = r.iter().map(|x| format!("{:.0}%", x * 100.0)).collect();
+                println!(
+                    "{mode}: median cleaner/read {:.0}% over {} rounds ({})",
+                    100.0 * r[r.len() / 2],
+                    r.len(),
+                    list.join(" ")
+                );
+            }
             println!(
-                "cleaner: {cleanable} bytes in {clean_s:.3}s = {clean_rate:.0} MiB/s ({:.0}% of read)",
-                100.0 * clean_rate / read_rate
-            );
-            println!(
-                "  keys {} records {} kept {} read {} written {} map {} bytes / {} keys = {:.1} B/key, pass {:.3}s (map {:.3}s, fsync {:.3}s), install {:?}",
-                stats.keys,
-                stats.records_read,
-                stats.records_kept,
-                stats.bytes_read,
-                stats.bytes_written,
-                stats.map_bytes,
-                stats.map_capacity,
-                stats.map_bytes as f64 / stats.map_capacity as f64,
-                stats.duration.as_secs_f64(),
-                stats.map_duration.as_secs_f64(),
-                stats.sync_duration.as_secs_f64(),
-                out
-            );
-            println!(
-                "peak RSS (VmHWM): {} MiB before the pass, {} MiB after",
+                "peak RSS (VmHWM): {} MiB before the passes, {} MiB after",
                 rss_before / 1024,
                 peak_rss_kib() / 1024
             );
@@ -209,6 +297,15 @@ fn main() {
                 }
             }
             let put = t.elapsed().as_secs_f64();
+            let huge = std::fs::read_to_string("/proc/self/smaps_rollup")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("AnonHugePages:"))
+                        .map(String::from)
+                })
+                .unwrap_or_default();
+            println!("{huge}");
             let t = Instant::now();
             let mut found = 0u64;
             for k in &keys {
@@ -230,7 +327,7 @@ fn main() {
             );
         }
         _ => eprintln!(
-            "usage: compaction build DIR MIB VALUE_BYTES LIVE_PERCENT | clean DIR DEDUPE_MIB"
+            "usage: compaction build DIR MIB VALUE_BYTES LIVE_PERCENT | clean DIR DEDUPE_MIB [ROUNDS] [warm,cold]"
         ),
     }
 }

@@ -16,6 +16,7 @@ pub(crate) const MAGIC_LOG_START: &[u8; 4] = b"WLLS";
 pub(crate) const MAGIC_RECOVERY: &[u8; 4] = b"WLRP";
 pub(crate) const MAGIC_CLEAN: &[u8; 4] = b"WLCS";
 pub(crate) const MAGIC_CLEANER: &[u8; 4] = b"WLCO";
+pub(crate) const MAGIC_HORIZON: &[u8; 4] = b"WLDH";
 const MAGIC_SWAP: &[u8; 4] = b"WLSW";
 const MAGIC_SNAPSHOT: &[u8; 4] = b"WLPS";
 const VERSION: u32 = 1;

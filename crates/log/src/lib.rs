@@ -26,7 +26,7 @@
 //! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
 //! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
 //! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`, and `.txnindex.cleaned` if the group has aborted transactions, per group | each cleaned file, then the directory |
-//! | `install_cleaned` (lock) | `clean-swap`, removals, renames, `cleaner-offset` | `clean-swap` via tmp + fsync + rename + directory fsync (the commit point), then removals and renames, the directory, `cleaner-offset` via tmp + fsync + rename, removal of `clean-swap`, the directory |
+//! | `install_cleaned` (lock) | `clean-swap`, removals, renames, `cleaner-offset`, `delete-horizon` | `clean-swap` via tmp + fsync + rename + directory fsync (the commit point), then removals and renames, the directory, `cleaner-offset` then `delete-horizon` via tmp + fsync + rename, removal of `clean-swap`, the directory |
 //!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
 //! (a retried fsync can report success for data the kernel already dropped). Reopening runs
@@ -209,7 +209,8 @@
 //! deleted (all four files) and `{base}.index.cleaned`, `{base}.timeindex.cleaned`,
 //! `{base}.txnindex.cleaned` (if written), `{base}.log.cleaned` are renamed over
 //! `{base}.index`, `{base}.timeindex`, `{base}.txnindex`, `{base}.log`; the directory is fsynced,
-//! `cleaner-offset` written, `clean-swap` removed and the directory fsynced again. `open`
+//! `cleaner-offset` and `delete-horizon` written, `clean-swap` removed and the directory fsynced
+//! again. `open`
 //! with a valid manifest redoes the deletions and whichever renames are missing (each step
 //! idempotent), so a crash at any point leaves either all old or all new segments of every
 //! group; a torn or missing manifest means nothing was swapped, and `.cleaned` files are
@@ -218,6 +219,15 @@
 //! ## `cleaner-offset` — 20-byte checkpoint, magic `"WLCO"`
 //! Offsets below the value were cleaned by a completed pass (the next pass's first dirty
 //! offset). Only scheduling (the dirty ratio) depends on it; if lost, the next pass re-cleans.
+//!
+//! ## `delete-horizon` — 20-byte checkpoint, magic `"WLDH"`
+//! The earliest delete horizon (ms since the epoch) among the tombstones the last pass kept,
+//! or i64::MAX for none: when it passes, a pass is due to remove them even if nothing is dirty
+//! (the horizons themselves are stamped in the batches, attribute bit 6). Written by every
+//! install after `cleaner-offset`. Only scheduling depends on it: `open` treats a missing or
+//! torn file with a cleaned range, or a swap it had to complete (the file may predate the
+//! swap), as "due now", which costs one extra pass and never keeps a tombstone past its horizon
+//! for want of a pass.
 //!
 //! ## `*.tmp`
 //! Partially written replacements of the files above; deleted by `open`.

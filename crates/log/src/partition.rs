@@ -27,6 +27,9 @@ const RECOVERY_FILE: &str = "recovery-point";
 const CLEAN_FILE: &str = "clean-shutdown";
 const CLEANER_OFFSET_FILE: &str = "cleaner-offset";
 const SWAP_FILE: &str = "clean-swap";
+const HORIZON_FILE: &str = "delete-horizon";
+/// `delete-horizon` value meaning no kept tombstone is waiting for its horizon.
+const NO_HORIZON: i64 = i64::MAX;
 
 #[path = "cleaner.rs"]
 mod cleaner;
@@ -299,7 +302,7 @@ impl PartitionLog {
         if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             storage.sync_dir(parent).map_err(io_err(parent))?;
         }
-        finish_swap(&*storage, &dir)?;
+        let swap_completed = finish_swap(&*storage, &dir)?;
         let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
         names.sort();
         let mut dir_changed = false;
@@ -317,6 +320,8 @@ impl PartitionLog {
             .and_then(|b| format::decode_checkpoint(format::MAGIC_RECOVERY, &b));
         let cleaner_ckpt = read_small(&*storage, &dir.join(CLEANER_OFFSET_FILE), 64)?
             .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEANER, &b));
+        let horizon_ckpt = read_small(&*storage, &dir.join(HORIZON_FILE), 64)?
+            .and_then(|b| format::decode_checkpoint(format::MAGIC_HORIZON, &b));
 
         let bases: Vec<i64> = names
             .iter()
@@ -462,6 +467,16 @@ impl PartitionLog {
         log.clean_offset = cleaner_ckpt
             .unwrap_or(log.log_start)
             .clamp(log.log_start, log.log_end);
+        // Kept tombstones' delete horizon: from `delete-horizon`. If that file may be older
+        // than the cleaned segments (a swap completed here, before the install wrote it; or a
+        // log from before the file existed), a pass is due at once so none outlives its horizon.
+        log.next_horizon = match horizon_ckpt {
+            _ if swap_completed => Some(i64::MIN),
+            Some(NO_HORIZON) => None,
+            Some(h) => Some(h),
+            None if log.clean_offset > log.log_start => Some(i64::MIN),
+            None => None,
+        };
         if cleaner_ckpt.is_some_and(|c| c > log.log_end) {
             // Recovery truncated into cleaned data (corruption): forget the cleaned range
             // beyond the end, so later segments there get the strict checks.
@@ -1492,6 +1507,12 @@ impl PartitionLog {
         self.config = config;
     }
 
+    /// Bytes of the log's segment files (`.log` only, as Kafka's `Log.size`; indexes and
+    /// checkpoints are not counted), unsynced appends included.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
     /// Next offset to assign.
     pub fn log_end_offset(&self) -> i64 {
         self.log_end
@@ -1788,10 +1809,10 @@ impl PartitionLog {
 /// with a base in (base, end) is deleted and each `{base}{suffix}.cleaned` still present is
 /// renamed over `{base}{suffix}`; then the manifest is removed. Without one, every `.cleaned`
 /// file is deleted (the old segments are intact). Each step is idempotent, so a crash during
-/// recovery is recovered the same way.
-fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+/// recovery is recovered the same way. Returns whether a committed swap was completed.
+fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<bool, LogError> {
     if !storage.exists(dir).map_err(io_err(dir))? {
-        return Ok(());
+        return Ok(false);
     }
     let swap_path = dir.join(SWAP_FILE);
     let manifest = read_small(storage, &swap_path, 1 << 24)?.and_then(|b| format::decode_swap(&b));
@@ -1840,7 +1861,7 @@ fn finish_swap(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
     if changed {
         storage.sync_dir(dir).map_err(io_err(dir))?;
     }
-    Ok(())
+    Ok(manifest.is_some())
 }
 
 /// What [`PartitionLog::install_cleaned`] did.
@@ -2114,6 +2135,11 @@ impl PartitionLog {
         self.next_horizon = next_horizon;
         let ckpt = format::encode_checkpoint(format::MAGIC_CLEANER, self.clean_offset);
         write_atomic(self.storage(), self.dir(), CLEANER_OFFSET_FILE, &ckpt)?;
+        let ckpt = format::encode_checkpoint(
+            format::MAGIC_HORIZON,
+            self.next_horizon.unwrap_or(NO_HORIZON),
+        );
+        write_atomic(self.storage(), self.dir(), HORIZON_FILE, &ckpt)?;
         let p = self.dir().join(SWAP_FILE);
         self.storage().remove_file(&p).map_err(io_err(&p))?;
         self.sync_dir()?;

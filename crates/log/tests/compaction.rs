@@ -275,6 +275,56 @@ fn tombstones_survive_until_delete_horizon_then_vanish() {
     assert_eq!(latest(&records(&open(&s, config()))), want);
 }
 
+/// The pending delete horizon of kept tombstones is durable (`delete-horizon`): after a crash
+/// (or a clean restart) the pass that removes them is still due at the horizon, not only once
+/// the dirty ratio calls for one.
+#[test]
+fn delete_horizon_survives_restart() {
+    let horizon_plan = |log: &PartitionLog, now: i64| {
+        log.cleaning_plan(now)
+            .map(|p| p.reason)
+            .filter(|r| *r == waterline_log::CleanReason::DeleteHorizon)
+    };
+    let s = MemStorage::new();
+    let mut log = open(&s, config());
+    fill(&mut log, 4, 3, 100, Compression::None);
+    log.append(&keyed(&[("k1", None)], 150, Compression::None, None), 150)
+        .expect("tombstone");
+    fill(&mut log, 1, 12, 180, Compression::None);
+    assert!(clean(&mut log, 1_000, &CleanerConfig::default()));
+    assert_eq!(latest(&records(&log)).get("k1"), Some(&None));
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+
+    let mut log = open(&s, config());
+    assert_eq!(horizon_plan(&log, 1_999), None, "not before the horizon");
+    let plan = log
+        .cleaning_plan(2_000)
+        .expect("due at the horizon after restart");
+    assert_eq!(plan.reason, waterline_log::CleanReason::DeleteHorizon);
+    let res = plan
+        .run(&CleanerConfig::default(), &mut Unthrottled)
+        .expect("run");
+    assert_eq!(res.stats.tombstones_removed, 1);
+    log.install_cleaned(res).expect("install");
+    assert_eq!(latest(&records(&log)).get("k1"), None);
+    log.close().expect("close");
+
+    // No tombstone left: nothing is due after a restart, however late.
+    let log = open(&s, config());
+    assert_eq!(horizon_plan(&log, i64::MAX / 2), None);
+    drop(log);
+
+    // A log cleaned before `delete-horizon` existed (file missing): a pass is due at once.
+    s.remove_file(&PathBuf::from(DIR).join("delete-horizon"))
+        .expect("remove");
+    let log = open(&s, config());
+    assert_eq!(
+        horizon_plan(&log, 10_000),
+        Some(waterline_log::CleanReason::DeleteHorizon)
+    );
+}
+
 #[test]
 fn idempotent_producer_state_survives_cleaning_and_replay() {
     let s = MemStorage::new();
@@ -362,6 +412,41 @@ fn small_offset_map_cleans_in_several_passes() {
     for (_, k, _, _) in recs.iter().filter(|r| r.1 != "k0") {
         assert!(seen.insert(k.clone()), "duplicate {k}");
     }
+}
+
+/// The superseded-offset bitmap decides records of the mapped range without the map; with no
+/// bitmap, or one too small for the range (the rest is decided by the map), a pass keeps exactly
+/// the same records. Several passes (a small map) and a first clean part exercise both paths.
+#[test]
+fn superseded_bitmap_and_map_lookups_agree() {
+    let mut outcomes = Vec::new();
+    for bitmap in [0, 1, 8, 8 << 20] {
+        let s = MemStorage::new();
+        let mut log = open(&s, config());
+        fill(&mut log, 40, 3, 100, Compression::None);
+        fill(&mut log, 7, 9, 100, Compression::Lz4);
+        let want = latest(&records(&log));
+        let cfg = CleanerConfig {
+            dedupe_buffer_bytes: 30 * 24,
+            superseded_bitmap_bytes: bitmap,
+            ..CleanerConfig::default()
+        };
+        // Clean part: one pass, then more updates, then passes until nothing is dirty.
+        assert!(clean(&mut log, 1000, &cfg));
+        fill(&mut log, 25, 2, 100, Compression::None);
+        let want_after = latest(&records(&log));
+        assert_ne!(want, want_after);
+        let mut passes = 0;
+        while log.dirty_ratio(1000) > 0.0 {
+            assert!(clean(&mut log, 1000, &cfg));
+            passes += 1;
+            assert!(passes < 100);
+        }
+        let recs = records(&log);
+        assert_eq!(latest(&recs), want_after, "bitmap {bitmap}");
+        outcomes.push(recs);
+    }
+    assert!(outcomes.windows(2).all(|w| w[0] == w[1]));
 }
 
 #[test]

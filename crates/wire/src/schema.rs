@@ -534,6 +534,18 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 4, max: 4, kind: Kind::CArray(Elem::Struct("OffsetForLeaderPartition")) }, // partitions
         ] },
     ]),
+    (35, &[
+        StructSchema { name: "DescribeLogDirsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribableLogDirTopic")) }, // topics
+            Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Struct("DescribableLogDirTopic")) }, // topics
+        ] },
+        StructSchema { name: "DescribableLogDirTopic", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // topic
+            Field { tag: None, min: 2, max: 4, kind: Kind::CStr }, // topic
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Prim(&Kind::I32)) }, // partitions
+            Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Prim(&Kind::I32)) }, // partitions
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer
@@ -1063,6 +1075,35 @@ pub(crate) static RESPONSES: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // name
             Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Struct("DeleteRecordsPartitionResult")) }, // partitions
             Field { tag: None, min: 2, max: 2, kind: Kind::CArray(Elem::Struct("DeleteRecordsPartitionResult")) }, // partitions
+        ] },
+    ]),
+    (35, &[
+        StructSchema { name: "DescribeLogDirsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 4, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 3, max: 4, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribeLogDirsResult")) }, // results
+            Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Struct("DescribeLogDirsResult")) }, // results
+        ] },
+        StructSchema { name: "DescribeLogDirsPartition", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 4, kind: Kind::I32 }, // partition_index
+            Field { tag: None, min: 1, max: 4, kind: Kind::I64 }, // partition_size
+            Field { tag: None, min: 1, max: 4, kind: Kind::I64 }, // offset_lag
+            Field { tag: None, min: 1, max: 4, kind: Kind::Bool }, // is_future_key
+        ] },
+        StructSchema { name: "DescribeLogDirsResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 4, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // log_dir
+            Field { tag: None, min: 2, max: 4, kind: Kind::CStr }, // log_dir
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribeLogDirsTopic")) }, // topics
+            Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Struct("DescribeLogDirsTopic")) }, // topics
+            Field { tag: None, min: 4, max: 4, kind: Kind::I64 }, // total_bytes
+            Field { tag: None, min: 4, max: 4, kind: Kind::I64 }, // usable_bytes
+        ] },
+        StructSchema { name: "DescribeLogDirsTopic", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // name
+            Field { tag: None, min: 2, max: 4, kind: Kind::CStr }, // name
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribeLogDirsPartition")) }, // partitions
+            Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Struct("DescribeLogDirsPartition")) }, // partitions
         ] },
     ]),
 ];

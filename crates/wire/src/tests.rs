@@ -98,6 +98,7 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<DescribeTransactionsRequest>(&mut seen);
     requests_exact::<ListTransactionsRequest>(&mut seen);
     requests_exact::<OffsetForLeaderEpochRequest>(&mut seen);
+    requests_exact::<DescribeLogDirsRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -131,6 +132,7 @@ fn every_response_in_the_table_walks_exactly_at_every_version() {
     responses_exact::<IncrementalAlterConfigsRequest>(&mut seen);
     responses_exact::<CreatePartitionsRequest>(&mut seen);
     responses_exact::<DeleteRecordsRequest>(&mut seen);
+    responses_exact::<DescribeLogDirsRequest>(&mut seen);
     for (v, body) in encodings(&assignment()) {
         check_exact(Direction::Response, CONSUMER_ASSIGNMENT, v, &body);
     }

@@ -42,6 +42,7 @@ REQUESTS = [
     (26, "end_txn_request"), (28, "txn_offset_commit_request"),
     (61, "describe_producers_request"), (65, "describe_transactions_request"),
     (66, "list_transactions_request"), (23, "offset_for_leader_epoch_request"),
+    (35, "describe_log_dirs_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -60,6 +61,7 @@ RESPONSES = [
     (20, "delete_topics_response"), (32, "describe_configs_response"),
     (33, "alter_configs_response"), (44, "incremental_alter_configs_response"),
     (37, "create_partitions_response"), (21, "delete_records_response"),
+    (35, "describe_log_dirs_response"),
 ]
 
 WIRE = {

@@ -645,6 +645,8 @@ pub struct TopicPartitionRow {
     pub log_start: Option<i64>,
     /// Log end offset (ListOffsets latest).
     pub log_end: Option<i64>,
+    /// Bytes on disk of the leader's replica (DescribeLogDirs); `None` when not reported.
+    pub size: Option<i64>,
 }
 
 /// Everything `topics describe` shows about one topic.
@@ -674,7 +676,7 @@ impl TopicView {
 }
 
 const TOPIC_CONFIG_HEADERS: [&str; 3] = ["CONFIG", "VALUE", "SOURCE"];
-const TOPIC_PARTITION_HEADERS: [&str; 7] = [
+const TOPIC_PARTITION_HEADERS: [&str; 8] = [
     "TOPIC",
     "PARTITION",
     "LEADER",
@@ -682,6 +684,7 @@ const TOPIC_PARTITION_HEADERS: [&str; 7] = [
     "ISR",
     "LOG-START-OFFSET",
     "LOG-END-OFFSET",
+    "SIZE",
 ];
 
 fn nodes(ids: &[i32]) -> String {
@@ -701,8 +704,9 @@ fn config_value(c: &ConfigEntry) -> String {
 }
 
 /// `waterline topics describe`: per topic a summary line, its configs (the topic's overrides,
-/// or every setting with its source) and its partitions with log start and end offsets.
-/// Topics are separated by a blank line. Size on disk is not shown: it needs DescribeLogDirs.
+/// or every setting with its source) and its partitions with log start and end offsets and
+/// size on disk in bytes (`-` when the broker does not report it). Topics are separated by a
+/// blank line.
 pub fn render_topic_describe(views: &[TopicView], format: OutputFormat) -> String {
     if format == OutputFormat::Json {
         return json_text(&json!({
@@ -725,6 +729,7 @@ pub fn render_topic_describe(views: &[TopicView], format: OutputFormat) -> Strin
                     "isr": p.isr,
                     "log_start_offset": p.log_start,
                     "log_end_offset": p.log_end,
+                    "size_bytes": p.size,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>()
         }));
@@ -772,6 +777,7 @@ pub fn render_topic_describe(views: &[TopicView], format: OutputFormat) -> Strin
                     nodes(&p.isr),
                     opt(&p.log_start),
                     opt(&p.log_end),
+                    opt(&p.size),
                 ]
             })
             .collect();
@@ -999,6 +1005,7 @@ g      t      1          -               3               -    -         -       
                     isr: vec![1],
                     log_start: Some(4),
                     log_end: Some(10),
+                    size: Some(1234),
                 },
                 TopicPartitionRow {
                     partition: 1,
@@ -1007,6 +1014,7 @@ g      t      1          -               3               -    -         -       
                     isr: vec![],
                     log_start: None,
                     log_end: None,
+                    size: None,
                 },
             ],
             configs,
@@ -1084,9 +1092,9 @@ CONFIG          VALUE           SOURCE
 cleanup.policy  compact,delete  topic
 retention.ms    1000            topic
 
-TOPIC   PARTITION  LEADER  REPLICAS  ISR  LOG-START-OFFSET  LOG-END-OFFSET
-orders  0          1       1,2       1    4                 10
-orders  1          -       -         -    -                 -
+TOPIC   PARTITION  LEADER  REPLICAS  ISR  LOG-START-OFFSET  LOG-END-OFFSET  SIZE
+orders  0          1       1,2       1    4                 10              1234
+orders  1          -       -         -    -                 -               -
 ";
         assert_eq!(out, expect);
     }
@@ -1112,11 +1120,11 @@ orders  1          -       -         -    -                 -
             "{out}"
         );
         assert!(
-            out.contains("1    4                 10\norders  1"),
+            out.contains("1    4                 10              1234\norders  1"),
             "{out}"
         );
         assert!(
-            out.contains("-                 -\n\nTopic: orders"),
+            out.contains("-                 -               -\n\nTopic: orders"),
             "{out}"
         );
         assert!(
@@ -1154,5 +1162,7 @@ orders  1          -       -         -    -                 -
         assert_eq!(t["partitions"][0]["log_end_offset"], 10);
         assert_eq!(t["partitions"][0]["replicas"], json!([1, 2]));
         assert!(t["partitions"][1]["log_end_offset"].is_null());
+        assert_eq!(t["partitions"][0]["size_bytes"], 1234);
+        assert!(t["partitions"][1]["size_bytes"].is_null());
     }
 }

@@ -28,10 +28,11 @@ pub struct TopicsArgs {
 pub enum TopicsCommand {
     /// List topics with their partition counts.
     List(ListTopicsArgs),
-    /// Describe topics: config overrides, and partitions with log start and end offsets.
+    /// Describe topics: config overrides, and partitions with log start and end offsets and
+    /// size on disk.
     ///
-    /// Size on disk is not shown: it needs DescribeLogDirs, which `waterline serve` does not
-    /// serve.
+    /// The size (bytes of the leader replica's segment files) comes from DescribeLogDirs; a
+    /// broker that does not answer it shows `-`.
     Describe(DescribeTopicsArgs),
     /// Create a topic, with config overrides.
     Create(CreateTopicArgs),
@@ -301,6 +302,16 @@ async fn describe(args: DescribeTopicsArgs, out: Out<'_>) -> Result<(), CliError
             client.list_offsets(&at(OffsetSpec::Latest)).await?,
         )
     };
+    // Sizes are extra: a broker without DescribeLogDirs (or refusing it, e.g. unauthorised)
+    // leaves them `-` instead of failing the description.
+    let sizes = if partitions.is_empty() {
+        Default::default()
+    } else {
+        client
+            .describe_log_dirs(&partitions)
+            .await
+            .unwrap_or_default()
+    };
     let resources: Vec<ConfigResource> = topics
         .iter()
         .map(|t| ConfigResource::Topic(t.name.clone()))
@@ -321,6 +332,7 @@ async fn describe(args: DescribeTopicsArgs, out: Out<'_>) -> Result<(), CliError
                     isr: p.isr.clone(),
                     log_start: starts.get(&tp).copied().flatten(),
                     log_end: ends.get(&tp).copied().flatten(),
+                    size: sizes.get(&tp).copied(),
                 }
             })
             .collect();

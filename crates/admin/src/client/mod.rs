@@ -57,6 +57,7 @@ mod caps {
     pub const CREATE_PARTITIONS: i16 = 3;
     pub const DESCRIBE_CONFIGS: i16 = 4;
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 1;
+    pub const DESCRIBE_LOG_DIRS: i16 = 4;
 }
 
 /// How many times a group request is retried after a coordinator error.
@@ -1089,6 +1090,7 @@ fn cap_for(key: i16) -> i16 {
         Ok(ApiKey::CreatePartitions) => caps::CREATE_PARTITIONS,
         Ok(ApiKey::DescribeConfigs) => caps::DESCRIBE_CONFIGS,
         Ok(ApiKey::IncrementalAlterConfigs) => caps::INCREMENTAL_ALTER_CONFIGS,
+        Ok(ApiKey::DescribeLogDirs) => caps::DESCRIBE_LOG_DIRS,
         _ => 0,
     }
 }

@@ -1,5 +1,5 @@
-//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs and
-//! IncrementalAlterConfigs, at the best version both sides speak.
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! IncrementalAlterConfigs and DescribeLogDirs, at the best version both sides speak.
 //!
 //! Batched requests answer per topic or resource. A broker's refusal of one item (its Kafka
 //! error code and message) is a [`ResourceError`] in that item's [`ResourceOutcome`], not an
@@ -12,12 +12,13 @@
 
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+    DescribeLogDirsRequest, IncrementalAlterConfigsRequest, TopicName,
     create_partitions_request::CreatePartitionsTopic,
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
     describe_configs_response::DescribeConfigsResourceResult,
+    describe_log_dirs_request::DescribableLogDirTopic,
     incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
 };
 use kafka_protocol::protocol::StrBytes;
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use super::{AdminClient, self_timeout_ms};
 use crate::codes;
 use crate::error::{ClientError, ResourceError};
+use waterline_core::TopicPartition;
 
 /// Kafka resource type code of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -398,6 +400,59 @@ impl AdminClient {
             )
         })
         .await
+    }
+
+    /// Size on disk of each partition's leader replica, with DescribeLogDirs sent to each
+    /// partition's leader (summed over its log directories, future replicas of a move between
+    /// directories left out). A partition the leader does not report is missing from the map.
+    pub async fn describe_log_dirs(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
+        let items: Vec<(TopicPartition, ())> =
+            partitions.iter().map(|tp| (tp.clone(), ())).collect();
+        let mut out = BTreeMap::new();
+        for (addr, items) in self.by_leader(&items).await? {
+            let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (tp, ()) in &items {
+                topics
+                    .entry(tp.topic.clone())
+                    .or_default()
+                    .push(tp.partition);
+            }
+            let (_, resp) = self
+                .send(&addr, |_| {
+                    DescribeLogDirsRequest::default().with_topics(Some(
+                        topics
+                            .into_iter()
+                            .map(|(name, ps)| {
+                                DescribableLogDirTopic::default()
+                                    .with_topic(TopicName(StrBytes::from_string(name)))
+                                    .with_partitions(ps)
+                            })
+                            .collect(),
+                    ))
+                })
+                .await?;
+            if resp.error_code != codes::NONE {
+                return Err(ClientError::Kafka {
+                    api: "DescribeLogDirs",
+                    context: format!("broker {addr}"),
+                    code: resp.error_code,
+                });
+            }
+            for dir in resp.results.iter().filter(|d| d.error_code == codes::NONE) {
+                for t in &dir.topics {
+                    for p in t.partitions.iter().filter(|p| !p.is_future_key) {
+                        let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                        if items.iter().any(|(x, ())| *x == tp) {
+                            *out.entry(tp).or_insert(0) += p.partition_size;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Where a config request for `resource` goes: a broker's own configs to that broker,

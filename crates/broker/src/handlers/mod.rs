@@ -6,7 +6,8 @@
 //! the ordering invariant it keeps.
 
 use kafka_protocol::messages::{
-    AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
+    AlterConfigsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
+    IncrementalAlterConfigsRequest,
 };
 // Transactions.
 use kafka_protocol::messages::OffsetForLeaderEpochRequest;
@@ -40,6 +41,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
@@ -138,6 +140,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
         ApiKey::ListTransactions,
         capped(ListTransactionsRequest::VERSIONS, 1),
     ),
+    // Partition sizes on disk (`waterline topics describe`).
+    (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -295,6 +299,7 @@ pub async fn apply(
         RequestKind::OffsetDelete(r) => offset_delete::handle(state, header, r).await.into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle(state, header, r).await.into(),
         RequestKind::DeleteRecords(r) => delete_records::handle(state, header, r).await.into(),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(state, header, r).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {
             incremental_alter_configs::handle(state, header, r)
                 .await
