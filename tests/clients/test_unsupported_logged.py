@@ -5,9 +5,6 @@ import socket
 import struct
 import time
 
-import pytest
-from confluent_kafka import Producer
-
 from harness import running_broker
 
 
@@ -49,29 +46,3 @@ def test_an_unsupported_api_is_logged_once_per_connection(tmp_path):
         lines = warn_lines(b, "DescribeAcls (29)", at_least=2)
         assert len(lines) == 2, b.stderr_text()[-3000:]
         assert all("WARN" in l and "does not serve" in l for l in lines), lines
-
-
-def advertised_keys(bootstrap):
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as s:
-        s.sendall(frame(18, 0, 7))  # ApiVersions v0
-        body = read_frame(s)
-    _corr, _code, n = struct.unpack(">ihi", body[:10])
-    return {struct.unpack(">h", body[10 + 6 * i:12 + 6 * i])[0] for i in range(n)}
-
-
-def test_a_transactional_producer_is_logged(tmp_path):
-    with running_broker(tmp_path) as b:
-        if 24 in advertised_keys(b.bootstrap):  # AddPartitionsToTxn
-            pytest.skip("this broker serves the transaction APIs")
-        p = Producer({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4",
-                      "transactional.id": "tx-issue15"})
-        try:
-            try:
-                p.init_transactions(10)
-            except Exception:
-                pass  # the broker serves idempotence only; the client may give up here
-            lines = warn_lines(b, "transactions are not supported")
-            assert len(lines) == 1 and "tx-issue15" in lines[0], b.stderr_text()[-3000:]
-        finally:
-            p.flush(1)

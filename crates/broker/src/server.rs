@@ -531,7 +531,6 @@ async fn serve_connection(
                 break;
             }
             Prepared::Dispatch(header, request, key) => {
-                unsupported.note_transactional(peer, &header, &request);
                 let id = (key, header.request_api_version, header.correlation_id);
                 // Applied here, in arrival order, before the next frame is read; only the
                 // waits `apply` hands back overlap later requests.
@@ -599,9 +598,6 @@ struct Unsupported {
     seen: std::collections::HashSet<i16>,
 }
 
-/// Key under which a transactional InitProducerId is remembered (no API has it).
-const TRANSACTIONAL_ID_FEATURE: i16 = -1;
-
 impl Unsupported {
     /// Whether `what` is seen for the first time on this connection.
     fn first(&mut self, what: i16) -> bool {
@@ -618,40 +614,6 @@ impl Unsupported {
             tracing::warn!(
                 %peer,
                 "client sent {api} v{version}, which this broker {what}; answered UNSUPPORTED_VERSION (logged once per connection)"
-            );
-        }
-    }
-
-    /// Logs, once per connection, a transactional producer while the transaction APIs are not
-    /// served: it looks for its transaction coordinator (FindCoordinator with the transaction
-    /// key type, answered COORDINATOR_NOT_AVAILABLE, which clients retry until they time out)
-    /// or asks for a producer id with a transactional id (which gives idempotence only).
-    fn note_transactional(
-        &mut self,
-        peer: SocketAddr,
-        header: &kafka_protocol::messages::RequestHeader,
-        request: &kafka_protocol::messages::RequestKind,
-    ) {
-        use kafka_protocol::messages::RequestKind;
-        let id = match request {
-            RequestKind::InitProducerId(r) => r.transactional_id.as_ref().map(|t| t.to_string()),
-            RequestKind::FindCoordinator(r) if r.key_type == 1 => Some(
-                r.coordinator_keys
-                    .first()
-                    .map(|k| k.to_string())
-                    .unwrap_or_else(|| r.key.to_string()),
-            ),
-            _ => None,
-        };
-        if let Some(id) = id
-            && handlers::supported_versions(ApiKey::AddPartitionsToTxn).is_none()
-            && self.first(TRANSACTIONAL_ID_FEATURE)
-        {
-            let client = header.client_id.as_deref().unwrap_or("");
-            tracing::warn!(
-                %peer,
-                client_id = client,
-                "transactional producer (transactional.id {id:?}): transactions are not supported by this broker; its transactions will fail or time out (logged once per connection)"
             );
         }
     }

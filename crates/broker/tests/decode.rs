@@ -208,6 +208,80 @@ fn populated(key: ApiKey, version: i16) -> RequestKind {
             r.topics = Some(vec![t.clone(), t]);
             r.into()
         }
+        ApiKey::AddPartitionsToTxn => {
+            use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+            let mut t = AddPartitionsToTxnTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![0, 1];
+            let mut r = AddPartitionsToTxnRequest::default();
+            r.v3_and_below_transactional_id = TransactionalId(s("tx"));
+            r.v3_and_below_producer_id = ProducerId(7);
+            r.v3_and_below_topics = vec![t.clone(), t];
+            r.into()
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let mut r = AddOffsetsToTxnRequest::default();
+            r.transactional_id = TransactionalId(s("tx"));
+            r.group_id = GroupId(s("g"));
+            r.into()
+        }
+        ApiKey::EndTxn => {
+            let mut r = EndTxnRequest::default();
+            r.transactional_id = TransactionalId(s("tx"));
+            r.committed = true;
+            r.into()
+        }
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            let mut p = TxnOffsetCommitRequestPartition::default();
+            p.partition_index = 1;
+            p.committed_offset = 5;
+            p.committed_metadata = Some(s("m"));
+            let mut t = TxnOffsetCommitRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![p.clone(), p];
+            let mut r = TxnOffsetCommitRequest::default();
+            r.transactional_id = TransactionalId(s("tx"));
+            r.group_id = GroupId(s("g"));
+            r.topics = vec![t];
+            r.into()
+        }
+        ApiKey::DescribeProducers => {
+            use kafka_protocol::messages::describe_producers_request::TopicRequest;
+            let mut t = TopicRequest::default();
+            t.name = TopicName(s("t"));
+            t.partition_indexes = vec![0, 1];
+            let mut r = DescribeProducersRequest::default();
+            r.topics = vec![t.clone(), t];
+            r.into()
+        }
+        ApiKey::DescribeTransactions => {
+            let mut r = DescribeTransactionsRequest::default();
+            r.transactional_ids = vec![TransactionalId(s("a")), TransactionalId(s("b"))];
+            r.into()
+        }
+        ApiKey::ListTransactions => {
+            let mut r = ListTransactionsRequest::default();
+            r.state_filters = vec![s("Ongoing")];
+            r.producer_id_filters = vec![ProducerId(1), ProducerId(2)];
+            r.into()
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            use kafka_protocol::messages::offset_for_leader_epoch_request::{
+                OffsetForLeaderPartition, OffsetForLeaderTopic,
+            };
+            let mut p = OffsetForLeaderPartition::default();
+            p.partition = 1;
+            p.leader_epoch = 0;
+            let mut t = OffsetForLeaderTopic::default();
+            t.topic = TopicName(s("t"));
+            t.partitions = vec![p.clone(), p];
+            let mut r = OffsetForLeaderEpochRequest::default();
+            r.topics = vec![t];
+            r.into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }

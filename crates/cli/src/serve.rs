@@ -342,6 +342,21 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "cleaner's read+write rate",
         ),
         key(
+            "transaction_max_timeout_ms",
+            d.transaction_max_timeout_ms.to_string(),
+            "largest transaction.timeout.ms a producer may ask for",
+        ),
+        key(
+            "transactional_id_expiration_ms",
+            d.transactional_id_expiration_ms.to_string(),
+            "an idle transactional id is forgotten after this long",
+        ),
+        key(
+            "accept_any_replication_factor",
+            d.accept_any_replication_factor.to_string(),
+            "create topics asking for more replicas with one (for test suites)",
+        ),
+        key(
             "groups.initial_rebalance_delay_ms",
             g.initial_rebalance_delay_ms.to_string(),
             "first join round of an empty group waits this long",
