@@ -292,15 +292,16 @@ def _committed_total(bootstrap, group, topic, partitions):
 
 def test_exactly_once_through_kill_9_of_the_broker_and_the_worker(tmp_path, topic):
     """Crash loop: a consume-transform-produce worker runs while the broker (even rounds) or the
-    worker (odd rounds) is killed with SIGKILL; at the end each input's output is visible to a
-    read_committed reader exactly once and the group's offsets are at the input's end."""
+    worker (odd rounds) is killed with SIGKILL, 20 times each; at the end each input's output
+    is visible to a read_committed reader exactly once and the group's offsets are at the
+    input's end."""
     import os
     import random
     import subprocess
     import sys
 
-    rounds = int(os.environ.get("WATERLINE_TXN_CRASH_ROUNDS", "20"))
-    n, partitions = 8000, 2
+    rounds = int(os.environ.get("WATERLINE_TXN_CRASH_ROUNDS", "40"))
+    n, partitions = 16000, 2
     src, dst, group = topic + "-in", topic + "-out", "ctp-" + topic
     worker_py = os.path.join(os.path.dirname(__file__), "txn_worker.py")
     rng = random.Random(42)
