@@ -386,6 +386,13 @@ fn deliver(shared: &Arc<Shared>, core: &mut Core, out: Output) {
 /// NOT_COORDINATOR and nothing is confirmed any more.
 fn poison(shared: &Arc<Shared>, core: &mut Core) {
     core.file = None;
+    stop_serving(core);
+    shared.syncer_wake.notify_one();
+}
+
+/// Shuts the coordinator down: every held or parked request is answered (NOT_COORDINATOR)
+/// and later calls are refused.
+fn stop_serving(core: &mut Core) {
     core.closed = true;
     let out = core.coordinator.shutdown();
     for (rid, response) in out.responses {
@@ -394,7 +401,6 @@ fn poison(shared: &Arc<Shared>, core: &mut Core) {
         }
     }
     core.waiters.clear();
-    shared.syncer_wake.notify_one();
 }
 
 async fn reserve_ids(state: &SharedState) -> Result<std::ops::Range<i64>, BrokerError> {
@@ -492,17 +498,9 @@ fn maybe_compact(shared: &Arc<Shared>, core: &mut Core) {
 
 fn shut_down(shared: &Arc<Shared>) {
     let mut core = shared.core.lock();
-    if core.closed {
-        return;
+    if !core.closed {
+        stop_serving(&mut core);
     }
-    core.closed = true;
-    let out = core.coordinator.shutdown();
-    for (rid, response) in out.responses {
-        if let Some(tx) = core.waiters.remove(&rid) {
-            let _ = tx.send(response);
-        }
-    }
-    core.waiters.clear();
 }
 
 /// Ticks the coordinator at its next deadline.
