@@ -4,6 +4,7 @@
 #   - Debian packages: kcat (real-client tests), PostgreSQL server binaries (the store and
 #     exactly-once tests start their own throwaway clusters), build tools for librdkafka
 #   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout
+#   - a second venv, .venv-quix, with the Quix Streams stream processor (it pins confluent-kafka)
 # Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
 # rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
 set -euo pipefail
@@ -40,6 +41,15 @@ if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafk
   "$VENV/bin/pip" install -q -r tests/clients/requirements.txt
 fi
 
+# A real stream processor (Quix Streams) in its own venv: it pins an older confluent-kafka.
+QUIX_VENV=$ROOT/.venv-quix
+if [ ! -x "$QUIX_VENV/bin/python" ] || ! "$QUIX_VENV/bin/python" -c 'import quixstreams' 2>/dev/null; then
+  log "creating the Quix Streams venv in $QUIX_VENV"
+  python3 -m venv "$QUIX_VENV"
+  "$QUIX_VENV/bin/pip" install -q --upgrade pip
+  "$QUIX_VENV/bin/pip" install -q -r tests/clients/requirements-quix.txt
+fi
+
 log "checking formatting"
 cargo fmt --all -- --check
 
@@ -59,7 +69,8 @@ fi
 
 log "real-client tests: confluent-kafka, kafka-python, kcat against waterline serve"
 # A hung test fails after 5 minutes instead of running into CI's limit.
-WATERLINE_BIN=$ROOT/target/debug/waterline "$VENV/bin/pytest" -q --timeout=300 tests/clients
+WATERLINE_BIN=$ROOT/target/debug/waterline QUIX_PYTHON=$QUIX_VENV/bin/python \
+  "$VENV/bin/pytest" -q --timeout=300 tests/clients
 
 log "librdkafka's own test suite against waterline serve (tests/librdkafka, allow-listed tests)"
 # Builds librdkafka's test runner under target/ on first use (~3.5 min), then ~10 min on 2 cores.
