@@ -106,6 +106,10 @@ pub struct BrokerConfig {
     /// Bytes per second the cleaner may read and write in all (Kafka
     /// `log.cleaner.io.max.bytes.per.second`); unset: no limit.
     pub cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Nice value of the threads that run cleaning passes (0 = the broker's own priority, 19 =
+    /// lowest). Compaction can wait; produce, fetch and commit answers should not wait for it
+    /// when the CPUs are busy. No Kafka equivalent.
+    pub cleaner_thread_nice: i32,
     /// Largest `transaction.timeout.ms` a transactional producer may ask for (Kafka
     /// `transaction.max.timeout.ms`); InitProducerId answers INVALID_TRANSACTION_TIMEOUT above.
     pub transaction_max_timeout_ms: i32,
@@ -150,6 +154,7 @@ impl Default for BrokerConfig {
             cleaner_backoff_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             cleaner_io_max_bytes_per_second: None,
+            cleaner_thread_nice: 10,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             accept_any_replication_factor: false,
@@ -214,6 +219,9 @@ impl BrokerConfig {
                 "cleaner_backoff_ms and cleaner_io_max_bytes_per_second must be at least 1",
             );
         }
+        if !(0..=19).contains(&self.cleaner_thread_nice) {
+            return bad("cleaner_thread_nice must be between 0 and 19");
+        }
         if self.cleaner_dedupe_buffer_bytes < 1024 * 1024 {
             return bad("cleaner_dedupe_buffer_bytes must be at least 1048576");
         }
@@ -263,6 +271,15 @@ mod tests {
         assert_eq!(c.connections_max_idle_ms, 600_000);
         assert_eq!(c.request_read_timeout_ms, 30_000);
         assert_eq!((c.max_connections, c.max_connections_per_ip), (None, None));
+        assert_eq!(c.cleaner_thread_nice, 10);
+    }
+
+    #[test]
+    fn cleaner_thread_nice_outside_0_to_19_is_refused() {
+        let err = BrokerConfig::from_toml_str("cleaner_thread_nice = 20").unwrap_err();
+        assert!(err.to_string().contains("between 0 and 19"), "{err}");
+        assert!(BrokerConfig::from_toml_str("cleaner_thread_nice = -1").is_err());
+        assert!(BrokerConfig::from_toml_str("cleaner_thread_nice = 0").is_ok());
     }
 
     #[test]

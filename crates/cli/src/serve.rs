@@ -342,6 +342,11 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "cleaner's read+write rate",
         ),
         key(
+            "cleaner_thread_nice",
+            d.cleaner_thread_nice.to_string(),
+            "nice value of cleaning threads (0-19; higher yields the CPU to requests)",
+        ),
+        key(
             "transaction_max_timeout_ms",
             d.transaction_max_timeout_ms.to_string(),
             "largest transaction.timeout.ms a producer may ask for",
