@@ -253,3 +253,64 @@ def test_lag_check_watch_streams_and_survives_a_restart(tmp_path):
         finally:
             watch.terminate()
             watch.wait(timeout=15)
+
+
+def test_broker_metrics_and_health(tmp_path):
+    from harness import Broker
+
+    b = Broker(tmp_path / "data", extra_args=["--http-listen", "127.0.0.1:0",
+                                              "--auto-create-topics", "false"])
+    b.start()
+    try:
+        line = b.proc.stdout.readline()
+        m = re.match(r"^waterline: metrics on (http://\S+)/metrics", line)
+        assert m, line
+        url = m.group(1)
+        assert scrape(url, "/healthz")[0] == 200
+        assert scrape(url, "/readyz")[0] == 200
+        topic = "t-" + uuid.uuid4().hex[:8]
+        group = "g-" + uuid.uuid4().hex[:8]
+        create_topic(b.bootstrap, topic, 2)
+        produce(b.bootstrap, topic, {0: 10, 1: 7})
+        commit(b.bootstrap, group, topic, {0: 4, 1: 7})
+        # A member that reads everything (bytes out) and stays in the group.
+        live = "live-" + uuid.uuid4().hex[:8]
+        member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": live,
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        member.subscribe([topic])
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < 17 and time.monotonic() < deadline:
+            msg = member.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got += 1
+        assert got == 17
+        # An error answer: Metadata for a topic that does not exist (auto-creation is off).
+        AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(topic="no-such-topic", timeout=10)
+
+        mm = parse_metrics(scrape(url)[1])
+        g = dict(consumergroup=group, topic=topic)
+        assert value(mm, "kafka_consumergroup_current_offset", **g, partition=0) == 4
+        assert value(mm, "kafka_consumergroup_current_offset", **g, partition=1) == 7
+        assert value(mm, "kafka_consumergroup_lag", **g, partition=0) == 6
+        assert value(mm, "kafka_consumergroup_lag", **g, partition=1) == 0
+        assert value(mm, "kafka_consumergroup_lag_sum", **g) == 6
+        assert value(mm, "kafka_consumergroup_members", consumergroup=live) == 1
+        assert value(mm, "kafka_consumergroup_members", consumergroup=group) == 0
+        assert value(mm, "waterline_groups", state="Stable") >= 1
+        assert value(mm, "kafka_topic_partitions", topic=topic) == 2
+        assert value(mm, "kafka_topic_partition_current_offset", topic=topic, partition=0) == 10
+        assert value(mm, "kafka_topic_partition_current_offset", topic=topic, partition=1) == 7
+        assert value(mm, "kafka_topic_partition_oldest_offset", topic=topic, partition=0) == 0
+        assert value(mm, "waterline_log_size_bytes", topic=topic, partition=0) > 0
+        assert value(mm, "waterline_requests_total", api="Produce") >= 1
+        assert value(mm, "waterline_request_duration_seconds_count", api="Produce") >= 1
+        assert value(mm, "waterline_request_duration_seconds_count", api="OffsetCommit") >= 1
+        assert value(mm, "waterline_request_errors_total", api="Metadata", error_code=3) >= 1
+        assert value(mm, "waterline_topic_bytes_in_total", topic=topic) > 17
+        assert value(mm, "waterline_topic_bytes_out_total", topic=topic) > 17
+        assert value(mm, "waterline_fsync_duration_seconds_count") >= 1
+        assert value(mm, "waterline_connections") >= 1
+        member.close()
+    finally:
+        assert b.stop() == 0, b.stderr_text()[-4000:]
