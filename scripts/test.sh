@@ -21,6 +21,9 @@ command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v perl >/dev/null 2>&1 || need_pkgs+=(perl)
+# The dashboard test drives Debian's Chromium through chromedriver (selenium).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 [ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
 # The PostgreSQL store and exactly-once tests start throwaway clusters with initdb/pg_ctl.
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -33,7 +36,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 VENV=$ROOT/.venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, pytest_timeout' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, pytest_timeout, selenium' 2>/dev/null; then
   log "creating Python venv with real Kafka clients in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

@@ -314,3 +314,60 @@ def test_broker_metrics_and_health(tmp_path):
         member.close()
     finally:
         assert b.stop() == 0, b.stderr_text()[-4000:]
+
+
+def test_dashboard_in_headless_chromium(tmp_path):
+    """The exporter's page at / in Debian's Chromium: the group list shows the test group's
+    lag, its group page shows the partition, and both update after a commit without a reload.
+    Screenshots go to $WATERLINE_ARTIFACTS (default: tests/clients/artifacts)."""
+    import os
+    from pathlib import Path
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    artifacts = Path(os.environ.get("WATERLINE_ARTIFACTS",
+                                    Path(__file__).resolve().parent / "artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with running_broker(tmp_path, fast_groups=True) as b:
+        topic = "t-" + uuid.uuid4().hex[:8]
+        group = "dash-" + uuid.uuid4().hex[:8]
+        create_topic(b.bootstrap, topic, 1)
+        produce(b.bootstrap, topic, {0: 25})
+        commit(b.bootstrap, group, topic, {0: 5})
+        ex = Exporter(b.bootstrap)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = "/usr/bin/chromium"
+        for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1200,800"]:
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        try:
+            driver.get(ex.url + "/")
+
+            def group_lag():
+                rows = driver.find_elements(By.CSS_SELECTOR, f'tr[data-group="{group}"] td.lag')
+                return rows[0].text if rows else None
+
+            wait_for("the group's lag on the page", lambda: group_lag() == "20")
+            driver.save_screenshot(str(artifacts / "dashboard-groups.png"))
+            driver.find_element(By.LINK_TEXT, group).click()
+            sel = f'tr[data-partition="{topic}/0"] td.lag'
+            wait_for("the partition row", lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, sel)] == ["20"])
+            # Live refresh: a commit shows up without reloading the page.
+            commit(b.bootstrap, group, topic, {0: 22})
+            wait_for("the new lag", lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, sel)] == ["3"])
+            assert driver.find_elements(By.CSS_SELECTOR, ".card svg"), "no chart"
+            wait_for("a chart line", lambda: driver.find_elements(By.CSS_SELECTOR, ".card svg polyline"))
+            driver.save_screenshot(str(artifacts / "dashboard-group.png"))
+            # A phone-sized window still shows the lag.
+            driver.set_window_size(390, 844)
+            driver.get(ex.url + "/")
+            wait_for("the lag on a small screen", lambda: group_lag() == "3")
+            driver.save_screenshot(str(artifacts / "dashboard-phone.png"))
+        finally:
+            driver.quit()
+            ex.stop()

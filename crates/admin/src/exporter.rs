@@ -174,8 +174,12 @@ pub struct GroupSnapshot {
     pub group: String,
     /// Members.
     pub members: usize,
+    /// State as DescribeGroups reports it (`Stable`, `Empty`, ...).
+    pub state: String,
     /// The group's status (worst partition).
     pub status: Status,
+    /// Why (the worst partition's reason).
+    pub reason: String,
     /// One row per partition.
     pub rows: Vec<crate::cli::render::LagRow>,
 }
@@ -508,7 +512,9 @@ pub(crate) async fn poll(
         snap.groups.push(GroupSnapshot {
             group: view.group,
             members: g.members.len(),
+            state: g.state.clone(),
             status: view.status.status,
+            reason: view.status.reason,
             rows: view.rows,
         });
     }
@@ -523,6 +529,108 @@ struct Served {
     text: String,
     /// Whether a poll has ever succeeded.
     ready: bool,
+    /// The last good snapshot, for the dashboard.
+    snapshot: Snapshot,
+    /// Lag over time per group and partition, for the dashboard's charts.
+    history: History,
+    /// When the last good snapshot was taken (ms since epoch).
+    polled_ms: Option<i64>,
+}
+
+/// Points kept per partition for the dashboard's charts (an hour at a 5 s interval).
+const HISTORY_POINTS: usize = 720;
+
+/// One point of a partition's chart: (time ms, lag in records, time lag in ms).
+type Point = (i64, Option<i64>, Option<i64>);
+
+/// Lag over time per (group, topic, partition).
+#[derive(Debug, Default)]
+struct History {
+    points: BTreeMap<(String, String, i32), std::collections::VecDeque<Point>>,
+}
+
+impl History {
+    /// Appends the snapshot's values at `now`; forgets partitions no longer in it.
+    fn record(&mut self, snap: &Snapshot, now: i64) {
+        let mut seen = BTreeSet::new();
+        for g in &snap.groups {
+            for r in &g.rows {
+                let key = (g.group.clone(), r.topic.clone(), r.partition);
+                let points = self.points.entry(key.clone()).or_default();
+                points.push_back((now, r.lag(), r.time_lag.ms()));
+                while points.len() > HISTORY_POINTS {
+                    points.pop_front();
+                }
+                seen.insert(key);
+            }
+        }
+        self.points.retain(|k, _| seen.contains(k));
+    }
+}
+
+/// `/api/groups`: every group with its state, members, total lag, worst time lag, status.
+fn groups_json(s: &Served) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = s
+        .snapshot
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "group": g.group,
+                "state": g.state,
+                "members": g.members,
+                "partitions": g.rows.len(),
+                "lag": g.rows.iter().filter_map(|r| r.lag()).sum::<i64>(),
+                "time_lag_ms": g.rows.iter().filter_map(|r| r.time_lag.ms()).max(),
+                "status": g.status,
+                "reason": g.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({ "time_ms": s.polled_ms, "groups": groups })
+}
+
+/// `/api/groups/{group}`: the group's partitions with their history.
+fn group_json(s: &Served, group: &str) -> Option<serde_json::Value> {
+    let g = s.snapshot.groups.iter().find(|g| g.group == group)?;
+    let partitions: Vec<serde_json::Value> = g
+        .rows
+        .iter()
+        .map(|r| {
+            let key = (g.group.clone(), r.topic.clone(), r.partition);
+            let history: Vec<serde_json::Value> = s
+                .history
+                .points
+                .get(&key)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|(t, lag, tl)| serde_json::json!([t, lag, tl]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "topic": r.topic,
+                "partition": r.partition,
+                "current_offset": r.current,
+                "log_end_offset": r.log_end,
+                "lag": r.lag(),
+                "time_lag_ms": r.time_lag.ms(),
+                "time_lag": r.time_lag.display(),
+                "status": r.status.status,
+                "reason": r.status.reason,
+                "history": history,
+            })
+        })
+        .collect();
+    Some(serde_json::json!({
+        "time_ms": s.polled_ms,
+        "group": g.group,
+        "state": g.state,
+        "members": g.members,
+        "status": g.status,
+        "reason": g.reason,
+        "partitions": partitions,
+    }))
 }
 
 type Shared = Arc<Mutex<Served>>;
@@ -530,6 +638,29 @@ type Shared = Arc<Mutex<Served>>;
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let text = s.lock().map(|s| s.text.clone()).unwrap_or_default();
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text)
+}
+
+/// The dashboard: one static page (HTML, CSS, JS, SVG charts) built into the binary.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> impl IntoResponse {
+    axum::response::Html(DASHBOARD_HTML)
+}
+
+async fn api_groups(State(s): State<Shared>) -> impl IntoResponse {
+    let v = s.lock().map(|s| groups_json(&s)).unwrap_or_default();
+    axum::Json(v)
+}
+
+async fn api_group(
+    State(s): State<Shared>,
+    axum::extract::Path(group): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let found = s.lock().ok().and_then(|s| group_json(&s, &group));
+    match found {
+        Some(v) => axum::Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no group '{group}'\n")).into_response(),
+    }
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
@@ -575,6 +706,9 @@ pub async fn run_exporter(
     on_listen(addr);
     let shared: Shared = Arc::default();
     let app = Router::new()
+        .route("/", get(dashboard))
+        .route("/api/groups", get(api_groups))
+        .route("/api/groups/{group}", get(api_group))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -632,6 +766,12 @@ pub async fn run_exporter(
         if let Ok(mut s) = shared.lock() {
             s.text = text;
             s.ready |= status.up;
+            if status.up {
+                let now = now_ms();
+                s.history.record(&last, now);
+                s.snapshot = last.clone();
+                s.polled_ms = Some(now);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
@@ -724,7 +864,9 @@ mod tests {
             groups: vec![GroupSnapshot {
                 group: "g".into(),
                 members: 2,
+                state: "Stable".into(),
                 status: Status::Warn,
+                reason: String::new(),
                 rows: vec![
                     row(0, Some(4), 10, TimeLag::Exact(1_500), Status::Warn),
                     row(1, Some(7), 7, TimeLag::Exact(0), Status::Ok),
