@@ -522,6 +522,39 @@ pub(crate) async fn poll(
     Ok(snap)
 }
 
+/// A connected poller: what the exporter runs each interval (public for benchmarks and
+/// embedding).
+#[derive(Debug)]
+pub struct Poller {
+    client: AdminClient,
+    groups: NameFilter,
+    topics: NameFilter,
+    tracker: LagTracker,
+}
+
+impl Poller {
+    /// A poller over `client` judging statuses over `window` commits.
+    pub fn new(client: AdminClient, groups: NameFilter, topics: NameFilter, window: usize) -> Self {
+        Poller {
+            client,
+            groups,
+            topics,
+            tracker: LagTracker::new(window),
+        }
+    }
+
+    /// One poll of the cluster.
+    pub async fn poll(&mut self) -> Result<Snapshot, CliError> {
+        poll(
+            &mut self.client,
+            &self.groups,
+            &self.topics,
+            &mut self.tracker,
+        )
+        .await
+    }
+}
+
 /// What the HTTP handlers serve.
 #[derive(Debug, Default)]
 struct Served {
