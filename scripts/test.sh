@@ -3,7 +3,8 @@
 # Installs what the tests need first (idempotent; skips what is already there):
 #   - Debian packages: kcat (real-client tests), PostgreSQL server binaries (the store and
 #     exactly-once tests start their own throwaway clusters), build tools for librdkafka
-#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout
+#   - Debian chromium + chromium-driver (the dashboard test in tests/clients/test_observability.py)
+#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout, selenium
 # Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
 # rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
 set -euo pipefail
