@@ -3,7 +3,8 @@
 # Installs what the tests need first (idempotent; skips what is already there):
 #   - Debian packages: kcat (real-client tests), PostgreSQL server binaries (the store and
 #     exactly-once tests start their own throwaway clusters), build tools for librdkafka
-#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout
+#   - Debian chromium + chromium-driver (the dashboard test in tests/clients/test_observability.py)
+#   - a Python venv in .venv with confluent-kafka, kafka-python (+ codecs), pytest and pytest-timeout, selenium
 #   - a second venv, .venv-quix, with the Quix Streams stream processor (it pins confluent-kafka)
 # Then: format and lint checks, every Rust test (unit, integration, crash, real-client with the
 # rdkafka crate), and the Python/kcat real-client suites against `waterline serve`.
@@ -22,6 +23,9 @@ command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v perl >/dev/null 2>&1 || need_pkgs+=(perl)
+# The dashboard test drives Debian's Chromium through chromedriver (selenium).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 [ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
 # The PostgreSQL store and exactly-once tests start throwaway clusters with initdb/pg_ctl.
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -34,7 +38,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 VENV=$ROOT/.venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, pytest_timeout' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka, lz4, snappy, zstandard, pytest_timeout, selenium' 2>/dev/null; then
   log "creating Python venv with real Kafka clients in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

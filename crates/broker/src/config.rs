@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     pub listen: String,
     /// `host:port` clients are told to connect to; default: the actual bound address.
     pub advertised: Option<String>,
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`; none by
+    /// default.
+    pub http_listen: Option<String>,
     /// Create unknown topics when a Metadata or Produce request names them.
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics (and of CreateTopics with -1 partitions).
@@ -135,6 +138,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./waterline-data"),
             listen: "127.0.0.1:9092".to_string(),
             advertised: None,
+            http_listen: None,
             auto_create_topics: true,
             default_partitions: 1,
             segment_bytes: DEFAULT_SEGMENT_BYTES,

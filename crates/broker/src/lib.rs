@@ -16,6 +16,8 @@ pub mod error;
 pub mod groups;
 pub mod guard;
 pub mod handlers;
+mod http;
+pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod server;

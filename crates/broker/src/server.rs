@@ -76,7 +76,9 @@ pub fn build_state_with_storage(
     })?;
     let transactions =
         crate::transactions::Transactions::open(&config.data_dir, config.txn_config())?;
+    let metrics = crate::metrics::BrokerMetrics::new(sync.fsync_histogram());
     Ok(BrokerState {
+        metrics,
         config,
         advertised_host,
         advertised_port,
@@ -113,10 +115,16 @@ impl Broker {
         let accept = tokio::spawn(accept_loop(state.clone(), listener, tracker.clone()));
         let retention = tokio::spawn(retention_loop(state.clone()));
         let cleaner = tokio::spawn(crate::cleaner::cleaner_loop(state.clone()));
+        let http = match state.config.http_listen.clone() {
+            Some(addr) => Some(crate::http::start(state.clone(), &addr).await?),
+            None => None,
+        };
         tracing::info!(%local_addr, advertised = %format!("{}:{}", state.advertised_host, state.advertised_port), "broker listening");
         Ok(RunningBroker {
             state,
             local_addr,
+            http_addr: http.as_ref().map(|(a, _)| *a),
+            http: http.map(|(_, t)| t),
             accept,
             retention,
             cleaner,
@@ -130,6 +138,9 @@ impl Broker {
 pub struct RunningBroker {
     state: SharedState,
     local_addr: SocketAddr,
+    /// The bound address of the HTTP listener (metrics, health), when configured.
+    http_addr: Option<SocketAddr>,
+    http: Option<JoinHandle<()>>,
     accept: JoinHandle<()>,
     retention: JoinHandle<()>,
     /// Waits for cleaning passes in flight when it ends.
@@ -145,6 +156,12 @@ impl RunningBroker {
         self.local_addr
     }
 
+    /// The bound address of the HTTP listener (`/metrics`, `/healthz`, `/readyz`), when
+    /// `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The shared state (for tests and embedding).
     pub fn state(&self) -> &SharedState {
         &self.state
@@ -155,6 +172,9 @@ impl RunningBroker {
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.state.shutdown.cancel();
         let _ = self.accept.await;
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
         self.tracker.close();
         self.tracker.wait().await;
         self.state.groups.close().await;
@@ -482,6 +502,7 @@ async fn serve_connection(
     _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
+    let _counted = state.metrics.connection_opened();
     tracing::debug!(%peer, "connection opened");
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(MAX_IN_FLIGHT);
@@ -532,17 +553,22 @@ async fn serve_connection(
             }
             Prepared::Dispatch(header, request, key) => {
                 let id = (key, header.request_api_version, header.correlation_id);
+                let started = std::time::Instant::now();
+                state.metrics.request(key, &request);
                 // Applied here, in arrival order, before the next frame is read; only the
                 // waits `apply` hands back overlap later requests.
                 let work = match handlers::apply(&state, &mut conn, *header, *request).await {
                     Applied::Ready(resp) => {
+                        state.metrics.response(key, started, resp.as_ref());
                         respond(otx, peer, id, resp);
                         continue;
                     }
                     Applied::Waiting(work) => work,
                 };
+                let state = state.clone();
                 tokio::spawn(async move {
                     let resp = work.await;
+                    state.metrics.response(key, started, resp.as_ref());
                     drop(permit);
                     respond(otx, peer, id, resp)
                 });

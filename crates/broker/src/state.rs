@@ -34,6 +34,8 @@ pub struct BrokerState {
     pub transactions: crate::transactions::Transactions,
     /// Cancelled when the broker shuts down: long polls return early.
     pub shutdown: CancellationToken,
+    /// Request, connection and fsync metrics (served with `http_listen`).
+    pub metrics: crate::metrics::BrokerMetrics,
 }
 
 impl BrokerState {

@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Address clients are told to connect to [default: the listen address]
     #[arg(long, value_name = "HOST:PORT")]
     advertised: Option<String>,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP on this address [default: off]
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// TOML file with broker settings: the flags' names with underscores, and more (every key
     /// with its default is listed at the end of --help)
     #[arg(long, value_name = "FILE")]
@@ -110,6 +113,9 @@ impl ServeArgs {
         if let Some(v) = self.advertised {
             config.advertised = Some(v);
         }
+        if let Some(v) = self.http_listen {
+            config.http_listen = Some(v);
+        }
         if let Some(v) = self.auto_create_topics {
             config.auto_create_topics = v;
         }
@@ -179,6 +185,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             broker.local_addr(),
             data_dir.display()
         );
+        if let Some(addr) = broker.http_addr() {
+            println!("waterline: metrics on http://{addr}/metrics");
+        }
         wait_for_stop_signal().await?;
         tracing::info!("stop signal received, shutting down");
         broker
@@ -242,6 +251,11 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "advertised",
             opt(d.advertised.as_deref().map(q), "the listen address"),
             "address clients are told to connect to",
+        ),
+        key(
+            "http_listen",
+            opt(d.http_listen.as_deref().map(q), "off"),
+            "address of the HTTP listener: /metrics, /healthz, /readyz",
         ),
         key(
             "auto_create_topics",

@@ -22,10 +22,12 @@ use crate::client::{AdminClient, ClientConfig, ClusterMetadata};
 use crate::error::ClientError;
 
 pub use groups::{DescribeArgs, GroupsArgs, GroupsCommand, ListArgs, run_groups_with};
-pub use lag::{LagArgs, run_lag_with};
+pub(crate) use lag::LagTracker;
+pub use lag::{CHECK_FAILED_EXIT, LagArgs, run_lag_with};
 pub use offsets::{
     DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets_with,
 };
+pub(crate) use snapshot::PartitionState;
 pub use topics::{
     AlterTopicArgs, CreateTopicArgs, DeleteTopicsArgs, DescribeTopicsArgs, ListTopicsArgs,
     TopicsArgs, TopicsCommand, alter_ops, listed_topics, parse_config_keys, parse_config_pairs,
@@ -192,6 +194,9 @@ pub enum CliError {
     /// The operation failed: exit code 1.
     #[error("{0}")]
     Failed(String),
+    /// `lag --check` found a partition at or past the chosen status: exit code 3.
+    #[error("check failed: {0}")]
+    Check(String),
 }
 
 impl From<ClientError> for CliError {
@@ -222,6 +227,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Check(_) => lag::CHECK_FAILED_EXIT,
         }
     }
 }
