@@ -10,8 +10,6 @@
 //! SaslAuthenticate body); none allocates more than the input's own length.
 #![deny(missing_docs)]
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use ring::{digest, hmac, pbkdf2};
 
 mod scram;
@@ -319,9 +317,20 @@ pub fn random_salt() -> Result<Vec<u8>, SaslError> {
     random_bytes(32)
 }
 
-/// A fresh nonce: 24 random bytes in base64 (printable, never `,`).
+/// A fresh nonce: 32 random letters and digits (about 190 bits). Letters and digits only,
+/// not base64: librdkafka 2.0 mangles a server nonce holding `+`, `/` or `=`.
 pub fn random_nonce() -> Result<String, SaslError> {
-    Ok(B64.encode(random_bytes(24)?))
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    // Rejection sampling keeps every character equally likely (248 = 4 * 62).
+    while out.len() < 32 {
+        for b in random_bytes(48)? {
+            if b < 248 && out.len() < 32 {
+                out.push(ALPHABET[usize::from(b % 62)] as char);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A PLAIN message (RFC 4616): `[authzid] NUL authcid NUL passwd`.
@@ -377,6 +386,9 @@ pub fn plain_message(username: &str, password: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+
     use super::*;
 
     #[test]
@@ -410,8 +422,8 @@ mod tests {
     #[test]
     fn rfc7677_credential_verifies_its_password_only() {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-        let c = ScramCredential::from_password(ScramMechanism::Sha256, b"pencil", salt, 4096)
-            .unwrap();
+        let c =
+            ScramCredential::from_password(ScramMechanism::Sha256, b"pencil", salt, 4096).unwrap();
         assert_eq!(
             B64.encode(&c.server_key),
             "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
@@ -422,9 +434,21 @@ mod tests {
     }
 
     #[test]
+    fn nonces_are_letters_and_digits() {
+        let a = random_nonce().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, random_nonce().unwrap());
+    }
+
+    #[test]
     fn iteration_bounds_follow_kafka() {
         for (n, ok) in [(4095, false), (4096, true), (16384, true), (16385, false)] {
-            assert_eq!(ScramMechanism::Sha512.check_iterations(n).is_ok(), ok, "{n}");
+            assert_eq!(
+                ScramMechanism::Sha512.check_iterations(n).is_ok(),
+                ok,
+                "{n}"
+            );
         }
     }
 

@@ -114,8 +114,14 @@ pub fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, SaslError> {
     if username.is_empty() || nonce.is_empty() {
         return Err(malformed(WHAT, "empty user name or nonce"));
     }
-    if !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
-        return Err(malformed(WHAT, "nonce has characters outside printable ASCII"));
+    if !nonce
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    {
+        return Err(malformed(
+            WHAT,
+            "nonce has characters outside printable ASCII",
+        ));
     }
     if let Some(authzid) = authzid.strip_prefix("a=") {
         if decode_saslname(WHAT, authzid)? != username {
@@ -214,9 +220,18 @@ impl ScramServerAwaitingFinal {
             .decode(binding)
             .map_err(|_| malformed(WHAT, "channel binding is not base64"))?;
         if binding != self.first.gs2_header.as_bytes() {
-            return Err(malformed(WHAT, "channel binding does not match the GS2 header"));
+            return Err(malformed(
+                WHAT,
+                "channel binding does not match the GS2 header",
+            ));
         }
-        if nonce != self.nonce {
+        // librdkafka before 2.6.1 prepends its own nonce once more (librdkafka PR 4895); that
+        // exact form still carries the whole server nonce, so it is accepted as Kafka 3.8.1+
+        // does; anything else is refused as RFC 5802 asks.
+        let doubled = nonce
+            .strip_prefix(self.first.client_nonce.as_str())
+            .is_some_and(|rest| rest == self.nonce);
+        if nonce != self.nonce && !doubled {
             return Err(malformed(WHAT, "nonce does not match"));
         }
         let proof = B64
@@ -422,8 +437,7 @@ mod tests {
         stored_pw: &str,
         client_pw: &str,
     ) -> Result<(), SaslError> {
-        let cred =
-            ScramCredential::from_password(m, stored_pw.as_bytes(), b"salt".to_vec(), 4096)?;
+        let cred = ScramCredential::from_password(m, stored_pw.as_bytes(), b"salt".to_vec(), 4096)?;
         let (client, first) = ScramClient::new(m, user, client_pw, "cnonce");
         let parsed = parse_client_first(&first)?;
         assert_eq!(parsed.username(), user);
@@ -471,15 +485,35 @@ mod tests {
         assert!(parse_client_first(b"n,a=u,n=u,r=x,ext=1").is_ok());
     }
 
+    /// librdkafka < 2.6.1 sends `client nonce + server's r=` in its final message, and
+    /// computes its proof over that message: accepted, and only that exact form.
+    #[test]
+    fn librdkafka_doubled_client_nonce_is_accepted() {
+        let m = ScramMechanism::Sha256;
+        let cred = ScramCredential::from_password(m, b"pw", b"salt".to_vec(), 4096).unwrap();
+        for (prefix, ok) in [("cn", true), ("c", false), ("cncn", false), ("xx", false)] {
+            let (server, _) = parse_client_first(b"n,,n=u,r=cn")
+                .unwrap()
+                .server_first(cred.clone(), "sn");
+            let salted = m.salted_password(b"pw", b"salt", 4096);
+            let client_key = m.hmac(&salted, b"Client Key");
+            let without_proof = format!("c=biws,r={prefix}cnsn");
+            let auth = format!(
+                "n=u,r=cn,r=cnsn,s={},i=4096,{without_proof}",
+                B64.encode(b"salt")
+            );
+            let sig = m.hmac(&m.hash(&client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            let msg = format!("{without_proof},p={}", B64.encode(proof));
+            assert_eq!(server.client_final(msg.as_bytes()).is_ok(), ok, "{prefix}");
+        }
+    }
+
     #[test]
     fn client_final_refusals() {
-        let cred = ScramCredential::from_password(
-            ScramMechanism::Sha256,
-            b"pw",
-            b"salt".to_vec(),
-            4096,
-        )
-        .unwrap();
+        let cred =
+            ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"salt".to_vec(), 4096)
+                .unwrap();
         for bad in [
             &b"c=biws,r=cnoncesnonce"[..],
             b"c=biws,r=other,p=AAAA",
