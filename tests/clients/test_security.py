@@ -136,6 +136,7 @@ def produce_consume_commit(cfg, topic, n=20):
     committed = c.committed([TopicPartition(topic, 0)], timeout=10)
     assert committed[0].offset == n
     c.close()
+    return group
 
 
 @pytest.mark.parametrize("protocol,mechanism", [
@@ -386,3 +387,63 @@ def test_misdirected_and_malformed_connections_are_closed_and_logged(sbroker, ce
     # And the broker still serves.
     produce_consume_commit(client_config(sbroker, certs, "SASL_SSL", "SCRAM-SHA-256"),
                            "ok-" + uuid.uuid4().hex[:8], n=2)
+
+
+def waterline(*args, env=None, input=None):
+    from harness import waterline_bin
+    import os
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([waterline_bin(), *args], capture_output=True, text=True, env=e,
+                          input=input, timeout=60)
+
+
+def test_operator_tools_over_sasl_ssl(sbroker, certs, tmp_path):
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "# as for kafka-topics --command-config\n"
+        "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+        f"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f"username=\"{ADMIN}\" password=\"{ADMIN_PASSWORD}\";\n"
+        f"ssl.ca.location={certs / 'ca.pem'}\n")
+    env = {"WATERLINE_BOOTSTRAP_SERVER": sbroker.listeners["SASL_SSL"],
+           "WATERLINE_COMMAND_CONFIG": str(props)}
+    topic = "tools-" + uuid.uuid4().hex[:8]
+    r = waterline("topics", "create", "--topic", topic, "--partitions", "1", env=env)
+    assert r.returncode == 0, r.stderr
+    r = waterline("topics", "list", env=env)
+    assert r.returncode == 0 and topic in r.stdout, r.stderr
+    group = produce_consume_commit(client_config(sbroker, certs, "SASL_SSL", "SCRAM-SHA-256"),
+                                   topic, n=4)
+    r = waterline("groups", "list", env=env)
+    assert r.returncode == 0 and group in r.stdout, r.stderr
+    r = waterline("lag", "--group", group, "--output", "json", env=env)
+    assert r.returncode == 0 and topic in r.stdout, r.stderr
+    r = waterline("offsets", "export", "--group", group, env=env)
+    assert r.returncode == 0 and topic in r.stdout, r.stderr
+    # Users: set (password on stdin), list, log in as the user, delete.
+    r = waterline("users", "set", "--user", "carol", input="carol-pw\n", env=env)
+    assert r.returncode == 0, r.stderr
+    r = waterline("users", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "carol" in r.stdout and "SCRAM-SHA-512(iterations=4096)" in r.stdout, r.stdout
+    produce_consume_commit(
+        client_config(sbroker, certs, "SASL_SSL", "SCRAM-SHA-512", user="carol", password="carol-pw"),
+        "c-" + uuid.uuid4().hex[:8], n=2)
+    r = waterline("users", "delete", "--user", "carol", env=env)
+    assert r.returncode == 0, r.stderr
+    r = waterline("users", "list", "--user", "carol", env=env)
+    assert r.returncode == 1 and "carol" in r.stderr, (r.stdout, r.stderr)
+    # Wrong password and a plaintext tool on the TLS port: one-line errors, exit 1.
+    bad = tmp_path / "bad.properties"
+    bad.write_text(props.read_text().replace(ADMIN_PASSWORD, "wrong"))
+    r = waterline("topics", "list", "--command-config", str(bad),
+                  "--bootstrap-server", sbroker.listeners["SASL_SSL"])
+    assert r.returncode == 1 and "authentication" in r.stderr and "invalid credentials" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = waterline("topics", "list", "--bootstrap-server", sbroker.listeners["SSL"], "--timeout-ms", "3000")
+    assert r.returncode == 1, r.stderr
+    # A bad properties file is a usage error naming the key.
+    bad.write_text("security.protocol=TLS\n")
+    r = waterline("topics", "list", "--command-config", str(bad))
+    assert r.returncode == 2 and "security.protocol" in r.stderr, r.stderr
