@@ -10,6 +10,7 @@ the refusal is delayed and logged); credentials made with AlterUserScramCredenti
 kill -9; malformed and misdirected connections are closed with a log line.
 """
 
+import signal
 import socket
 import ssl
 import struct
@@ -378,12 +379,28 @@ def test_misdirected_and_malformed_connections_are_closed_and_logged(sbroker, ce
         assert n > 0
         s.sendall(metadata_frame())
         assert closed_by_peer(s)
+    # An oversized SaslAuthenticate (600 KiB claimed) after the handshake.
+    with socket.create_connection(addr(sbroker, "SASL_PLAINTEXT")) as s:
+        s.sendall(sasl_frame(17, 1, encode_str(b"SCRAM-SHA-256")))
+        read_response(s)
+        s.sendall(struct.pack(">i", 600 * 1024) + struct.pack(">hhih", 36, 0, 9, 1) + b"t")
+        assert closed_by_peer(s)
+    # A second handshake after a successful PLAIN exchange: an error answer, then closed.
+    with socket.create_connection(addr(sbroker, "SASL_PLAINTEXT")) as s:
+        s.sendall(sasl_frame(17, 1, encode_str(b"PLAIN")))
+        read_response(s)
+        s.sendall(sasl_frame(36, 0, encode_bytes(f"\0{ADMIN}\0{ADMIN_PASSWORD}".encode())))
+        assert struct.unpack(">h", read_response(s)[4:6])[0] == 0
+        s.sendall(sasl_frame(17, 1, encode_str(b"PLAIN")))
+        assert struct.unpack(">h", read_response(s)[4:6])[0] == 34  # ILLEGAL_SASL_STATE
+        assert closed_by_peer(s)
     time.sleep(0.2)
     log = sbroker.stderr_text()
     assert "TLS handshake failed" in log
     assert "a TLS handshake on a listener without TLS" in log
     assert "before SASL authentication completed" in log
-    assert "exceeds max_frame_bytes" in log  # the SASL bytes read as a frame length
+    assert "exceeds sasl_max_receive_bytes (not authenticated yet) 524288" in log
+    assert "a second SaslHandshake" in log
     # And the broker still serves.
     produce_consume_commit(client_config(sbroker, certs, "SASL_SSL", "SCRAM-SHA-256"),
                            "ok-" + uuid.uuid4().hex[:8], n=2)
@@ -447,3 +464,48 @@ def test_operator_tools_over_sasl_ssl(sbroker, certs, tmp_path):
     bad.write_text("security.protocol=TLS\n")
     r = waterline("topics", "list", "--command-config", str(bad))
     assert r.returncode == 2 and "security.protocol" in r.stderr, r.stderr
+
+
+def server_cert_cn(b, certs):
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with socket.create_connection(addr(b, "SSL")) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
+
+def test_sighup_reloads_the_certificate(tmp_path, certs):
+    # The broker reads its own copies, so replacing them does not disturb other tests.
+    own = tmp_path / "own"
+    own.mkdir()
+    for f in ["server.pem", "server.key"]:
+        (own / f).write_bytes((certs / f).read_bytes())
+    b = secure_broker(tmp_path / "b", certs)
+    b.stop()
+    b.extra_args[b.extra_args.index("--tls-cert") + 1] = str(own / "server.pem")
+    b.extra_args[b.extra_args.index("--tls-key") + 1] = str(own / "server.key")
+    b.start()
+    try:
+        assert server_cert_cn(b, certs) == "localhost"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        openssl("req", "-new", *ec, "-keyout", str(own / "server.key"), "-out", "new.csr",
+                "-subj", "/CN=renewed", cwd=own)
+        openssl("x509", "-req", "-in", "new.csr", "-CA", str(certs / "ca.pem"), "-CAkey",
+                str(certs / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile",
+                str(certs / "server.ext"), "-out", str(own / "server.pem"), cwd=own)
+        # Until the signal, the old certificate is served.
+        assert server_cert_cn(b, certs) == "localhost"
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "TLS certificate and key reloaded" not in b.stderr_text():
+            assert time.monotonic() < deadline, b.stderr_text()[-2000:]
+            time.sleep(0.05)
+        assert server_cert_cn(b, certs) == "renewed"
+        # A broken file on the next SIGHUP keeps the current certificate.
+        (own / "server.key").write_text("not a key")
+        b.proc.send_signal(signal.SIGHUP)
+        while "TLS reload failed" not in b.stderr_text():
+            assert time.monotonic() < deadline + 10, b.stderr_text()[-2000:]
+            time.sleep(0.05)
+        assert server_cert_cn(b, certs) == "renewed"
+    finally:
+        assert b.stop() == 0, b.stderr_text()[-4000:]

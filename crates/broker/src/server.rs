@@ -154,6 +154,7 @@ impl Broker {
         let shared = Arc::new(Accepting {
             limits: FrameLimits {
                 max_frame: state.config.max_frame_bytes,
+                max_frame_setting: "max_frame_bytes",
                 idle: Duration::from_millis(state.config.connections_max_idle_ms),
                 read_timeout: Duration::from_millis(state.config.request_read_timeout_ms),
                 budget: RequestBudget::new(state.config.max_queued_request_bytes),
@@ -584,6 +585,8 @@ type CloseReason = String;
 #[derive(Clone)]
 struct FrameLimits {
     max_frame: usize,
+    /// The setting `max_frame` comes from, for the log line of a refused frame.
+    max_frame_setting: &'static str,
     idle: Duration,
     read_timeout: Duration,
     budget: Arc<RequestBudget>,
@@ -642,8 +645,8 @@ async fn read_frame(
             return Err("a TLS handshake on a listener without TLS".to_string());
         }
         return Err(format!(
-            "frame of {len} bytes exceeds max_frame_bytes {}",
-            limits.max_frame
+            "frame of {len} bytes exceeds {} {}",
+            limits.max_frame_setting, limits.max_frame
         ));
     }
     let permit = limits.budget.acquire(len).await;
@@ -702,10 +705,13 @@ async fn serve_connection<R, W>(
     loop {
         // Before authentication only small SASL frames are expected (Kafka
         // `sasl.server.max.receive.size`).
-        limits.max_frame = if conn.session().authenticated() {
-            max_frame
+        (limits.max_frame, limits.max_frame_setting) = if conn.session().authenticated() {
+            (max_frame, "max_frame_bytes")
         } else {
-            max_frame.min(state.config.sasl_max_receive_bytes)
+            (
+                max_frame.min(state.config.sasl_max_receive_bytes),
+                "sasl_max_receive_bytes (not authenticated yet)",
+            )
         };
         let frame = tokio::select! {
             f = read_frame(&mut rd, &limits) => f,
@@ -926,6 +932,7 @@ mod tests {
     fn limits(max_frame: usize) -> FrameLimits {
         FrameLimits {
             max_frame,
+            max_frame_setting: "max_frame_bytes",
             idle: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
             budget: RequestBudget::new(64 << 20),
