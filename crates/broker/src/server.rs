@@ -688,7 +688,13 @@ async fn serve_connection<R, W>(
         while let Some(pending) = rx.recv().await {
             match pending.await {
                 Ok(Some(frame)) => {
-                    if let Err(e) = wr.write_all(&frame).await {
+                    // The flush matters for TLS: rustls may still hold the frame's last record
+                    // when the socket pushed back (a no-op on plain TCP).
+                    let written = async {
+                        wr.write_all(&frame).await?;
+                        wr.flush().await
+                    };
+                    if let Err(e) = written.await {
                         tracing::debug!(%peer, error = %e, "write failed");
                         break;
                     }
