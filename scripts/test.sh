@@ -27,6 +27,8 @@ command -v perl >/dev/null 2>&1 || need_pkgs+=(perl)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 [ -e /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
+# waterline-consumer builds librdkafka with OpenSSL (TLS, SASL SCRAM).
+[ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
 # The PostgreSQL store and exactly-once tests start throwaway clusters with initdb/pg_ctl.
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_pkgs+=(postgresql)

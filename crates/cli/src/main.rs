@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs};
 use waterline_admin::exporter::ExporterArgs;
+use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
 /// and move consumer group offsets safely.
@@ -34,6 +35,8 @@ enum Command {
     /// Poll a Kafka cluster and serve Prometheus metrics with kafka_exporter's names, plus
     /// time lag and lag status (/metrics, /healthz, /readyz).
     Exporter(ExporterArgs),
+    /// List, set and delete SCRAM users (Describe/AlterUserScramCredentials).
+    Users(UsersArgs),
     /// Print a shell completion script: `source <(waterline completions bash)`, or save it
     /// where your shell loads completions from.
     Completions {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
         Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
         Command::Exporter(args) => tool(waterline_admin::exporter::run(args)),
+        Command::Users(args) => tool(waterline_admin::cli::run_users(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
