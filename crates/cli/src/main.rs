@@ -5,7 +5,6 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs};
 use waterline_admin::exporter::ExporterArgs;
 use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
 
