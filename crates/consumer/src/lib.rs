@@ -89,14 +89,16 @@ mod consumer;
 mod delivery;
 mod error;
 mod events;
+mod gate;
 mod metrics;
 mod native;
+mod process;
 mod shared;
 mod txn;
 
 pub use config::{
     CONNECTION_PROPERTY_PREFIXES, ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted,
-    FailurePolicy, OffsetStorage,
+    FailurePolicy, OffsetStorage, Ordering,
 };
 pub use consumer::{Consumer, Deliveries, ShutdownReport};
 pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
@@ -105,4 +107,8 @@ pub use events::ConsumerEvent;
 pub use metrics::MetricsSnapshot;
 pub use txn::{KafkaTransactions, OutputRecord};
 pub use waterline_core;
+pub use waterline_core::{
+    AllOf, AnyOf, BarrierId, Checkpoint, CommitPolicy, EveryNAcks, Interval, Manual,
+    OnWatermarkAdvance, ResetPolicy, ResetStrategy, TopicPartition, TrackerConfig,
+};
 pub use waterline_store;

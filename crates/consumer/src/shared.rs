@@ -37,10 +37,11 @@ use waterline_core::{
     ResetPolicy, TopicPartition, TrackerConfig,
 };
 
-use crate::config::{EventListener, Exhausted, FailurePolicy, OffsetStorage};
+use crate::config::{EventListener, Exhausted, FailurePolicy, OffsetStorage, Ordering as Order};
 use crate::delivery::Record;
-use crate::error::ConsumerError;
+use crate::error::{ConsumerError, fatal_error};
 use crate::events::ConsumerEvent;
+use crate::gate::{Gate, PARTITION_SLOT, Slot, key_slot};
 use crate::metrics::Counters;
 use crate::native::Client;
 use crate::txn::{OutputRecord, TxnFailure, TxnProducer};
@@ -102,6 +103,11 @@ pub(crate) struct PartState {
     pub waiting: AtomicUsize,
     /// Fetched but not yet handed out (back-pressure or hold), in offset order.
     pub buffer: Mutex<VecDeque<Record>>,
+    /// Records handed out by the tracker that wait for their key's turn
+    /// ([`Order::Key`], [`Order::Partition`]); see `gate`.
+    pub gate: Mutex<Gate<Record>>,
+    /// Hand-outs stopped by the application ([`Consumer::pause`](crate::Consumer::pause)).
+    pub user_paused: AtomicBool,
     /// Serializes exactly-once steps; revocation takes it.
     pub txn: Arc<tokio::sync::Mutex<()>>,
     /// The next offset to accept from the fetcher: drops records refetched after a pause.
@@ -161,6 +167,8 @@ impl PartState {
             paused: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             buffer: Mutex::new(VecDeque::new()),
+            gate: Mutex::new(Gate::default()),
+            user_paused: AtomicBool::new(false),
             txn: Arc::new(tokio::sync::Mutex::new(())),
             next_fetch: AtomicI64::new(i64::MIN),
             handed_to: AtomicI64::new(i64::MIN),
@@ -186,6 +194,38 @@ impl PartState {
         self.recorded_to
             .store(t.tracker.next_hand_out(), Ordering::Release);
         t
+    }
+
+    /// The slot `record` takes turns under in this consumer's ordering mode (`None`: no
+    /// turn-taking).
+    pub fn slot_of(&self, record: &Record) -> Option<Slot> {
+        match self.shared.ordering {
+            Order::Unordered => None,
+            Order::Partition => Some(PARTITION_SLOT),
+            Order::Key => key_slot(record.key()),
+        }
+    }
+
+    /// `record` (already handed out by the tracker) asks for its key's turn: returned when it
+    /// has it, kept in the gate otherwise.
+    pub fn enter_gate(&self, slot: Slot, record: Record) -> Option<Record> {
+        self.gate.lock().enter(slot, record)
+    }
+
+    /// A holder of `slot` finished; the key's next record, if any, becomes ready and `recv`
+    /// is woken to hand it out.
+    pub fn leave_gate(&self, slot: Slot) {
+        if self.gate.lock().leave(slot) {
+            self.shared.gate_ready.store(true, Ordering::Release);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Records handed out by the tracker and still in the application's hands (or retrying):
+    /// the tracker's in-flight count without the records waiting in the gate.
+    pub fn in_hand(&self) -> u64 {
+        let in_flight = self.lock().in_flight();
+        in_flight.saturating_sub(self.gate.lock().len() as u64)
     }
 
     /// Still assigned under this generation and not being revoked.
@@ -236,6 +276,9 @@ impl PartState {
                 if wake {
                     self.shared.wake.notify_one();
                 }
+                if self.revoking.load(Ordering::Acquire) {
+                    self.shared.notify_drained();
+                }
                 true
             }
             Some(Err(e)) => {
@@ -268,6 +311,8 @@ pub(crate) struct Redelivery {
     /// Carries its partition state (and so its generation).
     pub record: Record,
     pub attempt: u32,
+    /// The key slot it holds (it keeps its key busy while it waits).
+    pub slot: Option<Slot>,
 }
 
 /// See the module docs.
@@ -284,6 +329,25 @@ pub(crate) struct Shared {
     pub kafka_timeout: Duration,
     pub failure: FailurePolicy,
     pub listener: Option<EventListener>,
+    pub ordering: Order,
+    /// Most deliveries in the application's hands at once (`None`: no limit).
+    pub max_concurrency: Option<u64>,
+    /// Deliveries in the application's hands (counted only with `max_concurrency`): `recv`
+    /// alone adds (one turn at a time, so its check-then-add cannot overshoot), finishing
+    /// deliveries subtract.
+    pub active: AtomicU64,
+    /// Some partition's gate has a ready record (raised after the push, like
+    /// `redelivery_ready`).
+    pub gate_ready: AtomicBool,
+    /// Revocation waits on it for in-flight records to finish (acks of revoking partitions
+    /// notify it under `drain_lock`, so a wake-up cannot fall between check and wait).
+    drained: parking_lot::Condvar,
+    drain_lock: Mutex<()>,
+    /// How long all brokers may be down before the consumer fails.
+    pub brokers_down_timeout: Option<Duration>,
+    /// When librdkafka reported every broker down (ms since the epoch; 0: not down). Cleared by
+    /// a received record, a successful commit or a successful probe.
+    pub brokers_down_since: AtomicI64,
     /// Commit current positions on revoke and shutdown.
     pub final_commit: bool,
     pub counters: Counters,
@@ -341,6 +405,9 @@ pub(crate) struct SharedParts {
     pub kafka_timeout: Duration,
     pub failure: FailurePolicy,
     pub listener: Option<EventListener>,
+    pub ordering: Order,
+    pub max_concurrency: Option<u64>,
+    pub brokers_down_timeout: Option<Duration>,
     pub final_commit: bool,
     pub policy: Box<dyn CommitPolicy>,
     pub redeliver: mpsc::UnboundedSender<Redelivery>,
@@ -363,6 +430,14 @@ impl Shared {
             kafka_timeout: p.kafka_timeout,
             failure: p.failure,
             listener: p.listener,
+            ordering: p.ordering,
+            max_concurrency: p.max_concurrency,
+            active: AtomicU64::new(0),
+            gate_ready: AtomicBool::new(false),
+            drained: parking_lot::Condvar::new(),
+            drain_lock: Mutex::new(()),
+            brokers_down_timeout: p.brokers_down_timeout,
+            brokers_down_since: AtomicI64::new(0),
             final_commit: p.final_commit,
             counters: Counters::new(),
             policy: Mutex::new(p.policy),
@@ -385,6 +460,46 @@ impl Shared {
             me: me.clone(),
             client: OnceLock::new(),
         })
+    }
+
+    /// Whether another delivery may go to the application (see `max_concurrency`).
+    pub fn has_room(&self) -> bool {
+        self.max_concurrency
+            .is_none_or(|m| self.active.load(Ordering::Acquire) < m)
+    }
+
+    /// A delivery left the application's hands (only counted with `max_concurrency`).
+    pub fn delivery_finished(&self) {
+        if let Some(m) = self.max_concurrency {
+            let before = self.active.fetch_sub(1, Ordering::AcqRel);
+            if before >= m {
+                // `recv` may be waiting for room.
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Wakes a revocation waiting for in-flight records.
+    pub fn notify_drained(&self) {
+        let _g = self.drain_lock.lock();
+        self.drained.notify_all();
+    }
+
+    /// Waits until `done()` or `deadline`, woken by [`notify_drained`](Self::notify_drained)
+    /// (and every 50 ms all the same: a nack of a revoking partition finishes nothing).
+    fn wait_drained(&self, deadline: Instant, done: impl Fn() -> bool) {
+        loop {
+            let mut g = self.drain_lock.lock();
+            if done() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let until = deadline.min(now + Duration::from_millis(50));
+            self.drained.wait_until(&mut g, until);
+        }
     }
 
     /// The coarse clock (see `clock_ms`).
@@ -455,6 +570,7 @@ impl Shared {
             let _t = p.lock();
             p.released.store(true, Ordering::Release);
             p.buffer.lock().clear();
+            p.gate.lock().clear();
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
@@ -477,12 +593,10 @@ impl Shared {
         v.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// Records handed out and not acknowledged, over all assigned partitions.
-    pub fn in_flight(&self) -> u64 {
-        self.parts_sorted()
-            .iter()
-            .map(|p| p.lock().in_flight())
-            .sum()
+    /// Records in the application's hands or retrying (in flight, less those waiting for
+    /// their key's turn), over all assigned partitions: what a shutdown waits for.
+    pub fn in_hand(&self) -> u64 {
+        self.parts_sorted().iter().map(|p| p.in_hand()).sum()
     }
 
     /// Commit statistics so far.
@@ -557,7 +671,7 @@ impl Shared {
 
     /// Applies the failure policy to a nacked record (its partition state says which
     /// assignment it belongs to).
-    pub fn nack(mut record: Record, attempt: u32, reason: String) {
+    pub fn nack(mut record: Record, attempt: u32, slot: Option<Slot>, reason: String) {
         let Some(part) = record.part().cloned() else {
             return;
         };
@@ -576,32 +690,47 @@ impl Shared {
         // It waits now (backoff, producing): don't keep the client's fetch buffer meanwhile.
         record.detach();
         let f = &this.failure;
+        // A retrying record keeps its key slot: later records of its key wait for it.
         if attempt < f.max_attempts {
-            Self::schedule(this, record, attempt + 1, f.delay(attempt));
+            Self::schedule(this, record, attempt + 1, slot, f.delay(attempt));
             return;
         }
         match &f.exhausted {
             Exhausted::Hold => {
-                part.held_offsets.lock().insert(record.offset());
-                part.held.store(true, Ordering::Release);
-                Self::schedule(this, record, attempt + 1, f.max_backoff);
+                // With a key slot the held record blocks its key (or, in partition order,
+                // its partition) by keeping the slot; without one it holds the partition.
+                if slot.is_none() {
+                    part.held_offsets.lock().insert(record.offset());
+                    part.held.store(true, Ordering::Release);
+                }
+                Self::schedule(this, record, attempt + 1, slot, f.max_backoff);
             }
-            Exhausted::DeadLetter(_) => Self::dead_letter(this, record, reason),
+            Exhausted::DeadLetter(_) => Self::dead_letter(this, record, slot, reason),
         }
     }
 
-    fn schedule(this: &Arc<Self>, record: Record, attempt: u32, delay: Duration) {
+    fn schedule(
+        this: &Arc<Self>,
+        record: Record,
+        attempt: u32,
+        slot: Option<Slot>,
+        delay: Duration,
+    ) {
         let tx = this.redeliver.clone();
         let shared = Arc::clone(this);
         this.handle.spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(Redelivery { record, attempt });
+            let _ = tx.send(Redelivery {
+                record,
+                attempt,
+                slot,
+            });
             shared.redelivery_ready.store(true, Ordering::Release);
             shared.wake.notify_one();
         });
     }
 
-    fn dead_letter(this: &Arc<Self>, record: Record, reason: String) {
+    fn dead_letter(this: &Arc<Self>, record: Record, slot: Option<Slot>, reason: String) {
         let Some((producer, topic)) = this.dlq.clone() else {
             return;
         };
@@ -656,9 +785,17 @@ impl Shared {
                             "waterline_consumer_dead_lettered_total",
                         );
                         part.ack(record.offset());
+                        if let Some(s) = slot {
+                            part.leave_gate(s);
+                        }
                         return;
                     }
                     Err((e, _)) => {
+                        if let Some(fatal) = fatal_error(&e, "") {
+                            // The record stays unfinished: the commit point never passes it.
+                            shared.fail(fatal);
+                            return;
+                        }
                         tracing::warn!(%topic, error = %e, "dead-letter produce failed; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(shared.failure.max_backoff);
@@ -718,6 +855,7 @@ impl Shared {
             Ok(()) => {
                 // Anything that failed before is superseded by this newer commit.
                 *self.failed_plan.lock() = None;
+                self.brokers_down_since.store(0, Ordering::Release);
                 self.emit(ConsumerEvent::Committed { offsets })
             }
             Err(error) => {
@@ -942,6 +1080,30 @@ impl Shared {
         });
     }
 
+    /// Restarts `tp` at `offset` under a new generation (a seek): what was handed out, buffered
+    /// or waiting in the old one is abandoned (acks of it are stale), and the next commit
+    /// records `offset`.
+    pub fn restart_at(&self, tp: &TopicPartition, offset: i64) -> Result<(), ConsumerError> {
+        let me = self.me.upgrade().ok_or(ConsumerError::ShutDown)?;
+        // Commits re-check generations under this lock; none sees a half-made switch.
+        let _g = self.commit_lock.lock();
+        let old = self
+            .part(tp)
+            .filter(|p| p.is_current())
+            .ok_or_else(|| ConsumerError::NotAssigned(tp.clone()))?;
+        let tracker = PartitionTracker::new(offset, self.tracker_config)?;
+        let generation = self.next_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.install(PartState::new(
+            tp.clone(),
+            generation,
+            tracker,
+            me,
+            old.client.clone(),
+        ));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Makes `part` the partition's current state.
     fn install(&self, part: PartState) {
         let tp = part.tp.clone();
@@ -951,6 +1113,7 @@ impl Shared {
             let _t = old.lock();
             old.released.store(true, Ordering::Release);
             old.buffer.lock().clear();
+            old.gate.lock().clear();
         }
     }
 
@@ -1005,29 +1168,35 @@ impl Shared {
             .iter()
             .filter_map(|tp| self.part(tp).map(|p| (tp.clone(), p)))
             .collect();
+        // Records waiting for their key's turn are forgotten with the partition: they were
+        // never in the application's hands, and the commit point has not passed them.
+        let mut gated = 0u64;
         for (_, p) in &parts {
             p.revoking.store(true, Ordering::Release);
             p.buffer.lock().clear();
             p.waiting.store(0, Ordering::Release);
+            gated += p.gate.lock().clear() as u64;
         }
         let deadline = Instant::now() + self.drain_timeout;
-        let in_flight = || -> u64 { parts.iter().map(|(_, p)| p.lock().in_flight()).sum() };
-        while in_flight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let in_flight = || -> u64 {
+            let n: u64 = parts.iter().map(|(_, p)| p.lock().in_flight()).sum();
+            n.saturating_sub(gated)
+        };
+        // Acks of revoking partitions notify `drained`.
+        self.wait_drained(deadline, || in_flight() == 0);
         // Exactly-once steps hold these locks until their transaction ended.
         let mut guards = Vec::new();
         for (_, p) in &parts {
-            loop {
-                if let Ok(g) = Arc::clone(&p.txn).try_lock_owned() {
-                    guards.push(g);
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lock = Arc::clone(&p.txn);
+            let got = match lock.clone().try_lock_owned() {
+                Ok(g) => Some(g),
+                Err(_) => block_on(&self.handle, async move {
+                    tokio::time::timeout(left, lock.lock_owned()).await.ok()
+                })
+                .flatten(),
+            };
+            guards.extend(got);
         }
         let abandoned = in_flight();
         let committed = {
@@ -1157,7 +1326,32 @@ pub(crate) struct Ctx {
     pub shared: Weak<Shared>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// Client-wide errors: fatal ones stop the consumer (reported by `recv`), every broker
+    /// being down starts the clock of `brokers_down_timeout`, the rest is logged (the client
+    /// retries them itself).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let shared = self.shared.upgrade();
+        if let Some(fatal) = fatal_error(&error, reason) {
+            match shared {
+                Some(s) => s.fail(fatal),
+                None => tracing::error!(error = %fatal, "fatal Kafka client error"),
+            }
+            return;
+        }
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+            && let Some(s) = &shared
+        {
+            let _ = s.brokers_down_since.compare_exchange(
+                0,
+                now_ms().max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        tracing::warn!(%error, reason, "Kafka client error; retrying");
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -1264,6 +1458,9 @@ mod tests {
             kafka_timeout: Duration::from_secs(1),
             failure,
             listener: None,
+            ordering: Order::Unordered,
+            max_concurrency: None,
+            brokers_down_timeout: None,
             final_commit: true,
             policy: Box::new(Interval::new(1000).unwrap()),
             redeliver: tx,
@@ -1321,7 +1518,7 @@ mod tests {
         p.handed_since.store(7, Ordering::Relaxed);
         p.handed_to.store(5, Ordering::Release);
         assert!(p.ack(3), "an unrecorded hand-out can be acked");
-        assert_eq!(s.in_flight(), 4);
+        assert_eq!(s.in_hand(), 4);
         assert_eq!(p.recorded_to.load(Ordering::Acquire), 5);
         assert!(p.ack(0));
         let plan = s.snapshot(0);
@@ -1409,11 +1606,11 @@ mod tests {
         };
         let (s, mut rx) = shared(failure);
         let p = assign_local(&s, 1, 0, 2);
-        Shared::nack(Record::of_part(&p, 0), 1, "boom".into());
+        Shared::nack(Record::of_part(&p, 0), 1, None, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!((r.record.offset(), r.attempt), (0, 2));
         assert!(!p.held.load(Ordering::Acquire));
-        Shared::nack(r.record, 2, "boom".into());
+        Shared::nack(r.record, 2, None, "boom".into());
         let r = rx.recv().await.unwrap();
         assert_eq!(r.attempt, 3, "held records keep being redelivered");
         assert!(p.held.load(Ordering::Acquire));
@@ -1431,7 +1628,7 @@ mod tests {
         let (s, mut rx) = shared(FailurePolicy::default());
         let p = assign_local(&s, 1, 0, 1);
         p.revoking.store(true, Ordering::Release);
-        Shared::nack(Record::of_part(&p, 0), 1, "late".into());
+        Shared::nack(Record::of_part(&p, 0), 1, None, "late".into());
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(s.counters.stale_acks.load(Ordering::Relaxed), 1);
@@ -1440,7 +1637,7 @@ mod tests {
     #[tokio::test]
     async fn hand_built_records_are_not_nacked_anywhere() {
         let (s, mut rx) = shared(FailurePolicy::default());
-        Shared::nack(Record::new(tp(), 0), 1, "no partition".into());
+        Shared::nack(Record::new(tp(), 0), 1, None, "no partition".into());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(s.counters.failures.load(Ordering::Relaxed), 0);
