@@ -93,6 +93,8 @@ mod gate;
 mod metrics;
 mod native;
 mod process;
+#[cfg(test)]
+mod proptests;
 mod shared;
 mod txn;
 

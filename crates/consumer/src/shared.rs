@@ -1104,6 +1104,25 @@ impl Shared {
         Ok(())
     }
 
+    /// Installs a partition state for `tp` without a Kafka client (tests drive it by hand).
+    #[cfg(test)]
+    pub fn install_local(
+        self: &Arc<Self>,
+        tp: TopicPartition,
+        generation: Generation,
+        tracker: PartitionTracker,
+    ) -> Arc<PartState> {
+        self.install(PartState::new(
+            tp.clone(),
+            generation,
+            tracker,
+            Arc::clone(self),
+            None,
+        ));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.part(&tp).expect("just installed")
+    }
+
     /// Makes `part` the partition's current state.
     fn install(&self, part: PartState) {
         let tp = part.tp.clone();
