@@ -326,6 +326,10 @@ impl Consumer {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ConsumerError::ShutDown);
             }
+            let brokers_down = self.shared.brokers_down_since.load(Ordering::Relaxed) != 0;
+            if brokers_down {
+                self.probe_brokers();
+            }
             // At the concurrency limit nothing is handed out; fetched records are buffered
             // (the stream is still polled, so rebalances are served) until a delivery ends.
             let room = self.shared.has_room();
@@ -367,6 +371,8 @@ impl Consumer {
                 // timer from outside the runtime's workers costs a driver wake-up each time.
                 _ = tokio::time::sleep(Duration::from_millis(25)),
                     if self.shared.maybe_waiting.load(Ordering::Acquire) => Woken::Other,
+                // While the brokers are down: look at the clock of `brokers_down_timeout`.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if brokers_down => Woken::Other,
             };
             match woken {
                 Woken::Message(Ok(m)) => {
@@ -385,6 +391,31 @@ impl Consumer {
                 Woken::Other => {}
             }
         }
+    }
+
+    /// Once every broker has been reported down for longer than `brokers_down_timeout`, asks
+    /// the cluster for metadata (off the async workers, one probe at a time): an answer means
+    /// they are back, no answer fails the consumer with [`ConsumerError::BrokersDown`].
+    /// (librdkafka reports that all brokers went down, not that they came back; a received
+    /// record or a successful commit also clears the clock.) Not on the commit thread: a
+    /// commit blocks there while the brokers are down.
+    fn probe_brokers(&self) {
+        let Some(limit) = self.shared.brokers_down_timeout else {
+            return;
+        };
+        let since = self.shared.brokers_down_since.load(Ordering::Acquire);
+        let down_for = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
+        if since == 0 || down_for < limit || self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (shared, kafka) = (Arc::clone(&self.shared), Arc::clone(&self.kafka));
+        tokio::task::spawn_blocking(move || {
+            match kafka.fetch_metadata(None, Duration::from_secs(1)) {
+                Ok(_) => shared.brokers_down_since.store(0, Ordering::Release),
+                Err(_) => shared.fail(ConsumerError::BrokersDown { down_for }),
+            }
+            shared.probing.store(false, Ordering::Release);
+        });
     }
 
     fn redeliver(&self, r: Redelivery) -> Option<Delivery> {
@@ -932,7 +963,6 @@ fn commit_loop(shared: &Shared, kafka: &Client, stop: &AtomicBool, tick: Duratio
         std::thread::park_timeout(tick);
         shared.tick_clock();
         shared.counters.publish();
-        check_brokers_down(shared, kafka);
         let last = stop.load(Ordering::Acquire);
         if !shared.is_transactional() {
             commit_tick(shared, kafka);
@@ -940,27 +970,6 @@ fn commit_loop(shared: &Shared, kafka: &Client, stop: &AtomicBool, tick: Duratio
         if last {
             return;
         }
-    }
-}
-
-/// Fails the consumer with [`ConsumerError::BrokersDown`] once every broker was reported down
-/// for longer than the configured timeout and a metadata request confirms it.
-fn check_brokers_down(shared: &Shared, kafka: &Client) {
-    let Some(limit) = shared.brokers_down_timeout else {
-        return;
-    };
-    let since = shared.brokers_down_since.load(Ordering::Acquire);
-    if since == 0 || shared.has_fatal.load(Ordering::Acquire) {
-        return;
-    }
-    let down_for = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
-    if down_for < limit {
-        return;
-    }
-    // librdkafka reports "all brokers down" but not their return: ask.
-    match kafka.fetch_metadata(None, Duration::from_secs(1)) {
-        Ok(_) => shared.brokers_down_since.store(0, Ordering::Release),
-        Err(_) => shared.fail(ConsumerError::BrokersDown { down_for }),
     }
 }
 

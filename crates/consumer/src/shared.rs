@@ -348,6 +348,8 @@ pub(crate) struct Shared {
     /// When librdkafka reported every broker down (ms since the epoch; 0: not down). Cleared by
     /// a received record, a successful commit or a successful probe.
     pub brokers_down_since: AtomicI64,
+    /// A probe of the brokers is running (see `Consumer::probe_brokers`).
+    pub probing: AtomicBool,
     /// Commit current positions on revoke and shutdown.
     pub final_commit: bool,
     pub counters: Counters,
@@ -438,6 +440,7 @@ impl Shared {
             drain_lock: Mutex::new(()),
             brokers_down_timeout: p.brokers_down_timeout,
             brokers_down_since: AtomicI64::new(0),
+            probing: AtomicBool::new(false),
             final_commit: p.final_commit,
             counters: Counters::new(),
             policy: Mutex::new(p.policy),
