@@ -72,6 +72,9 @@ async fn the_global_concurrency_limit_holds_back_recv() {
     b.stop().await;
 }
 
+/// A batch seen by the processing function: its key and offsets.
+type Batch = (String, Vec<i64>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_batches_hold_one_key_in_offset_order() {
     init_tracing();
@@ -100,7 +103,7 @@ async fn key_batches_hold_one_key_in_offset_order() {
         )
         .unwrap(),
     );
-    let seen: Arc<Mutex<Vec<(String, Vec<i64>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let (c2, s2) = (Arc::clone(&c), Arc::clone(&seen));
     let worker = tokio::spawn(async move {
         c2.process_batch(4, 5, move |batch: Arc<Vec<Record>>| {
