@@ -254,3 +254,134 @@ async fn brokers_down_past_the_timeout_is_a_typed_error() {
     // not this test's subject, so off its thread.
     std::thread::spawn(move || drop(c));
 }
+
+/// Key order with a failing record: held, it blocks only its key (other keys go on, the
+/// commit point stays before it); dead-lettered, it frees its key.
+async fn failing_key(exhausted: waterline_consumer::Exhausted, topic: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering as Atomic};
+    init_tracing();
+    let b = TestBroker::start(1).await;
+    let p = producer(&b.addr);
+    for (key, payload) in [
+        ("a", "fail"),
+        ("b", "1"),
+        ("a", "2"),
+        ("b", "3"),
+        ("b", "4"),
+    ] {
+        p.send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(key)
+                .payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let held = matches!(exhausted, waterline_consumer::Exhausted::Hold);
+    let c = Arc::new(
+        Consumer::new(
+            config(&b.addr, &format!("g-{topic}"), topic)
+                .ordering(Ordering::Key)
+                .failure_policy(waterline_consumer::FailurePolicy {
+                    max_attempts: 2,
+                    backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(50),
+                    exhausted,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap(),
+    );
+    let done: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let heal = Arc::new(AtomicBool::new(false));
+    let (c2, d2, h2) = (Arc::clone(&c), Arc::clone(&done), Arc::clone(&heal));
+    let worker = tokio::spawn(async move {
+        c2.process(10, move |r| {
+            let (done, heal) = (Arc::clone(&d2), Arc::clone(&h2));
+            async move {
+                if r.payload() == Some(b"fail") && !heal.load(Atomic::Acquire) {
+                    return Err("refused");
+                }
+                done.lock().unwrap().push(r.offset());
+                Ok(())
+            }
+        })
+        .await
+    });
+    let tp = TopicPartition::new(topic, 0);
+    let wait_for = |want: Vec<i64>| {
+        let done = Arc::clone(&done);
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let mut got = done.lock().unwrap().clone();
+                got.sort();
+                if want.iter().all(|o| got.contains(o)) {
+                    return got;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "waiting for {want:?}: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    if held {
+        assert_eq!(wait_for(vec![1, 3, 4]).await, vec![1, 3, 4], "key b flows");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            done.lock().unwrap().len(),
+            3,
+            "offset 2 (key a) waits behind the held offset 0"
+        );
+        assert_eq!(
+            c.committable(&tp),
+            Some(0),
+            "the commit point stays before it"
+        );
+        heal.store(true, Atomic::Release);
+        wait_for(vec![0, 1, 2, 3, 4]).await;
+    } else {
+        wait_for(vec![1, 2, 3, 4]).await;
+    }
+    let order: Vec<i64> = done
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|o| *o == 0 || *o == 2)
+        .collect();
+    let want = if held { vec![0, 2] } else { vec![2] };
+    assert_eq!(order, want, "key a in offset order");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.committable(&tp) != Some(5) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            c.committable(&tp)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.shutdown(Duration::from_secs(5)).await;
+    worker.await.unwrap().unwrap();
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_record_blocks_only_its_key() {
+    failing_key(waterline_consumer::Exhausted::Hold, "kh").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_record_frees_its_key() {
+    failing_key(
+        waterline_consumer::Exhausted::DeadLetter("kh-dlq".into()),
+        "kd",
+    )
+    .await;
+}
