@@ -5,8 +5,8 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waterline_admin::exporter::ExporterArgs;
 use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
+use waterline_admin::exporter::ExporterArgs;
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
 /// and move consumer group offsets safely.
