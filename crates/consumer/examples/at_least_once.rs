@@ -45,6 +45,7 @@ async fn main() -> Result<(), ConsumerError> {
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(2),
             exhausted: Exhausted::DeadLetter(format!("{topic}.dlq")),
+            retry_delay: None,
         })
         .build()?;
     let consumer = Arc::new(Consumer::new(config)?);

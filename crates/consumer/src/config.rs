@@ -61,19 +61,24 @@ pub enum Exhausted {
 
 /// Failure handling for [`Delivery::nack`](crate::Delivery::nack).
 ///
-/// A nacked record is redelivered after `backoff * 2^(attempt-1)` (capped at `max_backoff`)
-/// until it has been tried `max_attempts` times; then [`Exhausted`] decides. The committed
-/// position never passes an unfinished record, whatever the policy.
+/// A nacked record is redelivered after `backoff * 2^(attempt-1)` (capped at `max_backoff`),
+/// or after what [`retry_delay`](Self::retry_delay) returns when one is set, until it has
+/// been tried `max_attempts` times; then [`Exhausted`] decides. The committed position never
+/// passes an unfinished record, whatever the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailurePolicy {
     /// Deliveries in total, first one included (>= 1).
     pub max_attempts: u32,
     /// Delay before the first redelivery.
     pub backoff: Duration,
-    /// Cap on the delay between redeliveries.
+    /// Cap on the delay between redeliveries; also the interval at which a held record is
+    /// redelivered and a failed dead-letter produce is retried.
     pub max_backoff: Duration,
     /// What to do after the last attempt failed.
     pub exhausted: Exhausted,
+    /// The application's own delay before each redelivery (replaces the exponential
+    /// `backoff`); `None` keeps the exponential backoff.
+    pub retry_delay: Option<RetryDelay>,
 }
 
 impl Default for FailurePolicy {
@@ -83,19 +88,72 @@ impl Default for FailurePolicy {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             exhausted: Exhausted::Hold,
+            retry_delay: None,
         }
     }
 }
 
 impl FailurePolicy {
-    /// Delay before delivery number `attempt + 1`, given `attempt` failed.
+    /// Delay before delivery number `attempt + 1`, given `attempt` failed, by the
+    /// exponential backoff (what applies without a [`retry_delay`](Self::retry_delay)).
     pub fn delay(&self, attempt: u32) -> Duration {
         let shift = attempt.saturating_sub(1).min(20);
         self.backoff
             .saturating_mul(1u32 << shift)
             .min(self.max_backoff)
     }
+
+    /// Sets the function that chooses each redelivery's delay, e.g. from the record's
+    /// headers or the failure reason (Parallel Consumer's `retryDelayProvider`).
+    pub fn with_retry_delay(
+        mut self,
+        f: impl Fn(&RetryContext<'_>) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_delay = Some(RetryDelay(Arc::new(f)));
+        self
+    }
+
+    /// The delay before redelivering `ctx.record` after its attempt `ctx.attempt` failed.
+    pub(crate) fn delay_for(&self, ctx: &RetryContext<'_>) -> Duration {
+        match &self.retry_delay {
+            Some(f) => (f.0)(ctx),
+            None => self.delay(ctx.attempt),
+        }
+    }
 }
+
+/// What a [`RetryDelay`] function is told about the failed attempt.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RetryContext<'a> {
+    /// The record that failed.
+    pub record: &'a crate::Record,
+    /// Which delivery failed (1 = the first).
+    pub attempt: u32,
+    /// The reason given to [`Delivery::nack`](crate::Delivery::nack) (or the processing
+    /// function's error).
+    pub reason: &'a str,
+}
+
+/// A function choosing the delay before a nacked record is redelivered; see
+/// [`FailurePolicy::with_retry_delay`]. It runs on the nacking task, so it must be quick.
+/// Two policies are equal only if they share the same function (the same `Arc`).
+#[derive(Clone)]
+pub struct RetryDelay(Arc<dyn Fn(&RetryContext<'_>) -> Duration + Send + Sync>);
+
+impl fmt::Debug for RetryDelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetryDelay(<fn>)")
+    }
+}
+
+impl PartialEq for RetryDelay {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RetryDelay {}
 
 /// Which records may be processed at the same time.
 ///
@@ -559,6 +617,7 @@ mod tests {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(350),
             exhausted: Exhausted::Hold,
+            retry_delay: None,
         };
         assert_eq!(f.delay(1), Duration::from_millis(100));
         assert_eq!(f.delay(2), Duration::from_millis(200));

@@ -147,7 +147,7 @@ mod txn;
 
 pub use config::{
     CONNECTION_PROPERTY_PREFIXES, ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted,
-    FailurePolicy, OffsetStorage, Ordering,
+    FailurePolicy, OffsetStorage, Ordering, RetryContext, RetryDelay,
 };
 pub use consumer::{Consumer, Deliveries, ShutdownReport};
 pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};

@@ -94,6 +94,7 @@ impl Sim {
                     backoff: Duration::ZERO,
                     max_backoff: Duration::ZERO,
                     exhausted: Exhausted::Hold,
+                    retry_delay: None,
                 },
                 listener: None,
                 ordering: order,

@@ -290,6 +290,7 @@ async fn failing_key(exhausted: waterline_consumer::Exhausted, topic: &str) {
                     backoff: Duration::from_millis(10),
                     max_backoff: Duration::from_millis(50),
                     exhausted,
+                    retry_delay: None,
                 })
                 .build()
                 .unwrap(),

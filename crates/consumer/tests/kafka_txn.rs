@@ -281,6 +281,7 @@ async fn failures_abort_and_leave_nothing_visible() {
                 backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(10),
                 exhausted: Exhausted::Hold,
+                retry_delay: None,
             })
             .offset_storage(OffsetStorage::KafkaTransactional(
                 KafkaTransactions::new("a-app", "a").max_aborts(2),

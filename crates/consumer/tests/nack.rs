@@ -57,6 +57,7 @@ async fn retry_then_succeed() {
         backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
         exhausted: Exhausted::Hold,
+        retry_delay: None,
     };
     let c = Consumer::new(config(
         &b.addr,
@@ -107,6 +108,64 @@ async fn retry_then_succeed() {
     b.stop().await;
 }
 
+/// The application's retry-delay function is asked once per failed attempt, with the record,
+/// the attempt and the reason, and its delay is the one used (the exponential backoff here is an
+/// hour, so a redelivery within the timeout proves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_delay_function_decides_redelivery() {
+    init_tracing();
+    let b = TestBroker::start(3).await;
+    produce(&b.addr, "retry-fn", 2, 20, 8).await;
+    let commits = Commits::default();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&calls);
+    let failure = FailurePolicy {
+        max_attempts: 3,
+        backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+        ..FailurePolicy::default()
+    }
+    .with_retry_delay(move |ctx| {
+        let i = index_of(ctx.record.payload().unwrap());
+        log.lock()
+            .unwrap()
+            .push((i, ctx.attempt, ctx.reason.to_string()));
+        Duration::from_millis(20 * u64::from(ctx.attempt))
+    });
+    let c = Consumer::new(config(
+        &b.addr,
+        "g-retry-fn",
+        "retry-fn",
+        failure,
+        commits.clone(),
+    ))
+    .unwrap();
+    let mut done = BTreeSet::new();
+    timeout(Duration::from_secs(30), async {
+        while done.len() < 20 {
+            let d = c.recv().await.unwrap();
+            let i = index_of(d.payload().unwrap());
+            if i == 3 && d.attempt() < 3 {
+                let reason = format!("busy {}", d.attempt());
+                d.nack(reason);
+            } else {
+                assert!(d.ack());
+                done.insert(i);
+            }
+        }
+    })
+    .await
+    .expect("the function's delays, not the hour-long backoff, were used");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec![(3, 1, "busy 1".to_string()), (3, 2, "busy 2".to_string())]
+    );
+    let report = c.shutdown(Duration::from_secs(5)).await;
+    assert!(report.final_commit_ok);
+    drop(c);
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dead_letter_topic_receives_the_record() {
     init_tracing();
@@ -118,6 +177,7 @@ async fn dead_letter_topic_receives_the_record() {
         backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
         exhausted: Exhausted::DeadLetter("orders-dlq".into()),
+        retry_delay: None,
     };
     let c = Consumer::new(config(&b.addr, "g-dlq", "orders", failure, commits.clone())).unwrap();
     let mut acked = BTreeSet::new();
@@ -207,6 +267,7 @@ async fn hold_blocks_only_its_partition() {
         backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(30),
         exhausted: Exhausted::Hold,
+        retry_delay: None,
     };
     let c = Consumer::new(config(&b.addr, "g-hold", "held", failure, commits.clone())).unwrap();
     let mut seen: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();

@@ -307,6 +307,7 @@ async fn child() {
             backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(20),
             exhausted: Exhausted::Hold,
+            retry_delay: None,
         })
         .on_event(move |e| match e {
             ConsumerEvent::Committed { offsets } => {

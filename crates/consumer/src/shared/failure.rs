@@ -8,7 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use super::{Redelivery, Shared};
-use crate::config::Exhausted;
+use crate::config::{Exhausted, RetryContext};
 use crate::delivery::Record;
 use crate::error::fatal_error;
 use crate::gate::Slot;
@@ -37,7 +37,12 @@ impl Shared {
         let f = &this.failure;
         // A retrying record keeps its key slot: later records of its key wait for it.
         if attempt < f.max_attempts {
-            Self::schedule(this, record, attempt + 1, slot, f.delay(attempt));
+            let delay = f.delay_for(&RetryContext {
+                record: &record,
+                attempt,
+                reason: &reason,
+            });
+            Self::schedule(this, record, attempt + 1, slot, delay);
             return;
         }
         match &f.exhausted {

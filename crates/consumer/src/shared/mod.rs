@@ -614,6 +614,7 @@ mod tests {
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
             exhausted: Exhausted::Hold,
+            retry_delay: None,
         };
         let (s, mut rx) = shared(failure);
         let p = assign_local(&s, 1, 0, 2);
@@ -632,6 +633,44 @@ mod tests {
         assert!(p.ack(0));
         assert!(!p.held.load(Ordering::Acquire));
         assert_eq!(s.counters.failures.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_delay_function_chooses_each_delay() {
+        // The function sees the record, the failed attempt and the reason; a long delay for
+        // one reason proves the function, not the exponential backoff, was used.
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let failure = FailurePolicy {
+            max_attempts: 3,
+            backoff: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(3600),
+            ..FailurePolicy::default()
+        }
+        .with_retry_delay(move |ctx| {
+            log.lock()
+                .push((ctx.record.offset(), ctx.attempt, ctx.reason.to_string()));
+            if ctx.reason == "slow" {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(ctx.attempt as u64)
+            }
+        });
+        let (s, mut rx) = shared(failure);
+        let p = assign_local(&s, 1, 0, 2);
+        Shared::nack(Record::of_part(&p, 0), 1, None, "fast".into());
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("redelivered after the function's 1 ms, not the hour of backoff")
+            .unwrap();
+        assert_eq!((r.record.offset(), r.attempt), (0, 2));
+        Shared::nack(Record::of_part(&p, 1), 1, None, "slow".into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "the function asked for an hour");
+        assert_eq!(
+            *seen.lock(),
+            vec![(0, 1, "fast".to_string()), (1, 1, "slow".to_string())]
+        );
     }
 
     #[tokio::test]
