@@ -11,9 +11,11 @@ ROOT=$PWD
 
 say() { printf 'librdkafka-suite: %s\n' "$*" >&2; }
 
-# librdkafka features the suite needs against `waterline serve` (plaintext only). lz4 is the
-# bundled copy; zstd comes from libzstd-dev so 0017 exercises every codec the broker stores.
-CONFIGURE_FLAGS=(--disable-ssl --disable-gssapi --disable-curl --disable-lz4-ext --enable-zstd
+# librdkafka features the suite needs against `waterline serve`. lz4 is the bundled copy; zstd
+# comes from libzstd-dev so 0017 exercises every codec the broker stores; OpenSSL (libssl-dev)
+# gives SSL and SASL/SCRAM, for the tests run.sh runs against a SASL broker (`sasl` in
+# tests.allow) and the runner's local SSL tests.
+CONFIGURE_FLAGS=(--enable-ssl --disable-gssapi --disable-curl --disable-lz4-ext --enable-zstd
   --enable-zlib --no-download)
 
 # --- which librdkafka: the one rdkafka-sys in Cargo.lock bundles --------------------------------
@@ -53,6 +55,7 @@ command -v perl >/dev/null 2>&1 || need+=(perl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 # The C++ tests check statistics JSON with RapidJSON (0053, 0098, 0101, 0110, ... skip without it).
 [ -e /usr/include/rapidjson/schema.h ] || need+=(rapidjson-dev)
 if [ ${#need[@]} -gt 0 ]; then

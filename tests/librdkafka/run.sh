@@ -8,7 +8,9 @@
 #   bash tests/librdkafka/run.sh --all            # survey: every test 0001-0153
 #
 # Each test number runs in its own test-runner process (`-L -p1`, never `-Q`) against one of
-# SHARDS brokers (default 2), each on its own temporary data dir and loopback port. The last line
+# SHARDS brokers (default 2), each on its own temporary data dir and loopback port. Then the tests
+# marked `sasl` in tests.allow run, one at a time, against one more broker that only has a
+# SASL_PLAINTEXT listener (SCRAM-SHA-256, an admin user the broker creates at start). The last line
 # is `N passed, M failed, K skipped`; the exit status is non-zero if any test failed.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +21,7 @@ usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
 Options:
   --long           also run the tests marked `long` in tests.allow
   --tests LIST     run just these test numbers (comma or space separated), allow-listed or not
+  --sasl-tests LIST  run these against the SASL broker (with --tests, or alone)
   --all            run every test 0001-0153 the runner has (survey)
   --shards N       brokers/runners at a time (default 2)
   --logs DIR       where per-test logs and results.tsv go
@@ -32,6 +35,7 @@ EOF
 
 MODE=ci
 TESTS_ARG=""
+SASL_ARG=""
 SHARDS=2
 LOGS=""
 while [ $# -gt 0 ]; do
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
   --all) MODE=all ;;
   --tests) TESTS_ARG=${2:?--tests needs a list}; MODE=list; shift ;;
   --tests=*) TESTS_ARG=${1#--tests=}; MODE=list ;;
+  --sasl-tests) SASL_ARG=${2:?--sasl-tests needs a list}; MODE=list; shift ;;
   --shards) SHARDS=${2:?}; shift ;;
   --logs) LOGS=${2:?}; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -71,26 +76,34 @@ log "test runner ready in $(($(date +%s) - build_start)) s: $RUNNER_DIR/test-run
 
 # --- which tests ------------------------------------------------------------------------------
 ALLOW=$HERE/tests.allow
-allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long
-  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF { if ($2 == "long" && mode != "long") next; print $1 }'
+allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long; no `sasl` lines
+  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF && $2 != "sasl" { if ($2 == "long" && mode != "long") next; print $1 }'
 }
+# Test numbers to run against the SASL broker (`NNNN sasl` lines).
+sasl_allowed() { sed 's/#.*//' "$ALLOW" | awk 'NF && $2 == "sasl" { print $1 }'; }
+SASL_TESTS=""
 case "$MODE" in
-ci | long) TESTS=$(allowed "$MODE") ;;
-list) TESTS=$(echo "$TESTS_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
+ci | long) TESTS=$(allowed "$MODE"); SASL_TESTS=$(sasl_allowed) ;;
+list)
+  TESTS=$(echo "$TESTS_ARG" | tr ', ' '\n\n' | sed '/^$/d')
+  SASL_TESTS=$(echo "$SASL_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
 all)
   TESTS=$(ls "$RUNNER_DIR" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u |
     awk '$1 >= "0001" && $1 <= "0153"') ;;
 esac
-for t in $TESTS; do
+for t in $TESTS $SASL_TESTS; do
   if ! [[ $t =~ ^[0-9]{4}$ ]]; then echo "run.sh: bad test number '$t'" >&2; exit 2; fi
 done
-TESTS=$(echo "$TESTS" | sort -u)
+TESTS=$(echo "$TESTS" | sed '/^$/d' | sort -u)
+SASL_TESTS=$(echo "$SASL_TESTS" | sed '/^$/d' | sort -u)
 NTESTS=$(echo "$TESTS" | grep -c . || true)
-if [ "$NTESTS" = 0 ]; then echo "run.sh: no tests selected" >&2; exit 2; fi
+NSASL=$(echo "$SASL_TESTS" | grep -c . || true)
+if [ "$NTESTS" = 0 ] && [ "$NSASL" = 0 ]; then echo "run.sh: no tests selected" >&2; exit 2; fi
 
 # --- state, cleanup ---------------------------------------------------------------------------
 mkdir -p "$LOGS"
-rm -f "$LOGS"/[0-9][0-9][0-9][0-9].log "$LOGS"/broker-*.log "$LOGS/results.tsv"
+rm -f "$LOGS"/[0-9][0-9][0-9][0-9].log "$LOGS"/[0-9][0-9][0-9][0-9]-sasl.log "$LOGS"/broker-*.log \
+  "$LOGS/results.tsv"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/waterline-rdk.XXXXXX")
 # Brokers and test runners are started with setsid (this script's background jobs are not group
 # leaders, so setsid execs in place and $! is the new group's id): one kill ends each with its
@@ -117,9 +130,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- brokers ----------------------------------------------------------------------------------
+# The SASL shard's user: created by the broker at start (`--admin-user`, password from the
+# environment), so it is a super user whatever the broker authorises.
+SASL_USER=rdktest
+SASL_PASSWORD=rdk-test-secret
+
 # start_broker SHARD: a fresh broker on its own data dir and loopback port; writes its test.conf.
+# SHARD `sasl` gets one SASL_PLAINTEXT listener instead of a PLAINTEXT one.
 start_broker() {
-  local s=$1 gen dir blog addr pid
+  local s=$1 gen dir blog addr pid listen=(--listen 127.0.0.1:0)
+  [ "$s" = sasl ] && listen=(--listener SASL_PLAINTEXT://127.0.0.1:0 --admin-user "$SASL_USER")
   gen=$(($(cat "$TMP/broker-$s.gen" 2>/dev/null || echo 0) + 1))
   echo "$gen" >"$TMP/broker-$s.gen"
   dir=$TMP/broker-$s-data-$gen
@@ -127,8 +147,8 @@ start_broker() {
   mkdir -p "$dir"
   # The suite creates many topics with replication factor 3 (written for a 3-broker cluster).
   printf 'accept_any_replication_factor = true\n' >"$dir.toml"
-  setsid "$WATERLINE_BIN" serve --data-dir "$dir" --listen 127.0.0.1:0 --default-partitions 4 \
-    --config "$dir.toml" >"$blog" 2>&1 </dev/null &
+  WATERLINE_ADMIN_PASSWORD=$SASL_PASSWORD setsid "$WATERLINE_BIN" serve --data-dir "$dir" \
+    "${listen[@]}" --default-partitions 4 --config "$dir.toml" >"$blog" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$TMP/broker-$s.pid"
   addr=""
@@ -148,6 +168,14 @@ bootstrap.servers=$addr
 broker.address.family=v4
 test.timeout.multiplier=2
 EOF
+  if [ "$s" = sasl ]; then
+    cat >>"$TMP/test-$s.conf" <<EOF
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-256
+sasl.username=$SASL_USER
+sasl.password=$SASL_PASSWORD
+EOF
+  fi
   echo "$addr" >"$TMP/broker-$s.addr"
 }
 
@@ -198,10 +226,12 @@ else:
 PY
 }
 
-# run_one SHARD TEST: runs one test number, appends a row to results.tsv.
+# run_one SHARD TEST: runs one test number, appends a row to results.tsv. On the SASL shard the
+# row and the log are named NNNN-sasl.
 run_one() {
-  local s=$1 t=$2 tlog start rc end dur res state reason
-  tlog=$LOGS/$t.log
+  local s=$1 t=$2 tlog start rc end dur res state reason name=$2
+  [ "$s" = sasl ] && name=$t-sasl
+  tlog=$LOGS/$name.log
   start=$(date +%s.%N)
   set +e
   (
@@ -227,8 +257,8 @@ run_one() {
     state=FAILED
     reason="broker died during the test (see $(basename "$LOGS")/broker-$s.$(cat "$TMP/broker-$s.gen").log); $reason"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$t" "$state" "$dur" "$s" "$reason" >>"$LOGS/results.tsv"
-  printf '  %s %-7s %6ss  (broker %s)%s\n' "$t" "$state" "$dur" "$s" "${reason:+  $reason}"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$state" "$dur" "$s" "$reason" >>"$LOGS/results.tsv"
+  printf '  %s %-7s %6ss  (broker %s)%s\n' "$name" "$state" "$dur" "$s" "${reason:+  $reason}"
   if [ "$state" = FAILED ] && ! broker_alive "$s"; then
     tail -30 "$LOGS/broker-$s.$(cat "$TMP/broker-$s.gen").log" | sed 's/^/    broker| /'
     start_broker "$s" || return 1
@@ -249,28 +279,37 @@ worker() {
   while t=$(next_test) && [ -n "$t" ]; do run_one "$s" "$t"; done
 }
 
-log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), broker version $KAFKA_VERSION; logs in $LOGS"
+log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), then $NSASL on a SASL broker, broker version $KAFKA_VERSION; logs in $LOGS"
 suite_start=$(date +%s)
 : >"$LOGS/results.tsv"
 # Tests run in $TMP/work-N (they leave stats files behind); some read ../src/ as seen from
 # librdkafka's tests/ directory (0053: ../src/statistics_schema.json).
 ln -s "$RDK_SRC/src" "$TMP/src"
-for s in $(seq "$SHARDS"); do
-  mkdir -p "$TMP/work-$s"
-  start_broker "$s"
-  log "broker $s: $WATERLINE_BIN on $(cat "$TMP/broker-$s.addr")"
-done
-for s in $(seq "$SHARDS"); do
-  worker "$s" &
-  WORKER_PIDS+=($!)
-done
-for pid in "${WORKER_PIDS[@]}"; do wait "$pid" || true; done
-WORKER_PIDS=()
+if [ "$NTESTS" != 0 ]; then
+  for s in $(seq "$SHARDS"); do
+    mkdir -p "$TMP/work-$s"
+    start_broker "$s"
+    log "broker $s: $WATERLINE_BIN on $(cat "$TMP/broker-$s.addr")"
+  done
+  for s in $(seq "$SHARDS"); do
+    worker "$s" &
+    WORKER_PIDS+=($!)
+  done
+  for pid in "${WORKER_PIDS[@]}"; do wait "$pid" || true; done
+  WORKER_PIDS=()
+fi
+if [ "$NSASL" != 0 ]; then
+  mkdir -p "$TMP/work-sasl"
+  start_broker sasl
+  log "broker sasl: $WATERLINE_BIN on SASL_PLAINTEXT://$(cat "$TMP/broker-sasl.addr") (SCRAM-SHA-256, user $SASL_USER)"
+  for t in $SASL_TESTS; do run_one sasl "$t" || break; done
+fi
 wall=$(($(date +%s) - suite_start))
 
 # --- summary ----------------------------------------------------------------------------------
 sort -o "$LOGS/results.tsv" "$LOGS/results.tsv"
-missing=$(comm -23 <(echo "$TESTS") <(cut -f1 "$LOGS/results.tsv" | sort -u) || true)
+expected=$( (echo "$TESTS"; echo "$SASL_TESTS" | sed '/^$/d; s/$/-sasl/') | sed '/^$/d' | sort -u)
+missing=$(comm -23 <(echo "$expected") <(cut -f1 "$LOGS/results.tsv" | sort -u) || true)
 for t in $missing; do
   printf '%s\tFAILED\t0\t-\tnot run (worker stopped)\n' "$t" >>"$LOGS/results.tsv"
 done
