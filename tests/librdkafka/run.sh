@@ -139,7 +139,9 @@ SASL_PASSWORD=rdk-test-secret
 # SHARD `sasl` gets one SASL_PLAINTEXT listener instead of a PLAINTEXT one.
 start_broker() {
   local s=$1 gen dir blog addr pid listen=(--listen 127.0.0.1:0)
-  [ "$s" = sasl ] && listen=(--listener SASL_PLAINTEXT://127.0.0.1:0 --admin-user "$SASL_USER")
+  # Sessions last 10 s there, so clients re-authenticate (KIP-368) during the longer tests too.
+  [ "$s" = sasl ] && listen=(--listener SASL_PLAINTEXT://127.0.0.1:0 --admin-user "$SASL_USER"
+    --connections-max-reauth-ms 10000)
   gen=$(($(cat "$TMP/broker-$s.gen" 2>/dev/null || echo 0) + 1))
   echo "$gen" >"$TMP/broker-$s.gen"
   dir=$TMP/broker-$s-data-$gen

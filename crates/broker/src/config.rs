@@ -84,6 +84,10 @@ pub struct BrokerConfig {
     /// Delay before answering a failed authentication, then closing the connection (Kafka
     /// `connection.failed.authentication.delay.ms`).
     pub failed_authentication_delay_ms: u64,
+    /// Lifetime of an authenticated SASL session (Kafka `connections.max.reauth.ms`, KIP-368):
+    /// clients re-authenticate on the same connection before it ends, and a connection whose
+    /// session ended closes at its next request. 0 (the default, as in Kafka): no lifetime.
+    pub connections_max_reauth_ms: u64,
     /// Largest request frame accepted before a SASL client has authenticated (Kafka
     /// `sasl.server.max.receive.size`).
     pub sasl_max_receive_bytes: usize,
@@ -177,6 +181,7 @@ impl Default for BrokerConfig {
                 .map(|m| m.name().to_string())
                 .collect(),
             failed_authentication_delay_ms: 100,
+            connections_max_reauth_ms: 0,
             sasl_max_receive_bytes: 512 * 1024,
             admin_user: None,
             scram_iterations: waterline_sasl::ScramMechanism::MIN_ITERATIONS,

@@ -727,6 +727,8 @@ async fn serve_connection<R, W>(
         }
         let _ = wr.shutdown().await;
     });
+    let mut session = session;
+    session.set_max_reauth_ms(state.config.connections_max_reauth_ms);
     let mut conn = Connection::with_session(peer, session);
     let mut unsupported = Unsupported::default();
     loop {

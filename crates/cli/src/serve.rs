@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// [default: 536870912]
     #[arg(long, value_name = "BYTES")]
     max_queued_request_bytes: Option<usize>,
+    /// Lifetime of a SASL session; clients re-authenticate before it ends (KIP-368)
+    /// [default: 0 = no lifetime]
+    #[arg(long, value_name = "MS")]
+    connections_max_reauth_ms: Option<u64>,
     /// Close connections that send nothing for this long [default: 600000]
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     connections_max_idle_ms: Option<u64>,
@@ -197,6 +201,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.connections_max_idle_ms {
             config.connections_max_idle_ms = v;
+        }
+        if let Some(v) = self.connections_max_reauth_ms {
+            config.connections_max_reauth_ms = v;
         }
         if let Some(v) = self.request_read_timeout_ms {
             config.request_read_timeout_ms = v;
@@ -358,6 +365,11 @@ pub fn config_keys() -> Vec<ConfigKey> {
                     .join(", ")
             ),
             "SASL mechanisms offered on SASL listeners",
+        ),
+        key(
+            "connections_max_reauth_ms",
+            d.connections_max_reauth_ms.to_string(),
+            "SASL session lifetime; clients re-authenticate before it ends (0: none)",
         ),
         key(
             "failed_authentication_delay_ms",

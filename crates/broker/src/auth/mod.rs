@@ -5,8 +5,12 @@
 //! does). The exchange is SaslHandshake (v1: the mechanism), then SaslAuthenticate once for
 //! PLAIN or twice for SCRAM. A failure is answered after `failed_authentication_delay_ms` with
 //! SASL_AUTHENTICATION_FAILED, logged with the peer address, and the connection is closed.
-//! Re-authentication (KIP-368) is never requested: SaslAuthenticate answers a session lifetime
-//! of 0, so clients never send a second handshake; one that does is refused.
+//! Re-authentication (KIP-368) is off by default (`connections_max_reauth_ms` = 0, as in
+//! Kafka): SaslAuthenticate answers a session lifetime of 0 and a second handshake is refused.
+//! With it on, a successful SaslAuthenticate answers the lifetime; the client must then run the
+//! exchange again on the same connection (same mechanism, same principal) before the session
+//! expires. A request other than ApiVersions, SaslHandshake and SaslAuthenticate on an expired
+//! session closes the connection, as does a re-authentication as someone else or a failed one.
 //!
 //! On SSL listeners with mutual TLS the principal is `User:<certificate subject>`; on SASL
 //! listeners it is `User:<name>`; otherwise `User:ANONYMOUS`.
@@ -16,6 +20,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
@@ -50,6 +55,13 @@ pub struct Session {
     listener: Option<Arc<ListenerInfo>>,
     state: AuthState,
     principal: String,
+    /// KIP-368 session lifetime; zero: sessions never expire and re-authentication is refused.
+    max_reauth: Duration,
+    /// When the authenticated session ends unless the client re-authenticates first.
+    expires_at: Option<Instant>,
+    /// The user and mechanism of the last successful authentication: a re-authentication must
+    /// use the same mechanism and prove the same user.
+    authenticated_as: Option<(String, Mechanism)>,
 }
 
 /// The outcome of one SaslAuthenticate.
@@ -84,6 +96,9 @@ impl Session {
             listener: None,
             state: AuthState::Open,
             principal: ANONYMOUS.to_string(),
+            max_reauth: Duration::ZERO,
+            expires_at: None,
+            authenticated_as: None,
         }
     }
 
@@ -108,7 +123,32 @@ impl Session {
             listener: Some(listener),
             state,
             principal,
+            max_reauth: Duration::ZERO,
+            expires_at: None,
+            authenticated_as: None,
         }
+    }
+
+    /// Turns on KIP-368 re-authentication with this session lifetime (Kafka
+    /// `connections.max.reauth.ms`; 0 keeps it off).
+    pub fn set_max_reauth_ms(&mut self, ms: u64) {
+        self.max_reauth = Duration::from_millis(ms);
+    }
+
+    /// The session lifetime to answer a successful SaslAuthenticate with, in ms (0: none), and
+    /// the clock of the session starting now. Only SaslAuthenticate v1+ carries it; the session
+    /// expires all the same for older clients, whose connections then close (as in Kafka).
+    pub fn start_lifetime(&mut self, now: Instant) -> i64 {
+        if self.max_reauth.is_zero() || !matches!(self.state, AuthState::Done) {
+            return 0;
+        }
+        self.expires_at = Some(now + self.max_reauth);
+        i64::try_from(self.max_reauth.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether the authenticated session has outlived its lifetime at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
     }
 
     /// The peer address.
@@ -138,7 +178,20 @@ impl Session {
 
     /// Why a request of `key` must close the connection now, if it must.
     pub fn refuses(&self, key: ApiKey) -> Option<String> {
-        if self.authenticated() || self.closing() {
+        let sasl_step = matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        );
+        if self.closing() {
+            return None;
+        }
+        if self.authenticated() {
+            if !sasl_step && self.expired(Instant::now()) {
+                return Some(format!(
+                    "{key:?} after the SASL session expired ({} ms, connections_max_reauth_ms) without re-authentication",
+                    self.max_reauth.as_millis()
+                ));
+            }
             return None;
         }
         match key {
@@ -158,6 +211,23 @@ impl Session {
     ) -> Result<Mechanism, (i16, String)> {
         match self.state {
             AuthState::AwaitHandshake => {}
+            // KIP-368: a new exchange on an authenticated connection, with the same mechanism.
+            AuthState::Done if !self.max_reauth.is_zero() => {
+                let same = self
+                    .authenticated_as
+                    .as_ref()
+                    .is_some_and(|(_, m)| Mechanism::parse(mechanism) == Some(*m));
+                if !same {
+                    self.state = AuthState::Failed;
+                    return Err((
+                        ResponseError::IllegalSaslState.code(),
+                        format!(
+                            "re-authentication must use the session's mechanism, not `{}`",
+                            clip(mechanism)
+                        ),
+                    ));
+                }
+            }
             AuthState::Open => {
                 return Err((
                     ResponseError::IllegalSaslState.code(),
@@ -168,7 +238,7 @@ impl Session {
                 self.state = AuthState::Failed;
                 return Err((
                     ResponseError::IllegalSaslState.code(),
-                    "a second SaslHandshake (re-authentication is not offered)".into(),
+                    "a second SaslHandshake (re-authentication is off: connections_max_reauth_ms = 0, or an exchange is under way)".into(),
                 ));
             }
         }
@@ -228,10 +298,9 @@ impl Session {
                     .into_iter()
                     .find_map(|m| credentials.get(&auth.username, m));
                 match cred {
-                    Some(c) if c.verify_password(&auth.password) => {
-                        self.succeed(auth.username, Mechanism::Plain);
-                        AuthStep::Done(Vec::new())
-                    }
+                    Some(c) if c.verify_password(&auth.password) => self
+                        .succeed(auth.username, Mechanism::Plain)
+                        .unwrap_or(AuthStep::Done(Vec::new())),
                     Some(_) => failed(
                         ResponseError::SaslAuthenticationFailed,
                         invalid,
@@ -293,10 +362,9 @@ impl Session {
             AuthState::ScramFinal(server, m) => {
                 let user = server.username().to_string();
                 match server.client_final(auth_bytes) {
-                    Ok(done) => {
-                        self.succeed(done.username, m);
-                        AuthStep::Done(done.message)
-                    }
+                    Ok(done) => self
+                        .succeed(done.username, m)
+                        .unwrap_or(AuthStep::Done(done.message)),
                     Err(e) => failed(
                         ResponseError::SaslAuthenticationFailed,
                         invalid,
@@ -320,10 +388,28 @@ impl Session {
         }
     }
 
-    fn succeed(&mut self, user: String, mechanism: Mechanism) {
-        tracing::info!(peer = %self.peer, %user, mechanism = mechanism.name(), "authenticated");
+    /// Authenticated as `user`; on a re-authentication only if it is the session's user
+    /// (otherwise the step fails and the connection closes).
+    fn succeed(&mut self, user: String, mechanism: Mechanism) -> Option<AuthStep> {
+        if let Some((before, _)) = &self.authenticated_as
+            && *before != user
+        {
+            tracing::warn!(peer = %self.peer, %user, before = %before, "authentication failed: re-authentication as another user");
+            self.state = AuthState::Failed;
+            return Some(AuthStep::Failed {
+                code: ResponseError::SaslAuthenticationFailed.code(),
+                message: "re-authentication must prove the session's user".into(),
+            });
+        }
+        if self.authenticated_as.is_some() {
+            tracing::debug!(peer = %self.peer, %user, mechanism = mechanism.name(), "re-authenticated");
+        } else {
+            tracing::info!(peer = %self.peer, %user, mechanism = mechanism.name(), "authenticated");
+        }
         self.principal = format!("User:{user}");
+        self.authenticated_as = Some((user, mechanism));
         self.state = AuthState::Done;
+        None
     }
 }
 
@@ -442,6 +528,76 @@ mod tests {
         let mut s = sasl_session();
         s.handshake("SCRAM-SHA-256", ALL).unwrap();
         assert!(failed(s.authenticate(&c, &[0xff; 64], nonce)));
+    }
+
+    #[test]
+    fn reauthentication_renews_the_session_and_keeps_the_principal() {
+        let (c, _d) = creds();
+        let plain = |s: &mut Session, pw: &str| {
+            s.handshake("PLAIN", ALL).unwrap();
+            s.authenticate(&c, format!("\0alice\0{pw}").as_bytes(), nonce)
+        };
+        let t0 = Instant::now();
+        let mut s = sasl_session();
+        s.set_max_reauth_ms(1000);
+        assert_eq!(plain(&mut s, "secret"), AuthStep::Done(vec![]));
+        assert_eq!(s.start_lifetime(t0), 1000);
+        assert!(!s.expired(t0 + Duration::from_millis(999)));
+        assert!(s.expired(t0 + Duration::from_millis(1000)));
+        // Re-authenticating with the same mechanism and user renews the session.
+        assert_eq!(plain(&mut s, "secret"), AuthStep::Done(vec![]));
+        let t1 = t0 + Duration::from_millis(900);
+        assert_eq!(s.start_lifetime(t1), 1000);
+        assert!(!s.expired(t0 + Duration::from_millis(1500)));
+        assert_eq!(s.principal(), "User:alice");
+        assert!(s.authenticated() && !s.closing());
+        // Another mechanism is refused and closes.
+        assert!(s.handshake("SCRAM-SHA-256", ALL).is_err());
+        assert!(s.closing());
+        // A wrong password on re-authentication fails and closes.
+        let mut s = sasl_session();
+        s.set_max_reauth_ms(1000);
+        assert_eq!(plain(&mut s, "secret"), AuthStep::Done(vec![]));
+        assert!(matches!(plain(&mut s, "wrong"), AuthStep::Failed { .. }));
+        assert!(s.closing());
+        // Another user on re-authentication fails and closes, even with a valid password.
+        c.apply(vec![CredentialChange::Upsert(
+            "bob".into(),
+            ScramCredential::generate(ScramMechanism::Sha256, b"pw", 4096).unwrap(),
+        )])
+        .unwrap();
+        let mut s = sasl_session();
+        s.set_max_reauth_ms(1000);
+        assert_eq!(plain(&mut s, "secret"), AuthStep::Done(vec![]));
+        s.handshake("PLAIN", ALL).unwrap();
+        assert!(matches!(
+            s.authenticate(&c, b"\0bob\0pw", nonce),
+            AuthStep::Failed { .. }
+        ));
+        assert!(s.closing());
+        assert_eq!(s.principal(), "User:alice");
+        // Without a lifetime: no clock, and a second handshake is refused as before.
+        let mut s = sasl_session();
+        assert_eq!(plain(&mut s, "secret"), AuthStep::Done(vec![]));
+        assert_eq!(s.start_lifetime(t0), 0);
+        assert!(!s.expired(t0 + Duration::from_secs(3600)));
+        assert!(s.handshake("PLAIN", ALL).is_err());
+    }
+
+    #[test]
+    fn an_expired_session_closes_at_its_next_request() {
+        let (c, _d) = creds();
+        let mut s = sasl_session();
+        s.set_max_reauth_ms(1);
+        s.handshake("PLAIN", ALL).unwrap();
+        assert_eq!(
+            s.authenticate(&c, b"\0alice\0secret", nonce),
+            AuthStep::Done(vec![])
+        );
+        s.start_lifetime(Instant::now() - Duration::from_millis(5));
+        assert!(s.refuses(ApiKey::Metadata).is_some());
+        assert!(s.refuses(ApiKey::SaslHandshake).is_none());
+        assert!(s.refuses(ApiKey::ApiVersions).is_none());
     }
 
     #[test]

@@ -171,6 +171,12 @@ pub(crate) fn broker_settings(
             "Addresses clients are told to connect to (`advertised`).",
         ),
         set(
+            "connections.max.reauth.ms",
+            Some(config.connections_max_reauth_ms.to_string()),
+            TYPE_LONG,
+            "SASL session lifetime; clients re-authenticate before it ends (`connections_max_reauth_ms`, 0: none).",
+        ),
+        set(
             "log.dirs",
             Some(config.data_dir.display().to_string()),
             TYPE_STRING,

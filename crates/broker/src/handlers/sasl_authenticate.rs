@@ -1,7 +1,8 @@
 //! SaslAuthenticate (36): one step of the connection's SASL exchange (PLAIN: one step; SCRAM:
 //! client-first then client-final). A failure is answered only after
 //! `failed_authentication_delay_ms`, so a password cannot be guessed at wire speed, and the
-//! connection is closed after the answer.
+//! connection is closed after the answer. With `connections_max_reauth_ms` set, a success
+//! answers the session lifetime (KIP-368) and the client re-authenticates before it ends.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::state::SharedState;
 pub fn handle(
     state: &SharedState,
     session: &mut Session,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     req: SaslAuthenticateRequest,
 ) -> Result<SaslAuthenticateResponse, (SaslAuthenticateResponse, Duration)> {
     let mut r = SaslAuthenticateResponse::default();
@@ -25,10 +26,17 @@ pub fn handle(
         &req.auth_bytes,
         waterline_sasl::random_nonce,
     ) {
-        AuthStep::Continue(bytes) | AuthStep::Done(bytes) => {
+        AuthStep::Continue(bytes) => {
             r.auth_bytes = Bytes::from(bytes);
-            // 0: the broker never asks for re-authentication (KIP-368).
-            r.session_lifetime_ms = 0;
+            Ok(r)
+        }
+        AuthStep::Done(bytes) => {
+            r.auth_bytes = Bytes::from(bytes);
+            // The session's clock starts for every client; only v1+ can be told (KIP-368).
+            let lifetime = session.start_lifetime(std::time::Instant::now());
+            if header.request_api_version >= 1 {
+                r.session_lifetime_ms = lifetime;
+            }
             Ok(r)
         }
         AuthStep::Illegal { code, message } => {
