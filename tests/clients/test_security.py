@@ -165,6 +165,17 @@ def test_metadata_advertises_the_listener_connected_to(sbroker, certs):
         assert f"{broker.host}:{broker.port}" == sbroker.listeners[protocol]
 
 
+
+def test_describe_configs_lists_every_listener(sbroker, certs):
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = AdminClient(client_config(sbroker, certs, "SASL_SSL", "SCRAM-SHA-256"))
+    res = ConfigResource(ResourceType.BROKER, "0")
+    configs = admin.describe_configs([res])[res].result(timeout=10)
+    want = {f"{p}://{a}" for p, a in sbroker.listeners.items()}
+    assert set(configs["listeners"].value.split(",")) == want
+    assert set(configs["advertised.listeners"].value.split(",")) == want
+    assert configs["connections.max.reauth.ms"].value == "0"
+
 def test_kafka_python_over_ssl_and_sasl(sbroker, certs):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
 

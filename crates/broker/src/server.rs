@@ -82,11 +82,17 @@ pub fn build_state_with_storage(
     let metrics = crate::metrics::BrokerMetrics::new(sync.fsync_histogram());
     let credentials = crate::auth::Credentials::open(&config.data_dir)?;
     let mechanisms = config.mechanisms()?;
+    // One PLAINTEXT listener until `Broker::start` knows the bound ones.
+    let listener_settings = (
+        format!("PLAINTEXT://{}", config.listen),
+        format!("PLAINTEXT://{advertised_host}:{advertised_port}"),
+    );
     Ok(BrokerState {
         metrics,
         config,
         advertised_host,
         advertised_port,
+        listener_settings,
         topics,
         producer_ids,
         sync,
@@ -141,8 +147,25 @@ impl Broker {
             let first = &bound[0].2;
             (first.advertised_host.clone(), first.advertised_port)
         };
+        let join = |f: &dyn Fn(&SocketAddr, &ListenerInfo) -> String| {
+            bound
+                .iter()
+                .map(|(_, local, info)| format!("{}://{}", info.protocol, f(local, info)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let listener_settings = (
+            join(&|local, _| local.to_string()),
+            join(&|_, info| {
+                crate::listener::join_host_port(
+                    &info.advertised_host,
+                    u16::try_from(info.advertised_port).unwrap_or(0),
+                )
+            }),
+        );
         let state = tokio::task::spawn_blocking(move || {
-            let state = build_state(config, host, port)?;
+            let mut state = build_state(config, host, port)?;
+            state.listener_settings = listener_settings;
             if let Some((user, password)) = admin {
                 ensure_admin_user(&state, &user, &password)?;
             }

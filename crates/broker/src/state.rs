@@ -22,6 +22,9 @@ pub struct BrokerState {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: i32,
+    /// Every listener as Kafka's `listeners` and `advertised.listeners` settings list them
+    /// (`PROTOCOL://host:port,...`), for DescribeConfigs; set once the listeners are bound.
+    pub listener_settings: (String, String),
     /// Topics and their partition logs.
     pub topics: Topics,
     /// Producer id allocation.

@@ -124,11 +124,11 @@ pub(crate) struct BrokerSetting {
     pub doc: &'static str,
 }
 
-/// Every broker setting reported, with its effective value under `config`. `listen` is the
-/// bound address and `advertised` the advertised `host:port`.
+/// Every broker setting reported, with its effective value under `config`. `listeners` and
+/// `advertised` are the bound and advertised listeners, `PROTOCOL://host:port,...`.
 pub(crate) fn broker_settings(
     config: &BrokerConfig,
-    listen: &str,
+    listeners: &str,
     advertised: &str,
 ) -> Vec<BrokerSetting> {
     let g = &config.groups;
@@ -160,15 +160,15 @@ pub(crate) fn broker_settings(
         ),
         set(
             "listeners",
-            Some(format!("PLAINTEXT://{listen}")),
+            Some(listeners.to_string()),
             TYPE_LIST,
-            "Addresses the broker accepts connections on (`listen`).",
+            "Addresses the broker accepts connections on (`listen` / `listeners`).",
         ),
         set(
             "advertised.listeners",
-            Some(format!("PLAINTEXT://{advertised}")),
+            Some(advertised.to_string()),
             TYPE_LIST,
-            "Addresses clients are told to connect to (`advertised`).",
+            "Addresses clients are told to connect to (`advertised` / `advertised_listeners`).",
         ),
         set(
             "connections.max.reauth.ms",
@@ -324,12 +324,11 @@ struct BrokerRow {
 /// Every broker setting with its layers: dynamic (this broker, then the cluster), static (file
 /// and flags, when it differs from the default), default.
 fn broker_rows(state: &SharedState) -> Vec<BrokerRow> {
-    let listen = state.config.listen.clone();
-    let advertised = format!("{}:{}", state.advertised_host, state.advertised_port);
-    let actual = broker_settings(&state.config, &listen, &advertised);
+    let (listen, advertised) = &state.listener_settings;
+    let actual = broker_settings(&state.config, listen, advertised);
     // Defaults as `waterline serve` would have them with no file and no flags; the
     // listener addresses are what they are, not settings compared here.
-    let defaults = broker_settings(&BrokerConfig::default(), &listen, &advertised);
+    let defaults = broker_settings(&BrokerConfig::default(), listen, advertised);
     let topic_defaults = state.topics.defaults();
     let dynamic_layers = |name: &str| {
         let mut layers = Vec::new();
