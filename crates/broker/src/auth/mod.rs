@@ -11,6 +11,8 @@
 //! On SSL listeners with mutual TLS the principal is `User:<certificate subject>`; on SASL
 //! listeners it is `User:<name>`; otherwise `User:ANONYMOUS`.
 
+pub mod acl;
+pub mod acls;
 pub mod credentials;
 pub mod tls;
 
@@ -23,6 +25,7 @@ use waterline_sasl::{Mechanism, SaslError, ScramServerAwaitingFinal};
 
 use crate::listener::{ListenerInfo, SecurityProtocol};
 
+pub use acls::Acls;
 pub use credentials::{CredentialChange, Credentials};
 
 /// The principal of unauthenticated connections (Kafka's).
