@@ -946,8 +946,21 @@ pub fn check(
                 CLUSTER_NAME,
             );
             let mut resp = m::DescribeUserScramCredentialsResponse::default();
-            resp.error_code = CLUSTER_DENIED.code();
-            resp.error_message = Some(sb("Authorization failed."));
+            resp.error_message = None;
+            // Named users get the refusal per user and none at the top: librdkafka 2.16 frees
+            // an invalid pointer (the process aborts) on a top-level error when users were
+            // named. "All users" has nobody to answer for, so it is refused at the top.
+            if r.users.as_ref().is_none_or(|u| u.is_empty()) {
+                resp.error_code = CLUSTER_DENIED.code();
+                resp.error_message = Some(sb("Authorization failed."));
+            }
+            for u in r.users.iter().flatten() {
+                let mut res = m::describe_user_scram_credentials_response::DescribeUserScramCredentialsResult::default();
+                res.user = u.name.clone();
+                res.error_code = CLUSTER_DENIED.code();
+                res.error_message = Some(sb("Authorization failed."));
+                resp.results.push(res);
+            }
             deny(resp.into())
         }
         RequestKind::AlterUserScramCredentials(r) => {
