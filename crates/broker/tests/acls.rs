@@ -277,3 +277,128 @@ async fn without_authentication_nothing_is_authorized_and_acl_apis_say_so() {
     drop(c);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn group_transaction_config_and_user_apis_answer_their_authorization_errors() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::*;
+    use waterline_broker::auth::acl::AclBinding;
+    const GROUP: i8 = 3;
+    const READ: i8 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    // ANONYMOUS may write `pay-*` topics and read `ok-*` groups; nothing else.
+    let acls = [
+        AclBinding::from_wire(TOPIC, "pay-", PREFIXED, ANON, "*", WRITE, ALLOW).unwrap(),
+        AclBinding::from_wire(GROUP, "ok-", PREFIXED, ANON, "*", READ, ALLOW).unwrap(),
+    ];
+    std::fs::write(
+        dir.path().join("acls"),
+        waterline_broker::auth::acls::encode(acls.iter()),
+    )
+    .unwrap();
+    let broker = start(dir.path(), Some(true), false).await;
+    let mut c = Client::connect(broker.local_addr()).await;
+    let group_denied = ResponseError::GroupAuthorizationFailed.code();
+    let topic_denied = ResponseError::TopicAuthorizationFailed.code();
+
+    let mut jg = JoinGroupRequest::default();
+    jg.group_id = GroupId(s("g"));
+    jg.session_timeout_ms = 10_000;
+    jg.rebalance_timeout_ms = 10_000;
+    jg.protocol_type = s("consumer");
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &jg).await;
+    assert_eq!(r.error_code, group_denied);
+
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key = s("g");
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &fc).await;
+    assert_eq!(r.error_code, group_denied);
+    let mut fc = FindCoordinatorRequest::default();
+    fc.coordinator_keys = vec![s("g"), s("ok-g")];
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &fc).await;
+    let mut codes: Vec<(String, i16)> = r
+        .coordinators
+        .iter()
+        .map(|k| (k.key.to_string(), k.error_code))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![("g".to_string(), group_denied), ("ok-g".to_string(), 0)]
+    );
+
+    // Idempotent producers need IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    let mut ip = InitProducerIdRequest::default();
+    ip.transactional_id = None;
+    ip.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &ip).await;
+    assert_eq!(r.error_code, 0);
+    ip.transactional_id = Some(TransactionalId(s("tx")));
+    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &ip).await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+
+    // OffsetCommit: the group first, then READ on each topic (WRITE does not imply READ).
+    let commit = |group: &str| {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 1;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(s("pay-in"));
+        t.partitions = vec![p];
+        let mut r = OffsetCommitRequest::default();
+        r.group_id = GroupId(s(group));
+        r.generation_id_or_member_epoch = -1;
+        r.topics = vec![t];
+        r
+    };
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &commit("g")).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, group_denied);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &commit("ok-g")).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, topic_denied);
+
+    // DescribeConfigs: a topic without DESCRIBE_CONFIGS, and the broker (the cluster).
+    let mut dc = DescribeConfigsRequest::default();
+    for (rt, name) in [(2i8, "pay-in"), (4, "0")] {
+        let mut res =
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default();
+        res.resource_type = rt;
+        res.resource_name = s(name);
+        res.configuration_keys = None;
+        dc.resources.push(res);
+    }
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &dc).await;
+    let mut codes: Vec<(i8, i16)> = r
+        .results
+        .iter()
+        .map(|x| (x.resource_type, x.error_code))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![
+            (2, topic_denied),
+            (4, ResponseError::ClusterAuthorizationFailed.code())
+        ]
+    );
+
+    // Users are managed with ALTER on the cluster.
+    let mut au = AlterUserScramCredentialsRequest::default();
+    let mut d =
+        kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+    d.name = s("bob");
+    d.mechanism = 1;
+    au.deletions = vec![d];
+    let r: AlterUserScramCredentialsResponse =
+        c.call(ApiKey::AlterUserScramCredentials, 0, &au).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    drop(c);
+    broker.shutdown().await.unwrap();
+}
