@@ -274,6 +274,11 @@ pub fn check(
         RequestKind::Fetch(mut r) => {
             let (ok, denied) = split(r.topics, |t| a.topic(Read, t.topic.as_str()));
             r.topics = ok;
+            if r.topics.is_empty() && !denied.is_empty() && r.session_id == 0 {
+                // Nothing left to wait for (no fetch session holds other partitions): answer
+                // the refusals now, as Kafka does.
+                r.max_wait_ms = 0;
+            }
             let denied = denied
                 .into_iter()
                 .map(|t| {
