@@ -342,3 +342,25 @@ def test_waterline_acls_cli_round_trip(abroker, tmp_path):
                    .replace(ADMIN_PASSWORD, "bob-pw").replace("512", "256"))
     r = waterline("acls", "list", "--command-config", str(bad), env=env)
     assert r.returncode == 1 and "CLUSTER_AUTHORIZATION_FAILED" in r.stderr, r.stderr
+
+
+def test_transactional_id_acls(abroker):
+    add_user(abroker, "tina", "tina-pw")
+    tina = cfg(abroker, "tina", "tina-pw")
+    topic, txn_id = "tx-" + uuid.uuid4().hex[:8], "app-" + uuid.uuid4().hex[:6]
+    create_topic(abroker, topic)
+    create_acls(abroker, [allow("User:tina", ResourceType.TOPIC, topic, AclOperation.WRITE)])
+    # Without WRITE on the transactional id, InitProducerId is refused.
+    p = Producer({**tina, "transactional.id": txn_id, "transaction.timeout.ms": 10000})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(10)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+    # A prefixed ACL on the id grants it; the transaction commits.
+    create_acls(abroker, [allow("User:tina", ResourceType.TRANSACTIONAL_ID, "app-",
+                                AclOperation.WRITE, ResourcePatternType.PREFIXED)])
+    p = Producer({**tina, "transactional.id": txn_id, "transaction.timeout.ms": 10000})
+    p.init_transactions(10)
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn")
+    p.commit_transaction(10)
+    assert "authorization denied" in abroker.stderr_text()

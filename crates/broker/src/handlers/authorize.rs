@@ -542,15 +542,16 @@ pub fn check(
                     a.group(Describe, key)
                 }
             };
-            let code = if r.key_type == 1 {
-                TXN_DENIED
+            let (code, rt) = if r.key_type == 1 {
+                (TXN_DENIED, ResourceType::TransactionalId)
             } else {
-                GROUP_DENIED
+                (GROUP_DENIED, ResourceType::Group)
             };
             if version < 4 {
                 if ok(r.key_type, r.key.as_str()) {
                     return proceed(r.into(), Patch::None);
                 }
+                a.denied("FindCoordinator", Describe, rt, r.key.as_str());
                 let mut resp = m::FindCoordinatorResponse::default();
                 resp.error_code = code.code();
                 resp.node_id = m::BrokerId(-1);
@@ -563,6 +564,7 @@ pub fn check(
             let denied = denied
                 .into_iter()
                 .map(|k| {
+                    a.denied("FindCoordinator", Describe, rt, k.as_str());
                     let mut c = m::find_coordinator_response::Coordinator::default();
                     c.key = k;
                     c.node_id = m::BrokerId(-1);
@@ -807,6 +809,20 @@ pub fn check(
             if allowed {
                 return proceed(r.into(), Patch::None);
             }
+            match r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+                Some(id) => a.denied(
+                    "InitProducerId",
+                    Write,
+                    ResourceType::TransactionalId,
+                    id.as_str(),
+                ),
+                None => a.denied(
+                    "InitProducerId",
+                    IdempotentWrite,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                ),
+            }
             let mut resp = m::InitProducerIdResponse::default();
             resp.error_code = if r.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
                 TXN_DENIED.code()
@@ -867,6 +883,12 @@ pub fn check(
             if a.txn(Write, r.transactional_id.as_str()) {
                 return proceed(r.into(), Patch::None);
             }
+            a.denied(
+                "EndTxn",
+                Write,
+                ResourceType::TransactionalId,
+                r.transactional_id.as_str(),
+            );
             let mut resp = m::EndTxnResponse::default();
             resp.error_code = TXN_DENIED.code();
             resp.producer_id = m::ProducerId(-1);
