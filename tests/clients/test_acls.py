@@ -5,7 +5,8 @@ an admin user (`--admin-user`, a super user). The admin manages users and ACLs w
 confluent-kafka's AdminClient (create_acls, describe_acls, delete_acls) or `waterline acls`;
 the tests then act as an ordinary user and check what librdkafka reports: a user without ACLs
 sees no topics and cannot produce, consume or commit; literal and prefixed ACLs grant access;
-a DENY beats an ALLOW; super users need no ACLs; ACLs survive kill -9.
+a DENY beats an ALLOW; super users need no ACLs; a transactional id needs WRITE on it; ACLs
+survive kill -9; `waterline acls add|list|remove` round-trips.
 """
 
 import os
