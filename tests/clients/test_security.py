@@ -8,6 +8,9 @@ SSL, SASL_PLAINTEXT and SASL_SSL with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; mu
 the certificate subject as the principal; wrong passwords and unknown users are refused (and
 the refusal is delayed and logged); credentials made with AlterUserScramCredentials survive
 kill -9; malformed and misdirected connections are closed with a log line.
+
+A SASL listener turns authorization on, so these authentication tests make every principal they
+use a super user (`--super-users`, AUTHN_SUPER_USERS); ACLs are tested in test_acls.py.
 """
 
 import signal
@@ -62,7 +65,15 @@ def certs(tmp_path_factory):
     return d
 
 
-def secure_broker(root, certs, mtls=False, mechanisms=None):
+# The principals of these tests: anonymous (PLAINTEXT, SSL without a client certificate), the
+# mutual-TLS subject, and the users the tests create.
+AUTHN_SUPER_USERS = ";".join([
+    "User:ANONYMOUS", "User:CN=client-1,O=Waterline Tests", "User:alice", "User:bob",
+    "User:carol",
+])
+
+
+def secure_broker(root, certs, mtls=False, mechanisms=None, super_users=AUTHN_SUPER_USERS):
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "waterline.toml"
     cfg.write_text(FAST_GROUPS)
@@ -75,6 +86,8 @@ def secure_broker(root, certs, mtls=False, mechanisms=None):
         "--tls-key", str(certs / "server.key"),
         "--admin-user", ADMIN,
     ]
+    if super_users:
+        args += ["--super-users", super_users]
     if mtls:
         args += ["--tls-client-ca", str(certs / "ca.pem")]
     if mechanisms:

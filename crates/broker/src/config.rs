@@ -94,6 +94,13 @@ pub struct BrokerConfig {
     /// A SCRAM user created at start (both mechanisms) if it does not exist yet, with the
     /// password from the `WATERLINE_ADMIN_PASSWORD` environment variable.
     pub admin_user: Option<String>,
+    /// Principals allowed everything whatever the ACLs say, `;`-separated in one string or as a
+    /// list (`User:admin;User:ops`, Kafka `super.users`). `admin_user` is one automatically.
+    pub super_users: Vec<String>,
+    /// Whether requests are authorized against the ACLs. Unset (the default): on exactly when
+    /// authentication is configured (a SASL listener, or `tls_client_ca`), so a broker without
+    /// authentication behaves as if there were no ACLs at all.
+    pub authorization: Option<bool>,
     /// PBKDF2 iterations of credentials this broker creates (`admin_user`); 4096..=16384.
     pub scram_iterations: u32,
     /// Create unknown topics when a Metadata or Produce request names them.
@@ -184,6 +191,8 @@ impl Default for BrokerConfig {
             connections_max_reauth_ms: 0,
             sasl_max_receive_bytes: 512 * 1024,
             admin_user: None,
+            super_users: Vec::new(),
+            authorization: None,
             scram_iterations: waterline_sasl::ScramMechanism::MIN_ITERATIONS,
             auto_create_topics: true,
             default_partitions: 1,
@@ -311,7 +320,47 @@ impl BrokerConfig {
                 "admin_user: `{user}` must be 1 to 255 characters without control characters"
             )));
         }
+        for p in self.super_user_list() {
+            if !p
+                .strip_prefix("User:")
+                .is_some_and(crate::auth::credentials::valid_user_name)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "super_users: `{p}` is not `User:<name>`"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The super users: every `;`-separated entry of `super_users` (blanks dropped), and
+    /// `User:<admin_user>`.
+    pub fn super_user_list(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .super_users
+            .iter()
+            .flat_map(|s| s.split(';'))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(admin) = &self.admin_user {
+            out.push(format!("User:{admin}"));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether requests are authorized: `authorization` if set, else whether any listener
+    /// authenticates its clients (SASL, or mutual TLS).
+    pub fn authorization_enabled(&self) -> bool {
+        self.authorization.unwrap_or_else(|| {
+            self.tls_client_ca.is_some()
+                || self
+                    .listener_specs()
+                    .is_ok_and(|ls| ls.iter().any(|l| l.protocol.sasl()))
+        })
     }
 
     /// The listeners: `listeners`, or one PLAINTEXT listener on `listen`.

@@ -87,7 +87,13 @@ pub fn build_state_with_storage(
         format!("PLAINTEXT://{}", config.listen),
         format!("PLAINTEXT://{advertised_host}:{advertised_port}"),
     );
+    let acls = crate::auth::Acls::open(&config.data_dir)?;
+    let super_users = config.super_user_list();
+    let authorization = config.authorization_enabled();
     Ok(BrokerState {
+        acls,
+        super_users,
+        authorization,
         metrics,
         config,
         advertised_host,
@@ -175,6 +181,13 @@ impl Broker {
         .map_err(|e| BrokerError::Task(e.to_string()))??;
         let state = Arc::new(state);
         crate::transactions::Transactions::start(&state)?;
+        if state.authorization {
+            tracing::info!(
+                acls = state.acls.snapshot().len(),
+                super_users = ?state.super_users,
+                "authorization on: requests are checked against the ACLs"
+            );
+        }
         let tracker = TaskTracker::new();
         let shared = Arc::new(Accepting {
             limits: FrameLimits {

@@ -37,6 +37,12 @@ pub struct BrokerState {
     pub transactions: crate::transactions::Transactions,
     /// SCRAM credentials (`<data_dir>/scram-credentials`).
     pub credentials: crate::auth::Credentials,
+    /// ACLs (`<data_dir>/acls`).
+    pub acls: crate::auth::Acls,
+    /// Principals allowed everything (`super_users` and the admin user).
+    pub super_users: Vec<String>,
+    /// Whether requests are checked against the ACLs (see `BrokerConfig::authorization`).
+    pub authorization: bool,
     /// SASL mechanisms offered on SASL listeners.
     pub mechanisms: Vec<waterline_sasl::Mechanism>,
     /// Cancelled when the broker shuts down: long polls return early.

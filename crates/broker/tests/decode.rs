@@ -318,6 +318,45 @@ fn populated(key: ApiKey, version: i16) -> RequestKind {
             r.upsertions = vec![u.clone(), u];
             r.into()
         }
+        ApiKey::DescribeAcls => {
+            let mut r = DescribeAclsRequest::default();
+            r.resource_type_filter = 2;
+            r.resource_name_filter = Some(s("t"));
+            r.pattern_type_filter = 3;
+            r.principal_filter = Some(s("User:a"));
+            r.host_filter = None;
+            r.operation = 3;
+            r.permission_type = 3;
+            r.into()
+        }
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::AclCreation;
+            let mut c = AclCreation::default();
+            c.resource_type = 2;
+            c.resource_name = s("t");
+            c.resource_pattern_type = 3;
+            c.principal = s("User:a");
+            c.host = s("*");
+            c.operation = 3;
+            c.permission_type = 3;
+            let mut r = CreateAclsRequest::default();
+            r.creations = vec![c.clone(), c];
+            r.into()
+        }
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+            let mut f = DeleteAclsFilter::default();
+            f.resource_type_filter = 2;
+            f.resource_name_filter = Some(s("t"));
+            f.pattern_type_filter = 3;
+            f.principal_filter = None;
+            f.host_filter = Some(s("*"));
+            f.operation = 1;
+            f.permission_type = 1;
+            let mut r = DeleteAclsRequest::default();
+            r.filters = vec![f.clone(), f];
+            r.into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }

@@ -5,7 +5,7 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
+use waterline_admin::cli::{AclsArgs, GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
 use waterline_admin::exporter::ExporterArgs;
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
@@ -36,6 +36,8 @@ enum Command {
     Exporter(ExporterArgs),
     /// List, set and delete SCRAM users (Describe/AlterUserScramCredentials).
     Users(UsersArgs),
+    /// List, add and remove ACLs (kafka-acls parity: Describe/Create/DeleteAcls).
+    Acls(AclsArgs),
     /// Print a shell completion script: `source <(waterline completions bash)`, or save it
     /// where your shell loads completions from.
     Completions {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
         Command::Exporter(args) => tool(waterline_admin::exporter::run(args)),
         Command::Users(args) => tool(waterline_admin::cli::run_users(args)),
+        Command::Acls(args) => tool(waterline_admin::cli::run_acls(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

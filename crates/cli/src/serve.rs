@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// WATERLINE_ADMIN_PASSWORD environment variable
     #[arg(long, value_name = "NAME")]
     admin_user: Option<String>,
+    /// Principals allowed everything whatever the ACLs say, `;`-separated
+    /// (`User:admin;User:ops`); the --admin-user is one automatically
+    #[arg(long, value_name = "LIST")]
+    super_users: Option<String>,
+    /// Authorize requests against the ACLs (CreateAcls, `waterline acls`) [default: on exactly
+    /// when a SASL listener or --tls-client-ca is configured]
+    #[arg(long, value_name = "BOOL")]
+    authorization: Option<bool>,
     /// TOML file with broker settings: the flags' names with underscores, and more (every key
     /// with its default is listed at the end of --help)
     #[arg(long, value_name = "FILE")]
@@ -171,6 +179,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.admin_user {
             config.admin_user = Some(v);
+        }
+        if let Some(v) = self.super_users {
+            config.super_users = vec![v];
+        }
+        if let Some(v) = self.authorization {
+            config.authorization = Some(v);
         }
         if let Some(v) = self.auto_create_topics {
             config.auto_create_topics = v;
@@ -385,6 +399,16 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "admin_user",
             opt(d.admin_user.as_deref().map(q), "none"),
             "SCRAM user created at start (password: WATERLINE_ADMIN_PASSWORD)",
+        ),
+        key(
+            "super_users",
+            "[]".to_string(),
+            "principals allowed everything (`User:a;User:b`); admin_user is one",
+        ),
+        key(
+            "authorization",
+            opt(d.authorization, "on when SASL or mutual TLS is configured"),
+            "check requests against the ACLs",
         ),
         key(
             "scram_iterations",

@@ -582,6 +582,56 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 0, max: 0, kind: Kind::CBytes }, // salted_password
         ] },
     ]),
+    (29, &[
+        StructSchema { name: "DescribeAclsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_type_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // resource_name_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // resource_name_filter
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // pattern_type_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // principal_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // principal_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // host_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // host_filter
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // operation
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // permission_type
+        ] },
+    ]),
+    (30, &[
+        StructSchema { name: "CreateAclsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("AclCreation")) }, // creations
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("AclCreation")) }, // creations
+        ] },
+        StructSchema { name: "AclCreation", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_pattern_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // principal
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // principal
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // host
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // host
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // operation
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // permission_type
+        ] },
+    ]),
+    (31, &[
+        StructSchema { name: "DeleteAclsRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DeleteAclsFilter")) }, // filters
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("DeleteAclsFilter")) }, // filters
+        ] },
+        StructSchema { name: "DeleteAclsFilter", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_type_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // resource_name_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // resource_name_filter
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // pattern_type_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // principal_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // principal_filter
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // host_filter
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // host_filter
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // operation
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // permission_type
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer
@@ -1185,6 +1235,73 @@ pub(crate) static RESPONSES: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // user
             Field { tag: None, min: 0, max: 0, kind: Kind::I16 }, // error_code
             Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // error_message
+        ] },
+    ]),
+    (29, &[
+        StructSchema { name: "DescribeAclsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 1, max: 3, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribeAclsResource")) }, // resources
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("DescribeAclsResource")) }, // resources
+        ] },
+        StructSchema { name: "AclDescription", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // principal
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // principal
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // host
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // host
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // operation
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // permission_type
+        ] },
+        StructSchema { name: "DescribeAclsResource", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // pattern_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("AclDescription")) }, // acls
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("AclDescription")) }, // acls
+        ] },
+    ]),
+    (30, &[
+        StructSchema { name: "CreateAclsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("AclCreationResult")) }, // results
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("AclCreationResult")) }, // results
+        ] },
+        StructSchema { name: "AclCreationResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // error_message
+        ] },
+    ]),
+    (31, &[
+        StructSchema { name: "DeleteAclsResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DeleteAclsFilterResult")) }, // filter_results
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("DeleteAclsFilterResult")) }, // filter_results
+        ] },
+        StructSchema { name: "DeleteAclsFilterResult", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DeleteAclsMatchingAcl")) }, // matching_acls
+            Field { tag: None, min: 2, max: 3, kind: Kind::CArray(Elem::Struct("DeleteAclsMatchingAcl")) }, // matching_acls
+        ] },
+        StructSchema { name: "DeleteAclsMatchingAcl", flex: Some(2), fields: &[
+            Field { tag: None, min: 1, max: 3, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // resource_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // resource_name
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // resource_name
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // pattern_type
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // principal
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // principal
+            Field { tag: None, min: 1, max: 1, kind: Kind::Str }, // host
+            Field { tag: None, min: 2, max: 3, kind: Kind::CStr }, // host
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // operation
+            Field { tag: None, min: 1, max: 3, kind: Kind::I8 }, // permission_type
         ] },
     ]),
 ];

@@ -103,6 +103,9 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<SaslAuthenticateRequest>(&mut seen);
     requests_exact::<DescribeUserScramCredentialsRequest>(&mut seen);
     requests_exact::<AlterUserScramCredentialsRequest>(&mut seen);
+    requests_exact::<DescribeAclsRequest>(&mut seen);
+    requests_exact::<CreateAclsRequest>(&mut seen);
+    requests_exact::<DeleteAclsRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -141,6 +144,9 @@ fn every_response_in_the_table_walks_exactly_at_every_version() {
     responses_exact::<SaslAuthenticateRequest>(&mut seen);
     responses_exact::<DescribeUserScramCredentialsRequest>(&mut seen);
     responses_exact::<AlterUserScramCredentialsRequest>(&mut seen);
+    responses_exact::<DescribeAclsRequest>(&mut seen);
+    responses_exact::<CreateAclsRequest>(&mut seen);
+    responses_exact::<DeleteAclsRequest>(&mut seen);
     for (v, body) in encodings(&assignment()) {
         check_exact(Direction::Response, CONSUMER_ASSIGNMENT, v, &body);
     }

@@ -47,6 +47,8 @@ REQUESTS = [
     (17, "sasl_handshake_request"), (36, "sasl_authenticate_request"),
     (50, "describe_user_scram_credentials_request"),
     (51, "alter_user_scram_credentials_request"),
+    # ACLs.
+    (29, "describe_acls_request"), (30, "create_acls_request"), (31, "delete_acls_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -70,6 +72,8 @@ RESPONSES = [
     (17, "sasl_handshake_response"), (36, "sasl_authenticate_response"),
     (50, "describe_user_scram_credentials_response"),
     (51, "alter_user_scram_credentials_response"),
+    # `waterline acls`.
+    (29, "describe_acls_response"), (30, "create_acls_response"), (31, "delete_acls_response"),
 ]
 
 WIRE = {

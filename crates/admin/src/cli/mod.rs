@@ -1,11 +1,12 @@
 //! Command-line layer: `waterline groups`, `waterline offsets`, `waterline lag`,
-//! `waterline topics`, `waterline users`.
+//! `waterline topics`, `waterline users`, `waterline acls`.
 //!
 //! Exit codes: 0 success, 1 operation failed (including partial failure), 2 usage error.
 //! Usage errors that clap cannot see (no reset mode, two modes, malformed datetime, unknown
 //! topic) are detected here and reported as one line. Rendering lives in [`render`] and works
 //! on plain data, so output formats are tested without a broker.
 
+mod acls;
 mod groups;
 mod lag;
 mod offsets;
@@ -45,7 +46,13 @@ pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
     ExitCode::from(run_offsets_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
 }
 
+pub use acls::{AclsArgs, AclsCommand, run_acls_with};
 pub use users::{UsersArgs, UsersCommand, run_users_with};
+
+/// Runs `waterline acls ...` on standard output/error; returns the exit code.
+pub async fn run_acls(args: AclsArgs) -> ExitCode {
+    ExitCode::from(run_acls_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
+}
 
 /// Runs `waterline users ...` on standard output/error; returns the exit code.
 pub async fn run_users(args: UsersArgs) -> ExitCode {

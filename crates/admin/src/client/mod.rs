@@ -7,6 +7,7 @@
 //! Connections are kept per broker address and dropped after any error (the stream position
 //! is then unknown); the next call reconnects.
 
+pub mod acls;
 mod conn;
 pub mod records;
 pub mod security;
@@ -30,6 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Message, Request, StrBytes};
 use waterline_core::TopicPartition;
 
+pub use acls::{Acl, AclFilter};
 pub use conn::{ConnSettings, Connection, negotiate};
 pub use records::RecordInfo;
 pub use security::{SaslLogin, Security};
@@ -62,6 +64,8 @@ mod caps {
     pub const DESCRIBE_CONFIGS: i16 = 4;
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 1;
     pub const DESCRIBE_LOG_DIRS: i16 = 4;
+    // ACLs: v1 added pattern types, v2 is the flexible form of v1.
+    pub const ACLS: i16 = 3;
 }
 
 /// How many times a group request is retried after a coordinator error.
@@ -1099,6 +1103,7 @@ fn cap_for(key: i16) -> i16 {
         Ok(ApiKey::DescribeConfigs) => caps::DESCRIBE_CONFIGS,
         Ok(ApiKey::IncrementalAlterConfigs) => caps::INCREMENTAL_ALTER_CONFIGS,
         Ok(ApiKey::DescribeLogDirs) => caps::DESCRIBE_LOG_DIRS,
+        Ok(ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls) => caps::ACLS,
         _ => 0,
     }
 }

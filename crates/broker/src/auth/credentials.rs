@@ -141,7 +141,8 @@ impl Credentials {
     }
 }
 
-fn escape_user(user: &str) -> String {
+/// `%XX`-escapes `%`, spaces and bytes outside `!`..`~` (shared with the ACL file).
+pub(crate) fn escape_user(user: &str) -> String {
     let mut out = String::with_capacity(user.len());
     for b in user.bytes() {
         if b == b'%' || !(0x21..=0x7e).contains(&b) {
@@ -153,7 +154,8 @@ fn escape_user(user: &str) -> String {
     out
 }
 
-fn unescape_user(s: &str) -> Option<String> {
+/// Reverses [`escape_user`]; `None` for a bad escape or non-UTF-8 result.
+pub(crate) fn unescape_user(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;

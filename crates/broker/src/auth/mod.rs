@@ -15,6 +15,8 @@
 //! On SSL listeners with mutual TLS the principal is `User:<certificate subject>`; on SASL
 //! listeners it is `User:<name>`; otherwise `User:ANONYMOUS`.
 
+pub mod acl;
+pub mod acls;
 pub mod credentials;
 pub mod tls;
 
@@ -28,6 +30,7 @@ use waterline_sasl::{Mechanism, SaslError, ScramServerAwaitingFinal};
 
 use crate::listener::{ListenerInfo, SecurityProtocol};
 
+pub use acls::Acls;
 pub use credentials::{CredentialChange, Credentials};
 
 /// The principal of unauthenticated connections (Kafka's).

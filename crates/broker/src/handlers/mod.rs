@@ -25,6 +25,7 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
     MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseKind,
 };
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::{Message, VersionRange};
 // Consumer-group APIs (kept apart from the list above).
 use kafka_protocol::messages::{
@@ -40,11 +41,15 @@ pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod authorize;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
@@ -169,6 +174,10 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
         ApiKey::AlterUserScramCredentials,
         AlterUserScramCredentialsRequest::VERSIONS,
     ),
+    // ACLs (answered SECURITY_DISABLED when authorization is off, as Kafka does).
+    (ApiKey::DescribeAcls, DescribeAclsRequest::VERSIONS),
+    (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
+    (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -257,7 +266,35 @@ impl Connection {
     }
 }
 
-/// Applies a decoded request of `conn`. The caller applies a connection's requests one at a
+/// Authorizes a decoded request of `conn` (see [`authorize`]), then applies it with
+/// [`apply_authorized`]; a refused request is answered without reaching its handler, and a
+/// narrowed one has its refused items' errors added to the handler's answer.
+pub async fn apply(
+    state: &SharedState,
+    conn: &mut Connection,
+    header: RequestHeader,
+    request: RequestKind,
+) -> Applied {
+    let (request, patch) = match authorize::check(state, &conn.session, &header, request) {
+        authorize::Outcome::Proceed(r, authorize::Patch::None) => {
+            return apply_authorized(state, conn, header, r).await;
+        }
+        authorize::Outcome::Proceed(r, p) => (r, p),
+        authorize::Outcome::Deny(answer) => {
+            // Still in order: a refusal waits for the connection's earlier commits too.
+            conn.commits_settled().await;
+            return Applied::Ready(answer);
+        }
+    };
+    match apply_authorized(state, conn, header, request).await {
+        Applied::Ready(r) => Applied::Ready(r.map(|r| patch.apply(r))),
+        Applied::Waiting(f) => {
+            Applied::Waiting(Box::pin(async move { f.await.map(|r| patch.apply(r)) }))
+        }
+    }
+}
+
+/// Applies a decoded, authorized request of `conn`. The caller applies a connection's requests one at a
 /// time, in the order they were sent, and may run the [`Applied::Waiting`] futures
 /// concurrently (answering in order). This is the broker's ordering invariant:
 ///
@@ -267,7 +304,7 @@ impl Connection {
 /// - Fetch is read-only; it is started here and its long poll overlaps later requests.
 /// - Every other request is handled to completion here, after the connection's earlier
 ///   commits are durable, so e.g. an OffsetFetch sent after an OffsetCommit sees it.
-pub async fn apply(
+async fn apply_authorized(
     state: &SharedState,
     conn: &mut Connection,
     header: RequestHeader,
@@ -417,6 +454,9 @@ pub async fn apply(
                 .await
                 .into()
         }
+        RequestKind::DescribeAcls(r) => describe_acls::handle(state, header, r).await.into(),
+        RequestKind::CreateAcls(r) => create_acls::handle(state, header, r).await.into(),
+        RequestKind::DeleteAcls(r) => delete_acls::handle(state, header, r).await.into(),
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
             tracing::error!(api = ?header.request_api_key, "no handler for decoded request {other:?}");
