@@ -1134,7 +1134,7 @@ fn group_level_error(
 
 /// Decodes a consumer-protocol assignment (version prefix, then the body). Malformed or
 /// foreign assignments give an empty list: describe output must not fail on them.
-fn decode_assignment(bytes: bytes::Bytes) -> Vec<TopicPartition> {
+pub fn decode_assignment(bytes: bytes::Bytes) -> Vec<TopicPartition> {
     let mut buf = bytes;
     if buf.len() < 2 {
         return Vec::new();
