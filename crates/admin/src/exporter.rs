@@ -457,13 +457,21 @@ pub(crate) async fn poll(
     } else {
         client.describe_groups(&group_ids).await?
     };
+    // Every described group's offsets at once: one OffsetFetch per coordinator where the
+    // cluster speaks version 8, not one per group.
+    let wanted: Vec<String> = described
+        .iter()
+        .filter(|g| g.error_code == codes::NONE || g.error_code == codes::GROUP_ID_NOT_FOUND)
+        .map(|g| g.group_id.clone())
+        .collect();
+    let mut all_committed = client.offset_fetch_groups(&wanted).await?;
     tracker.begin_round();
     for g in described {
         if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
             continue;
         }
         let committed: BTreeMap<TopicPartition, Committed> =
-            client.offset_fetch(&g.group_id, None).await?;
+            all_committed.remove(&g.group_id).unwrap_or_default();
         let mut parts: BTreeSet<TopicPartition> = committed
             .keys()
             .filter(|tp| topics_filter.admits(&tp.topic))
