@@ -18,6 +18,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import running_broker, waterline_bin
+# The secured broker, its certificates and client settings, shared with the security tests.
+from test_security import (  # noqa: F401 (certs is a fixture)
+    ADMIN, ADMIN_PASSWORD, certs, client_config, produce_consume_commit, secure_broker)
 
 SERVING = re.compile(r"^waterline exporter: serving (http://\S+)/metrics")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -189,6 +192,51 @@ def test_exporter_serves_kafka_exporter_metrics_and_survives_a_restart(tmp_path)
             ex.stop()
 
 
+def test_exporter_over_sasl_ssl_with_command_config(tmp_path, certs):
+    """The exporter takes Kafka client properties through --command-config, as the other
+    operator commands do: it scrapes a SASL_SSL (SCRAM-SHA-256) listener of a broker that
+    requires authentication, and a bad properties file stops it at start (exit 2)."""
+    b = secure_broker(tmp_path / "broker", certs)
+    ex = None
+    try:
+        cfg = client_config(b, certs, "SASL_SSL", "SCRAM-SHA-256")
+        topic = "t-" + uuid.uuid4().hex[:8]
+        group = produce_consume_commit(cfg, topic, n=6)
+        props = tmp_path / "client.properties"
+        props.write_text(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\n"
+            f"sasl.username={ADMIN}\nsasl.password={ADMIN_PASSWORD}\n"
+            f"ssl.ca.location={certs / 'ca.pem'}\n")
+        ex = Exporter(b.listeners["SASL_SSL"], "--command-config", str(props))
+        m = wait_for("the group's offsets over SASL_SSL",
+                     lambda: (lambda m: m if value(m, "kafka_consumergroup_current_offset",
+                                                   consumergroup=group, topic=topic,
+                                                   partition=0) is not None
+                              else None)(ex.metrics()))
+        assert value(m, "waterline_exporter_up") == 1
+        assert value(m, "kafka_consumergroup_current_offset", consumergroup=group, topic=topic,
+                     partition=0) == 6
+        assert value(m, "kafka_consumergroup_lag", consumergroup=group, topic=topic,
+                     partition=0) == 0
+        assert value(m, "kafka_topic_partition_current_offset", topic=topic, partition=0) == 6
+        ex.stop()
+        ex = None
+        # A properties file the exporter cannot use: one line naming the key, exit 2.
+        bad = tmp_path / "bad.properties"
+        bad.write_text("security.protocol=TLS\n")
+        r = subprocess.run([waterline_bin(), "exporter", "--bootstrap-server",
+                            b.listeners["SASL_SSL"], "--listen", "127.0.0.1:0",
+                            "--command-config", str(bad)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "security.protocol" in lines[0], r.stderr
+    finally:
+        if ex is not None:
+            ex.stop()
+        assert b.stop() == 0, b.stderr_text()[-4000:]
+
+
 def test_exporter_rejects_a_bad_regex_in_one_line():
     r = subprocess.run([waterline_bin(), "exporter", "--group-allow", "("],
                        capture_output=True, text=True, timeout=30)
@@ -319,7 +367,8 @@ def test_broker_metrics_and_health(tmp_path):
 def test_dashboard_in_headless_chromium(tmp_path):
     """The exporter's page at / in Debian's Chromium: the group list shows the test group's
     lag, its group page shows the partition, and both update after a commit without a reload.
-    Screenshots go to $WATERLINE_ARTIFACTS (default: tests/clients/artifacts)."""
+    The broker's own page (`serve --http-listen`, fed from its state) shows the same group and
+    lag. Screenshots go to $WATERLINE_ARTIFACTS (default: tests/clients/artifacts)."""
     import os
     from pathlib import Path
 
@@ -330,7 +379,11 @@ def test_dashboard_in_headless_chromium(tmp_path):
     artifacts = Path(os.environ.get("WATERLINE_ARTIFACTS",
                                     Path(__file__).resolve().parent / "artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    with running_broker(tmp_path, fast_groups=True) as b:
+    with running_broker(tmp_path, fast_groups=True, config='http_listen = "127.0.0.1:0"') as b:
+        line = b.proc.stdout.readline()
+        m = re.match(r"^waterline: metrics on (http://\S+)/metrics", line)
+        assert m, line
+        broker_url = m.group(1)
         topic = "t-" + uuid.uuid4().hex[:8]
         group = "dash-" + uuid.uuid4().hex[:8]
         create_topic(b.bootstrap, topic, 1)
@@ -368,6 +421,14 @@ def test_dashboard_in_headless_chromium(tmp_path):
             driver.get(ex.url + "/")
             wait_for("the lag on a small screen", lambda: group_lag() == "3")
             driver.save_screenshot(str(artifacts / "dashboard-phone.png"))
+            # The broker's own dashboard: same page, fed from the broker's group state.
+            driver.set_window_size(1200, 800)
+            driver.get(broker_url + "/")
+            wait_for("the group's lag on the broker's page", lambda: group_lag() == "3")
+            driver.find_element(By.LINK_TEXT, group).click()
+            wait_for("the partition row on the broker's page",
+                     lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, sel)] == ["3"])
+            driver.save_screenshot(str(artifacts / "dashboard-broker.png"))
         finally:
             driver.quit()
             ex.stop()

@@ -28,6 +28,7 @@ use crate::cli::{CliError, ConnectionArgs};
 use crate::cli::{LagTracker, PartitionState, next_record_times, now_ms};
 use crate::client::{AdminClient, Committed, OffsetSpec};
 use crate::codes;
+use crate::dashboard::SharedDashboard;
 use crate::lag::{DEFAULT_WINDOW_COMMITS, Status, TimeLag};
 use crate::timefmt::parse_duration_ms;
 
@@ -456,13 +457,21 @@ pub(crate) async fn poll(
     } else {
         client.describe_groups(&group_ids).await?
     };
+    // Every described group's offsets at once: one OffsetFetch per coordinator where the
+    // cluster speaks version 8, not one per group.
+    let wanted: Vec<String> = described
+        .iter()
+        .filter(|g| g.error_code == codes::NONE || g.error_code == codes::GROUP_ID_NOT_FOUND)
+        .map(|g| g.group_id.clone())
+        .collect();
+    let mut all_committed = client.offset_fetch_groups(&wanted).await?;
     tracker.begin_round();
     for g in described {
         if g.error_code != codes::NONE && g.error_code != codes::GROUP_ID_NOT_FOUND {
             continue;
         }
         let committed: BTreeMap<TopicPartition, Committed> =
-            client.offset_fetch(&g.group_id, None).await?;
+            all_committed.remove(&g.group_id).unwrap_or_default();
         let mut parts: BTreeSet<TopicPartition> = committed
             .keys()
             .filter(|tp| topics_filter.admits(&tp.topic))
@@ -555,115 +564,13 @@ impl Poller {
     }
 }
 
-/// What the HTTP handlers serve.
+/// What the HTTP handlers serve (the dashboard's data lives in [`DashboardData`]).
 #[derive(Debug, Default)]
 struct Served {
     /// The last rendered metrics text.
     text: String,
     /// Whether a poll has ever succeeded.
     ready: bool,
-    /// The last good snapshot, for the dashboard.
-    snapshot: Snapshot,
-    /// Lag over time per group and partition, for the dashboard's charts.
-    history: History,
-    /// When the last good snapshot was taken (ms since epoch).
-    polled_ms: Option<i64>,
-}
-
-/// Points kept per partition for the dashboard's charts (an hour at a 5 s interval).
-const HISTORY_POINTS: usize = 720;
-
-/// One point of a partition's chart: (time ms, lag in records, time lag in ms).
-type Point = (i64, Option<i64>, Option<i64>);
-
-/// Lag over time per (group, topic, partition).
-#[derive(Debug, Default)]
-struct History {
-    points: BTreeMap<(String, String, i32), std::collections::VecDeque<Point>>,
-}
-
-impl History {
-    /// Appends the snapshot's values at `now`; forgets partitions no longer in it.
-    fn record(&mut self, snap: &Snapshot, now: i64) {
-        let mut seen = BTreeSet::new();
-        for g in &snap.groups {
-            for r in &g.rows {
-                let key = (g.group.clone(), r.topic.clone(), r.partition);
-                let points = self.points.entry(key.clone()).or_default();
-                points.push_back((now, r.lag(), r.time_lag.ms()));
-                while points.len() > HISTORY_POINTS {
-                    points.pop_front();
-                }
-                seen.insert(key);
-            }
-        }
-        self.points.retain(|k, _| seen.contains(k));
-    }
-}
-
-/// `/api/groups`: every group with its state, members, total lag, worst time lag, status.
-fn groups_json(s: &Served) -> serde_json::Value {
-    let groups: Vec<serde_json::Value> = s
-        .snapshot
-        .groups
-        .iter()
-        .map(|g| {
-            serde_json::json!({
-                "group": g.group,
-                "state": g.state,
-                "members": g.members,
-                "partitions": g.rows.len(),
-                "lag": g.rows.iter().filter_map(|r| r.lag()).sum::<i64>(),
-                "time_lag_ms": g.rows.iter().filter_map(|r| r.time_lag.ms()).max(),
-                "status": g.status,
-                "reason": g.reason,
-            })
-        })
-        .collect();
-    serde_json::json!({ "time_ms": s.polled_ms, "groups": groups })
-}
-
-/// `/api/groups/{group}`: the group's partitions with their history.
-fn group_json(s: &Served, group: &str) -> Option<serde_json::Value> {
-    let g = s.snapshot.groups.iter().find(|g| g.group == group)?;
-    let partitions: Vec<serde_json::Value> = g
-        .rows
-        .iter()
-        .map(|r| {
-            let key = (g.group.clone(), r.topic.clone(), r.partition);
-            let history: Vec<serde_json::Value> = s
-                .history
-                .points
-                .get(&key)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|(t, lag, tl)| serde_json::json!([t, lag, tl]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            serde_json::json!({
-                "topic": r.topic,
-                "partition": r.partition,
-                "current_offset": r.current,
-                "log_end_offset": r.log_end,
-                "lag": r.lag(),
-                "time_lag_ms": r.time_lag.ms(),
-                "time_lag": r.time_lag.display(),
-                "status": r.status.status,
-                "reason": r.status.reason,
-                "history": history,
-            })
-        })
-        .collect();
-    Some(serde_json::json!({
-        "time_ms": s.polled_ms,
-        "group": g.group,
-        "state": g.state,
-        "members": g.members,
-        "status": g.status,
-        "reason": g.reason,
-        "partitions": partitions,
-    }))
 }
 
 type Shared = Arc<Mutex<Served>>;
@@ -671,29 +578,6 @@ type Shared = Arc<Mutex<Served>>;
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let text = s.lock().map(|s| s.text.clone()).unwrap_or_default();
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text)
-}
-
-/// The dashboard: one static page (HTML, CSS, JS, SVG charts) built into the binary.
-const DASHBOARD_HTML: &str = include_str!("dashboard.html");
-
-async fn dashboard() -> impl IntoResponse {
-    axum::response::Html(DASHBOARD_HTML)
-}
-
-async fn api_groups(State(s): State<Shared>) -> impl IntoResponse {
-    let v = s.lock().map(|s| groups_json(&s)).unwrap_or_default();
-    axum::Json(v)
-}
-
-async fn api_group(
-    State(s): State<Shared>,
-    axum::extract::Path(group): axum::extract::Path<String>,
-) -> axum::response::Response {
-    let found = s.lock().ok().and_then(|s| group_json(&s, &group));
-    match found {
-        Some(v) => axum::Json(v).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no group '{group}'\n")).into_response(),
-    }
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
@@ -730,6 +614,9 @@ pub async fn run_exporter(
         args.topic_deny.as_deref(),
         "topic",
     )?;
+    // Read the client properties once now: a missing file or a bad property is a usage
+    // error at start, not a poll failure retried forever behind a healthy /healthz.
+    args.conn.security()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -738,14 +625,13 @@ pub async fn run_exporter(
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
     on_listen(addr);
     let shared: Shared = Arc::default();
+    let dashboard = SharedDashboard::default();
     let app = Router::new()
-        .route("/", get(dashboard))
-        .route("/api/groups", get(api_groups))
-        .route("/api/groups/{group}", get(api_group))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .merge(crate::dashboard::router(dashboard.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -799,12 +685,9 @@ pub async fn run_exporter(
         if let Ok(mut s) = shared.lock() {
             s.text = text;
             s.ready |= status.up;
-            if status.up {
-                let now = now_ms();
-                s.history.record(&last, now);
-                s.snapshot = last.clone();
-                s.polled_ms = Some(now);
-            }
+        }
+        if status.up {
+            dashboard.update(last.clone(), now_ms());
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}

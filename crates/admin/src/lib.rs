@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod codes;
 pub mod csvio;
+pub mod dashboard;
 pub mod error;
 pub mod exporter;
 pub mod files;

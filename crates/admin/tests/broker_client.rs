@@ -81,3 +81,35 @@ async fn metadata_list_offsets_and_fetch() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn offset_fetch_of_many_groups_in_one_request() {
+    let b = TestBroker::start().await;
+    b.create_topic("orders", 2).await;
+    b.produce("orders", 0, &[BASE, BASE + 1, BASE + 2]).await;
+    let mut c = b.client().await;
+    let groups: Vec<String> = ["a", "b", "c"].iter().map(|g| g.to_string()).collect();
+    for (i, g) in groups.iter().enumerate() {
+        let offsets = [(TopicPartition::new("orders", 0), i as i64 + 1)].into();
+        assert!(c.offset_commit(g, &offsets).await.unwrap().is_empty());
+    }
+    let mut asked = groups.clone();
+    asked.push("never-committed".into());
+    let all = c.offset_fetch_groups(&asked).await.unwrap();
+    for (i, g) in groups.iter().enumerate() {
+        let got = &all[g];
+        assert_eq!(got.len(), 1, "{g}: {got:?}");
+        assert_eq!(got[&TopicPartition::new("orders", 0)].offset, i as i64 + 1);
+        // The same as one group at a time.
+        let one = c.offset_fetch(g, None).await.unwrap();
+        assert_eq!(
+            one.iter()
+                .map(|(tp, c)| (tp.clone(), c.offset))
+                .collect::<Vec<_>>(),
+            got.iter()
+                .map(|(tp, c)| (tp.clone(), c.offset))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(all["never-committed"].is_empty());
+}

@@ -1,6 +1,7 @@
 //! The broker's HTTP listener (`http_listen`): `/metrics` (see [`crate::metrics`]),
 //! `/healthz` (the process answers) and `/readyz` (serving Kafka requests; 503 once shutdown
-//! has begun, so an orchestrator stops routing clients before the listener closes).
+//! has begun, so an orchestrator stops routing clients before the listener closes), and
+//! whatever routes the embedder adds (`waterline serve` adds the dashboard at `/`).
 
 use std::net::SocketAddr;
 
@@ -28,11 +29,12 @@ async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves until the broker shuts down; returns the bound address and the
-/// server task.
+/// Binds `addr` and serves, with `routes` beside the broker's own, until the broker shuts
+/// down; returns the bound address and the server task.
 pub async fn start(
     state: SharedState,
     addr: &str,
+    routes: Router,
 ) -> Result<(SocketAddr, JoinHandle<()>), BrokerError> {
     let listener = TcpListener::bind(addr)
         .await
@@ -45,7 +47,8 @@ pub async fn start(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(state)
+        .merge(routes);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -116,6 +116,16 @@ pub struct Broker;
 impl Broker {
     /// Locks the data dir, loads topics, binds the listeners and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        Broker::start_with_routes(config, axum::Router::new()).await
+    }
+
+    /// [`start`](Self::start), with `routes` served beside `/metrics`, `/healthz` and
+    /// `/readyz` on the HTTP listener (when `http_listen` is set): how `waterline serve` adds
+    /// the dashboard, whose code lives with the operator tools rather than in the broker.
+    pub async fn start_with_routes(
+        config: BrokerConfig,
+        routes: axum::Router,
+    ) -> Result<RunningBroker, BrokerError> {
         config.validate()?;
         let lock = lock_data_dir(&config.data_dir)?;
         let admin = admin_user(&config)?;
@@ -219,7 +229,7 @@ impl Broker {
         let retention = tokio::spawn(retention_loop(state.clone()));
         let cleaner = tokio::spawn(crate::cleaner::cleaner_loop(state.clone()));
         let http = match state.config.http_listen.clone() {
-            Some(addr) => Some(crate::http::start(state.clone(), &addr).await?),
+            Some(addr) => Some(crate::http::start(state.clone(), &addr, routes).await?),
             None => None,
         };
         Ok(RunningBroker {

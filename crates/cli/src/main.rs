@@ -1,5 +1,6 @@
 //! The `waterline` command: one binary for the broker and the operator tools.
 
+mod dashboard;
 mod serve;
 
 use std::process::ExitCode;

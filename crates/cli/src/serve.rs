@@ -249,9 +249,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
-        let broker = Broker::start(config)
+        // The HTTP listener (when configured) also serves the dashboard at `/`, fed from the
+        // broker's own state once it runs.
+        let dashboard = waterline_admin::dashboard::SharedDashboard::default();
+        let routes = waterline_admin::dashboard::router(dashboard.clone());
+        let broker = Broker::start_with_routes(config, routes)
             .await
             .with_context(|| format!("starting the broker on data dir {}", data_dir.display()))?;
+        if broker.http_addr().is_some() {
+            tokio::spawn(crate::dashboard::feed(broker.state().clone(), dashboard));
+        }
         // With several listeners, one line each before the ready line, so a reader of the
         // ready line has them all; with one, the ready line stays the first line.
         if broker.listeners().len() > 1 {

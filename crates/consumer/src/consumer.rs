@@ -845,6 +845,7 @@ impl Consumer {
         for p in &report.partitions {
             metrics::gauge!(
                 "waterline_consumer_lag",
+                "group" => self.shared.group.clone(),
                 "topic" => p.tp.topic.clone(),
                 "partition" => p.tp.partition.to_string()
             )
@@ -856,25 +857,15 @@ impl Consumer {
 
     /// A snapshot of the metrics (lag from the last [`lag`](Self::lag) call).
     pub fn metrics(&self) -> MetricsSnapshot {
-        let hws = self.shared.high_watermarks.lock().clone();
-        let now = now_ms();
-        // In-flight figures for every partition, lag only where a watermark is known.
-        let all = self
-            .shared
-            .lag(|tp| Some(hws.get(tp).copied().unwrap_or(0)), now);
-        let lag = LagReport::from_partitions(
-            all.partitions
-                .iter()
-                .filter(|p| hws.contains_key(&p.tp))
-                .cloned()
-                .collect(),
-        );
-        self.shared.counters.snapshot(
-            self.shared.assigned().len(),
-            all.total_in_flight,
-            all.oldest_unacked_age_ms,
-            lag,
-        )
+        crate::metrics::snapshot_of(&self.shared)
+    }
+
+    /// The consumer's metrics for a prometheus-client registry, labelled with the group id
+    /// (register it with `Registry::register_collector`). It reads the counters at each
+    /// scrape and stops reporting once the consumer is gone.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus_collector(&self) -> crate::PrometheusCollector {
+        crate::PrometheusCollector::new(&self.shared)
     }
 
     /// Graceful shutdown: stops handing out records, waits up to `deadline` for in-flight ones,

@@ -140,6 +140,8 @@ mod gate;
 mod metrics;
 mod native;
 mod process;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 #[cfg(test)]
 mod proptests;
 mod shared;
@@ -154,6 +156,8 @@ pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
 pub use error::ConsumerError;
 pub use events::ConsumerEvent;
 pub use metrics::MetricsSnapshot;
+#[cfg(feature = "prometheus")]
+pub use prometheus::PrometheusCollector;
 pub use txn::{KafkaTransactions, OutputRecord};
 pub use waterline_core;
 pub use waterline_core::{

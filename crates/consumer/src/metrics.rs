@@ -1,20 +1,28 @@
 //! Consumer metrics: atomic counters, a [`MetricsSnapshot`], and the `metrics` facade.
 //!
-//! Facade names (all prefixed `waterline_consumer_`): counters `messages_total`,
-//! `bytes_total`, `failures_total`, `retries_total`, `dead_lettered_total`, `stale_acks_total`,
-//! `commits_total{result=ok|failed}`, `rebalances_total`; histogram `commit_duration_seconds`;
-//! gauges `assigned_partitions`, `in_flight`, `oldest_in_flight_age_seconds`, and
-//! `lag{topic,partition}` (set by [`Consumer::lag`](crate::Consumer::lag)).
+//! Facade names (all prefixed `waterline_consumer_`, all labelled `group` with the group id,
+//! so two consumers in one process stay apart): counters `messages_total`, `bytes_total`,
+//! `failures_total`, `retries_total`, `dead_lettered_total`, `stale_acks_total`,
+//! `commits_total{result=ok|failed}`, `rebalances_total`, `pauses_total`, histogram
+//! `commit_duration_seconds`; gauges `assigned_partitions`, `in_flight`,
+//! `oldest_in_flight_age_seconds`, and `lag{topic,partition}` (set by
+//! [`Consumer::lag`](crate::Consumer::lag)). The same names are served to a prometheus-client
+//! registry by [`PrometheusCollector`](crate::PrometheusCollector).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use metrics::Label;
 use waterline_core::LagReport;
+
+use crate::shared::{Shared, now_ms};
 
 /// Live counters, shared by the consumer's parts.
 #[derive(Debug)]
 pub(crate) struct Counters {
     started: Instant,
+    /// `group=<id>`, put on every facade metric.
+    labels: Vec<Label>,
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub failures: AtomicU64,
@@ -32,9 +40,10 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn new() -> Self {
+    pub fn new(group: &str) -> Self {
         Self {
             started: Instant::now(),
+            labels: vec![Label::new("group", group.to_string())],
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -70,16 +79,18 @@ impl Counters {
         let pm = self.published.0.swap(m, Ordering::Relaxed);
         let pb = self.published.1.swap(b, Ordering::Relaxed);
         if m > pm {
-            metrics::counter!("waterline_consumer_messages_total").increment(m - pm);
+            metrics::counter!("waterline_consumer_messages_total", self.labels.iter())
+                .increment(m - pm);
         }
         if b > pb {
-            metrics::counter!("waterline_consumer_bytes_total").increment(b - pb);
+            metrics::counter!("waterline_consumer_bytes_total", self.labels.iter())
+                .increment(b - pb);
         }
     }
 
     pub fn bump(&self, c: &AtomicU64, name: &'static str) {
         c.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(name).increment(1);
+        metrics::counter!(name, self.labels.iter()).increment(1);
     }
 
     pub fn commit(&self, ok: bool, micros: u64) {
@@ -89,10 +100,17 @@ impl Counters {
             self.commits_failed.fetch_add(1, Ordering::Relaxed);
         }
         self.last_commit_us.store(micros, Ordering::Relaxed);
-        metrics::counter!("waterline_consumer_commits_total", "result" => if ok { "ok" } else { "failed" })
-            .increment(1);
-        metrics::histogram!("waterline_consumer_commit_duration_seconds")
-            .record(micros as f64 / 1e6);
+        let mut labels = self.labels.clone();
+        labels.push(Label::from_static_parts(
+            "result",
+            if ok { "ok" } else { "failed" },
+        ));
+        metrics::counter!("waterline_consumer_commits_total", labels).increment(1);
+        metrics::histogram!(
+            "waterline_consumer_commit_duration_seconds",
+            self.labels.iter()
+        )
+        .record(micros as f64 / 1e6);
     }
 
     pub fn snapshot(
@@ -104,10 +122,14 @@ impl Counters {
     ) -> MetricsSnapshot {
         let secs = self.started.elapsed().as_secs_f64();
         let messages = self.messages.load(Ordering::Relaxed);
-        metrics::gauge!("waterline_consumer_assigned_partitions").set(assigned as f64);
-        metrics::gauge!("waterline_consumer_in_flight").set(in_flight as f64);
-        metrics::gauge!("waterline_consumer_oldest_in_flight_age_seconds")
-            .set(oldest_ms.unwrap_or(0) as f64 / 1e3);
+        metrics::gauge!("waterline_consumer_assigned_partitions", self.labels.iter())
+            .set(assigned as f64);
+        metrics::gauge!("waterline_consumer_in_flight", self.labels.iter()).set(in_flight as f64);
+        metrics::gauge!(
+            "waterline_consumer_oldest_in_flight_age_seconds",
+            self.labels.iter()
+        )
+        .set(oldest_ms.unwrap_or(0) as f64 / 1e3);
         MetricsSnapshot {
             messages_consumed: messages,
             bytes_consumed: self.bytes.load(Ordering::Relaxed),
@@ -133,6 +155,28 @@ impl Counters {
             lag,
         }
     }
+}
+
+/// The [`MetricsSnapshot`] of a consumer's shared state (lag from the last
+/// [`Consumer::lag`](crate::Consumer::lag) call).
+pub(crate) fn snapshot_of(shared: &Shared) -> MetricsSnapshot {
+    let hws = shared.high_watermarks.lock().clone();
+    let now = now_ms();
+    // In-flight figures for every partition, lag only where a watermark is known.
+    let all = shared.lag(|tp| Some(hws.get(tp).copied().unwrap_or(0)), now);
+    let lag = LagReport::from_partitions(
+        all.partitions
+            .iter()
+            .filter(|p| hws.contains_key(&p.tp))
+            .cloned()
+            .collect(),
+    );
+    shared.counters.snapshot(
+        shared.assigned().len(),
+        all.total_in_flight,
+        all.oldest_unacked_age_ms,
+        lag,
+    )
 }
 
 /// A point-in-time copy of the consumer's metrics.
@@ -183,7 +227,7 @@ mod tests {
 
     #[test]
     fn single_writer_counts_add_up_and_publish_only_the_difference() {
-        let c = Counters::new();
+        let c = Counters::new("g");
         for n in [100usize, 0, 24] {
             c.consumed_single_writer(n);
         }

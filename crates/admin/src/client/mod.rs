@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
     metadata_request::MetadataRequestTopic,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
-    offset_fetch_request::OffsetFetchRequestTopic,
+    offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic},
 };
 use kafka_protocol::protocol::{Decodable, Message, Request, StrBytes};
 use waterline_core::TopicPartition;
@@ -816,6 +816,96 @@ impl AdminClient {
         .await
     }
 
+    /// Committed offsets of every group in `groups` (all partitions), keyed by group. Where
+    /// the coordinator speaks OffsetFetch version 8 or later (which carries many groups), one
+    /// request per coordinator asks for all of its groups, so a poll of 1,000 groups is not
+    /// 1,000 round trips; older brokers, single groups and groups whose coordinator moved
+    /// meanwhile go through [`offset_fetch`](Self::offset_fetch) one by one.
+    pub async fn offset_fetch_groups(
+        &mut self,
+        groups: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<TopicPartition, Committed>>, ClientError> {
+        let mut by_coordinator: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for g in groups {
+            let addr = self.coordinator(g).await?;
+            by_coordinator.entry(addr).or_default().push(g);
+        }
+        let mut out = BTreeMap::new();
+        let mut one_by_one: Vec<&str> = Vec::new();
+        for (addr, ids) in by_coordinator {
+            let version = self
+                .conn(&addr)
+                .await?
+                .version_for::<OffsetFetchRequest>(cap_for(OffsetFetchRequest::KEY))?;
+            if version < 8 || ids.len() == 1 {
+                one_by_one.extend(ids);
+                continue;
+            }
+            let (_, resp) = self
+                .send(&addr, |_| {
+                    OffsetFetchRequest::default().with_groups(
+                        ids.iter()
+                            .map(|g| {
+                                OffsetFetchRequestGroup::default()
+                                    .with_group_id(GroupId(StrBytes::from_string(g.to_string())))
+                                    .with_topics(None)
+                            })
+                            .collect(),
+                    )
+                })
+                .await?;
+            for g in resp.groups {
+                let id = g.group_id.0.to_string();
+                if codes::is_coordinator_retriable(g.error_code) {
+                    // Moved or loading: the one-group path re-resolves and retries.
+                    self.coordinators.remove(&id);
+                    if let Some(own) = ids.iter().find(|i| **i == id) {
+                        one_by_one.push(own);
+                    }
+                    continue;
+                }
+                if g.error_code != codes::NONE {
+                    return Err(ClientError::Kafka {
+                        api: "OffsetFetch",
+                        context: format!("group {id}"),
+                        code: g.error_code,
+                    });
+                }
+                let mut committed = BTreeMap::new();
+                for t in g.topics {
+                    for p in t.partitions {
+                        let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                        if p.error_code != codes::NONE {
+                            return Err(ClientError::Kafka {
+                                api: "OffsetFetch",
+                                context: format!(
+                                    "group {id} topic {} partition {}",
+                                    tp.topic, tp.partition
+                                ),
+                                code: p.error_code,
+                            });
+                        }
+                        if p.committed_offset >= 0 {
+                            committed.insert(
+                                tp,
+                                Committed {
+                                    offset: p.committed_offset,
+                                    metadata: p.metadata.map(|m| m.to_string()).unwrap_or_default(),
+                                },
+                            );
+                        }
+                    }
+                }
+                out.insert(id, committed);
+            }
+        }
+        for g in one_by_one {
+            let committed = self.offset_fetch(g, None).await?;
+            out.insert(g.to_string(), committed);
+        }
+        Ok(out)
+    }
+
     /// Commits `offsets` for `group` the admin way (generation -1, empty member id), which
     /// Kafka accepts only while the group has no members. Returns the partitions that failed.
     pub async fn offset_commit(
@@ -1139,7 +1229,7 @@ fn group_level_error(
 
 /// Decodes a consumer-protocol assignment (version prefix, then the body). Malformed or
 /// foreign assignments give an empty list: describe output must not fail on them.
-fn decode_assignment(bytes: bytes::Bytes) -> Vec<TopicPartition> {
+pub fn decode_assignment(bytes: bytes::Bytes) -> Vec<TopicPartition> {
     let mut buf = bytes;
     if buf.len() < 2 {
         return Vec::new();

@@ -180,6 +180,7 @@ pub(crate) struct SharedParts {
 
 impl Shared {
     pub fn new(p: SharedParts) -> Arc<Self> {
+        let counters = Counters::new(&p.group);
         Arc::new_cyclic(|me| Self {
             group: p.group,
             tracker_config: p.tracker_config,
@@ -202,7 +203,7 @@ impl Shared {
             brokers_down_since: AtomicI64::new(0),
             probing: AtomicBool::new(false),
             final_commit: p.final_commit,
-            counters: Counters::new(),
+            counters,
             policy: Mutex::new(p.policy),
             failed_plan: Mutex::new(None),
             commit_lock: Mutex::new(()),
