@@ -234,6 +234,10 @@ pub struct PartitionLog {
     unstable: BTreeSet<(i64, i64)>,
     /// What `open` repaired.
     repairs: Vec<Repair>,
+    /// The `clean-shutdown` marker is still on disk: `open` found the log clean and changed
+    /// nothing, so it leaves the marker until the first write ([`Self::begin_write`]) and a
+    /// `close` before any write has nothing to do.
+    clean_marker: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -369,6 +373,7 @@ impl PartitionLog {
             next_horizon: None,
             unstable: BTreeSet::new(),
             repairs: Vec::new(),
+            clean_marker: false,
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -519,9 +524,14 @@ impl PartitionLog {
 
         // Make recovery's changes durable before anything new is accepted; everything below
         // the active segment is now validated and durable, so it becomes the recovery point.
-        let point = log.sync_point_inner(dir_changed || truncated);
-        point.fsync()?;
-        log.complete_sync(&point);
+        // A log that recovery did not touch (every segment trusted: cleanly closed, or sealed
+        // below the recovery point, so fsynced before that was written) has nothing to sync.
+        let changed = dir_changed || truncated || !log.pending.is_empty();
+        if changed {
+            let point = log.sync_point_inner(true);
+            point.fsync()?;
+            log.complete_sync(&point);
+        }
         log.high_watermark = log.log_end;
         let active_base = log.active().base;
         if recovery_ckpt != Some(active_base) {
@@ -530,7 +540,11 @@ impl PartitionLog {
         }
         *log.shared.recovery_written.lock() = active_base;
         if clean_end.is_some() {
-            log.remove_marker()?;
+            if changed {
+                log.remove_marker()?;
+            } else {
+                log.clean_marker = true;
+            }
         }
         Ok(log)
     }
@@ -559,6 +573,26 @@ impl PartitionLog {
         let p = self.dir().join(CLEAN_FILE);
         self.storage().remove_file(&p).map_err(io_err(&p))?;
         self.sync_dir()
+    }
+
+    /// Called before anything is written to the log after `open`: removes the
+    /// `clean-shutdown` marker left in place by `open` (and fsyncs the directory), so that a
+    /// crash after this write leads to a full recovery. A failure poisons the log.
+    fn begin_write(&mut self) -> Result<(), LogError> {
+        if !self.clean_marker {
+            return Ok(());
+        }
+        if let Err(e) = self.remove_marker() {
+            return self.shared.poison(e);
+        }
+        self.clean_marker = false;
+        Ok(())
+    }
+
+    /// Whether the log is unchanged since a clean `open` (its `clean-shutdown` marker is
+    /// still valid; closing it has nothing to do).
+    pub fn is_clean(&self) -> bool {
+        self.clean_marker
     }
 
     fn sync_dir(&self) -> Result<(), LogError> {
@@ -605,6 +639,12 @@ impl PartitionLog {
             aborted: Vec::new(),
             txn_file: None,
         }
+    }
+
+    /// Opens an existing file of segment `base`.
+    fn reopen(&self, base: i64, suffix: &str) -> Result<Arc<dyn StorageFile>, LogError> {
+        let p = self.path(base, suffix);
+        Ok(Arc::from(self.storage().open(&p, false).map_err(io_err(&p))?))
     }
 
     fn create_segment(&self, base: i64) -> Result<Segment, LogError> {
@@ -1266,6 +1306,7 @@ impl PartitionLog {
             .filter(|l| *l < i64::MAX)
             .ok_or(LogError::OffsetOverflow(base))?;
         h.base_offset = base;
+        self.begin_write()?;
         self.maybe_roll(size as u64, last, now_ms)?;
 
         let mut buf = std::mem::take(&mut self.scratch);
@@ -1710,6 +1751,7 @@ impl PartitionLog {
     /// Makes `new_start` the durable log start, then deletes the segments `drop` (all below
     /// it) and the producer snapshots no longer needed. Poisons the log on failure.
     fn advance_start(&mut self, new_start: i64, drop: &[i64]) -> Result<(), LogError> {
+        self.begin_write()?;
         // Recovery replays producer state from a snapshot, so one must be durable at the base
         // of the first segment that stays before the segments below it go (they would take
         // the open transactions and sequences they hold with them).
@@ -1772,6 +1814,11 @@ impl PartitionLog {
     }
 
     fn close_inner(&mut self) -> Result<(), LogError> {
+        if self.clean_marker {
+            // Nothing was written since a clean open: the marker, the snapshot at the end and
+            // the sealed indexes on disk are still those of the last clean close.
+            return Ok(());
+        }
         let base = self.active().base;
         let dir = self.shared.dir.clone();
         let seg = self.segments.get_mut(&base).expect("active segment exists");
@@ -2060,6 +2107,7 @@ impl PartitionLog {
     }
 
     fn install_inner(&mut self, result: CleanResult) -> Result<InstallOutcome, LogError> {
+        self.begin_write()?;
         let CleanResult {
             groups,
             clean_end,
@@ -2120,11 +2168,19 @@ impl PartitionLog {
             }
         }
         self.sync_dir()?;
-        for g in valid {
+        for mut g in valid {
             // The cleaned segment's aborted transactions (the union of its sources', in marker
             // order) were written to `.txnindex.cleaned` by the pass, from the plan.
             for &(b, _) in &g.sources {
                 self.segments.remove(&b);
+            }
+            // The pass's handles name the `.cleaned` files, which are gone now: reopen the
+            // files under their final names (a storage may reopen a file by name).
+            g.seg.log = self.reopen(g.seg.base, LOG_SUFFIX)?;
+            g.seg.index_file = self.reopen(g.seg.base, INDEX_SUFFIX)?;
+            g.seg.time_file = self.reopen(g.seg.base, TIME_SUFFIX)?;
+            if g.seg.txn_file.is_some() {
+                g.seg.txn_file = Some(self.reopen(g.seg.base, TXN_SUFFIX)?);
             }
             outcome.bytes_after += g.seg.size;
             outcome.installed += 1;

@@ -564,8 +564,10 @@ fn clean_restart_does_not_rescan_but_crash_restart_does() {
     let mut bytes = s.read_file(&p).unwrap();
     bytes[70] ^= 0xff;
     s.write_file(&p, &bytes);
-    let log = open(&s, small_config());
+    let mut log = open(&s, small_config());
     assert_eq!(log.log_end_offset(), 60, "clean start trusts the files");
+    // The first write removes the marker; then the process dies.
+    log.append(&batch(1, NOW), NOW).unwrap();
     assert!(!s.exists(&dir().join("clean-shutdown")).unwrap());
     drop(log);
     // Now an unclean start: the active segment is rescanned and truncated at the bad batch.
@@ -698,4 +700,53 @@ fn delete_records_moves_the_start_inside_a_segment_durably() {
     log.close().unwrap();
     let log = open(&s, cfg);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (36, 36));
+}
+
+#[test]
+fn clean_open_writes_nothing_until_the_first_write() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small_config());
+    for i in 0..20 {
+        log.append(&batch(3, NOW + i), NOW).unwrap();
+    }
+    log.close().unwrap();
+    let marker = dir().join("clean-shutdown");
+    // A clean open and a close without writes in between sync nothing and keep the marker.
+    let before = s.sync_counts();
+    let log = open(&s, small_config());
+    assert!(log.is_clean());
+    assert_eq!(log.high_watermark(), 60, "everything was durable at the clean close");
+    assert_eq!(
+        log.read(0, usize::MAX, 60).unwrap().len() as u64,
+        log.size_bytes()
+    );
+    log.close().unwrap();
+    assert_eq!(s.sync_counts(), before, "no fsync at a clean open or an idle close");
+    assert!(s.exists(&marker).unwrap());
+    // A power loss now changes nothing: the marker is durable and still true.
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean());
+    // The first write removes the marker durably before writing; an acknowledged (synced)
+    // write survives a crash through a full recovery.
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(!log.is_clean());
+    assert!(!s.exists(&marker).unwrap());
+    log.sync().unwrap();
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+    let log = open(&s, small_config());
+    assert!(!log.is_clean(), "a recovered log is not clean");
+    assert_eq!(log.log_end_offset(), 62);
+    assert!(!s.exists(&marker).unwrap());
+    log.close().unwrap();
+    // Retention and DeleteRecords are writes too.
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean());
+    assert_eq!(log.delete_records_before(10).unwrap(), 10);
+    assert!(!log.is_clean() && !s.exists(&marker).unwrap());
+    log.close().unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    let log = open(&s, small_config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 62));
 }

@@ -11,7 +11,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -55,22 +56,261 @@ pub trait StorageFile: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 }
 
-/// The real file system via `std::fs`, with positioned reads and writes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FsStorage;
+/// Open file handles an [`FsStorage`] keeps by default ([`FsStorage::new`]).
+pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
 
-impl FsStorage {
-    /// A handle on the real file system.
-    pub fn new() -> Self {
-        FsStorage
+/// The real file system via `std::fs`, with positioned reads and writes.
+///
+/// Files are opened on demand through a bounded cache of file handles shared by every file of
+/// this storage (and of its clones), so the number of files a log holds is limited by disk,
+/// not by the process's open-file limit. A [`StorageFile`] is a path plus the state the log
+/// needs without the file being open (its length, whether it has unsynced writes); its handle
+/// is opened when a read or write needs it and may be closed again to make room for another
+/// file's (least recently used first, approximated by the CLOCK algorithm so that a hit costs
+/// no shared lock: each use sets a flag that the sweep clears, and the sweep closes the first
+/// handle it finds unflagged and not in use).
+///
+/// *Invariant (bound):* at most `max_open_files` handles are open, plus at most one per thread
+/// that is inside a file operation at that moment (a handle in use is never closed; if every
+/// handle is in use, the opener goes over the bound rather than wait).
+///
+/// *Invariant (durability):* closing a handle never loses or hides a write. A handle with
+/// writes not yet covered by a `sync` is fsynced before it is closed; if that fsync fails, the
+/// error sticks to the file and every later `sync` of it fails, so the log poisons itself as
+/// if its own fsync had failed. A closed handle is therefore clean, and `sync` of a file whose
+/// handle is closed has nothing to do.
+///
+/// A file is named by its path: renaming or removing a file while a [`StorageFile`] of it is
+/// alive, as the log never does except for files it reopens afterwards, would make a later
+/// reopen find another file or none (an error, never silent data from the wrong file: the
+/// reopened file's identity is checked).
+#[derive(Clone)]
+pub struct FsStorage {
+    cache: Arc<HandleCache>,
+}
+
+impl std::fmt::Debug for FsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorage")
+            .field("max_open_files", &self.cache.max_open)
+            .field("open_files", &self.open_files())
+            .finish()
     }
 }
 
-/// A real file plus the append position (the log is the only writer, so tracking the end here
-/// avoids an fstat per append).
-struct FsFile {
-    file: File,
-    end: Mutex<u64>,
+impl Default for FsStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FsStorage {
+    /// A handle on the real file system keeping at most [`DEFAULT_MAX_OPEN_FILES`] files open.
+    pub fn new() -> Self {
+        Self::with_max_open_files(DEFAULT_MAX_OPEN_FILES)
+    }
+
+    /// A handle on the real file system keeping at most `max_open_files` (at least 1) files
+    /// open at once (see the type's bound invariant).
+    pub fn with_max_open_files(max_open_files: usize) -> Self {
+        FsStorage {
+            cache: Arc::new(HandleCache {
+                max_open: max_open_files.max(1),
+                ring: Mutex::new(Ring::default()),
+                open: AtomicUsize::new(0),
+                opened: AtomicU64::new(0),
+                evicted: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The bound on open handles this storage was created with.
+    pub fn max_open_files(&self) -> usize {
+        self.cache.max_open
+    }
+
+    /// Handles open right now.
+    pub fn open_files(&self) -> usize {
+        self.cache.open.load(Ordering::Relaxed)
+    }
+
+    /// Handles opened and handles closed to make room since the storage was created.
+    pub fn handle_counts(&self) -> (u64, u64) {
+        (
+            self.cache.opened.load(Ordering::Relaxed),
+            self.cache.evicted.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The shared handle cache of an [`FsStorage`].
+struct HandleCache {
+    max_open: usize,
+    /// Files whose handle is open, in CLOCK order (weak: a dropped file closes its handle
+    /// itself and its entry is skipped and removed by the next sweep).
+    ring: Mutex<Ring>,
+    /// Handles open right now.
+    open: AtomicUsize,
+    opened: AtomicU64,
+    evicted: AtomicU64,
+}
+
+#[derive(Default)]
+struct Ring {
+    entries: Vec<Weak<LazyInner>>,
+    hand: usize,
+}
+
+impl HandleCache {
+    /// Makes room for one more open handle (closing others as needed) and records `file` as
+    /// open. Called with `file`'s own state locked; only `try_lock`s other files' states, so
+    /// it never waits on another file (lock order: a file's state, then the ring).
+    fn admit(&self, file: &Arc<LazyInner>) {
+        let mut ring = self.ring.lock();
+        while self.open.load(Ordering::Relaxed) >= self.max_open {
+            if !self.evict_one(&mut ring) {
+                break;
+            }
+        }
+        // Dead entries of dropped files accumulate between sweeps; keep the ring small.
+        if ring.entries.len() > 2 * self.max_open + 16 {
+            ring.entries.retain(|w| w.strong_count() > 0);
+            ring.hand = 0;
+        }
+        ring.entries.push(Arc::downgrade(file));
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closes one handle not in use and not used since the sweep last passed it. False if
+    /// two sweeps found none (every handle is in use).
+    fn evict_one(&self, ring: &mut Ring) -> bool {
+        let mut steps = 0;
+        let limit = 2 * ring.entries.len() + 2;
+        while steps < limit && !ring.entries.is_empty() {
+            steps += 1;
+            if ring.hand >= ring.entries.len() {
+                ring.hand = 0;
+            }
+            let i = ring.hand;
+            let Some(inner) = ring.entries[i].upgrade() else {
+                ring.entries.swap_remove(i);
+                continue;
+            };
+            if inner.referenced.swap(false, Ordering::Relaxed) {
+                ring.hand += 1;
+                continue;
+            }
+            let Some(mut st) = inner.state.try_lock() else {
+                ring.hand += 1;
+                continue;
+            };
+            ring.entries.swap_remove(i);
+            if st.file.is_some() {
+                st.close(&self.open);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// One file of an [`FsStorage`]: opened on demand through the handle cache.
+struct LazyFile {
+    inner: Arc<LazyInner>,
+}
+
+struct LazyInner {
+    path: PathBuf,
+    cache: Arc<HandleCache>,
+    /// Set on every use; cleared by the CLOCK sweep (second chance).
+    referenced: AtomicBool,
+    state: Mutex<LazyState>,
+}
+
+struct LazyState {
+    /// The open handle, if any (shared so that reads and fsyncs run without this lock).
+    file: Option<Arc<File>>,
+    /// (device, inode) of the file when first opened: a reopen must find the same file.
+    id: Option<(u64, u64)>,
+    /// The append position (the log is the only writer, so tracking the end here avoids an
+    /// fstat per append and lets `len` answer without a handle).
+    end: u64,
+    /// Writes made through this file (appends, truncations), counting 1 for a file that
+    /// existed when opened: an earlier process may have left bytes in the page cache that it
+    /// never fsynced before it was killed.
+    writes: u64,
+    /// `writes` as of the start of the last successful fsync: the file may hold bytes that
+    /// are not durable while `writes > synced`.
+    synced: u64,
+    /// An fsync made when closing the handle failed: every later sync reports it.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl LazyState {
+    fn dirty(&self) -> bool {
+        self.writes > self.synced
+    }
+
+    /// Closes the handle, fsyncing it first if it may hold bytes that are not durable (see
+    /// the durability invariant of [`FsStorage`]).
+    fn close(&mut self, open: &AtomicUsize) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        if self.dirty() {
+            match file.sync_data() {
+                Ok(()) => self.synced = self.writes,
+                Err(e) => {
+                    self.failed.get_or_insert((e.kind(), e.to_string()));
+                }
+            }
+        }
+        drop(file);
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LazyInner {
+    fn drop(&mut self) {
+        // The last reference is gone: nobody can sync this file any more, so closing without
+        // fsync loses nothing a caller could still be promised (the bytes stay in the page
+        // cache and are written back by the kernel).
+        if self.state.get_mut().file.take().is_some() {
+            self.cache.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+impl LazyFile {
+    /// The open handle, opening it (and making room for it) first if needed. `st` is this
+    /// file's locked state.
+    fn handle(&self, st: &mut LazyState) -> io::Result<Arc<File>> {
+        let inner = &self.inner;
+        inner.referenced.store(true, Ordering::Relaxed);
+        if let Some(f) = &st.file {
+            return Ok(f.clone());
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&inner.path)?;
+        let id = file_id(&file.metadata()?);
+        if st.id.is_some_and(|old| old != id) {
+            return Err(io::Error::other(format!(
+                "{} was replaced while the log held it",
+                inner.path.display()
+            )));
+        }
+        st.id = Some(id);
+        inner.cache.admit(inner);
+        let file = Arc::new(file);
+        st.file = Some(file.clone());
+        Ok(file)
+    }
 }
 
 impl Storage for FsStorage {
@@ -92,17 +332,7 @@ impl Storage for FsStorage {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
-        let end = file.metadata()?.len();
-        Ok(Box::new(FsFile {
-            file,
-            end: Mutex::new(end),
-        }))
+        Ok(Box::new(self.open_lazy(path, create)?))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -126,39 +356,108 @@ impl Storage for FsStorage {
     }
 }
 
-impl StorageFile for FsFile {
+impl FsStorage {
+    fn open_lazy(&self, path: &Path, create: bool) -> io::Result<LazyFile> {
+        let inner = Arc::new(LazyInner {
+            path: path.to_path_buf(),
+            cache: self.cache.clone(),
+            referenced: AtomicBool::new(true),
+            state: Mutex::new(LazyState {
+                file: None,
+                id: None,
+                end: 0,
+                writes: 1,
+                synced: 0,
+                failed: None,
+            }),
+        });
+        if create {
+            // Created files are about to be written: keep the handle.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let meta = file.metadata()?;
+            let mut st = inner.state.lock();
+            st.end = meta.len();
+            st.id = Some(file_id(&meta));
+            self.cache.admit(&inner);
+            st.file = Some(Arc::new(file));
+        } else {
+            // An existing file costs no handle until it is read or written.
+            let meta = std::fs::metadata(path)?;
+            if !meta.is_file() {
+                return Err(io::Error::other(format!(
+                    "{} is not a file",
+                    path.display()
+                )));
+            }
+            let mut st = inner.state.lock();
+            st.end = meta.len();
+            st.id = Some(file_id(&meta));
+        }
+        Ok(LazyFile { inner })
+    }
+}
+
+impl StorageFile for LazyFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(*self.end.lock())
+        Ok(self.inner.state.lock().end)
     }
 
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, pos)
+        let file = self.handle(&mut self.inner.state.lock())?;
+        file.read_exact_at(buf, pos)
     }
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
-        let mut end = self.end.lock();
-        let pos = *end;
-        if let Err(e) = self.file.write_all_at(data, pos) {
+        let mut st = self.inner.state.lock();
+        let file = self.handle(&mut st)?;
+        let pos = st.end;
+        st.writes += 1;
+        if let Err(e) = file.write_all_at(data, pos) {
             // A partial write may have extended the file; re-read the real length so the next
             // append does not leave a hole (the log poisons itself on write errors anyway).
-            if let Ok(meta) = self.file.metadata() {
-                *end = meta.len();
+            if let Ok(meta) = file.metadata() {
+                st.end = meta.len();
             }
             return Err(e);
         }
-        *end = pos + data.len() as u64;
+        st.end = pos + data.len() as u64;
         Ok(pos)
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
-        let mut end = self.end.lock();
-        self.file.set_len(len)?;
-        *end = len;
+        let mut st = self.inner.state.lock();
+        let file = self.handle(&mut st)?;
+        st.writes += 1;
+        file.set_len(len)?;
+        st.end = len;
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        // The lock is not held during the fsync: appends to the file continue meanwhile (the
+        // log's group commit depends on it), and only the writes made before it started are
+        // counted as synced.
+        let (file, writes) = {
+            let mut st = self.inner.state.lock();
+            if let Some((kind, msg)) = &st.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            // Clean: nothing written since the last sync, and a closed handle was fsynced
+            // when it was closed (see the durability invariant).
+            if !st.dirty() {
+                return Ok(());
+            }
+            (self.handle(&mut st)?, st.writes)
+        };
+        file.sync_data()?;
+        let mut st = self.inner.state.lock();
+        st.synced = st.synced.max(writes);
+        Ok(())
     }
 }
 
@@ -485,6 +784,102 @@ mod tests {
         s.sync_dir(d).unwrap();
         s.crash(CrashMode::DropUnsynced);
         assert!(!s.exists(&d.join("a")).unwrap());
+    }
+
+    #[test]
+    fn fs_cache_bounds_open_handles_and_keeps_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::with_max_open_files(4);
+        let files: Vec<Box<dyn StorageFile>> = (0..20)
+            .map(|i| s.open(&dir.path().join(format!("f{i}")), true).unwrap())
+            .collect();
+        assert!(s.open_files() <= 4, "{}", s.open_files());
+        for round in 0..3u8 {
+            for (i, f) in files.iter().enumerate() {
+                f.append(&[round, i as u8]).unwrap();
+                assert!(s.open_files() <= 4, "{}", s.open_files());
+            }
+        }
+        for (i, f) in files.iter().enumerate() {
+            let mut buf = [0u8; 6];
+            f.read_at(&mut buf, 0).unwrap();
+            assert_eq!(buf, [0, i as u8, 1, i as u8, 2, i as u8]);
+            assert_eq!(f.len().unwrap(), 6);
+            f.sync().unwrap();
+        }
+        let (opened, evicted) = s.handle_counts();
+        assert!(opened > 20 && evicted > 16, "{opened} {evicted}");
+        // An existing file costs no handle until it is used; dropping files closes theirs.
+        let again = s.open(&dir.path().join("f3"), false).unwrap();
+        assert_eq!(again.len().unwrap(), 6);
+        drop(files);
+        assert_eq!(s.open_files(), 0);
+        let mut buf = [0u8; 2];
+        again.read_at(&mut buf, 4).unwrap();
+        assert_eq!(buf, [2, 3]);
+        assert_eq!(s.open_files(), 1);
+        assert!(s.open(&dir.path().join("missing"), false).is_err());
+    }
+
+    #[test]
+    fn fs_evicted_handle_was_synced_and_reopens_only_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::with_max_open_files(1);
+        let a = s.open_lazy(&dir.path().join("a"), true).unwrap();
+        a.append(b"acked").unwrap();
+        assert!(a.inner.state.lock().dirty());
+        // Opening another file closes a's handle, fsyncing its unsynced write first.
+        let b = s.open_lazy(&dir.path().join("b"), true).unwrap();
+        {
+            let st = a.inner.state.lock();
+            assert!(st.file.is_none() && !st.dirty(), "closed and clean");
+        }
+        // So a sync of a needs no handle.
+        a.sync().unwrap();
+        assert!(a.inner.state.lock().file.is_none());
+        // A file that existed when opened may hold an earlier process's unsynced bytes.
+        let c = s.open_lazy(&dir.path().join("a"), false).unwrap();
+        assert!(c.inner.state.lock().dirty());
+        c.sync().unwrap();
+        assert!(!c.inner.state.lock().dirty());
+        // Replaced behind the handle's back: a reopen refuses the other file.
+        b.append(b"x").unwrap();
+        std::fs::write(dir.path().join("other"), b"other").unwrap();
+        std::fs::rename(dir.path().join("other"), dir.path().join("a")).unwrap();
+        let mut buf = [0u8; 5];
+        let err = a.read_at(&mut buf, 0).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
+
+    #[test]
+    fn fs_cache_is_shared_by_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::with_max_open_files(8);
+        let files: Vec<Box<dyn StorageFile>> = (0..64)
+            .map(|i| s.open(&dir.path().join(format!("f{i}")), true).unwrap())
+            .collect();
+        std::thread::scope(|scope| {
+            for t in 0..4usize {
+                let files = &files;
+                scope.spawn(move || {
+                    for round in 0..50u8 {
+                        for f in files.iter().skip(t).step_by(4) {
+                            f.append(&[round]).unwrap();
+                            if round % 10 == 0 {
+                                f.sync().unwrap();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        // At most one handle over the bound per thread that was inside an operation.
+        assert!(s.open_files() <= 8 + 4, "{}", s.open_files());
+        for f in &files {
+            let mut buf = vec![0u8; 50];
+            f.read_at(&mut buf, 0).unwrap();
+            assert_eq!(buf, (0..50u8).collect::<Vec<_>>());
+        }
     }
 
     #[test]
