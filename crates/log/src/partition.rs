@@ -76,6 +76,10 @@ struct Shared {
     recovery_written: Mutex<i64>,
     /// Set while a cleaning pass (plan or result) is alive.
     cleaning: Arc<AtomicBool>,
+    /// The log's directory was created by `open` and its entry in the parent directory is
+    /// not yet known durable: the first sync point fsyncs the parent too. Until then the log
+    /// holds nothing (an empty log recreated after a crash is the same log).
+    parent_unsynced: AtomicBool,
 }
 
 impl Shared {
@@ -124,10 +128,19 @@ impl SyncPoint {
                 return sh.poison(LogError::io(&sh.dir, e));
             }
         }
-        if self.sync_dir
-            && let Err(e) = sh.storage.sync_dir(&sh.dir)
-        {
-            return sh.poison(LogError::io(&sh.dir, e));
+        if self.sync_dir {
+            // A new log's directory entry first, then its contents.
+            if sh.parent_unsynced.load(Ordering::SeqCst)
+                && let Some(parent) = sh.dir.parent().filter(|p| !p.as_os_str().is_empty())
+            {
+                if let Err(e) = sh.storage.sync_dir(parent) {
+                    return sh.poison(LogError::io(parent, e));
+                }
+                sh.parent_unsynced.store(false, Ordering::SeqCst);
+            }
+            if let Err(e) = sh.storage.sync_dir(&sh.dir) {
+                return sh.poison(LogError::io(&sh.dir, e));
+            }
         }
         if let Some(rp) = self.recovery_point {
             let mut written = sh.recovery_written.lock();
@@ -303,9 +316,6 @@ impl PartitionLog {
     ) -> Result<Self, LogError> {
         let existed = storage.exists(&dir).map_err(io_err(&dir))?;
         storage.create_dir_all(&dir).map_err(io_err(&dir))?;
-        if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent).map_err(io_err(parent))?;
-        }
         let swap_completed = finish_swap(&*storage, &dir)?;
         let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
         names.sort();
@@ -354,6 +364,7 @@ impl PartitionLog {
             poisoned: AtomicBool::new(false),
             recovery_written: Mutex::new(recovery_ckpt.unwrap_or(i64::MIN)),
             cleaning: Arc::new(AtomicBool::new(false)),
+            parent_unsynced: AtomicBool::new(!existed),
         });
         let mut log = PartitionLog {
             shared,
@@ -391,9 +402,17 @@ impl PartitionLog {
             log.log_start = base;
             log.log_end = base;
             log.high_watermark = base;
-            log.sync_dir()?;
             if clean_end.is_some() {
                 log.remove_marker()?;
+            }
+            if existed {
+                log.sync_dir()?;
+            } else {
+                // A new log holds nothing yet: its directory (and its entry in the parent) is
+                // fsynced by the first sync point, before anything written to it is durable.
+                // Creating many partitions then costs no fsync each.
+                log.generation += 1;
+                log.dir_dirty = Some(log.generation);
             }
             return Ok(log);
         }
@@ -644,7 +663,9 @@ impl PartitionLog {
     /// Opens an existing file of segment `base`.
     fn reopen(&self, base: i64, suffix: &str) -> Result<Arc<dyn StorageFile>, LogError> {
         let p = self.path(base, suffix);
-        Ok(Arc::from(self.storage().open(&p, false).map_err(io_err(&p))?))
+        Ok(Arc::from(
+            self.storage().open(&p, false).map_err(io_err(&p))?,
+        ))
     }
 
     fn create_segment(&self, base: i64) -> Result<Segment, LogError> {
@@ -1622,7 +1643,9 @@ impl PartitionLog {
         SyncPoint {
             end_offset: self.log_end,
             files,
-            sync_dir: force_dir || self.dir_dirty.is_some(),
+            sync_dir: force_dir
+                || self.dir_dirty.is_some()
+                || self.shared.parent_unsynced.load(Ordering::SeqCst),
             recovery_point: self.pending_recovery,
             generation: self.generation,
             shared: self.shared.clone(),

@@ -715,13 +715,21 @@ fn clean_open_writes_nothing_until_the_first_write() {
     let before = s.sync_counts();
     let log = open(&s, small_config());
     assert!(log.is_clean());
-    assert_eq!(log.high_watermark(), 60, "everything was durable at the clean close");
+    assert_eq!(
+        log.high_watermark(),
+        60,
+        "everything was durable at the clean close"
+    );
     assert_eq!(
         log.read(0, usize::MAX, 60).unwrap().len() as u64,
         log.size_bytes()
     );
     log.close().unwrap();
-    assert_eq!(s.sync_counts(), before, "no fsync at a clean open or an idle close");
+    assert_eq!(
+        s.sync_counts(),
+        before,
+        "no fsync at a clean open or an idle close"
+    );
     assert!(s.exists(&marker).unwrap());
     // A power loss now changes nothing: the marker is durable and still true.
     s.crash(CrashMode::DropUnsynced);

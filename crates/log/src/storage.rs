@@ -77,8 +77,9 @@ pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
 /// *Invariant (durability):* closing a handle never loses or hides a write. A handle with
 /// writes not yet covered by a `sync` is fsynced before it is closed; if that fsync fails, the
 /// error sticks to the file and every later `sync` of it fails, so the log poisons itself as
-/// if its own fsync had failed. A closed handle is therefore clean, and `sync` of a file whose
-/// handle is closed has nothing to do.
+/// if its own fsync had failed. A closed handle therefore has no writes of ours to sync. A
+/// file that existed when it was opened is fsynced by its first `sync` even without writes
+/// (a killed process may have left unsynced bytes in it, which recovery then trusts).
 ///
 /// A file is named by its path: renaming or removing a file while a [`StorageFile`] of it is
 /// alive, as the log never does except for files it reopens afterwards, would make a later
@@ -237,20 +238,29 @@ struct LazyState {
     /// The append position (the log is the only writer, so tracking the end here avoids an
     /// fstat per append and lets `len` answer without a handle).
     end: u64,
-    /// Writes made through this file (appends, truncations), counting 1 for a file that
-    /// existed when opened: an earlier process may have left bytes in the page cache that it
-    /// never fsynced before it was killed.
+    /// Writes made through this file (appends, truncations that changed its length).
     writes: u64,
-    /// `writes` as of the start of the last successful fsync: the file may hold bytes that
-    /// are not durable while `writes > synced`.
+    /// `writes` as of the start of the last successful fsync: this file's writes may not be
+    /// durable while `writes > synced`.
     synced: u64,
+    /// The file existed when opened and has not been fsynced since: an earlier process may
+    /// have left bytes in the page cache that it never fsynced before it was killed, so the
+    /// next `sync` must fsync even without writes of ours. Closing the handle does not need
+    /// to (nothing of ours is at stake), so reading old files costs no fsync.
+    inherited: bool,
     /// An fsync made when closing the handle failed: every later sync reports it.
     failed: Option<(io::ErrorKind, String)>,
 }
 
 impl LazyState {
+    /// Writes of ours that may not be durable.
     fn dirty(&self) -> bool {
         self.writes > self.synced
+    }
+
+    /// Whether a `sync` has anything to do.
+    fn needs_sync(&self) -> bool {
+        self.dirty() || self.inherited
     }
 
     /// Closes the handle, fsyncing it first if it may hold bytes that are not durable (see
@@ -261,7 +271,10 @@ impl LazyState {
         };
         if self.dirty() {
             match file.sync_data() {
-                Ok(()) => self.synced = self.writes,
+                Ok(()) => {
+                    self.synced = self.writes;
+                    self.inherited = false;
+                }
                 Err(e) => {
                     self.failed.get_or_insert((e.kind(), e.to_string()));
                 }
@@ -297,7 +310,10 @@ impl LazyFile {
         if let Some(f) = &st.file {
             return Ok(f.clone());
         }
-        let file = OpenOptions::new().read(true).write(true).open(&inner.path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&inner.path)?;
         let id = file_id(&file.metadata()?);
         if st.id.is_some_and(|old| old != id) {
             return Err(io::Error::other(format!(
@@ -366,8 +382,9 @@ impl FsStorage {
                 file: None,
                 id: None,
                 end: 0,
-                writes: 1,
+                writes: 0,
                 synced: 0,
+                inherited: false,
                 failed: None,
             }),
         });
@@ -397,6 +414,7 @@ impl FsStorage {
             let mut st = inner.state.lock();
             st.end = meta.len();
             st.id = Some(file_id(&meta));
+            st.inherited = true;
         }
         Ok(LazyFile { inner })
     }
@@ -431,6 +449,10 @@ impl StorageFile for LazyFile {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         let mut st = self.inner.state.lock();
+        if len == st.end {
+            // Nothing changes (e.g. a file just created empty), so nothing needs syncing.
+            return Ok(());
+        }
         let file = self.handle(&mut st)?;
         st.writes += 1;
         file.set_len(len)?;
@@ -449,7 +471,7 @@ impl StorageFile for LazyFile {
             }
             // Clean: nothing written since the last sync, and a closed handle was fsynced
             // when it was closed (see the durability invariant).
-            if !st.dirty() {
+            if !st.needs_sync() {
                 return Ok(());
             }
             (self.handle(&mut st)?, st.writes)
@@ -457,6 +479,7 @@ impl StorageFile for LazyFile {
         file.sync_data()?;
         let mut st = self.inner.state.lock();
         st.synced = st.synced.max(writes);
+        st.inherited = false;
         Ok(())
     }
 }
@@ -837,11 +860,12 @@ mod tests {
         // So a sync of a needs no handle.
         a.sync().unwrap();
         assert!(a.inner.state.lock().file.is_none());
-        // A file that existed when opened may hold an earlier process's unsynced bytes.
+        // A file that existed when opened may hold an earlier process's unsynced bytes: its
+        // first sync fsyncs it, but closing its handle does not need to.
         let c = s.open_lazy(&dir.path().join("a"), false).unwrap();
-        assert!(c.inner.state.lock().dirty());
+        assert!(c.inner.state.lock().needs_sync() && !c.inner.state.lock().dirty());
         c.sync().unwrap();
-        assert!(!c.inner.state.lock().dirty());
+        assert!(!c.inner.state.lock().needs_sync());
         // Replaced behind the handle's back: a reopen refuses the other file.
         b.append(b"x").unwrap();
         std::fs::write(dir.path().join("other"), b"other").unwrap();
