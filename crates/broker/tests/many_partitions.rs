@@ -66,9 +66,16 @@ async fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
     assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
 }
 
-/// The batch produced to `partition` in `round`: two records whose values name both.
+/// The batch produced to `partition` in `round`: two records whose values name both, stamped
+/// with the time the test started (older records would be rolled and deleted by retention).
 fn batch_for(partition: i32, round: u32) -> Bytes {
-    let mut recs = records(2, 1_000 + i64::from(round));
+    static T0: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let t0 = *T0.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
+    let mut recs = records(2, t0 + i64::from(round));
     for (i, r) in recs.iter_mut().enumerate() {
         r.value = Some(Bytes::from(format!("p{partition} r{round} #{i}")));
     }
@@ -300,25 +307,30 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loop_over_many_partitions_loses_nothing() {
-    const TOPIC: &str = "killed";
-    const PARTITIONS: i32 = 4_000;
+    // Four topics of 1,000 partitions (one CreateTopics each stays well within the client's
+    // timeout on a busy machine).
+    const TOPICS: [&str; 4] = ["killed-0", "killed-1", "killed-2", "killed-3"];
+    const PARTITIONS: i32 = 1_000;
     const ROUNDS: u32 = 6;
     let exe = std::env::current_exe().expect("test binary");
     let dir = tempfile::tempdir().expect("tmp");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    // partition -> acknowledged (base offset, round) in offset order.
-    let mut acked: BTreeMap<i32, Vec<(i64, u32)>> = BTreeMap::new();
+    // (topic, partition) -> acknowledged (base offset, round) in offset order.
+    let mut acked: BTreeMap<(&str, i32), Vec<(i64, u32)>> = BTreeMap::new();
     let (mut child, addr, _) = spawn_child(&exe, dir.path());
     let mut c = Client::connect(addr).await;
-    create_topic(&mut c, TOPIC, PARTITIONS).await;
+    for topic in TOPICS {
+        create_topic(&mut c, topic, PARTITIONS).await;
+    }
     for round in 0..ROUNDS {
         // Produce round `round` to every partition, chunk by chunk, on one connection, and
         // kill the broker at a random moment; only answered produces count as acknowledged.
         let kill_after = Duration::from_millis(rng.below(1_500));
         let produce = async {
             let mut answered = Vec::new();
-            for from in (0..PARTITIONS).step_by(CHUNK as usize) {
-                answered.push(produce_many(&mut c, TOPIC, from..from + CHUNK, round).await);
+            for topic in TOPICS {
+                let acks = produce_many(&mut c, topic, 0..PARTITIONS, round).await;
+                answered.push((topic, acks));
             }
             answered
         };
@@ -326,9 +338,11 @@ async fn sigkill_loop_over_many_partitions_loses_nothing() {
             a = produce => a,
             _ = tokio::time::sleep(kill_after) => Vec::new(),
         };
-        for (p, err, base) in answered.into_iter().flatten() {
-            assert_eq!(err, 0, "partition {p} round {round}");
-            acked.entry(p).or_default().push((base, round));
+        for (topic, acks) in answered {
+            for (p, err, base) in acks {
+                assert_eq!(err, 0, "{topic}-{p} round {round}");
+                acked.entry((topic, p)).or_default().push((base, round));
+            }
         }
         child.0.kill().expect("SIGKILL");
         let _ = child.0.wait();
@@ -337,10 +351,10 @@ async fn sigkill_loop_over_many_partitions_loses_nothing() {
         eprintln!("round {round}: killed after {kill_after:?}, ready again in {ready_ms} ms");
         c = Client::connect(addr).await;
         // Every acknowledged batch is there, at its offset, byte for byte.
-        for from in (0..PARTITIONS).step_by(CHUNK as usize) {
-            for (p, err, hw, bytes) in fetch_many(&mut c, TOPIC, from..from + CHUNK).await {
-                assert_eq!(err, 0, "partition {p}");
-                let want = acked.get(&p).map(Vec::as_slice).unwrap_or(&[]);
+        for topic in TOPICS {
+            for (p, err, hw, bytes) in fetch_many(&mut c, topic, 0..PARTITIONS).await {
+                assert_eq!(err, 0, "{topic}-{p}");
+                let want = acked.get(&(topic, p)).map(Vec::as_slice).unwrap_or(&[]);
                 let end = want.last().map_or(0, |(base, _)| base + 2);
                 assert!(
                     hw >= end,
@@ -364,7 +378,7 @@ async fn sigkill_loop_over_many_partitions_loses_nothing() {
                 // Acknowledged batches after a gap: read each at its offset.
                 for &(base, r) in want.iter().filter(|(b, _)| *b >= next_base) {
                     let mut t = FetchTopic::default();
-                    t.topic = name(TOPIC);
+                    t.topic = name(topic);
                     let mut f = FetchPartition::default();
                     f.partition = p;
                     f.fetch_offset = base;
