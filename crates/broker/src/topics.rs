@@ -728,20 +728,85 @@ impl Topics {
         Ok(())
     }
 
-    /// Closes every partition log cleanly, in parallel (a log not written since a clean open
-    /// has nothing to do; the others flush and fsync their files and write their markers);
-    /// returns how many failed (each is logged). Blocking.
+    /// Closes every partition log cleanly; returns how many failed (each is logged).
+    /// Blocking.
+    ///
+    /// A log not written since a clean open has nothing to do. The others are closed in three
+    /// steps with two flushes of the whole storage instead of several fsyncs per log (see
+    /// `PartitionLog::prepare_close`): write each log's last index entries and snapshot, flush,
+    /// write each marker, flush. A log whose step fails, or every log if a flush fails, is
+    /// left without a marker and recovered at the next start. Storages without a whole-storage
+    /// flush close logs one by one. Each step runs on [`PARALLEL_LOG_IO`] threads.
     pub fn close_all(&self) -> usize {
-        let partitions = self.all_partitions();
-        parallel_map(&partitions, |p| match p.close() {
-            Ok(()) => 0,
+        let logs: Vec<(Arc<Partition>, Mutex<Option<PartitionLog>>)> = self
+            .all_partitions()
+            .into_iter()
+            .filter_map(|p| p.take_log().map(|l| (p, Mutex::new(Some(l)))))
+            .collect();
+        let report = |p: &Partition, step: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, step, "closing partition log");
+        };
+        // Ok(true): prepared; Ok(false): nothing to do; Err: failed (reported).
+        let prepared: Vec<Result<bool, ()>> = parallel_map(&logs, |(p, log)| {
+            let mut slot = log.lock();
+            let Some(l) = slot.as_mut() else {
+                return Ok(false);
+            };
+            l.prepare_close().map_err(|e| report(p, "prepare", &e))
+        });
+        let prepare_failed = prepared.iter().filter(|r| r.is_err()).count();
+        let logs: Vec<_> = logs
+            .into_iter()
+            .zip(prepared)
+            .filter(|(_, r)| *r == Ok(true))
+            .map(|(l, _)| l)
+            .collect();
+        if logs.is_empty() {
+            return prepare_failed;
+        }
+        // From here, a log counts as failed until its marker is durable.
+        let failed = prepare_failed + logs.len();
+        match self.storage.sync_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                let closed: usize = parallel_map(&logs, |(p, log)| {
+                    let Some(l) = log.lock().take() else { return 0 };
+                    match l.close() {
+                        Ok(()) => 1,
+                        Err(e) => {
+                            report(p, "close", &e);
+                            0
+                        }
+                    }
+                })
+                .into_iter()
+                .sum();
+                return failed - closed;
+            }
             Err(e) => {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
-                1
+                tracing::error!(dir = %self.dir.display(), error = %e,
+                    "flushing partition logs at shutdown failed; they will be recovered at the next start");
+                return failed;
+            }
+        }
+        let finished: usize = parallel_map(&logs, |(p, log)| {
+            let Some(l) = log.lock().take() else { return 0 };
+            match l.finish_close() {
+                Ok(()) => 1,
+                Err(e) => {
+                    report(p, "marker", &e);
+                    0
+                }
             }
         })
         .into_iter()
-        .sum()
+        .sum();
+        if let Err(e) = self.storage.sync_all(&self.dir) {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "flushing clean-shutdown markers failed; the logs will be recovered at the next start");
+            return failed;
+        }
+        failed - finished
     }
 }
 

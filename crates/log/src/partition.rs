@@ -1863,6 +1863,76 @@ impl PartitionLog {
         write_atomic(self.storage(), self.dir(), CLEAN_FILE, &marker)
     }
 
+    /// First half of closing many logs with one flush (see [`Storage::sync_all`]): writes
+    /// what [`close`](Self::close) writes before its marker (the active segment's index
+    /// entries, the producer-state snapshot at the end), with no fsync. Returns false when
+    /// there is nothing to close (nothing written since a clean open: the marker on disk is
+    /// still true). Then the caller makes everything durable with `sync_all`, calls
+    /// [`finish_close`](Self::finish_close) on every log that returned true, and calls
+    /// `sync_all` again. *Invariant:* a marker is written only after a flush that covered
+    /// every write of its log, so a crash at any point leaves either no valid marker (the log
+    /// is recovered) or a true one. A failure poisons the log (no marker is ever written).
+    pub fn prepare_close(&mut self) -> Result<bool, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        if self.clean_marker {
+            return Ok(false);
+        }
+        let res = (|| {
+            // The caller's flush cannot report an fsync the storage already made and saw
+            // fail (closing a cached handle): such a file must not get a marker.
+            let active = self.active();
+            let files = [&active.log, &active.index_file, &active.time_file];
+            for f in self.pending.iter().map(|(_, f)| f).chain(files) {
+                if let Some(e) = f.sync_error() {
+                    return Err(LogError::io(self.dir(), e));
+                }
+            }
+            let base = self.active().base;
+            let dir = self.shared.dir.clone();
+            let seg = self.segments.get_mut(&base).expect("active segment exists");
+            seal_time_index(seg, &dir)?;
+            let end = self.log_end;
+            let name = format::file_name(end, SNAPSHOT_SUFFIX);
+            let p = dir.join(&name);
+            // A torn snapshot does not decode and is ignored by `open`, and the marker that
+            // would make `open` look for it comes only after the flush: no tmp file needed.
+            let f = self.storage().open(&p, true).map_err(io_err(&p))?;
+            f.truncate(0).map_err(io_err(&p))?;
+            f.append(&format::encode_snapshot(end, &self.producers))
+                .map_err(io_err(&p))?;
+            self.snapshots.insert(end);
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) => self.shared.poison(e),
+        }
+    }
+
+    /// Second half of a batched close, after a `sync_all` that followed
+    /// [`prepare_close`](Self::prepare_close): writes the `clean-shutdown` marker (tmp +
+    /// rename, no fsync; the caller's next `sync_all` makes it durable).
+    pub fn finish_close(self) -> Result<(), LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let tmp = self.dir().join(format!("{CLEAN_FILE}{TMP_SUFFIX}"));
+        let path = self.dir().join(CLEAN_FILE);
+        let res = (|| {
+            let f = self.storage().open(&tmp, true).map_err(io_err(&tmp))?;
+            f.truncate(0).map_err(io_err(&tmp))?;
+            f.append(&format::encode_checkpoint(format::MAGIC_CLEAN, self.log_end))
+                .map_err(io_err(&tmp))?;
+            self.storage().rename(&tmp, &path).map_err(io_err(&path))
+        })();
+        if res.is_err() {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
     /// Deletes the partition's directory (DeleteTopics) and fsyncs its parent.
     pub fn delete(self) -> Result<(), LogError> {
         let dir = self.dir().to_path_buf();

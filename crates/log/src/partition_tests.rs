@@ -758,3 +758,54 @@ fn clean_open_writes_nothing_until_the_first_write() {
     let log = open(&s, small_config());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 62));
 }
+
+#[test]
+fn batched_close_marks_clean_only_after_a_flush() {
+    let s = MemStorage::new();
+    let marker = dir().join("clean-shutdown");
+    let mut log = open(&s, small_config());
+    for i in 0..10 {
+        log.append(&batch(3, NOW + i), NOW).unwrap();
+    }
+    // Not synced by the log: the flush of the whole storage makes it durable.
+    assert!(log.prepare_close().unwrap());
+    s.sync_all(&dir()).unwrap();
+    log.finish_close().unwrap();
+    // Crash before the second flush: the marker's rename is lost, the data is not.
+    s.crash(CrashMode::DropUnsynced);
+    assert!(!s.exists(&marker).unwrap());
+    let mut log = open(&s, small_config());
+    assert!(!log.is_clean());
+    assert_eq!(log.log_end_offset(), 30);
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    // Crash before the first flush: no marker, recovery keeps what was durable.
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(!log.is_clean());
+    assert_eq!(log.log_end_offset(), 30, "the unsynced append is gone, nothing else");
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    s.sync_all(&dir()).unwrap();
+    log.finish_close().unwrap();
+    s.sync_all(&dir()).unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean(), "the whole batched close was durable");
+    assert_eq!(log.log_end_offset(), 32);
+    assert_eq!(
+        log.read(0, usize::MAX, 32).unwrap().len() as u64,
+        log.size_bytes()
+    );
+    // Nothing written since a clean open: nothing to close.
+    assert!(!log.prepare_close().unwrap());
+    // A failed flush leaves no marker: the caller never calls finish_close.
+    let mut log = open(&s, small_config());
+    log.append(&batch(1, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    s.fail_next_syncs(1);
+    assert!(s.sync_all(&dir()).is_err());
+    drop(log);
+    assert!(!s.exists(&marker).unwrap());
+}

@@ -35,6 +35,13 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Makes every write and every directory change made so far under `path` durable at once
+    /// (for closing many logs with one flush instead of several fsyncs each). Storages that
+    /// cannot answer `Unsupported`, and callers then close logs one by one.
+    fn sync_all(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// One open file. All methods take `&self` so a file can be shared (e.g. fsynced outside the
@@ -54,6 +61,12 @@ pub trait StorageFile: Send + Sync {
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// Makes the file's contents durable (fsync / fdatasync).
     fn sync(&self) -> io::Result<()>;
+    /// An fsync the storage made on its own for this file (e.g. before closing a cached
+    /// handle) failed: the error `sync` would report. A flush of the whole storage
+    /// ([`Storage::sync_all`]) does not see it, so a caller relying on one checks this.
+    fn sync_error(&self) -> Option<io::Error> {
+        None
+    }
 }
 
 /// Open file handles an [`FsStorage`] keeps by default ([`FsStorage::new`]).
@@ -370,6 +383,15 @@ impl Storage for FsStorage {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
     }
+
+    /// `syncfs(2)` of `path`'s file system: every dirty page and all metadata of that file
+    /// system are written and the journal committed. Writeback errors of any file there since
+    /// `path` was opened here are reported (Linux 5.8 and later); earlier ones were reported
+    /// to the fsyncs of their own files.
+    fn sync_all(&self, path: &Path) -> io::Result<()> {
+        let dir = File::open(path)?;
+        nix::unistd::syncfs(&dir).map_err(io::Error::from)
+    }
 }
 
 impl FsStorage {
@@ -481,6 +503,13 @@ impl StorageFile for LazyFile {
         st.synced = st.synced.max(writes);
         st.inherited = false;
         Ok(())
+    }
+
+    fn sync_error(&self) -> Option<io::Error> {
+        let st = self.inner.state.lock();
+        st.failed
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
     }
 }
 
@@ -706,6 +735,28 @@ impl Storage for MemStorage {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         let st = self.state.lock();
         Ok(st.files.contains_key(path) || st.dirs.contains(path))
+    }
+
+    fn sync_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if st.fail_syncs > 0 {
+            st.fail_syncs -= 1;
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        st.file_syncs += 1;
+        let below: Vec<(PathBuf, Inode)> = st
+            .files
+            .iter()
+            .filter(|(p, _)| p.starts_with(path))
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
+        for (_, inode) in &below {
+            let mut i = inode.lock();
+            i.durable = i.written.clone();
+        }
+        st.durable_files.retain(|p, _| !p.starts_with(path));
+        st.durable_files.extend(below);
+        Ok(())
     }
 }
 
