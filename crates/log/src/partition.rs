@@ -316,26 +316,36 @@ impl PartitionLog {
     ) -> Result<Self, LogError> {
         let existed = storage.exists(&dir).map_err(io_err(&dir))?;
         storage.create_dir_all(&dir).map_err(io_err(&dir))?;
-        let swap_completed = finish_swap(&*storage, &dir)?;
+        // One listing serves the whole open unless an interrupted cleaner swap changes the
+        // directory first (start-up opens every partition: each syscall saved counts).
         let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
+        let swap_pending = names
+            .iter()
+            .any(|n| n == SWAP_FILE || n.ends_with(CLEANED_SUFFIX));
+        let swap_completed = swap_pending && finish_swap(&*storage, &dir)?;
+        if swap_pending {
+            names = storage.list_dir(&dir).map_err(io_err(&dir))?;
+        }
         names.sort();
+        // A checkpoint absent from the listing is not read (saves a lookup per file).
+        let checkpoint = |name: &str, magic: &[u8; 4]| -> Result<Option<i64>, LogError> {
+            if names.binary_search_by(|n| n.as_str().cmp(name)).is_err() {
+                return Ok(None);
+            }
+            Ok(read_small(&*storage, &dir.join(name), 64)?
+                .and_then(|b| format::decode_checkpoint(magic, &b)))
+        };
         let mut dir_changed = false;
         for n in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
             let p = dir.join(n);
             storage.remove_file(&p).map_err(io_err(&p))?;
             dir_changed = true;
         }
-        let clean_path = dir.join(CLEAN_FILE);
-        let clean_end = read_small(&*storage, &clean_path, 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEAN, &b));
-        let start_ckpt = read_small(&*storage, &dir.join(LOG_START_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_LOG_START, &b));
-        let recovery_ckpt = read_small(&*storage, &dir.join(RECOVERY_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_RECOVERY, &b));
-        let cleaner_ckpt = read_small(&*storage, &dir.join(CLEANER_OFFSET_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEANER, &b));
-        let horizon_ckpt = read_small(&*storage, &dir.join(HORIZON_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_HORIZON, &b));
+        let clean_end = checkpoint(CLEAN_FILE, format::MAGIC_CLEAN)?;
+        let start_ckpt = checkpoint(LOG_START_FILE, format::MAGIC_LOG_START)?;
+        let recovery_ckpt = checkpoint(RECOVERY_FILE, format::MAGIC_RECOVERY)?;
+        let cleaner_ckpt = checkpoint(CLEANER_OFFSET_FILE, format::MAGIC_CLEANER)?;
+        let horizon_ckpt = checkpoint(HORIZON_FILE, format::MAGIC_HORIZON)?;
 
         let bases: Vec<i64> = names
             .iter()
