@@ -128,7 +128,10 @@ fn batch(n: usize, value_bytes: usize, tag: &str) -> Bytes {
             sequence: i as i32 - 1,
             timestamp: now + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(format!("{tag} {i} {}", "x".repeat(value_bytes)))),
+            value: Some(Bytes::from(format!(
+                "{tag} {i} {}",
+                "x".repeat(value_bytes)
+            ))),
             headers: IndexMap::new(),
         })
         .collect();
@@ -162,7 +165,7 @@ impl Server {
     /// Starts the binary and waits for its ready line; (server, ready time).
     fn start(bin: &Path, data: &Path, extra: &[&str]) -> (Server, Duration) {
         let started = Instant::now();
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(data)
@@ -173,7 +176,12 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn waterline");
-        let out = child.stdout.take().expect("stdout");
+        // Owned by the guard at once: a panic below kills the broker.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let out = server.child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(out).lines();
         loop {
             let line = lines
@@ -182,16 +190,16 @@ impl Server {
                 .expect("stdout");
             if let Some(rest) = line.strip_prefix("waterline: ready on ") {
                 let addr = rest.split_whitespace().next().expect("address");
-                let addr = addr.parse().expect("address");
-                return (Server { child, addr }, started.elapsed());
+                server.addr = addr.parse().expect("address");
+                return (server, started.elapsed());
             }
         }
     }
 
     /// (VmRSS, VmHWM) in MiB.
     fn rss_mib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |k: &str| {
             status
                 .lines()
@@ -233,7 +241,9 @@ async fn produce_all(c: &mut Client, partitions: i32, tag: &str) -> Duration {
     let b = batch(10, 20, tag);
     let mut from = 0;
     while from < partitions {
-        let to = (from + CHUNK).min(partitions).min((from / PER_TOPIC + 1) * PER_TOPIC);
+        let to = (from + CHUNK)
+            .min(partitions)
+            .min((from / PER_TOPIC + 1) * PER_TOPIC);
         let mut td = TopicProduceData::default();
         td.name = name(&topic_of(from));
         td.partition_data = (from..to)
@@ -271,7 +281,11 @@ async fn check_sample(c: &mut Client, partitions: i32, records: i64) {
         r.topics = vec![t];
         let resp: FetchResponse = c.call(ApiKey::Fetch, 11, &r).await;
         let p = &resp.responses[0].partitions[0];
-        assert_eq!((p.error_code, p.high_watermark), (0, records), "partition {i}");
+        assert_eq!(
+            (p.error_code, p.high_watermark),
+            (0, records),
+            "partition {i}"
+        );
         let mut bytes = p.records.clone().unwrap_or_default();
         let mut n = 0;
         while bytes.remaining() >= 61 {
@@ -287,7 +301,10 @@ async fn check_sample(c: &mut Client, partitions: i32, records: i64) {
         of.group_id = GroupId(StrBytes::from_static_str("scale-group"));
         of.topics = Some(vec![ot]);
         let resp: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 5, &of).await;
-        assert_eq!(resp.topics[0].partitions[0].committed_offset, 10, "commit {i}");
+        assert_eq!(
+            resp.topics[0].partitions[0].committed_offset, 10,
+            "commit {i}"
+        );
     }
 }
 
@@ -300,9 +317,15 @@ async fn scale(bin: &Path, base: &Path) {
         setrlimit(Resource::RLIMIT_NOFILE, nofile.min(hard), hard).expect("setrlimit");
     }
     let data = base.join("scale");
-    println!("scale: {partitions} partitions, RLIMIT_NOFILE {nofile}, {}", bin.display());
+    println!(
+        "scale: {partitions} partitions, RLIMIT_NOFILE {nofile}, {}",
+        bin.display()
+    );
     let (server, ready) = Server::start(bin, &data, &[]);
-    println!("  ready (empty data dir)            {:>9.2} s", ready.as_secs_f64());
+    println!(
+        "  ready (empty data dir)            {:>9.2} s",
+        ready.as_secs_f64()
+    );
     let mut c = Client::connect(server.addr).await;
     let t = Instant::now();
     for first in (0..partitions).step_by(PER_TOPIC as usize) {
@@ -316,9 +339,15 @@ async fn scale(bin: &Path, base: &Path) {
         let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &r).await;
         assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
     }
-    println!("  create                            {:>9.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "  create                            {:>9.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let took = produce_all(&mut c, partitions, "first").await;
-    println!("  produce 10 records to each        {:>9.2} s", took.as_secs_f64());
+    println!(
+        "  produce 10 records to each        {:>9.2} s",
+        took.as_secs_f64()
+    );
     let t = Instant::now();
     let mut from = 0;
     while from < partitions {
@@ -344,35 +373,59 @@ async fn scale(bin: &Path, base: &Path) {
         );
         from = to;
     }
-    println!("  commit a group on all             {:>9.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "  commit a group on all             {:>9.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let (rss, hwm) = server.rss_mib();
     println!("  RSS after load                    {rss:>9} MiB (peak {hwm} MiB)");
     drop(c);
     let took = server.terminate();
-    println!("  SIGTERM to exit                   {:>9.2} s", took.as_secs_f64());
+    println!(
+        "  SIGTERM to exit                   {:>9.2} s",
+        took.as_secs_f64()
+    );
     let (server, ready) = Server::start(bin, &data, &[]);
-    println!("  ready after clean stop            {:>9.2} s", ready.as_secs_f64());
+    println!(
+        "  ready after clean stop            {:>9.2} s",
+        ready.as_secs_f64()
+    );
     let (rss, _) = server.rss_mib();
     println!("  RSS when ready                    {rss:>9} MiB");
     let mut c = Client::connect(server.addr).await;
     check_sample(&mut c, partitions, 10).await;
     let took = produce_all(&mut c, partitions, "second").await;
-    println!("  produce 10 more to each           {:>9.2} s", took.as_secs_f64());
+    println!(
+        "  produce 10 more to each           {:>9.2} s",
+        took.as_secs_f64()
+    );
     drop(c);
     server.kill9();
     let (server, ready) = Server::start(bin, &data, &[]);
-    println!("  ready after kill -9               {:>9.2} s", ready.as_secs_f64());
+    println!(
+        "  ready after kill -9               {:>9.2} s",
+        ready.as_secs_f64()
+    );
     let (rss, hwm) = server.rss_mib();
     println!("  RSS when ready                    {rss:>9} MiB (peak {hwm} MiB)");
     let mut c = Client::connect(server.addr).await;
     check_sample(&mut c, partitions, 20).await;
     drop(c);
     let took = server.terminate();
-    println!("  SIGTERM to exit (after recovery)  {:>9.2} s", took.as_secs_f64());
+    println!(
+        "  SIGTERM to exit (after recovery)  {:>9.2} s",
+        took.as_secs_f64()
+    );
     let (server, ready) = Server::start(bin, &data, &[]);
-    println!("  ready after that clean stop       {:>9.2} s", ready.as_secs_f64());
+    println!(
+        "  ready after that clean stop       {:>9.2} s",
+        ready.as_secs_f64()
+    );
     let took = server.terminate();
-    println!("  SIGTERM to exit (nothing written) {:>9.2} s", took.as_secs_f64());
+    println!(
+        "  SIGTERM to exit (nothing written) {:>9.2} s",
+        took.as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 
@@ -482,7 +535,9 @@ async fn throughput_round(bin: &Path, data: &Path, total_mib: usize) -> (f64, f6
 async fn throughput(bins: &[PathBuf], base: &Path) {
     let rounds: usize = env_or("WL_TP_ROUNDS", 3);
     let total_mib: usize = env_or("WL_TP_MB", 256);
-    println!("throughput: 8 partitions, {total_mib} MiB, acks=all, 16 KiB batches, {rounds} rounds");
+    println!(
+        "throughput: 8 partitions, {total_mib} MiB, acks=all, 16 KiB batches, {rounds} rounds"
+    );
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); bins.len()];
     for round in 0..rounds {
         for (i, bin) in bins.iter().enumerate() {

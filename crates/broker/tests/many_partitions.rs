@@ -25,8 +25,8 @@ use kafka_protocol::messages::{
     ProduceResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::AsyncReadExt;
 use kafka_protocol::records::Compression;
+use tokio::io::AsyncReadExt;
 use waterline_broker::{Broker, BrokerConfig};
 
 const FILE_LIMIT: u64 = 1024;

@@ -1933,8 +1933,11 @@ impl PartitionLog {
         let res = (|| {
             let f = self.storage().open(&tmp, true).map_err(io_err(&tmp))?;
             f.truncate(0).map_err(io_err(&tmp))?;
-            f.append(&format::encode_checkpoint(format::MAGIC_CLEAN, self.log_end))
-                .map_err(io_err(&tmp))?;
+            f.append(&format::encode_checkpoint(
+                format::MAGIC_CLEAN,
+                self.log_end,
+            ))
+            .map_err(io_err(&tmp))?;
             self.storage().rename(&tmp, &path).map_err(io_err(&path))
         })();
         if res.is_err() {

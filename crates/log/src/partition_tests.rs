@@ -784,7 +784,11 @@ fn batched_close_marks_clean_only_after_a_flush() {
     s.crash(CrashMode::DropUnsynced);
     let mut log = open(&s, small_config());
     assert!(!log.is_clean());
-    assert_eq!(log.log_end_offset(), 30, "the unsynced append is gone, nothing else");
+    assert_eq!(
+        log.log_end_offset(),
+        30,
+        "the unsynced append is gone, nothing else"
+    );
     log.append(&batch(2, NOW), NOW).unwrap();
     assert!(log.prepare_close().unwrap());
     s.sync_all(&dir()).unwrap();
