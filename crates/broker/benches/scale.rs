@@ -211,15 +211,21 @@ impl Server {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sig).expect("signal");
+    /// Sends a signal with kill(1) (no signal bindings needed for a bench).
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill -{sig} failed");
     }
 
     /// SIGTERM and wait for the exit; the time it took.
     fn terminate(mut self) -> Duration {
         let t = Instant::now();
-        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.signal("TERM");
         let status = self.child.wait().expect("wait");
         let took = t.elapsed();
         assert!(status.success(), "unclean exit after SIGTERM: {status}");
@@ -227,7 +233,7 @@ impl Server {
     }
 
     fn kill9(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.signal("KILL");
         let _ = self.child.wait();
     }
 }
