@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 READY = re.compile(r"^waterline: ready on (\S+) ")
+LISTENER = re.compile(r"^waterline: listener (\w+)://(\S+)$")
 
 
 def waterline_bin() -> str:
@@ -28,9 +29,12 @@ def waterline_bin() -> str:
 class Broker:
     """One `waterline serve` process on a data dir that outlives restarts."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), extra_env=None):
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
+        # Protocol -> bound address of each listener, from the lines before the ready line.
+        self.listeners = {}
         self.listen = "127.0.0.1:0"
         self.proc = None
         self.bootstrap = None
@@ -49,6 +53,7 @@ class Broker:
         ]
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
@@ -65,8 +70,14 @@ class Broker:
         deadline = time.monotonic() + timeout
         ready = {}
 
+        listeners = self.listeners
+        listeners.clear()
+
         def read_ready():
             for line in proc.stdout:
+                lm = LISTENER.match(line.strip())
+                if lm:
+                    listeners[lm.group(1)] = lm.group(2)
                 m = READY.match(line)
                 if m:
                     ready["addr"] = m.group(1)

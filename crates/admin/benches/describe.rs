@@ -69,6 +69,7 @@ fn setup() -> Setup {
                 client_id: "bench".into(),
                 request_timeout: Duration::from_secs(30),
                 max_frame_bytes: 100 << 20,
+                security: Default::default(),
             },
         )
         .await

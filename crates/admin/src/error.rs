@@ -17,6 +17,27 @@ pub enum ClientError {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// The client settings (`--command-config`) cannot be used.
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// The TLS handshake failed.
+    #[error("TLS to {addr}: {message}")]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The broker refused the SASL login (or the exchange broke).
+    #[error("SASL {mechanism} authentication to {addr} failed: {message}")]
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The mechanism.
+        mechanism: &'static str,
+        /// The broker's or the client's reason.
+        message: String,
+    },
     /// Connecting to a broker failed.
     #[error("connect to {addr}: {cause}")]
     Connect {

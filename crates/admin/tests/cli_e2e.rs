@@ -576,7 +576,8 @@ async fn bad_arguments_exit_2_with_one_line() {
             "--to-earliest",
         ],
         vec!["offsets", "delete", "--group", "g", "--topic", "t:x"],
-        vec!["lag", "--window", "5m"],
+        vec!["lag", "--window", "1"],
+        vec!["lag", "--interval", "PT0S"],
     ] {
         let r = run(&b.addr, &args).await;
         assert_eq!(r.code, 2, "{args:?}: {r:?}");

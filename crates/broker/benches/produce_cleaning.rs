@@ -18,7 +18,8 @@
 //! `dirty` clean. Rounds alternate idle, busy, idle, busy... (`WL_ROUNDS` pairs,
 //! default 4).
 //!
-//! Run: `cargo bench -p waterline-broker --bench produce_cleaning`.
+//! Run: `cargo bench -p waterline-broker --bench produce_cleaning`. Env `WL_CLEANER_IO` sets
+//! `cleaner_io_max_bytes_per_second`, `WL_CLEANER_NICE` sets `cleaner_thread_nice`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -333,11 +334,15 @@ async fn main() {
         cleaner_io_max_bytes_per_second: std::env::var("WL_CLEANER_IO")
             .ok()
             .and_then(|v| v.parse().ok()),
+        cleaner_thread_nice: std::env::var("WL_CLEANER_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BrokerConfig::default().cleaner_thread_nice),
         ..BrokerConfig::default()
     };
     println!(
-        "config: cleaner_io_max_bytes_per_second {:?}, {rounds} round pairs of {secs} s, {dirty_mib} MiB dirty per busy round",
-        config.cleaner_io_max_bytes_per_second
+        "config: cleaner_io_max_bytes_per_second {:?}, cleaner_thread_nice {}, {rounds} round pairs of {secs} s, {dirty_mib} MiB dirty per busy round",
+        config.cleaner_io_max_bytes_per_second, config.cleaner_thread_nice
     );
     let broker = Broker::start(config).await.expect("broker");
     let state = broker.state().clone();

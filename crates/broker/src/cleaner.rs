@@ -3,12 +3,13 @@
 //!
 //! Every `cleaner_backoff_ms` the loop asks each such partition for a cleaning plan (cheap,
 //! under the partition lock: the log decides whether a pass is due from the dirty ratio and
-//! the compaction lags). A due pass runs on a blocking thread, at most `cleaner_threads` at
+//! the compaction lags). A due pass runs on a thread of its own, at most `cleaner_threads` at
 //! once, without the partition lock, so appends and fetches go on meanwhile; its result is
 //! installed under the lock (a cheap, crash-safe swap; see waterline-log's FORMAT section).
 //! Each pass's reads and writes are paced to `cleaner_io_max_bytes_per_second` split across
-//! the threads. On shutdown the loop stops planning and waits for passes in flight, so every
-//! log is closed with no pass alive.
+//! the threads. Each pass runs on a thread of its own at nice `cleaner_thread_nice` (10 by
+//! default), so cleaning yields the CPU to request handling. On shutdown the loop stops
+//! planning and waits for passes in flight, so every log is closed with no pass alive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,14 +52,46 @@ pub(crate) async fn cleaner_loop(state: SharedState) {
                 };
                 let p = Arc::clone(p);
                 let s = Arc::clone(&state);
-                passes.spawn_blocking(move || {
-                    clean(&s, &p, plan);
-                    drop(permit);
-                });
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let spawned = std::thread::Builder::new()
+                    .name("waterline-clean".into())
+                    .spawn(move || {
+                        lower_priority(s.config.cleaner_thread_nice);
+                        clean(&s, &p, plan);
+                        drop(permit);
+                        // Also completes (with an error) if the pass panics.
+                        drop(done_tx);
+                    });
+                match spawned {
+                    Ok(_) => {
+                        passes.spawn(async move {
+                            let _ = done_rx.await;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a cleaner thread");
+                        break 'topics;
+                    }
+                }
             }
         }
     }
     while passes.join_next().await.is_some() {}
+}
+
+/// Gives the calling thread the nice value `nice`, so that when the CPUs are busy a pass takes
+/// only what the broker's request threads leave (nice 10 weighs ~1/10 of nice 0 in Linux's
+/// scheduler). A pass gets its own thread for this: a thread cannot raise its priority back
+/// without privilege, so a pooled thread must never be lowered. Failure only costs priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value alone.
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::warn!(nice, error = %e, "cannot lower the cleaner thread's priority");
+    }
 }
 
 /// Runs one pass of `p` and installs it; failures are logged (a failed install poisons the
@@ -103,5 +136,24 @@ fn clean(state: &BrokerState, p: &Partition, plan: CleanPlan) {
         Some(Err(e)) => {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "installing a cleaned segment failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lower_priority;
+
+    #[test]
+    fn lower_priority_sets_the_calling_threads_nice_value_only() {
+        let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let inside = std::thread::spawn(|| {
+            lower_priority(7);
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, own.max(7));
+        let after = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(after, own, "the spawning thread keeps its priority");
     }
 }

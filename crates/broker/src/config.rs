@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::listener::{ListenerSpec, SecurityProtocol, split_host_port};
 
 /// When appended data is fsynced relative to acknowledging a produce request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -60,7 +61,37 @@ pub struct BrokerConfig {
     /// Address to accept Kafka connections on (`host:port`; port 0 picks a free port).
     pub listen: String,
     /// `host:port` clients are told to connect to; default: the actual bound address.
+    /// Applies to the first listener (`listen`, or the first of `listeners`).
     pub advertised: Option<String>,
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`; none by
+    /// default.
+    pub http_listen: Option<String>,
+    /// Listeners as `PROTOCOL://HOST:PORT` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); when
+    /// set, `listen` is not used. At most one listener per protocol.
+    pub listeners: Vec<String>,
+    /// Advertised address per protocol, `PROTOCOL://HOST:PORT` (Kafka `advertised.listeners`);
+    /// a listener without one advertises its bound address.
+    pub advertised_listeners: Vec<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate signed by one of
+    /// them (mutual TLS), and on SSL listeners their principal is `User:<subject DN>`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// SASL mechanisms offered on SASL listeners, from PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    pub sasl_mechanisms: Vec<String>,
+    /// Delay before answering a failed authentication, then closing the connection (Kafka
+    /// `connection.failed.authentication.delay.ms`).
+    pub failed_authentication_delay_ms: u64,
+    /// Largest request frame accepted before a SASL client has authenticated (Kafka
+    /// `sasl.server.max.receive.size`).
+    pub sasl_max_receive_bytes: usize,
+    /// A SCRAM user created at start (both mechanisms) if it does not exist yet, with the
+    /// password from the `WATERLINE_ADMIN_PASSWORD` environment variable.
+    pub admin_user: Option<String>,
+    /// PBKDF2 iterations of credentials this broker creates (`admin_user`); 4096..=16384.
+    pub scram_iterations: u32,
     /// Create unknown topics when a Metadata or Produce request names them.
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics (and of CreateTopics with -1 partitions).
@@ -106,6 +137,10 @@ pub struct BrokerConfig {
     /// Bytes per second the cleaner may read and write in all (Kafka
     /// `log.cleaner.io.max.bytes.per.second`); unset: no limit.
     pub cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Nice value of the threads that run cleaning passes (0 = the broker's own priority, 19 =
+    /// lowest). Compaction can wait; produce, fetch and commit answers should not wait for it
+    /// when the CPUs are busy. No Kafka equivalent.
+    pub cleaner_thread_nice: i32,
     /// Largest `transaction.timeout.ms` a transactional producer may ask for (Kafka
     /// `transaction.max.timeout.ms`); InitProducerId answers INVALID_TRANSACTION_TIMEOUT above.
     pub transaction_max_timeout_ms: i32,
@@ -139,6 +174,20 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./waterline-data"),
             listen: "127.0.0.1:9092".to_string(),
             advertised: None,
+            http_listen: None,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            sasl_mechanisms: waterline_sasl::Mechanism::ALL
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+            failed_authentication_delay_ms: 100,
+            sasl_max_receive_bytes: 512 * 1024,
+            admin_user: None,
+            scram_iterations: waterline_sasl::ScramMechanism::MIN_ITERATIONS,
             auto_create_topics: true,
             default_partitions: 1,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
@@ -158,6 +207,7 @@ impl Default for BrokerConfig {
             cleaner_backoff_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             cleaner_io_max_bytes_per_second: None,
+            cleaner_thread_nice: 10,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             accept_any_replication_factor: false,
@@ -235,6 +285,9 @@ impl BrokerConfig {
                 "cleaner_backoff_ms and cleaner_io_max_bytes_per_second must be at least 1",
             );
         }
+        if !(0..=19).contains(&self.cleaner_thread_nice) {
+            return bad("cleaner_thread_nice must be between 0 and 19");
+        }
         if self.cleaner_dedupe_buffer_bytes < 1024 * 1024 {
             return bad("cleaner_dedupe_buffer_bytes must be at least 1048576");
         }
@@ -250,7 +303,108 @@ impl BrokerConfig {
             return bad("max_connections and max_connections_per_ip must be at least 1");
         }
         self.groups.validate()?;
+        let listeners = self.listener_specs()?;
+        self.advertised_for(&listeners)?;
+        if listeners.iter().any(|l| l.protocol.tls())
+            && (self.tls_cert.is_none() || self.tls_key.is_none())
+        {
+            return bad("SSL and SASL_SSL listeners need tls_cert and tls_key");
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return bad("tls_client_ca needs tls_cert and tls_key");
+        }
+        let mechanisms = self.mechanisms()?;
+        if listeners.iter().any(|l| l.protocol.sasl()) && mechanisms.is_empty() {
+            return bad("SASL listeners need at least one of sasl_mechanisms");
+        }
+        if self.sasl_max_receive_bytes < 1024 {
+            return bad("sasl_max_receive_bytes must be at least 1024");
+        }
+        waterline_sasl::ScramMechanism::Sha256
+            .check_iterations(self.scram_iterations)
+            .map_err(|e| ConfigError::Invalid(format!("scram_iterations: {e}")))?;
+        if let Some(user) = &self.admin_user
+            && !crate::auth::credentials::valid_user_name(user)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "admin_user: `{user}` must be 1 to 255 characters without control characters"
+            )));
+        }
         Ok(())
+    }
+
+    /// The listeners: `listeners`, or one PLAINTEXT listener on `listen`.
+    pub fn listener_specs(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
+        if self.listeners.is_empty() {
+            let (host, port) = split_host_port(&self.listen).ok_or_else(|| {
+                ConfigError::Invalid(format!("listen: `{}` is not HOST:PORT", self.listen))
+            })?;
+            return Ok(vec![ListenerSpec {
+                protocol: SecurityProtocol::Plaintext,
+                host,
+                port,
+            }]);
+        }
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        for l in &self.listeners {
+            let spec = ListenerSpec::parse("listeners", l)?;
+            if out.iter().any(|o| o.protocol == spec.protocol) {
+                return Err(ConfigError::Invalid(format!(
+                    "listeners: more than one {} listener",
+                    spec.protocol
+                )));
+            }
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    /// The configured advertised address of each listener (same order), if any.
+    pub fn advertised_for(
+        &self,
+        listeners: &[ListenerSpec],
+    ) -> Result<Vec<Option<(String, u16)>>, ConfigError> {
+        let mut explicit = Vec::new();
+        for a in &self.advertised_listeners {
+            let spec = ListenerSpec::parse("advertised_listeners", a)?;
+            if !listeners.iter().any(|l| l.protocol == spec.protocol) {
+                return Err(ConfigError::Invalid(format!(
+                    "advertised_listeners: `{a}` names no configured listener"
+                )));
+            }
+            explicit.push(spec);
+        }
+        let first = match &self.advertised {
+            Some(a) => Some(split_host_port(a).ok_or_else(|| {
+                ConfigError::Invalid(format!("advertised: `{a}` is not HOST:PORT"))
+            })?),
+            None => None,
+        };
+        Ok(listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                explicit
+                    .iter()
+                    .find(|e| e.protocol == l.protocol)
+                    .map(|e| (e.host.clone(), e.port))
+                    .or_else(|| if i == 0 { first.clone() } else { None })
+            })
+            .collect())
+    }
+
+    /// The SASL mechanisms offered.
+    pub fn mechanisms(&self) -> Result<Vec<waterline_sasl::Mechanism>, ConfigError> {
+        self.sasl_mechanisms
+            .iter()
+            .map(|m| {
+                waterline_sasl::Mechanism::parse(m).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "sasl_mechanisms: `{m}`: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -287,6 +441,37 @@ mod tests {
         assert_eq!(c.connections_max_idle_ms, 600_000);
         assert_eq!(c.request_read_timeout_ms, 30_000);
         assert_eq!((c.max_connections, c.max_connections_per_ip), (None, None));
+        assert_eq!(c.cleaner_thread_nice, 10);
+    }
+
+    #[test]
+    fn cleaner_thread_nice_outside_0_to_19_is_refused() {
+        let err = BrokerConfig::from_toml_str("cleaner_thread_nice = 20").unwrap_err();
+        assert!(err.to_string().contains("between 0 and 19"), "{err}");
+        assert!(BrokerConfig::from_toml_str("cleaner_thread_nice = -1").is_err());
+        assert!(BrokerConfig::from_toml_str("cleaner_thread_nice = 0").is_ok());
+    }
+
+    #[test]
+    fn listeners_default_to_listen_and_take_advertised_addresses() {
+        let c =
+            BrokerConfig::from_toml_str("listen = \"0.0.0.0:1\"\nadvertised = \"h:2\"").unwrap();
+        let l = c.listener_specs().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].to_string(), "PLAINTEXT://0.0.0.0:1");
+        assert_eq!(c.advertised_for(&l).unwrap(), vec![Some(("h".into(), 2))]);
+        let c = BrokerConfig::from_toml_str(
+            "listeners = [\"PLAINTEXT://a:1\", \"SASL_SSL://b:2\"]\n\
+             advertised_listeners = [\"SASL_SSL://ext:9\"]\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+        )
+        .unwrap();
+        let l = c.listener_specs().unwrap();
+        assert_eq!(l[1].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(
+            c.advertised_for(&l).unwrap(),
+            vec![None, Some(("ext".into(), 9))]
+        );
     }
 
     #[test]
@@ -323,6 +508,14 @@ mod tests {
             "max_connections = 0",
             "max_open_files = 3",
             "listen = 5",
+            "listeners = [\"TLS://h:1\"]",
+            "listeners = [\"SSL://h:1\"]",
+            "listeners = [\"PLAINTEXT://h:1\", \"PLAINTEXT://h:2\"]",
+            "advertised_listeners = [\"SSL://h:1\"]",
+            "sasl_mechanisms = [\"GSSAPI\"]",
+            "listeners = [\"SASL_PLAINTEXT://h:1\"]\nsasl_mechanisms = []",
+            "scram_iterations = 100",
+            "admin_user = \"\"",
         ] {
             assert!(BrokerConfig::from_toml_str(bad).is_err(), "{bad}");
         }

@@ -5,9 +5,11 @@
 //! waterline-wire), [`handlers`] (one module per Kafka API), [`topics`] (registry and on-disk
 //! layout), [`partition`] (a log behind a mutex plus its high-watermark channel), [`sync`] (group
 //! commit), [`producer_ids`] (durable producer-id allocation), [`groups`] (consumer groups and
-//! offsets), [`transactions`] (transaction coordinator, state file, markers).
+//! offsets), [`transactions`] (transaction coordinator, state file, markers), [`listener`]
+//! (listener strings and protocols), [`auth`] (TLS, SASL sessions, SCRAM credentials).
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod budget;
 mod cleaner;
 pub mod codec;
@@ -16,6 +18,9 @@ pub mod error;
 pub mod groups;
 pub mod guard;
 pub mod handlers;
+mod http;
+pub mod listener;
+pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod server;

@@ -18,18 +18,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Session;
+use crate::auth::tls::{ReloadableTls, TlsFiles};
 use crate::budget::{BudgetPermit, RequestBudget};
 use crate::codec::{self, MIN_HEADER_BYTES};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, ProtocolError};
 use crate::handlers::{self, Applied, Connection, api_versions, produce};
+use crate::listener::{ListenerInfo, SecurityProtocol};
 use crate::producer_ids::ProducerIds;
 use crate::state::{BrokerState, SharedState};
 use crate::sync::SyncManager;
@@ -78,7 +81,11 @@ pub fn build_state_with_storage(
     })?;
     let transactions =
         crate::transactions::Transactions::open(&config.data_dir, config.txn_config())?;
+    let metrics = crate::metrics::BrokerMetrics::new(sync.fsync_histogram());
+    let credentials = crate::auth::Credentials::open(&config.data_dir)?;
+    let mechanisms = config.mechanisms()?;
     Ok(BrokerState {
+        metrics,
         config,
         advertised_host,
         advertised_port,
@@ -87,6 +94,8 @@ pub fn build_state_with_storage(
         sync,
         groups,
         transactions,
+        credentials,
+        mechanisms,
         shutdown,
     })
 }
@@ -95,31 +104,96 @@ pub fn build_state_with_storage(
 pub struct Broker;
 
 impl Broker {
-    /// Locks the data dir, loads topics, binds the listener and starts serving.
+    /// Locks the data dir, loads topics, binds the listeners and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         config.validate()?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| BrokerError::io("binding", &config.listen, e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| BrokerError::io("binding", &config.listen, e))?;
-        let (host, port) = advertised(&config, local_addr)?;
-        let state = tokio::task::spawn_blocking(move || build_state(config, host, port))
-            .await
-            .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let admin = admin_user(&config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                ReloadableTls::new(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls_client_ca.clone(),
+                })
+                .map_err(|e| crate::error::ConfigError::Invalid(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        let specs = config.listener_specs()?;
+        let advertised_addrs = config.advertised_for(&specs)?;
+        let mut bound = Vec::new();
+        for (spec, advertised) in specs.iter().zip(advertised_addrs) {
+            let addr = spec.addr();
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|e| BrokerError::io("binding", &addr, e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| BrokerError::io("binding", &addr, e))?;
+            let (host, port) = advertised_or_bound(advertised, local);
+            let info = Arc::new(ListenerInfo {
+                protocol: spec.protocol,
+                advertised_host: host,
+                advertised_port: port,
+            });
+            bound.push((listener, local, info));
+        }
+        let (host, port) = {
+            let first = &bound[0].2;
+            (first.advertised_host.clone(), first.advertised_port)
+        };
+        let state = tokio::task::spawn_blocking(move || {
+            let state = build_state(config, host, port)?;
+            if let Some((user, password)) = admin {
+                ensure_admin_user(&state, &user, &password)?;
+            }
+            Ok::<_, BrokerError>(state)
+        })
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))??;
         let state = Arc::new(state);
         crate::transactions::Transactions::start(&state)?;
         let tracker = TaskTracker::new();
-        let accept = tokio::spawn(accept_loop(state.clone(), listener, tracker.clone()));
+        let shared = Arc::new(Accepting {
+            limits: FrameLimits {
+                max_frame: state.config.max_frame_bytes,
+                max_frame_setting: "max_frame_bytes",
+                idle: Duration::from_millis(state.config.connections_max_idle_ms),
+                read_timeout: Duration::from_millis(state.config.request_read_timeout_ms),
+                budget: RequestBudget::new(state.config.max_queued_request_bytes),
+            },
+            counts: Arc::new(parking_lot::Mutex::new(ConnectionCounts::default())),
+            tls: tls.clone(),
+        });
+        let mut accepts = Vec::new();
+        let mut listeners = Vec::new();
+        for (listener, local, info) in bound {
+            tracing::info!(listener = %info.protocol, %local, advertised = %format!("{}:{}", info.advertised_host, info.advertised_port), "broker listening");
+            listeners.push((info.protocol, local));
+            accepts.push(tokio::spawn(accept_loop(
+                state.clone(),
+                listener,
+                info,
+                shared.clone(),
+                tracker.clone(),
+            )));
+        }
+        if let Some(tls) = tls {
+            accepts.push(tokio::spawn(reload_tls_on_sighup(state.clone(), tls)));
+        }
         let retention = tokio::spawn(retention_loop(state.clone()));
         let cleaner = tokio::spawn(crate::cleaner::cleaner_loop(state.clone()));
-        tracing::info!(%local_addr, advertised = %format!("{}:{}", state.advertised_host, state.advertised_port), "broker listening");
+        let http = match state.config.http_listen.clone() {
+            Some(addr) => Some(crate::http::start(state.clone(), &addr).await?),
+            None => None,
+        };
         Ok(RunningBroker {
             state,
-            local_addr,
-            accept,
+            listeners,
+            accepts,
+            http_addr: http.as_ref().map(|(a, _)| *a),
+            http: http.map(|(_, t)| t),
             retention,
             cleaner,
             tracker,
@@ -128,11 +202,76 @@ impl Broker {
     }
 }
 
+/// `--admin-user` and its password from `WATERLINE_ADMIN_PASSWORD`, when set.
+fn admin_user(config: &BrokerConfig) -> Result<Option<(String, String)>, BrokerError> {
+    let Some(user) = &config.admin_user else {
+        return Ok(None);
+    };
+    match std::env::var("WATERLINE_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => Ok(Some((user.clone(), p))),
+        _ => Err(crate::error::ConfigError::Invalid(format!(
+            "admin_user `{user}` needs its password in the WATERLINE_ADMIN_PASSWORD environment variable"
+        ))
+        .into()),
+    }
+}
+
+/// Creates the admin user's SCRAM-SHA-256 and SCRAM-SHA-512 credentials if it has none; an
+/// existing user keeps its password (changed since through AlterUserScramCredentials, maybe).
+fn ensure_admin_user(state: &BrokerState, user: &str, password: &str) -> Result<(), BrokerError> {
+    if state.credentials.snapshot().contains_key(user) {
+        return Ok(());
+    }
+    let mut changes = Vec::new();
+    for m in waterline_sasl::ScramMechanism::ALL {
+        let cred = waterline_sasl::ScramCredential::generate(
+            m,
+            password.as_bytes(),
+            state.config.scram_iterations,
+        )
+        .map_err(|e| BrokerError::Task(format!("creating admin credentials: {e}")))?;
+        changes.push(crate::auth::CredentialChange::Upsert(
+            user.to_string(),
+            cred,
+        ));
+    }
+    state.credentials.apply(changes)?;
+    tracing::info!(%user, "created the admin user (SCRAM-SHA-256, SCRAM-SHA-512)");
+    Ok(())
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP, until shutdown; new connections use
+/// them, open ones keep theirs.
+async fn reload_tls_on_sighup(state: SharedState, tls: Arc<ReloadableTls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler: TLS certificates will not be reloaded");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificate")
+            }
+        }
+    }
+}
+
 /// A started broker; stop it with [`RunningBroker::shutdown`].
 pub struct RunningBroker {
     state: SharedState,
-    local_addr: SocketAddr,
-    accept: JoinHandle<()>,
+    /// Each listener's protocol and bound address, in configuration order.
+    listeners: Vec<(SecurityProtocol, SocketAddr)>,
+    /// Accept loops (and the SIGHUP reloader).
+    accepts: Vec<JoinHandle<()>>,
+    /// The bound address of the HTTP listener (metrics, health), when configured.
+    http_addr: Option<SocketAddr>,
+    http: Option<JoinHandle<()>>,
     retention: JoinHandle<()>,
     /// Waits for cleaning passes in flight when it ends.
     cleaner: JoinHandle<()>,
@@ -142,9 +281,20 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// The bound address (useful with port 0).
+    /// The bound address of the first listener (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].1
+    }
+
+    /// Every listener's protocol and bound address, in configuration order.
+    pub fn listeners(&self) -> &[(SecurityProtocol, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The bound address of the HTTP listener (`/metrics`, `/healthz`, `/readyz`), when
+    /// `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The shared state (for tests and embedding).
@@ -156,7 +306,12 @@ impl RunningBroker {
     /// closes every partition log cleanly.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         self.state.shutdown.cancel();
-        let _ = self.accept.await;
+        for a in self.accepts {
+            let _ = a.await;
+        }
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
         self.tracker.close();
         self.tracker.wait().await;
         self.state.groups.close().await;
@@ -200,22 +355,16 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
 /// The host and port to advertise: the configured one, else the bound address (with a wildcard
 /// IP replaced by 127.0.0.1, which clients can reach; IPv4 because librdkafka may resolve
 /// `localhost` to ::1).
-fn advertised(config: &BrokerConfig, bound: SocketAddr) -> Result<(String, i32), BrokerError> {
-    if let Some(a) = &config.advertised {
-        let (host, port) = a
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .ok_or_else(|| {
-                crate::error::ConfigError::Invalid(format!("advertised: `{a}` is not host:port"))
-            })?;
-        return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
+fn advertised_or_bound(configured: Option<(String, u16)>, bound: SocketAddr) -> (String, i32) {
+    if let Some((host, port)) = configured {
+        return (host, i32::from(port));
     }
     let ip = if bound.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         bound.ip().to_string()
     };
-    Ok((ip, i32::from(bound.port())))
+    (ip, i32::from(bound.port()))
 }
 
 /// Counts open connections, in all and per IP, against `max_connections` and
@@ -301,14 +450,22 @@ fn spare_handle() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
-async fn accept_loop(state: SharedState, listener: TcpListener, tracker: TaskTracker) {
-    let limits = FrameLimits {
-        max_frame: state.config.max_frame_bytes,
-        idle: Duration::from_millis(state.config.connections_max_idle_ms),
-        read_timeout: Duration::from_millis(state.config.request_read_timeout_ms),
-        budget: RequestBudget::new(state.config.max_queued_request_bytes),
-    };
-    let counts = Arc::new(parking_lot::Mutex::new(ConnectionCounts::default()));
+/// What every listener's accept loop shares: frame limits and the request budget, the
+/// connection counts (limits are broker-wide), the TLS configuration.
+struct Accepting {
+    limits: FrameLimits,
+    counts: Arc<parking_lot::Mutex<ConnectionCounts>>,
+    tls: Option<Arc<ReloadableTls>>,
+}
+
+async fn accept_loop(
+    state: SharedState,
+    listener: TcpListener,
+    info: Arc<ListenerInfo>,
+    shared: Arc<Accepting>,
+    tracker: TaskTracker,
+) {
+    let counts = &shared.counts;
     let mut spare = spare_handle();
     let mut refused_log = Throttled {
         last: None,
@@ -324,14 +481,21 @@ async fn accept_loop(state: SharedState, listener: TcpListener, tracker: TaskTra
             _ = state.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, peer)) => match admit(&counts, &state.config, peer.ip()) {
+            Ok((stream, peer)) => match admit(counts, &state.config, peer.ip()) {
                 Ok(slot) => {
-                    tracker.spawn(serve_connection(
+                    let tls = if info.protocol.tls() {
+                        shared.tls.clone()
+                    } else {
+                        None
+                    };
+                    tracker.spawn(serve_accepted(
                         state.clone(),
                         stream,
                         peer,
-                        limits.clone(),
+                        shared.limits.clone(),
                         slot,
+                        info.clone(),
+                        tls,
                     ));
                 }
                 Err(limit) => {
@@ -360,6 +524,49 @@ async fn accept_loop(state: SharedState, listener: TcpListener, tracker: TaskTra
             }
         }
     }
+}
+
+/// Runs the TLS handshake where the listener has TLS (within `request_read_timeout_ms`, so a
+/// silent or plaintext client cannot hold the connection), then serves the connection.
+async fn serve_accepted(
+    state: SharedState,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: FrameLimits,
+    slot: ConnectionSlot,
+    listener: Arc<ListenerInfo>,
+    tls: Option<Arc<ReloadableTls>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        let session = Session::on(peer, listener, None);
+        let (rd, wr) = stream.into_split();
+        return serve_connection(state, rd, wr, peer, limits, slot, session).await;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    let stream = match tokio::time::timeout(limits.read_timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, listener = %listener.protocol, error = %e, "closing connection: TLS handshake failed (a plaintext client on a TLS listener, an untrusted client certificate?)");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, listener = %listener.protocol, "closing connection: TLS handshake did not complete within request_read_timeout_ms");
+            return;
+        }
+    };
+    let subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::auth::tls::subject_dn(c));
+    let session = Session::on(peer, listener, subject);
+    if session.principal() != crate::auth::ANONYMOUS {
+        tracing::info!(%peer, principal = session.principal(), "TLS client certificate accepted");
+    }
+    let (rd, wr) = tokio::io::split(stream);
+    serve_connection(state, rd, wr, peer, limits, slot, session).await
 }
 
 /// errno values for "too many open files" (process / system); Linux and the BSDs agree.
@@ -400,6 +607,8 @@ type CloseReason = String;
 #[derive(Clone)]
 struct FrameLimits {
     max_frame: usize,
+    /// The setting `max_frame` comes from, for the log line of a refused frame.
+    max_frame_setting: &'static str,
     idle: Duration,
     read_timeout: Duration,
     budget: Arc<RequestBudget>,
@@ -427,6 +636,8 @@ async fn read_frame(
         }
         Ok(Ok(0)) => return Ok(None),
         Ok(Ok(_)) => {}
+        // A TLS client that closes between frames without close_notify (most do): as EOF.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Ok(Err(e)) => return Err(format!("read error: {e}")),
     }
     let timed_out = |what: &str| {
@@ -451,9 +662,13 @@ async fn read_frame(
         ));
     }
     if len > limits.max_frame {
+        if len >> 16 == 0x1603 {
+            // A TLS record header (handshake, version 3.x) read as a frame length.
+            return Err("a TLS handshake on a listener without TLS".to_string());
+        }
         return Err(format!(
-            "frame of {len} bytes exceeds max_frame_bytes {}",
-            limits.max_frame
+            "frame of {len} bytes exceeds {} {}",
+            limits.max_frame_setting, limits.max_frame
         ));
     }
     let permit = limits.budget.acquire(len).await;
@@ -476,22 +691,33 @@ async fn read_frame(
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<R, W>(
     state: SharedState,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
-    limits: FrameLimits,
+    mut limits: FrameLimits,
     _slot: ConnectionSlot,
-) {
-    let _ = stream.set_nodelay(true);
+    session: Session,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let _counted = state.metrics.connection_opened();
     tracing::debug!(%peer, "connection opened");
-    let (mut rd, mut wr) = stream.into_split();
+    let max_frame = limits.max_frame;
     let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             match pending.await {
                 Ok(Some(frame)) => {
-                    if let Err(e) = wr.write_all(&frame).await {
+                    // The flush matters for TLS: rustls may still hold the frame's last record
+                    // when the socket pushed back (a no-op on plain TCP).
+                    let written = async {
+                        wr.write_all(&frame).await?;
+                        wr.flush().await
+                    };
+                    if let Err(e) = written.await {
                         tracing::debug!(%peer, error = %e, "write failed");
                         break;
                     }
@@ -503,9 +729,19 @@ async fn serve_connection(
         }
         let _ = wr.shutdown().await;
     });
-    let mut conn = Connection::new(peer);
+    let mut conn = Connection::with_session(peer, session);
     let mut unsupported = Unsupported::default();
     loop {
+        // Before authentication only small SASL frames are expected (Kafka
+        // `sasl.server.max.receive.size`).
+        (limits.max_frame, limits.max_frame_setting) = if conn.session().authenticated() {
+            (max_frame, "max_frame_bytes")
+        } else {
+            (
+                max_frame.min(state.config.sasl_max_receive_bytes),
+                "sasl_max_receive_bytes (not authenticated yet)",
+            )
+        };
         let frame = tokio::select! {
             f = read_frame(&mut rd, &limits) => f,
             _ = state.shutdown.cancelled() => break,
@@ -533,21 +769,35 @@ async fn serve_connection(
                 break;
             }
             Prepared::Dispatch(header, request, key) => {
+                if let Some(reason) = conn.session().refuses(key) {
+                    tracing::warn!(%peer, %reason, "closing connection");
+                    drop(otx);
+                    break;
+                }
                 let id = (key, header.request_api_version, header.correlation_id);
+                let started = std::time::Instant::now();
+                state.metrics.request(key, &request);
                 // Applied here, in arrival order, before the next frame is read; only the
                 // waits `apply` hands back overlap later requests.
-                let work = match handlers::apply(&state, &mut conn, *header, *request).await {
+                match handlers::apply(&state, &mut conn, *header, *request).await {
                     Applied::Ready(resp) => {
+                        state.metrics.response(key, started, resp.as_ref());
                         respond(otx, peer, id, resp);
-                        continue;
                     }
-                    Applied::Waiting(work) => work,
-                };
-                tokio::spawn(async move {
-                    let resp = work.await;
-                    drop(permit);
-                    respond(otx, peer, id, resp)
-                });
+                    Applied::Waiting(work) => {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            let resp = work.await;
+                            state.metrics.response(key, started, resp.as_ref());
+                            drop(permit);
+                            respond(otx, peer, id, resp)
+                        });
+                    }
+                }
+                if conn.session().closing() {
+                    // A refused authentication: its (delayed) answer is the last one.
+                    break;
+                }
             }
         }
     }
@@ -718,6 +968,7 @@ mod tests {
     fn limits(max_frame: usize) -> FrameLimits {
         FrameLimits {
             max_frame,
+            max_frame_setting: "max_frame_bytes",
             idle: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
             budget: RequestBudget::new(64 << 20),

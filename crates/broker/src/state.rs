@@ -32,8 +32,14 @@ pub struct BrokerState {
     pub groups: crate::groups::Groups,
     /// Transactions: coordinator, state file, markers.
     pub transactions: crate::transactions::Transactions,
+    /// SCRAM credentials (`<data_dir>/scram-credentials`).
+    pub credentials: crate::auth::Credentials,
+    /// SASL mechanisms offered on SASL listeners.
+    pub mechanisms: Vec<waterline_sasl::Mechanism>,
     /// Cancelled when the broker shuts down: long polls return early.
     pub shutdown: CancellationToken,
+    /// Request, connection and fsync metrics (served with `http_listen`).
+    pub metrics: crate::metrics::BrokerMetrics,
 }
 
 impl BrokerState {

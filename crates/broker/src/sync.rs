@@ -27,6 +27,8 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Duration of each round's fsyncs.
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
     wake: Condvar,
     policy: FsyncPolicy,
 }
@@ -47,6 +49,7 @@ impl SyncManager {
             }),
             wake: Condvar::new(),
             policy,
+            fsync_seconds: crate::metrics::fsync_histogram(),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -56,6 +59,11 @@ impl SyncManager {
             shared,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The histogram of fsync round durations (for the metrics registry).
+    pub fn fsync_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.fsync_seconds.clone()
     }
 
     /// Queues a partition that has unsynced appends.
@@ -105,7 +113,13 @@ fn run(shared: &Shared) {
             }
             (std::mem::take(&mut q.dirty), q.stop)
         };
-        sync_round(&batch);
+        if !batch.is_empty() {
+            let started = std::time::Instant::now();
+            sync_round(&batch);
+            shared
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         if stop {
             // Appends queued after the final take are synced by PartitionLog::close.
             return;

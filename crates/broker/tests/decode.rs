@@ -282,6 +282,42 @@ fn populated(key: ApiKey, version: i16) -> RequestKind {
             r.topics = vec![t];
             r.into()
         }
+        ApiKey::SaslHandshake => {
+            let mut r = SaslHandshakeRequest::default();
+            r.mechanism = s("SCRAM-SHA-256");
+            r.into()
+        }
+        ApiKey::SaslAuthenticate => {
+            let mut r = SaslAuthenticateRequest::default();
+            r.auth_bytes = bytes::Bytes::from_static(b"n,,n=u,r=nonce");
+            r.into()
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+            let mut u = UserName::default();
+            u.name = s("alice");
+            let mut r = DescribeUserScramCredentialsRequest::default();
+            r.users = Some(vec![u.clone(), u]);
+            r.into()
+        }
+        ApiKey::AlterUserScramCredentials => {
+            use kafka_protocol::messages::alter_user_scram_credentials_request::{
+                ScramCredentialDeletion, ScramCredentialUpsertion,
+            };
+            let mut d = ScramCredentialDeletion::default();
+            d.name = s("bob");
+            d.mechanism = 1;
+            let mut u = ScramCredentialUpsertion::default();
+            u.name = s("alice");
+            u.mechanism = 2;
+            u.iterations = 4096;
+            u.salt = bytes::Bytes::from_static(b"salt");
+            u.salted_password = bytes::Bytes::from(vec![7u8; 64]);
+            let mut r = AlterUserScramCredentialsRequest::default();
+            r.deletions = vec![d];
+            r.upsertions = vec![u.clone(), u];
+            r.into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }

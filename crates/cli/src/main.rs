@@ -5,7 +5,8 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs};
+use waterline_admin::cli::{GroupsArgs, LagArgs, OffsetsArgs, TopicsArgs, UsersArgs};
+use waterline_admin::exporter::ExporterArgs;
 
 /// Kafka offset management and checkpointing: a Kafka-protocol broker and the tools to inspect
 /// and move consumer group offsets safely.
@@ -30,6 +31,11 @@ enum Command {
     Lag(LagArgs),
     /// List, describe, create, delete and alter topics (kafka-topics / kafka-configs parity).
     Topics(TopicsArgs),
+    /// Poll a Kafka cluster and serve Prometheus metrics with kafka_exporter's names, plus
+    /// time lag and lag status (/metrics, /healthz, /readyz).
+    Exporter(ExporterArgs),
+    /// List, set and delete SCRAM users (Describe/AlterUserScramCredentials).
+    Users(UsersArgs),
     /// Print a shell completion script: `source <(waterline completions bash)`, or save it
     /// where your shell loads completions from.
     Completions {
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
         Command::Offsets(args) => tool(waterline_admin::cli::run_offsets(args)),
         Command::Lag(args) => tool(waterline_admin::cli::run_lag(args)),
         Command::Topics(args) => tool(waterline_admin::cli::run_topics(args)),
+        Command::Exporter(args) => tool(waterline_admin::exporter::run(args)),
+        Command::Users(args) => tool(waterline_admin::cli::run_users(args)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -13,12 +13,40 @@ pub struct ServeArgs {
     /// Directory holding the log, the offsets and the broker's state [default: ./waterline-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Address to accept Kafka connections on [default: 127.0.0.1:9092]
+    /// Address to accept Kafka connections on: shorthand for `--listener PLAINTEXT://HOST:PORT`
+    /// [default: 127.0.0.1:9092 when no --listener is given]
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
-    /// Address clients are told to connect to [default: the listen address]
+    /// Address clients are told to connect to, for the first listener [default: the bound
+    /// address]
     #[arg(long, value_name = "HOST:PORT")]
     advertised: Option<String>,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP on this address [default: off]
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
+    /// A listener: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, at most one of each (repeatable)
+    #[arg(long = "listener", value_name = "PROTOCOL://HOST:PORT")]
+    listeners: Vec<String>,
+    /// Address clients of one listener are told to connect to, by protocol (repeatable)
+    #[arg(long = "advertised-listener", value_name = "PROTOCOL://HOST:PORT")]
+    advertised_listeners: Vec<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners (reloaded on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (reloaded on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: TLS clients must present a certificate they signed (mutual TLS);
+    /// the principal on SSL listeners is then the certificate's subject
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// SASL mechanisms offered, comma-separated [default: SCRAM-SHA-256,SCRAM-SHA-512,PLAIN]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    sasl_mechanisms: Option<Vec<String>>,
+    /// Create this SCRAM user at start if it does not exist, with the password in the
+    /// WATERLINE_ADMIN_PASSWORD environment variable
+    #[arg(long, value_name = "NAME")]
+    admin_user: Option<String>,
     /// TOML file with broker settings: the flags' names with underscores, and more (every key
     /// with its default is listed at the end of --help)
     #[arg(long, value_name = "FILE")]
@@ -108,11 +136,41 @@ impl ServeArgs {
         if let Some(v) = self.data_dir {
             config.data_dir = v;
         }
+        if !self.listeners.is_empty() {
+            config.listeners = self.listeners;
+        }
         if let Some(v) = self.listen {
-            config.listen = v;
+            // With listeners, `--listen` adds the PLAINTEXT one, first (its address is the one
+            // the ready line names).
+            if config.listeners.is_empty() {
+                config.listen = v;
+            } else {
+                config.listeners.insert(0, format!("PLAINTEXT://{v}"));
+            }
         }
         if let Some(v) = self.advertised {
             config.advertised = Some(v);
+        }
+        if let Some(v) = self.http_listen {
+            config.http_listen = Some(v);
+        }
+        if !self.advertised_listeners.is_empty() {
+            config.advertised_listeners = self.advertised_listeners;
+        }
+        if let Some(v) = self.tls_cert {
+            config.tls_cert = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            config.tls_key = Some(v);
+        }
+        if let Some(v) = self.tls_client_ca {
+            config.tls_client_ca = Some(v);
+        }
+        if let Some(v) = self.sasl_mechanisms {
+            config.sasl_mechanisms = v;
+        }
+        if let Some(v) = self.admin_user {
+            config.admin_user = Some(v);
         }
         if let Some(v) = self.auto_create_topics {
             config.auto_create_topics = v;
@@ -180,12 +238,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = Broker::start(config)
             .await
             .with_context(|| format!("starting the broker on data dir {}", data_dir.display()))?;
+        // With several listeners, one line each before the ready line, so a reader of the
+        // ready line has them all; with one, the ready line stays the first line.
+        if broker.listeners().len() > 1 {
+            for (protocol, addr) in broker.listeners() {
+                println!("waterline: listener {protocol}://{addr}");
+            }
+        }
         // The one line tools and tests wait for: keep its shape stable.
         println!(
             "waterline: ready on {} (data dir {})",
             broker.local_addr(),
             data_dir.display()
         );
+        if let Some(addr) = broker.http_addr() {
+            println!("waterline: metrics on http://{addr}/metrics");
+        }
         wait_for_stop_signal().await?;
         tracing::info!("stop signal received, shutting down");
         broker
@@ -248,7 +316,80 @@ pub fn config_keys() -> Vec<ConfigKey> {
         key(
             "advertised",
             opt(d.advertised.as_deref().map(q), "the listen address"),
-            "address clients are told to connect to",
+            "address clients are told to connect to (first listener)",
+        ),
+        key(
+            "listeners",
+            "[]".to_string(),
+            "listeners as \"PROTOCOL://HOST:PORT\" (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); empty: PLAINTEXT on listen",
+        ),
+        key(
+            "advertised_listeners",
+            "[]".to_string(),
+            "advertised address per protocol, \"PROTOCOL://HOST:PORT\"",
+        ),
+        key(
+            "tls_cert",
+            opt(
+                d.tls_cert.as_ref().map(|p| q(&p.display().to_string())),
+                "no TLS",
+            ),
+            "PEM certificate chain of TLS listeners (reloaded on SIGHUP)",
+        ),
+        key(
+            "tls_key",
+            opt(
+                d.tls_key.as_ref().map(|p| q(&p.display().to_string())),
+                "no TLS",
+            ),
+            "PEM private key of tls_cert",
+        ),
+        key(
+            "tls_client_ca",
+            opt(
+                d.tls_client_ca
+                    .as_ref()
+                    .map(|p| q(&p.display().to_string())),
+                "no client certificates",
+            ),
+            "PEM CAs of client certificates (mutual TLS; subject is the SSL principal)",
+        ),
+        key(
+            "sasl_mechanisms",
+            format!(
+                "[{}]",
+                d.sasl_mechanisms
+                    .iter()
+                    .map(|m| q(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "SASL mechanisms offered on SASL listeners",
+        ),
+        key(
+            "failed_authentication_delay_ms",
+            d.failed_authentication_delay_ms.to_string(),
+            "a failed authentication is answered after this delay, then closed",
+        ),
+        key(
+            "sasl_max_receive_bytes",
+            d.sasl_max_receive_bytes.to_string(),
+            "largest frame accepted before SASL authentication",
+        ),
+        key(
+            "admin_user",
+            opt(d.admin_user.as_deref().map(q), "none"),
+            "SCRAM user created at start (password: WATERLINE_ADMIN_PASSWORD)",
+        ),
+        key(
+            "scram_iterations",
+            d.scram_iterations.to_string(),
+            "PBKDF2 iterations of credentials the broker creates",
+        ),
+        key(
+            "http_listen",
+            opt(d.http_listen.as_deref().map(q), "off"),
+            "address of the HTTP listener: /metrics, /healthz, /readyz",
         ),
         key(
             "auto_create_topics",
@@ -352,6 +493,11 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "cleaner_io_max_bytes_per_second",
             opt(d.cleaner_io_max_bytes_per_second, "unlimited"),
             "cleaner's read+write rate",
+        ),
+        key(
+            "cleaner_thread_nice",
+            d.cleaner_thread_nice.to_string(),
+            "nice value of cleaning threads (0-19; higher yields the CPU to requests)",
         ),
         key(
             "transaction_max_timeout_ms",

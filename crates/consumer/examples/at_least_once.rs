@@ -1,8 +1,10 @@
-//! Concurrent at-least-once processing.
+//! Concurrent at-least-once processing, in key order.
 //!
-//! Records are processed by up to `CONCURRENCY` tasks at once and acknowledged in whatever order
-//! they finish; Waterline commits every second, never past an unfinished record. Ctrl-C drains
-//! in-flight work and commits before leaving the group.
+//! Up to `CONCURRENCY` records are processed at once by `Consumer::process`, which acks each
+//! record when the function returns `Ok` and applies the failure policy on `Err`. With
+//! `Ordering::Key` the records of one key are processed one after the other, in offset order,
+//! while other keys flow past. Waterline commits every second, never past an unfinished
+//! record. Ctrl-C drains in-flight work and commits before leaving the group.
 //!
 //! ```text
 //! waterline serve &                       # or any Kafka cluster
@@ -12,14 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use waterline_consumer::waterline_core::Interval;
-use waterline_consumer::{Consumer, ConsumerConfig, ConsumerError, Exhausted, FailurePolicy};
+use waterline_consumer::{
+    Consumer, ConsumerConfig, ConsumerError, Exhausted, FailurePolicy, Interval, Ordering,
+};
 
 const CONCURRENCY: usize = 64;
 
 /// Stand-in for real work: fails for payloads containing "fail".
-async fn process(payload: Option<&[u8]>) -> Result<(), String> {
+async fn work(payload: Option<&[u8]>) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(5)).await;
     match payload {
         Some(p) if p.windows(4).any(|w| w == b"fail") => Err("payload asked to fail".into()),
@@ -36,7 +38,8 @@ async fn main() -> Result<(), ConsumerError> {
 
     let config = ConsumerConfig::builder(bootstrap, group)
         .topic(topic.clone())
-        .commit_policy(Interval::new(1000).map_err(|e| ConsumerError::Config(e.to_string()))?)
+        .ordering(Ordering::Key)
+        .commit_policy(Interval::new(1000)?)
         .failure_policy(FailurePolicy {
             max_attempts: 3,
             backoff: Duration::from_millis(200),
@@ -45,12 +48,26 @@ async fn main() -> Result<(), ConsumerError> {
         })
         .build()?;
     let consumer = Arc::new(Consumer::new(config)?);
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+
+    // `process` runs until the consumer is shut down: in a task of its own, beside Ctrl-C.
+    let mut worker = {
+        let consumer = Arc::clone(&consumer);
+        tokio::spawn(async move {
+            consumer
+                .process(
+                    CONCURRENCY,
+                    |record| async move { work(record.payload()).await },
+                )
+                .await
+        })
+    };
 
     let mut stats = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            // Only a fatal error ends it before a shutdown.
+            r = &mut worker => return r.map_err(|_| ConsumerError::ShutDown)?,
             _ = stats.tick() => {
                 let lag = consumer.lag().await?;
                 let m = consumer.metrics();
@@ -60,20 +77,9 @@ async fn main() -> Result<(), ConsumerError> {
                     lag.total_lag, m.commits_ok
                 );
             }
-            d = consumer.recv() => {
-                let d = d?;
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                tokio::spawn(async move {
-                    match process(d.payload()).await {
-                        Ok(()) => { d.ack(); }
-                        Err(e) => d.nack(e),
-                    }
-                    drop(permit);
-                });
-            }
         }
     }
     let report = consumer.shutdown(Duration::from_secs(30)).await;
     println!("shut down: {report:?}");
-    Ok(())
+    worker.await.map_err(|_| ConsumerError::ShutDown)?
 }

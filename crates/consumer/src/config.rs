@@ -97,6 +97,30 @@ impl FailurePolicy {
     }
 }
 
+/// Which records may be processed at the same time.
+///
+/// Whatever the mode, the commit point never passes an unfinished record (in the
+/// application's hands, retrying, or waiting for its turn), and a restart skips what finished
+/// (`wl1:` metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// Any records at once, acknowledged in any order (up to the per-partition and global
+    /// limits). A record held after its last attempt ([`Exhausted::Hold`]) holds its
+    /// partition.
+    #[default]
+    Unordered,
+    /// At most one record of a partition in the application's hands: a partition's records
+    /// are processed one after the other, in offset order, and partitions in parallel. A
+    /// retrying or held record blocks its partition.
+    Partition,
+    /// At most one record per key (within its partition) in the application's hands: a key's
+    /// records are processed one after the other, in offset order, while records of other
+    /// keys flow past a busy key. Records without a key are not ordered. A retrying or held
+    /// record blocks only its own key. Records waiting behind a busy key count as in flight
+    /// for [`ConsumerConfigBuilder::max_in_flight_per_partition`] and for admission control.
+    Key,
+}
+
 /// Observer of consumer events (assignments, revocations, commits); must be quick.
 pub type EventListener = Arc<dyn Fn(&ConsumerEvent) + Send + Sync>;
 
@@ -124,6 +148,9 @@ pub struct ConsumerConfig {
     pub(crate) commit_tick: Duration,
     pub(crate) kafka_timeout: Duration,
     pub(crate) final_commit: bool,
+    pub(crate) ordering: Ordering,
+    pub(crate) max_concurrency: Option<u64>,
+    pub(crate) brokers_down_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ConsumerConfig {
@@ -142,6 +169,8 @@ impl fmt::Debug for ConsumerConfig {
             )
             .field("drain_timeout", &self.drain_timeout)
             .field("failure", &self.failure)
+            .field("ordering", &self.ordering)
+            .field("max_concurrency", &self.max_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -221,6 +250,9 @@ impl ConsumerConfig {
                 commit_tick: Duration::from_millis(20),
                 kafka_timeout: Duration::from_secs(10),
                 final_commit: true,
+                ordering: Ordering::Unordered,
+                max_concurrency: None,
+                brokers_down_timeout: Some(Duration::from_secs(300)),
             },
         }
     }
@@ -285,7 +317,8 @@ impl ConsumerConfigBuilder {
     }
 
     /// Most records handed out and not yet acknowledged per partition; the partition is paused
-    /// beyond it (default 10 000).
+    /// beyond it (default 10 000). In [`Ordering::Key`] and [`Ordering::Partition`] this
+    /// counts the records waiting for their turn too: it bounds what a partition holds.
     pub fn max_in_flight_per_partition(mut self, n: u64) -> Self {
         self.cfg.max_in_flight_per_partition = n;
         self
@@ -347,6 +380,28 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// Which records may be processed at the same time (default [`Ordering::Unordered`]).
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.cfg.ordering = ordering;
+        self
+    }
+
+    /// Most records in the application's hands at once, over all partitions (handed out by
+    /// [`Consumer::recv`](crate::Consumer::recv) and not yet acked or nacked; default: no
+    /// limit beyond the per-partition one). Records waiting for a retry or behind a busy key
+    /// do not count. [`Consumer::process`](crate::Consumer::process) has its own limit as well.
+    pub fn max_concurrency(mut self, n: u64) -> Self {
+        self.cfg.max_concurrency = Some(n);
+        self
+    }
+
+    /// How long every broker may be unreachable before [`Consumer::recv`](crate::Consumer::recv)
+    /// fails with [`ConsumerError::BrokersDown`] (default 5 minutes; `None`: retry forever).
+    pub fn brokers_down_timeout(mut self, d: Option<Duration>) -> Self {
+        self.cfg.brokers_down_timeout = d;
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<ConsumerConfig, ConsumerError> {
         let c = self.cfg;
@@ -365,6 +420,12 @@ impl ConsumerConfigBuilder {
         }
         if c.max_in_flight_per_partition == 0 {
             return bad("max_in_flight_per_partition must be >= 1");
+        }
+        if c.max_concurrency == Some(0) {
+            return bad("max_concurrency must be >= 1");
+        }
+        if c.brokers_down_timeout.is_some_and(|d| d.is_zero()) {
+            return bad("brokers_down_timeout must be > 0");
         }
         if c.failure.max_attempts == 0 {
             return bad("failure policy max_attempts must be >= 1");

@@ -20,7 +20,8 @@ use waterline_core::{
 
 use crate::config::{ConsumerConfig, Exhausted, OffsetStorage};
 use crate::delivery::{Delivery, Record};
-use crate::error::ConsumerError;
+use crate::error::{ConsumerError, fatal_error};
+use crate::gate::Slot;
 use crate::metrics::MetricsSnapshot;
 use crate::native::{Client, ClientStream, Fetched};
 use crate::shared::{Ctx, PartState, Redelivery, Shared, SharedParts, now_ms};
@@ -163,8 +164,18 @@ impl Consumer {
     /// Creates the consumer and subscribes (or assigns). Must be called inside a
     /// multi-threaded tokio runtime.
     pub fn new(config: ConsumerConfig) -> Result<Self, ConsumerError> {
-        let handle = Handle::try_current()
-            .map_err(|_| ConsumerError::Config("Consumer::new needs a tokio runtime".into()))?;
+        let handle = Handle::try_current().map_err(|_| ConsumerError::UnsupportedRuntime {
+            reason: "Consumer::new was called outside a tokio runtime",
+        })?;
+        // Rebalances block the receiving task while records drain (`block_in_place`, which
+        // a current-thread runtime cannot do) and store calls block on the runtime from a
+        // helper thread: refuse now rather than hang at the first rebalance.
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(ConsumerError::UnsupportedRuntime {
+                reason: "the runtime is not multi-threaded (use #[tokio::main] or \
+                         #[tokio::test(flavor = \"multi_thread\")])",
+            });
+        }
         config.tracker.validate()?;
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.bootstrap_servers)
@@ -194,13 +205,7 @@ impl Consumer {
                     )
                 };
                 // `init_transactions` blocks (up to the Kafka timeout).
-                Some(
-                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-                        tokio::task::block_in_place(start)
-                    } else {
-                        start()
-                    }?,
-                )
+                Some(tokio::task::block_in_place(start)?)
             }
             _ => None,
         };
@@ -228,6 +233,9 @@ impl Consumer {
             kafka_timeout: config.kafka_timeout,
             failure: config.failure.clone(),
             listener: config.listener.clone(),
+            ordering: config.ordering,
+            max_concurrency: config.max_concurrency,
+            brokers_down_timeout: config.brokers_down_timeout,
             final_commit: config.final_commit,
             policy: config.policy,
             redeliver: tx,
@@ -318,10 +326,18 @@ impl Consumer {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return Err(ConsumerError::ShutDown);
             }
+            let brokers_down = self.shared.brokers_down_since.load(Ordering::Relaxed) != 0;
+            if brokers_down {
+                self.probe_brokers();
+            }
+            // At the concurrency limit nothing is handed out; fetched records are buffered
+            // (the stream is still polled, so rebalances are served) until a delivery ends.
+            let room = self.shared.has_room();
             // The flag is raised after each send, so clearing it before draining cannot lose
             // a redelivery: one sent after the drain raises it again.
             // A plain load first: the swap is a read-modify-write, wasted on the usual "no".
-            if self.shared.redelivery_ready.load(Ordering::Acquire)
+            if room
+                && self.shared.redelivery_ready.load(Ordering::Acquire)
                 && self.shared.redelivery_ready.swap(false, Ordering::AcqRel)
             {
                 while let Ok(r) = rx.try_recv() {
@@ -332,7 +348,11 @@ impl Consumer {
                     }
                 }
             }
-            if let Some(d) = self.next_buffered() {
+            // Records whose key's turn came are older than anything buffered: first.
+            if room && let Some(d) = self.next_ready() {
+                return Ok(d);
+            }
+            if room && let Some(d) = self.next_buffered() {
                 return Ok(d);
             }
             // Fast path: a record is usually ready; skip setting up the wait below.
@@ -351,6 +371,8 @@ impl Consumer {
                 // timer from outside the runtime's workers costs a driver wake-up each time.
                 _ = tokio::time::sleep(Duration::from_millis(25)),
                     if self.shared.maybe_waiting.load(Ordering::Acquire) => Woken::Other,
+                // While the brokers are down: look at the clock of `brokers_down_timeout`.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if brokers_down => Woken::Other,
             };
             match woken {
                 Woken::Message(Ok(m)) => {
@@ -358,13 +380,42 @@ impl Consumer {
                         return Ok(d);
                     }
                 }
-                Woken::Message(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka client error");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                Woken::Message(Err(e)) => match fatal_error(&e, "") {
+                    // Reported by the next turn of the loop.
+                    Some(fatal) => self.shared.fail(fatal),
+                    None => {
+                        tracing::warn!(error = %e, "Kafka client error; retrying");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
                 Woken::Other => {}
             }
         }
+    }
+
+    /// Once every broker has been reported down for longer than `brokers_down_timeout`, asks
+    /// the cluster for metadata (off the async workers, one probe at a time): an answer means
+    /// they are back, no answer fails the consumer with [`ConsumerError::BrokersDown`].
+    /// (librdkafka reports that all brokers went down, not that they came back; a received
+    /// record or a successful commit also clears the clock.) Not on the commit thread: a
+    /// commit blocks there while the brokers are down.
+    fn probe_brokers(&self) {
+        let Some(limit) = self.shared.brokers_down_timeout else {
+            return;
+        };
+        let since = self.shared.brokers_down_since.load(Ordering::Acquire);
+        let down_for = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
+        if since == 0 || down_for < limit || self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (shared, kafka) = (Arc::clone(&self.shared), Arc::clone(&self.kafka));
+        tokio::task::spawn_blocking(move || {
+            match kafka.fetch_metadata(None, Duration::from_secs(1)) {
+                Ok(_) => shared.brokers_down_since.store(0, Ordering::Release),
+                Err(_) => shared.fail(ConsumerError::BrokersDown { down_for }),
+            }
+            shared.probing.store(false, Ordering::Release);
+        });
     }
 
     fn redeliver(&self, r: Redelivery) -> Option<Delivery> {
@@ -375,13 +426,69 @@ impl Consumer {
             &self.shared.counters.retries,
             "waterline_consumer_retries_total",
         );
-        Some(Delivery::new(r.record, r.attempt))
+        Some(Delivery::new(r.record, r.attempt, r.slot))
+    }
+
+    /// A record whose key's turn came (ordered modes), if any.
+    fn next_ready(&self) -> Option<Delivery> {
+        if !self.shared.gate_ready.load(Ordering::Acquire)
+            || !self.shared.gate_ready.swap(false, Ordering::AcqRel)
+        {
+            return None;
+        }
+        let parts: Vec<Arc<PartState>> = self.shared.parts.read().values().cloned().collect();
+        for p in parts {
+            if !p.is_current() {
+                continue;
+            }
+            if p.user_paused.load(Ordering::Acquire) {
+                // `resume` raises the flag again.
+                continue;
+            }
+            let next = p.gate.lock().take_ready();
+            if let Some((slot, record)) = next {
+                // More may be ready: look again next time.
+                self.shared.gate_ready.store(true, Ordering::Release);
+                return Some(self.delivery(record, Some(slot)));
+            }
+        }
+        None
+    }
+
+    /// A record the tracker handed out: to the application now, or into its partition's gate
+    /// when its key is busy (ordered modes).
+    fn admit(&self, p: &PartState, record: Record) -> Option<Delivery> {
+        match p.slot_of(&record) {
+            None => Some(self.delivery(record, None)),
+            Some(slot) => p
+                .enter_gate(slot, record)
+                .map(|r| self.delivery(r, Some(slot))),
+        }
+    }
+
+    /// Up to `n` records waiting behind `d`'s key slot, handed out with it as one batch (each
+    /// holds the slot until it is finished). Call only within the receiving turn.
+    pub(crate) fn followers(&self, d: &Delivery, n: usize) -> Vec<Delivery> {
+        let (Some(slot), Some(p)) = (d.slot(), d.record().part()) else {
+            return Vec::new();
+        };
+        if n == 0 || !p.is_current() {
+            return Vec::new();
+        }
+        let records = p.gate.lock().take_followers(slot, n);
+        records
+            .into_iter()
+            .map(|r| self.delivery(r, Some(slot)))
+            .collect()
     }
 
     /// Admission and hand-out. Continuing a run below its end needs no lock (two loads and a
     /// store; the tracker records the run when next locked); anything else asks the tracker.
     fn try_hand_out(&self, p: &PartState, offset: i64) -> Step {
-        if p.held.load(Ordering::Acquire) {
+        if p.held.load(Ordering::Acquire)
+            || p.user_paused.load(Ordering::Acquire)
+            || !self.shared.has_room()
+        {
             return Step::Wait;
         }
         // Only this turn writes `handed_to`.
@@ -423,10 +530,10 @@ impl Consumer {
         }
     }
 
-    fn delivery(&self, record: Record) -> Delivery {
+    fn delivery(&self, record: Record, slot: Option<Slot>) -> Delivery {
         // Only `recv` hands out first deliveries, one call at a time (see `RecvState`).
         self.shared.counters.consumed_single_writer(record.size());
-        Delivery::new(record, 1)
+        Delivery::new(record, 1, slot)
     }
 
     fn skipped(&self) {
@@ -445,11 +552,15 @@ impl Consumer {
             return None;
         }
         p.next_fetch.store(offset + 1, Ordering::Relaxed);
+        // A record arrived: the brokers are reachable.
+        if self.shared.brokers_down_since.load(Ordering::Relaxed) != 0 {
+            self.shared.brokers_down_since.store(0, Ordering::Relaxed);
+        }
         // Buffer manipulation happens only inside `recv` (the rebalance callback included),
         // which one task runs at a time: `waiting` cannot change under us here.
         if p.waiting.load(Ordering::Acquire) == 0 {
             match self.try_hand_out(p, offset) {
-                Step::Go => return Some(self.delivery(Record::fetched(m, Arc::clone(p)))),
+                Step::Go => return self.admit(p, Record::fetched(m, Arc::clone(p))),
                 Step::Skip => {
                     self.skipped();
                     return None;
@@ -465,8 +576,11 @@ impl Consumer {
         drop(buf);
         // Pausing makes the client drop and later refetch its prefetched records, so only
         // pause once the local buffer is large (or the partition is held).
-        if len >= PAUSE_AT || p.held.load(Ordering::Acquire) {
-            self.pause(p);
+        if len >= PAUSE_AT
+            || p.held.load(Ordering::Acquire)
+            || p.user_paused.load(Ordering::Acquire)
+        {
+            self.pause_client(p);
         }
         None
     }
@@ -503,19 +617,26 @@ impl Consumer {
                         let record = buf.pop_front()?;
                         let len = buf.len();
                         p.waiting.store(len, Ordering::Release);
+                        // Parked behind its key: keep going down the buffer.
+                        let Some(d) = self.admit(&p, record) else {
+                            continue;
+                        };
                         drop(buf);
                         if len <= PAUSE_AT / 2 {
-                            self.resume(&p);
+                            self.resume_client(&p);
                         }
-                        return Some(self.delivery(record));
+                        return Some(d);
                     }
                 }
             }
             let len = buf.len();
             p.waiting.store(len, Ordering::Release);
             drop(buf);
-            if len <= PAUSE_AT / 2 && !p.held.load(Ordering::Acquire) {
-                self.resume(&p);
+            if len <= PAUSE_AT / 2
+                && !p.held.load(Ordering::Acquire)
+                && !p.user_paused.load(Ordering::Acquire)
+            {
+                self.resume_client(&p);
             }
         }
         None
@@ -527,7 +648,7 @@ impl Consumer {
         tpl
     }
 
-    fn pause(&self, p: &PartState) {
+    fn pause_client(&self, p: &PartState) {
         let tp = &p.tp;
         if !p.paused.swap(true, Ordering::AcqRel) {
             self.shared.counters.bump(
@@ -540,13 +661,106 @@ impl Consumer {
         }
     }
 
-    fn resume(&self, p: &PartState) {
+    fn resume_client(&self, p: &PartState) {
         let tp = &p.tp;
+        if p.user_paused.load(Ordering::Acquire) {
+            return;
+        }
         if p.paused.swap(false, Ordering::AcqRel)
             && let Err(e) = self.kafka.resume(&Self::tpl(tp))
         {
             tracing::warn!(%tp, error = %e, "resume failed");
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Stops handing out records of `partitions` (assigned ones; others are ignored) until
+    /// [`resume`](Self::resume). Records already handed out, retrying or waiting for their
+    /// key's turn are unaffected, and the client stops fetching them. A partition assigned
+    /// anew (after a rebalance) starts unpaused, as in rdkafka.
+    pub fn pause(&self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(p) = self.shared.part(tp) {
+                p.user_paused.store(true, Ordering::Release);
+                self.pause_client(&p);
+            }
+        }
+    }
+
+    /// Hands out records of `partitions` again after [`pause`](Self::pause).
+    pub fn resume(&self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(p) = self.shared.part(tp)
+                && p.user_paused.swap(false, Ordering::AcqRel)
+            {
+                if p.waiting.load(Ordering::Acquire) <= PAUSE_AT / 2
+                    && !p.held.load(Ordering::Acquire)
+                {
+                    self.resume_client(&p);
+                }
+                // Records may wait in the buffer or the gate.
+                self.shared.maybe_waiting.store(true, Ordering::Release);
+                self.shared.gate_ready.store(true, Ordering::Release);
+                self.shared.wake.notify_one();
+            }
+        }
+    }
+
+    /// The offset of the next record of `tp` that [`recv`](Self::recv) will take from the
+    /// partition for the first time (records handed out before, retrying or waiting for their
+    /// key's turn are behind it); `None` if `tp` is not assigned.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        let p = self.shared.part(tp)?;
+        if let Some(front) = p.buffer.lock().front() {
+            return Some(front.offset());
+        }
+        let fetched = p.next_fetch.load(Ordering::Relaxed);
+        let handed = p.lock().next_hand_out();
+        Some(fetched.max(handed))
+    }
+
+    /// The commit point of `tp`: the lowest offset not yet finished (what a commit now would
+    /// record); `None` if `tp` is not assigned.
+    pub fn committable(&self, tp: &TopicPartition) -> Option<i64> {
+        Some(self.shared.part(tp)?.lock().commit_point())
+    }
+
+    /// Moves consumption of the assigned partition `tp` to `offset`. Records of `tp` handed
+    /// out before are abandoned (their acks are ignored, as after a revocation, and Kafka
+    /// transactional outputs of records acked but not committed are dropped); the next
+    /// commit records `offset`. Waits for the receiving turn (not while holding
+    /// [`deliveries`](Self::deliveries)).
+    pub async fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), ConsumerError> {
+        // The turn: no fetched record of `tp` is between the client and its partition state.
+        let _turn = self.recv.lock().await;
+        let was_paused = self
+            .shared
+            .part(tp)
+            .is_some_and(|p| p.paused.load(Ordering::Acquire));
+        self.shared.restart_at(tp, offset)?;
+        let kafka = Arc::clone(&self.kafka);
+        let timeout = self.shared.kafka_timeout;
+        let tpc = tp.clone();
+        tokio::task::spawn_blocking(move || {
+            // librdkafka discards what it fetched from the old position.
+            kafka.seek(
+                &tpc.topic,
+                tpc.partition,
+                rdkafka::Offset::Offset(offset),
+                timeout,
+            )?;
+            if was_paused {
+                // The new partition state starts unpaused.
+                kafka.resume(&Self::tpl(&tpc))?;
+            }
+            Ok::<_, rdkafka::error::KafkaError>(())
+        })
+        .await
+        .map_err(|_| ConsumerError::ShutDown)??;
+        Ok(())
     }
 
     /// Partitions currently assigned, sorted.
@@ -670,7 +884,8 @@ impl Consumer {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.wake.notify_waiters();
         let until = Instant::now() + deadline;
-        let in_flight = || self.shared.in_flight();
+        // Records waiting for their key's turn are never handed out now: wait for the others.
+        let in_flight = || self.shared.in_hand();
         while in_flight() > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use waterline_core::{Generation, OffsetAndMetadata, TopicPartition};
 
 use crate::error::ConsumerError;
+use crate::gate::Slot;
 use crate::native::{Fetched, header_at};
 use crate::shared::{PartState, Shared};
 use crate::txn::OutputRecord;
@@ -34,6 +35,8 @@ struct Owned {
     payload: Option<Vec<u8>>,
     timestamp_ms: Option<i64>,
     headers: Vec<(String, Option<Vec<u8>>)>,
+    /// `headers` in librdkafka's form, built on first use by [`rdkafka::Message::headers`].
+    native_headers: std::sync::OnceLock<Option<rdkafka::message::OwnedHeaders>>,
 }
 
 /// Where a record came from.
@@ -120,7 +123,11 @@ impl Record {
     fn owned_mut(&mut self) -> &mut Owned {
         self.detach();
         match &mut self.body {
-            Body::Owned(o) => o,
+            Body::Owned(o) => {
+                // Edited from here on: the native copy of the headers may go stale.
+                o.native_headers = std::sync::OnceLock::new();
+                o
+            }
             Body::Fetched(_) => unreachable!("detached above"),
         }
     }
@@ -197,6 +204,46 @@ impl Record {
         self.headers().find(|(k, _)| *k == key).and_then(|(_, v)| v)
     }
 
+    /// The payload, mutable (copied out of the client's buffer first if fetched).
+    pub(crate) fn payload_owned_mut(&mut self) -> Option<&mut [u8]> {
+        self.owned_mut().payload.as_deref_mut()
+    }
+
+    /// The timestamp with its type, as rdkafka reports it.
+    pub(crate) fn kafka_timestamp(&self) -> rdkafka::Timestamp {
+        match &self.body {
+            Body::Fetched(m) => m.timestamp(),
+            Body::Owned(o) => o.timestamp_ms.map_or(
+                rdkafka::Timestamp::NotAvailable,
+                rdkafka::Timestamp::CreateTime,
+            ),
+        }
+    }
+
+    /// The headers in librdkafka's form (`None`: no headers).
+    pub(crate) fn kafka_headers(&self) -> Option<&rdkafka::message::BorrowedHeaders> {
+        match &self.body {
+            Body::Fetched(m) => m.headers(),
+            Body::Owned(o) => o
+                .native_headers
+                .get_or_init(|| {
+                    (!o.headers.is_empty()).then(|| {
+                        o.headers.iter().fold(
+                            rdkafka::message::OwnedHeaders::new_with_capacity(o.headers.len()),
+                            |h, (key, value)| {
+                                h.insert(rdkafka::message::Header {
+                                    key,
+                                    value: value.as_deref(),
+                                })
+                            },
+                        )
+                    })
+                })
+                .as_ref()
+                .map(rdkafka::message::OwnedHeaders::as_borrowed),
+        }
+    }
+
     /// Key plus payload length, for the bytes-consumed metric.
     pub(crate) fn size(&self) -> usize {
         match &self.body {
@@ -240,6 +287,7 @@ fn copy_of(m: &Fetched) -> Owned {
                     .collect()
             })
             .unwrap_or_default(),
+        native_headers: std::sync::OnceLock::new(),
     }
 }
 
@@ -318,22 +366,61 @@ pub struct Delivery {
     done: bool,
     /// Outputs to commit with this record (Kafka-transactional mode).
     outputs: Vec<OutputRecord>,
+    /// The key slot this delivery holds (ordered modes): given back when the record is done,
+    /// carried along when it is retried.
+    slot: Option<Slot>,
+    /// Counted in the consumer's `active` deliveries (only with a concurrency limit).
+    counted: bool,
 }
 
 impl Delivery {
-    /// `record` must come from a partition (`Record::fetched`).
-    pub(crate) fn new(record: Record, attempt: u32) -> Self {
+    /// `record` must come from a partition (`Record::fetched`). Counts against the global
+    /// concurrency limit until finished.
+    pub(crate) fn new(record: Record, attempt: u32, slot: Option<Slot>) -> Self {
+        let counted = record.part().is_some_and(|p| {
+            let counted = p.shared.max_concurrency.is_some();
+            if counted {
+                p.shared
+                    .active
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            counted
+        });
         Self {
             record,
             attempt,
             done: false,
             outputs: Vec::new(),
+            slot,
+            counted,
+        }
+    }
+
+    /// Marks the delivery finished (once): it no longer counts against the concurrency limit.
+    fn settle(&mut self) {
+        self.done = true;
+        if std::mem::take(&mut self.counted)
+            && let Some(p) = self.record.part()
+        {
+            p.shared.delivery_finished();
+        }
+    }
+
+    /// Gives the key slot back (the record is done for good).
+    fn leave_gate(&mut self) {
+        if let (Some(s), Some(p)) = (self.slot.take(), self.record.part()) {
+            p.leave_gate(s);
         }
     }
 
     /// The record.
     pub fn record(&self) -> &Record {
         &self.record
+    }
+
+    /// The key slot this delivery holds (ordered modes).
+    pub(crate) fn slot(&self) -> Option<Slot> {
+        self.slot
     }
 
     /// Which delivery of this record this is (1 for the first).
@@ -354,11 +441,15 @@ impl Delivery {
     /// the outputs given to [`produce`](Self::produce) go with the ack: they are committed in
     /// the same Kafka transaction as the offsets that mark this record done.
     pub fn ack(mut self) -> bool {
-        self.done = true;
+        self.settle();
         let outputs = std::mem::take(&mut self.outputs);
-        self.record
+        let ok = self
+            .record
             .part()
-            .is_some_and(|p| p.ack_with(self.record.offset, outputs))
+            .is_some_and(|p| p.ack_with(self.record.offset, outputs));
+        // After the ack: the key's next record starts only once this one is done.
+        self.leave_gate();
+        ok
     }
 
     /// Adds an output of this record
@@ -389,9 +480,9 @@ impl Delivery {
     /// Reports a failed attempt; the [`FailurePolicy`](crate::FailurePolicy) decides what
     /// follows (redelivery, dead-letter topic, or holding the partition).
     pub fn nack(mut self, reason: impl Into<String>) {
-        self.done = true;
+        self.settle();
         let record = std::mem::replace(&mut self.record, placeholder());
-        Shared::nack(record, self.attempt, reason.into());
+        Shared::nack(record, self.attempt, self.slot.take(), reason.into());
     }
 
     /// Starts an exactly-once step for this record
@@ -413,13 +504,50 @@ impl Delivery {
         let offsets = part
             .offsets_if_acked(self.record.offset)
             .ok_or_else(revoked)?;
+        self.settle();
         let record = std::mem::replace(&mut self.record, placeholder());
-        self.done = true;
         Ok(TxnAck {
             offsets: vec![(record.tp().clone(), offsets)],
-            delivery: Some(Delivery::new(record, self.attempt)),
+            delivery: Some(Delivery::new(record, self.attempt, self.slot.take())),
             _guard: guard,
         })
+    }
+}
+
+/// A delivery's bookkeeping while its record is lent to a processing function
+/// ([`Consumer::process`](crate::Consumer::process)); [`Delivery::rejoin`] makes the delivery
+/// whole again to finish it.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    attempt: u32,
+    slot: Option<Slot>,
+    counted: bool,
+}
+
+impl Delivery {
+    /// Splits the record from its bookkeeping, finishing nothing: the ticket must be rejoined
+    /// with the record ([`Delivery::rejoin`]) and the delivery acked or nacked.
+    pub(crate) fn lend(mut self) -> (Record, Ticket) {
+        self.done = true;
+        let record = std::mem::replace(&mut self.record, placeholder());
+        let ticket = Ticket {
+            attempt: self.attempt,
+            slot: self.slot.take(),
+            counted: std::mem::take(&mut self.counted),
+        };
+        (record, ticket)
+    }
+
+    /// The delivery [`lend`](Self::lend) split, whole again.
+    pub(crate) fn rejoin(record: Record, t: Ticket) -> Self {
+        Self {
+            record,
+            attempt: t.attempt,
+            done: false,
+            outputs: Vec::new(),
+            slot: t.slot,
+            counted: t.counted,
+        }
     }
 }
 
@@ -444,8 +572,15 @@ impl std::ops::Deref for Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.done {
+            self.settle();
             let record = std::mem::replace(&mut self.record, placeholder());
-            Shared::nack(record, self.attempt, "delivery dropped without ack".into());
+            let slot = self.slot.take();
+            Shared::nack(
+                record,
+                self.attempt,
+                slot,
+                "delivery dropped without ack".into(),
+            );
         }
     }
 }
@@ -520,8 +655,8 @@ impl Delivery {
     /// Acks after the application's transaction made `offsets` durable, and records that
     /// commit with the tracker so later commits know where the store stands.
     fn ack_committed(mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> bool {
-        self.done = true;
-        let Some(p) = self.record.part() else {
+        self.settle();
+        let Some(p) = self.record.part().cloned() else {
             return false;
         };
         let ok = p.ack(self.record.offset);
@@ -532,6 +667,7 @@ impl Delivery {
                 }
             }
         }
+        self.leave_gate();
         ok
     }
 }

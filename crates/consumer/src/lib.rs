@@ -23,6 +23,52 @@
 //! # }
 //! ```
 //!
+//! Or let the consumer run the processing function and ack on `Ok` (nack on `Err`):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), waterline_consumer::ConsumerError> {
+//! use waterline_consumer::{Consumer, ConsumerConfig, Ordering};
+//! let consumer = Consumer::new(
+//!     ConsumerConfig::builder("127.0.0.1:9092", "billing")
+//!         .topic("orders")
+//!         .ordering(Ordering::Key)
+//!         .build()?,
+//! )?;
+//! consumer
+//!     .process(1000, |record| async move {
+//!         // ... record.key(), record.payload() ...
+//!         Ok::<(), String>(())
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! # Ordering modes
+//! Records of a partition are taken in offset order; the [`Ordering`] mode decides which of
+//! them may be in the application's hands at the same time (`P0: 1a 2b 3a 4c` = offsets 1..4
+//! of partition 0 with keys a, b, a, c):
+//! - [`Ordering::Unordered`]: `1a 2b 3a 4c` all at once (up to the limits below).
+//! - [`Ordering::Partition`]: `1a`, then `2b`, then `3a`, then `4c`; partitions in parallel.
+//! - [`Ordering::Key`]: `1a 2b 4c` at once; `3a` waits until `1a` is finished, then goes.
+//!
+//! Limits: [`max_in_flight_per_partition`](ConsumerConfigBuilder::max_in_flight_per_partition)
+//! counts every record taken from a partition and not finished, including those waiting for
+//! their key's turn (memory and the `wl1:` encoding budget bound them like in-flight ones);
+//! [`max_concurrency`](ConsumerConfigBuilder::max_concurrency) counts records in the
+//! application's hands over all partitions. A waiting record is unfinished: the commit point
+//! never passes it, and after a crash or rebalance it is processed again (like a record in
+//! flight), while records finished beyond the commit point are skipped (`wl1:` metadata).
+//! A retrying or held record keeps its key (or, in partition order, its partition) busy and
+//! blocks nothing else; dead-lettering it frees the key.
+//!
+//! # Failures
+//! Transient client errors (a broker restarting, a leader moving) are logged and retried.
+//! Fatal ones reach [`Consumer::recv`] / [`Consumer::process`] as typed errors and stop the
+//! consumer: [`ConsumerError::AuthenticationFailed`], [`ConsumerError::AuthorizationFailed`],
+//! [`ConsumerError::ClientFatal`] (librdkafka's fatal errors, e.g. fatal idempotence errors),
+//! and [`ConsumerError::BrokersDown`] once every broker has been unreachable for longer than
+//! [`brokers_down_timeout`](ConsumerConfigBuilder::brokers_down_timeout).
+//!
 //! # Guarantees
 //! - **At least once**: a committed position never passes a record that was not acked (or
 //!   dead-lettered). After a crash, only records in flight or acked-but-uncommitted at the
@@ -79,7 +125,8 @@
 //!   policies (checkpoint barriers) commit the current position in this mode.
 //!
 //! # Runtime
-//! Needs a multi-threaded tokio runtime. Rebalance callbacks run inside [`Consumer::recv`] and
+//! Needs a multi-threaded tokio runtime ([`Consumer::new`] refuses a current-thread one with
+//! [`ConsumerError::UnsupportedRuntime`]). Rebalance callbacks run inside [`Consumer::recv`] and
 //! block that task while in-flight records drain (inside `block_in_place`, so the runtime's
 //! other tasks move to other workers meanwhile); commits run on a dedicated thread.
 #![deny(unsafe_code, missing_docs)]
@@ -89,14 +136,18 @@ mod consumer;
 mod delivery;
 mod error;
 mod events;
+mod gate;
 mod metrics;
 mod native;
+mod process;
+#[cfg(test)]
+mod proptests;
 mod shared;
 mod txn;
 
 pub use config::{
     CONNECTION_PROPERTY_PREFIXES, ConsumerConfig, ConsumerConfigBuilder, EventListener, Exhausted,
-    FailurePolicy, OffsetStorage,
+    FailurePolicy, OffsetStorage, Ordering,
 };
 pub use consumer::{Consumer, Deliveries, ShutdownReport};
 pub use delivery::{Delivery, Record, RecordHeaders, TxnAck};
@@ -105,4 +156,8 @@ pub use events::ConsumerEvent;
 pub use metrics::MetricsSnapshot;
 pub use txn::{KafkaTransactions, OutputRecord};
 pub use waterline_core;
+pub use waterline_core::{
+    AllOf, AnyOf, BarrierId, Checkpoint, CommitPolicy, EveryNAcks, Interval, Manual,
+    OnWatermarkAdvance, ResetPolicy, ResetStrategy, TopicPartition, TrackerConfig,
+};
 pub use waterline_store;

@@ -107,6 +107,10 @@ impl Fetched {
         self.msg.timestamp().to_millis()
     }
 
+    pub fn timestamp(&self) -> rdkafka::Timestamp {
+        self.msg.timestamp()
+    }
+
     /// Key plus payload length, without touching either.
     pub fn size(&self) -> usize {
         self.msg.key_len() + self.msg.payload_len()
@@ -129,5 +133,44 @@ impl std::fmt::Debug for Fetched {
             .field("partition", &self.partition())
             .field("offset", &self.offset())
             .finish_non_exhaustive()
+    }
+}
+
+/// A record is an rdkafka message, so code written against rdkafka's `Message` takes it.
+impl Message for crate::Record {
+    type Headers = BorrowedHeaders;
+
+    fn key(&self) -> Option<&[u8]> {
+        crate::Record::key(self)
+    }
+
+    fn payload(&self) -> Option<&[u8]> {
+        crate::Record::payload(self)
+    }
+
+    /// The payload, mutable. A fetched record is copied out of the client's buffer first, so
+    /// this never writes into librdkafka's memory (and is in fact safe).
+    unsafe fn payload_mut(&mut self) -> Option<&mut [u8]> {
+        self.payload_owned_mut()
+    }
+
+    fn topic(&self) -> &str {
+        crate::Record::topic(self)
+    }
+
+    fn partition(&self) -> i32 {
+        crate::Record::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        crate::Record::offset(self)
+    }
+
+    fn timestamp(&self) -> rdkafka::Timestamp {
+        self.kafka_timestamp()
+    }
+
+    fn headers(&self) -> Option<&BorrowedHeaders> {
+        self.kafka_headers()
     }
 }

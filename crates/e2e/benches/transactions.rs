@@ -4,7 +4,9 @@
 //! Run: `cargo bench -p waterline-e2e --bench transactions`
 //! Env: `WATERLINE_BENCH_SECS` (seconds per transaction-rate case, default 10),
 //! `WATERLINE_BENCH_MB` (data per throughput case, default 64), `WATERLINE_BENCH_ROUNDS`
-//! (interleaved rounds of the throughput comparisons, default 3).
+//! (interleaved rounds of the throughput comparisons, default 3), `WATERLINE_BENCH_PRODUCERS`
+//! (comma-separated producer counts of the rate case, default `1,10,100`),
+//! `WATERLINE_BENCH_ONLY_RATE=1` (skip the throughput comparisons).
 //!
 //! 1. **Transaction rate**: 1, 10 and 100 transactional producers (one thread and one
 //!    librdkafka instance each, `BaseProducer`: the commit's flush serves delivery reports itself), each looping begin, 10 records of 100 bytes over 2 partitions,
@@ -285,7 +287,16 @@ fn main() {
     );
     println!("| producers | txn/s | median commit latency |");
     println!("|---|---|---|");
-    for producers in [1usize, 10, 100] {
+    let counts: Vec<usize> = std::env::var("WATERLINE_BENCH_PRODUCERS")
+        .unwrap_or_else(|_| "1,10,100".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("WATERLINE_BENCH_PRODUCERS: numbers")
+        })
+        .collect();
+    for producers in counts {
         let (rate, p50) = txn_rate(&bootstrap, producers, secs, &format!("p{producers}"));
         println!(
             "| {producers} | {rate:.0} | {:.1} ms |",
@@ -293,6 +304,10 @@ fn main() {
         );
     }
 
+    if env("WATERLINE_BENCH_ONLY_RATE", 0) == 1 {
+        runtime.block_on(broker.shutdown()).expect("clean shutdown");
+        return;
+    }
     println!();
     println!(
         "## produce throughput, {} MiB of {RECORD} B records, {rounds} interleaved rounds",

@@ -546,6 +546,42 @@ pub(crate) static REQUESTS: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Prim(&Kind::I32)) }, // partitions
         ] },
     ]),
+    (17, &[
+        StructSchema { name: "SaslHandshakeRequest", flex: None, fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // mechanism
+        ] },
+    ]),
+    (36, &[
+        StructSchema { name: "SaslAuthenticateRequest", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::Bytes }, // auth_bytes
+            Field { tag: None, min: 2, max: 2, kind: Kind::CBytes }, // auth_bytes
+        ] },
+    ]),
+    (50, &[
+        StructSchema { name: "DescribeUserScramCredentialsRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("UserName")) }, // users
+        ] },
+        StructSchema { name: "UserName", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // name
+        ] },
+    ]),
+    (51, &[
+        StructSchema { name: "AlterUserScramCredentialsRequest", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("ScramCredentialDeletion")) }, // deletions
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("ScramCredentialUpsertion")) }, // upsertions
+        ] },
+        StructSchema { name: "ScramCredentialDeletion", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 0, kind: Kind::I8 }, // mechanism
+        ] },
+        StructSchema { name: "ScramCredentialUpsertion", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // name
+            Field { tag: None, min: 0, max: 0, kind: Kind::I8 }, // mechanism
+            Field { tag: None, min: 0, max: 0, kind: Kind::I32 }, // iterations
+            Field { tag: None, min: 0, max: 0, kind: Kind::CBytes }, // salt
+            Field { tag: None, min: 0, max: 0, kind: Kind::CBytes }, // salted_password
+        ] },
+    ]),
 ];
 
 /// Response layouts, by API key. Key -1 ([`crate::CONSUMER_ASSIGNMENT`]) is the consumer
@@ -1104,6 +1140,51 @@ pub(crate) static RESPONSES: &[(i16, &[StructSchema])] = &[
             Field { tag: None, min: 2, max: 4, kind: Kind::CStr }, // name
             Field { tag: None, min: 1, max: 1, kind: Kind::Array(Elem::Struct("DescribeLogDirsPartition")) }, // partitions
             Field { tag: None, min: 2, max: 4, kind: Kind::CArray(Elem::Struct("DescribeLogDirsPartition")) }, // partitions
+        ] },
+    ]),
+    (17, &[
+        StructSchema { name: "SaslHandshakeResponse", flex: None, fields: &[
+            Field { tag: None, min: 0, max: 1, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 1, kind: Kind::Array(Elem::Prim(&Kind::Str)) }, // mechanisms
+        ] },
+    ]),
+    (36, &[
+        StructSchema { name: "SaslAuthenticateResponse", flex: Some(2), fields: &[
+            Field { tag: None, min: 0, max: 2, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 1, kind: Kind::Str }, // error_message
+            Field { tag: None, min: 2, max: 2, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 0, max: 1, kind: Kind::Bytes }, // auth_bytes
+            Field { tag: None, min: 2, max: 2, kind: Kind::CBytes }, // auth_bytes
+            Field { tag: None, min: 1, max: 2, kind: Kind::I64 }, // session_lifetime_ms
+        ] },
+    ]),
+    (50, &[
+        StructSchema { name: "DescribeUserScramCredentialsResponse", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 0, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("DescribeUserScramCredentialsResult")) }, // results
+        ] },
+        StructSchema { name: "CredentialInfo", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::I8 }, // mechanism
+            Field { tag: None, min: 0, max: 0, kind: Kind::I32 }, // iterations
+        ] },
+        StructSchema { name: "DescribeUserScramCredentialsResult", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // user
+            Field { tag: None, min: 0, max: 0, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // error_message
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("CredentialInfo")) }, // credential_infos
+        ] },
+    ]),
+    (51, &[
+        StructSchema { name: "AlterUserScramCredentialsResponse", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::I32 }, // throttle_time_ms
+            Field { tag: None, min: 0, max: 0, kind: Kind::CArray(Elem::Struct("AlterUserScramCredentialsResult")) }, // results
+        ] },
+        StructSchema { name: "AlterUserScramCredentialsResult", flex: Some(0), fields: &[
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // user
+            Field { tag: None, min: 0, max: 0, kind: Kind::I16 }, // error_code
+            Field { tag: None, min: 0, max: 0, kind: Kind::CStr }, // error_message
         ] },
     ]),
 ];

@@ -99,6 +99,10 @@ fn every_request_in_the_table_walks_exactly_at_every_version() {
     requests_exact::<ListTransactionsRequest>(&mut seen);
     requests_exact::<OffsetForLeaderEpochRequest>(&mut seen);
     requests_exact::<DescribeLogDirsRequest>(&mut seen);
+    requests_exact::<SaslHandshakeRequest>(&mut seen);
+    requests_exact::<SaslAuthenticateRequest>(&mut seen);
+    requests_exact::<DescribeUserScramCredentialsRequest>(&mut seen);
+    requests_exact::<AlterUserScramCredentialsRequest>(&mut seen);
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -133,6 +137,10 @@ fn every_response_in_the_table_walks_exactly_at_every_version() {
     responses_exact::<CreatePartitionsRequest>(&mut seen);
     responses_exact::<DeleteRecordsRequest>(&mut seen);
     responses_exact::<DescribeLogDirsRequest>(&mut seen);
+    responses_exact::<SaslHandshakeRequest>(&mut seen);
+    responses_exact::<SaslAuthenticateRequest>(&mut seen);
+    responses_exact::<DescribeUserScramCredentialsRequest>(&mut seen);
+    responses_exact::<AlterUserScramCredentialsRequest>(&mut seen);
     for (v, body) in encodings(&assignment()) {
         check_exact(Direction::Response, CONSUMER_ASSIGNMENT, v, &body);
     }

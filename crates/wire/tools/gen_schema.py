@@ -43,6 +43,10 @@ REQUESTS = [
     (61, "describe_producers_request"), (65, "describe_transactions_request"),
     (66, "list_transactions_request"), (23, "offset_for_leader_epoch_request"),
     (35, "describe_log_dirs_request"),
+    # Authentication.
+    (17, "sasl_handshake_request"), (36, "sasl_authenticate_request"),
+    (50, "describe_user_scram_credentials_request"),
+    (51, "alter_user_scram_credentials_request"),
 ]
 
 # (api key, file stem) of every response the admin client decodes, plus the consumer protocol
@@ -62,6 +66,10 @@ RESPONSES = [
     (33, "alter_configs_response"), (44, "incremental_alter_configs_response"),
     (37, "create_partitions_response"), (21, "delete_records_response"),
     (35, "describe_log_dirs_response"),
+    # SASL authentication and `waterline users`.
+    (17, "sasl_handshake_response"), (36, "sasl_authenticate_response"),
+    (50, "describe_user_scram_credentials_response"),
+    (51, "alter_user_scram_credentials_response"),
 ]
 
 WIRE = {

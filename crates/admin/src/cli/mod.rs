@@ -1,5 +1,5 @@
 //! Command-line layer: `waterline groups`, `waterline offsets`, `waterline lag`,
-//! `waterline topics`.
+//! `waterline topics`, `waterline users`.
 //!
 //! Exit codes: 0 success, 1 operation failed (including partial failure), 2 usage error.
 //! Usage errors that clap cannot see (no reset mode, two modes, malformed datetime, unknown
@@ -12,6 +12,7 @@ mod offsets;
 pub mod render;
 mod snapshot;
 mod topics;
+mod users;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,10 +23,12 @@ use crate::client::{AdminClient, ClientConfig, ClusterMetadata};
 use crate::error::ClientError;
 
 pub use groups::{DescribeArgs, GroupsArgs, GroupsCommand, ListArgs, run_groups_with};
-pub use lag::{LagArgs, run_lag_with};
+pub(crate) use lag::LagTracker;
+pub use lag::{CHECK_FAILED_EXIT, LagArgs, run_lag_with};
 pub use offsets::{
     DeleteArgs, ExportArgs, OffsetsArgs, OffsetsCommand, ResetArgs, run_offsets_with,
 };
+pub(crate) use snapshot::PartitionState;
 pub use topics::{
     AlterTopicArgs, CreateTopicArgs, DeleteTopicsArgs, DescribeTopicsArgs, ListTopicsArgs,
     TopicsArgs, TopicsCommand, alter_ops, listed_topics, parse_config_keys, parse_config_pairs,
@@ -40,6 +43,13 @@ pub async fn run_groups(args: GroupsArgs) -> ExitCode {
 /// Runs `waterline offsets ...` on standard output/error; returns the exit code.
 pub async fn run_offsets(args: OffsetsArgs) -> ExitCode {
     ExitCode::from(run_offsets_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
+}
+
+pub use users::{UsersArgs, UsersCommand, run_users_with};
+
+/// Runs `waterline users ...` on standard output/error; returns the exit code.
+pub async fn run_users(args: UsersArgs) -> ExitCode {
+    ExitCode::from(run_users_with(args, &mut std::io::stdout(), &mut std::io::stderr()).await)
 }
 
 /// Runs `waterline topics ...` on standard output/error; returns the exit code.
@@ -82,6 +92,11 @@ pub struct ConnectionArgs {
         value_name = "MS"
     )]
     pub timeout_ms: u64,
+    /// Kafka client properties file (security.protocol, sasl.mechanism, sasl.username,
+    /// sasl.password or sasl.jaas.config, ssl.ca.location, ssl.certificate.location,
+    /// ssl.key.location), as Kafka's tools take it.
+    #[arg(long, env = "WATERLINE_COMMAND_CONFIG", value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 /// The default of `--timeout-ms`.
@@ -120,10 +135,23 @@ impl ConnectionArgs {
             .collect()
     }
 
+    /// The TLS and SASL settings of `--command-config` (none without it).
+    pub fn security(&self) -> Result<crate::client::Security, CliError> {
+        let Some(path) = &self.command_config else {
+            return Ok(crate::client::Security::plaintext());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--command-config {}: {e}", path.display())))?;
+        crate::client::security::parse_properties(&text)
+            .and_then(|p| crate::client::Security::from_properties(&p))
+            .map_err(|e| CliError::Usage(format!("--command-config {}: {e}", path.display())))
+    }
+
     /// Connects an [`AdminClient`].
     pub async fn connect(&self) -> Result<AdminClient, CliError> {
         let mut config = ClientConfig::new(self.bootstrap());
         config.request_timeout = Duration::from_millis(self.timeout_ms.max(1));
+        config.security = std::sync::Arc::new(self.security()?);
         AdminClient::connect(config).await.map_err(CliError::from)
     }
 
@@ -137,6 +165,12 @@ impl ConnectionArgs {
         );
         if self.timeout_ms != DEFAULT_TIMEOUT_MS {
             out.push_str(&format!(" --timeout-ms {}", self.timeout_ms));
+        }
+        if let Some(path) = &self.command_config {
+            out.push_str(&format!(
+                " --command-config {}",
+                shell_quote(&path.display().to_string())
+            ));
         }
         out
     }
@@ -192,6 +226,9 @@ pub enum CliError {
     /// The operation failed: exit code 1.
     #[error("{0}")]
     Failed(String),
+    /// `lag --check` found a partition at or past the chosen status: exit code 3.
+    #[error("check failed: {0}")]
+    Check(String),
 }
 
 impl From<ClientError> for CliError {
@@ -222,6 +259,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Check(_) => lag::CHECK_FAILED_EXIT,
         }
     }
 }
@@ -410,14 +448,19 @@ mod tests {
         let conn = ConnectionArgs {
             bootstrap_server: "a, b:1".into(),
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            command_config: None,
         };
         assert_eq!(conn.bootstrap(), vec!["a:9092", "b:1"]);
         assert_eq!(conn.flags(), "--bootstrap-server a:9092,b:1");
         let conn = ConnectionArgs {
             bootstrap_server: "h:1".into(),
             timeout_ms: 500,
+            command_config: Some("/etc/my client.properties".into()),
         };
-        assert_eq!(conn.flags(), "--bootstrap-server h:1 --timeout-ms 500");
+        assert_eq!(
+            conn.flags(),
+            "--bootstrap-server h:1 --timeout-ms 500 --command-config '/etc/my client.properties'"
+        );
     }
 
     #[test]

@@ -546,42 +546,99 @@ const LAG_HEADERS: [&str; 9] = [
     "REASON",
 ];
 
+/// One `waterline lag` partition as a JSON value.
+fn lag_row_json(r: &LagRow) -> Value {
+    let (ms, kind) = time_lag_json(r.time_lag);
+    json!({
+        "topic": r.topic,
+        "partition": r.partition,
+        "current_offset": r.current,
+        "log_end_offset": r.log_end,
+        "lag": r.lag(),
+        "time_lag_ms": ms,
+        "time_lag_kind": kind,
+        "status": r.status.status,
+        "reason": r.status.reason,
+    })
+}
+
+/// One `waterline lag` group as a JSON value.
+fn lag_group_json(v: &LagGroupView) -> Value {
+    json!({
+        "group": v.group,
+        "status": v.status.status,
+        "reason": v.status.reason,
+        "partitions": v.rows.iter().map(lag_row_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One refresh of `waterline lag --watch` as a stream: JSON is one object on one line with
+/// the refresh time; CSV rows start with a TIME column and the header comes only when
+/// `header` (the first refresh). Table output is not a stream: use [`render_lag`].
+pub fn render_lag_stream(
+    views: &[LagGroupView],
+    format: OutputFormat,
+    time_ms: i64,
+    header: bool,
+) -> String {
+    let time = crate::timefmt::format_ms(time_ms);
+    match format {
+        OutputFormat::Csv => {
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for v in views {
+                for r in &v.rows {
+                    let mut row = vec![time.clone(), v.group.clone()];
+                    row.extend(lag_cells(r));
+                    rows.push(row);
+                }
+            }
+            let mut headers = vec!["TIME"];
+            headers.extend(LAG_HEADERS);
+            let text = render_csv(&headers, &rows);
+            if header {
+                text
+            } else {
+                // render_csv always leads with the header line: drop it.
+                text.split_once('\n')
+                    .map(|(_, rest)| rest.to_string())
+                    .unwrap_or_default()
+            }
+        }
+        _ => {
+            let v = json!({
+                "time": time,
+                "time_ms": time_ms,
+                "groups": views.iter().map(lag_group_json).collect::<Vec<_>>(),
+            });
+            format!("{v}\n")
+        }
+    }
+}
+
+/// The cells of a lag row after the GROUP column.
+fn lag_cells(r: &LagRow) -> Vec<String> {
+    vec![
+        r.topic.clone(),
+        r.partition.to_string(),
+        opt(&r.current),
+        opt(&r.log_end),
+        opt(&r.lag()),
+        r.time_lag.display(),
+        r.status.status.as_str().to_string(),
+        r.status.reason.clone(),
+    ]
+}
+
 /// `waterline lag`: per group a status line, then its partitions.
 pub fn render_lag(views: &[LagGroupView], format: OutputFormat) -> String {
     let cells = |g: &str, r: &LagRow| {
-        vec![
-            g.to_string(),
-            r.topic.clone(),
-            r.partition.to_string(),
-            opt(&r.current),
-            opt(&r.log_end),
-            opt(&r.lag()),
-            r.time_lag.display(),
-            r.status.status.as_str().to_string(),
-            r.status.reason.clone(),
-        ]
+        let mut row = vec![g.to_string()];
+        row.extend(lag_cells(r));
+        row
     };
     match format {
         OutputFormat::Json => json_text(&json!({
-            "groups": views.iter().map(|v| json!({
-                "group": v.group,
-                "status": v.status.status,
-                "reason": v.status.reason,
-                "partitions": v.rows.iter().map(|r| {
-                    let (ms, kind) = time_lag_json(r.time_lag);
-                    json!({
-                        "topic": r.topic,
-                        "partition": r.partition,
-                        "current_offset": r.current,
-                        "log_end_offset": r.log_end,
-                        "lag": r.lag(),
-                        "time_lag_ms": ms,
-                        "time_lag_kind": kind,
-                        "status": r.status.status,
-                        "reason": r.status.reason,
-                    })
-                }).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>()
+            "groups": views.iter().map(lag_group_json).collect::<Vec<_>>()
         })),
         OutputFormat::Csv => {
             let rows: Vec<Vec<String>> = views

@@ -22,6 +22,8 @@ pub(crate) struct PartitionState {
     /// The log end offset, or the error code the cluster gave instead (e.g.
     /// UNKNOWN_TOPIC_OR_PARTITION once the topic is deleted).
     pub log_end: Result<i64, i16>,
+    /// The log start offset, when the cluster gave it.
+    pub log_start: Option<i64>,
     /// Timestamp of the next record the group will read, when it is behind and it was read.
     pub next_record_ms: Option<i64>,
     /// Index into the group's members of the member assigned this partition.
@@ -105,6 +107,11 @@ async fn partition_states(
         .map(|tp| (tp.clone(), OffsetSpec::Latest))
         .collect();
     let answers = client.list_offsets_each(&specs).await?;
+    let earliest: Vec<(TopicPartition, OffsetSpec)> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Earliest))
+        .collect();
+    let starts = client.list_offsets_each(&earliest).await?;
     let ends: BTreeMap<TopicPartition, Option<i64>> = answers
         .iter()
         .map(|(tp, a)| (tp.clone(), a.ok().flatten()))
@@ -122,6 +129,10 @@ async fn partition_states(
                 Some(Ok(end)) => Ok(end.unwrap_or(0)),
                 Some(Err(code)) => Err(*code),
                 None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+            },
+            log_start: match starts.get(&tp) {
+                Some(Ok(start)) => *start,
+                _ => None,
             },
             next_record_ms: next_ts.get(&tp).copied(),
             owner: owners.get(&tp).copied(),

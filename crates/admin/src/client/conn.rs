@@ -11,11 +11,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::security::{SaslLogin, Security, Stream, tls_connect};
 use crate::codes;
 use crate::error::ClientError;
 
@@ -28,6 +30,8 @@ pub struct ConnSettings {
     pub request_timeout: Duration,
     /// Largest response frame accepted; larger announced sizes are refused before allocating.
     pub max_frame_bytes: usize,
+    /// TLS and SASL (default: neither).
+    pub security: std::sync::Arc<Security>,
 }
 
 /// The ApiVersions version this client asks for first (v3 adds client software name/version).
@@ -37,7 +41,7 @@ const API_VERSIONS_PREFERRED: i16 = 3;
 #[derive(Debug)]
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     settings: ConnSettings,
     next_correlation_id: i32,
     /// api key -> (min, max) advertised by the broker.
@@ -63,6 +67,10 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "request",
     }
 }
@@ -107,6 +115,19 @@ impl Connection {
             })?;
         // Admin requests are small and latency-bound.
         let _ = stream.set_nodelay(true);
+        let stream = match &settings.security.tls {
+            Some(tls) => {
+                let handshake = tls_connect(tls.clone(), addr, stream);
+                tokio::time::timeout(settings.request_timeout, handshake)
+                    .await
+                    .map_err(|_| ClientError::Tls {
+                        addr: addr.to_string(),
+                        message: "TLS handshake timed out (is this a TLS listener?)".into(),
+                    })??
+            }
+            None => Stream::Plain(stream),
+        };
+        let sasl = settings.security.sasl.clone();
         let mut conn = Connection {
             addr: addr.to_string(),
             stream,
@@ -115,7 +136,81 @@ impl Connection {
             broker_versions: HashMap::new(),
         };
         conn.negotiate_api_versions().await?;
+        if let Some(login) = sasl {
+            conn.authenticate(&login).await?;
+        }
         Ok(conn)
+    }
+
+    /// SASL: SaslHandshake v1, then SaslAuthenticate once (PLAIN) or twice (SCRAM, checking
+    /// the server's signature).
+    async fn authenticate(&mut self, login: &SaslLogin) -> Result<(), ClientError> {
+        let auth_err = |addr: &str, message: String| ClientError::Authentication {
+            addr: addr.to_string(),
+            mechanism: login.mechanism.name(),
+            message,
+        };
+        let v = self.version_for::<SaslHandshakeRequest>(1)?;
+        let hs: SaslHandshakeResponse = self
+            .request(
+                v,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(login.mechanism.name())),
+            )
+            .await?;
+        if hs.error_code != codes::NONE {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(auth_err(
+                &self.addr,
+                format!(
+                    "the broker refused the mechanism (error {}; it offers {})",
+                    hs.error_code,
+                    offered.join(", ")
+                ),
+            ));
+        }
+        let v = self.version_for::<SaslAuthenticateRequest>(i16::MAX)?;
+        let step = async |conn: &mut Connection, bytes: Vec<u8>| {
+            let resp: SaslAuthenticateResponse = conn
+                .request(
+                    v,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+                )
+                .await?;
+            if resp.error_code != codes::NONE {
+                return Err(auth_err(
+                    &conn.addr,
+                    resp.error_message
+                        .map_or_else(|| format!("error {}", resp.error_code), |m| m.to_string()),
+                ));
+            }
+            Ok(resp.auth_bytes)
+        };
+        match login.mechanism.scram() {
+            None => {
+                step(
+                    self,
+                    waterline_sasl::plain_message(&login.username, &login.password),
+                )
+                .await?;
+            }
+            Some(m) => {
+                let nonce = waterline_sasl::random_nonce()
+                    .map_err(|e| auth_err(&self.addr, e.to_string()))?;
+                let (client, first) =
+                    waterline_sasl::ScramClient::new(m, &login.username, &login.password, &nonce);
+                let server_first = step(self, first).await?;
+                let (client, last) = client
+                    .server_first(&server_first)
+                    .map_err(|e| auth_err(&self.addr, e.to_string()))?;
+                let server_final = step(self, last).await?;
+                client
+                    .server_final(&server_final)
+                    .map_err(|e| auth_err(&self.addr, e.to_string()))?;
+            }
+        }
+        tracing::debug!(addr = %self.addr, user = %login.username, mechanism = login.mechanism.name(), "authenticated");
+        Ok(())
     }
 
     /// The broker address this connection talks to.

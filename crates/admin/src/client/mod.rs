@@ -9,7 +9,9 @@
 
 mod conn;
 pub mod records;
+pub mod security;
 pub mod topics;
+pub mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -30,10 +32,12 @@ use waterline_core::TopicPartition;
 
 pub use conn::{ConnSettings, Connection, negotiate};
 pub use records::RecordInfo;
+pub use security::{SaslLogin, Security};
 pub use topics::{
     AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource, DescribedConfigs, NewTopic,
     ResourceOutcome,
 };
+pub use users::{ScramChange, ScramUser};
 
 use crate::codes;
 use crate::error::ClientError;
@@ -81,6 +85,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub max_frame_bytes: usize,
+    /// TLS and SASL of every connection.
+    pub security: std::sync::Arc<Security>,
 }
 
 impl ClientConfig {
@@ -91,6 +97,7 @@ impl ClientConfig {
             client_id: "waterline-admin".to_string(),
             request_timeout: Duration::from_secs(10),
             max_frame_bytes: 100 << 20,
+            security: Default::default(),
         }
     }
 }
@@ -262,6 +269,7 @@ impl AdminClient {
             client_id: config.client_id.clone(),
             request_timeout: config.request_timeout,
             max_frame_bytes: config.max_frame_bytes,
+            security: config.security.clone(),
         };
         let mut last = "no bootstrap address given".to_string();
         for addr in &config.bootstrap {

@@ -68,6 +68,7 @@ impl TestBroker {
                 client_id: "test".into(),
                 request_timeout: Duration::from_secs(10),
                 max_frame_bytes: 10 << 20,
+                security: Default::default(),
             },
         )
         .await

@@ -11,9 +11,14 @@ use kafka_protocol::messages::{
 };
 // Transactions.
 use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+// Authentication.
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
     DescribeTransactionsRequest, EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
@@ -33,6 +38,7 @@ use crate::state::SharedState;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -44,6 +50,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -61,6 +68,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -142,6 +151,24 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     ),
     // Partition sizes on disk (`waterline topics describe`).
     (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS),
+    // Authentication. SaslHandshake v0 (raw SASL tokens without SaslAuthenticate) is not
+    // served; clients use v1 when it is advertised.
+    (
+        ApiKey::SaslHandshake,
+        VersionRange {
+            min: 1,
+            max: SaslHandshakeRequest::VERSIONS.max,
+        },
+    ),
+    (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),
+    (
+        ApiKey::DescribeUserScramCredentials,
+        DescribeUserScramCredentialsRequest::VERSIONS,
+    ),
+    (
+        ApiKey::AlterUserScramCredentials,
+        AlterUserScramCredentialsRequest::VERSIONS,
+    ),
 ];
 
 /// The versions of `key` the broker decodes, if it serves that API.
@@ -151,12 +178,14 @@ pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
 
 /// The versions advertised in ApiVersions: what is decoded, except that Produce is advertised
 /// from version 0 like Apache Kafka 4 does (older librdkafka matched single versions); versions
-/// 0-2 are answered with UNSUPPORTED_VERSION by [`produce::legacy_unsupported`].
+/// 0-2 are answered with UNSUPPORTED_VERSION by [`produce::legacy_unsupported`]. SaslHandshake
+/// is advertised from 0 for the same reason (librdkafka before 2.11.1 requires v0 in the range
+/// to offer SASL at all, then sends v1); a v0 handshake closes the connection with a log line.
 pub fn advertised_versions() -> Vec<(ApiKey, VersionRange)> {
     SUPPORTED
         .iter()
         .map(|&(k, v)| match k {
-            ApiKey::Produce => (k, VersionRange { min: 0, max: v.max }),
+            ApiKey::Produce | ApiKey::SaslHandshake => (k, VersionRange { min: 0, max: v.max }),
             _ => (k, v),
         })
         .collect()
@@ -183,6 +212,8 @@ pub enum Applied {
 pub struct Connection {
     /// The peer as Kafka reports a member's client host (`/127.0.0.1`).
     client_host: String,
+    /// Its listener, SASL exchange and principal.
+    session: crate::auth::Session,
     /// The durability wait of this connection's latest OffsetCommit while it may be pending.
     /// Requests applied inline wait for it first, so they see that commit (and, the store
     /// applying commits in queue order, every earlier one).
@@ -192,9 +223,29 @@ pub struct Connection {
 impl Connection {
     /// A connection from `peer`.
     pub fn new(peer: std::net::SocketAddr) -> Connection {
+        Connection::with_session(peer, crate::auth::Session::open(peer))
+    }
+
+    /// A connection from `peer` with its authentication state.
+    pub fn with_session(peer: std::net::SocketAddr, session: crate::auth::Session) -> Connection {
         Connection {
             client_host: format!("/{}", peer.ip()),
+            session,
             pending_commit: None,
+        }
+    }
+
+    /// Its authentication state.
+    pub fn session(&self) -> &crate::auth::Session {
+        &self.session
+    }
+
+    /// The host and port to advertise to this connection: its listener's, else the broker's
+    /// default.
+    fn advertised(&self, state: &SharedState) -> (String, i32) {
+        match self.session.listener() {
+            Some(l) => (l.advertised_host.clone(), l.advertised_port),
+            None => (state.advertised_host.clone(), state.advertised_port),
         }
     }
 
@@ -276,13 +327,52 @@ pub async fn apply(
             let answer = end_txn::handle(state, &header, r);
             return waiting(Box::pin(async move { Some(answer.await.into()) }));
         }
+        // The SASL exchange changes the connection's state, so it is applied here, in order.
+        RequestKind::SaslHandshake(r) => {
+            let resp = sasl_handshake::handle(state, &mut conn.session, &header, r);
+            return Applied::Ready(Some(resp.into()));
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            return match sasl_authenticate::handle(state, &mut conn.session, &header, r) {
+                Ok(resp) => Applied::Ready(Some(resp.into())),
+                Err((resp, delay)) => waiting(Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Some(resp.into())
+                })),
+            };
+        }
+        RequestKind::Metadata(r) => {
+            conn.commits_settled().await;
+            let mut resp = metadata::handle(state, &header, r).await;
+            let (host, port) = conn.advertised(state);
+            for b in &mut resp.brokers {
+                b.host = sb(host.as_str());
+                b.port = port;
+            }
+            return Applied::Ready(Some(resp.into()));
+        }
+        RequestKind::FindCoordinator(r) => {
+            conn.commits_settled().await;
+            let mut resp = find_coordinator::handle(state, &header, r).await;
+            let (host, port) = conn.advertised(state);
+            // Only found coordinators carry an address (errors have node -1); v4+ answers in
+            // `coordinators` and must leave the top-level fields at their defaults.
+            if header.request_api_version < 4 && resp.node_id.0 >= 0 {
+                resp.host = sb(host.as_str());
+                resp.port = port;
+            }
+            for c in resp.coordinators.iter_mut().filter(|c| c.node_id.0 >= 0) {
+                c.host = sb(host.as_str());
+                c.port = port;
+            }
+            return Applied::Ready(Some(resp.into()));
+        }
         _ => {}
     }
     conn.commits_settled().await;
     let header = &header;
     Applied::Ready(Some(match request {
         RequestKind::ApiVersions(r) => api_versions::handle(state, header, r).await.into(),
-        RequestKind::Metadata(r) => metadata::handle(state, header, r).await.into(),
         RequestKind::ListOffsets(r) => list_offsets::handle(state, header, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(state, header, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(state, header, r).await.into(),
@@ -292,7 +382,6 @@ pub async fn apply(
         RequestKind::InitProducerId(r) => init_producer_id::handle(state, header, r).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(state, header, r).await.into(),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(state, header, r).await.into(),
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(state, header, r).await.into(),
         RequestKind::DescribeGroups(r) => describe_groups::handle(state, header, r).await.into(),
         RequestKind::ListGroups(r) => list_groups::handle(state, header, r).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(state, header, r).await.into(),
@@ -317,6 +406,16 @@ pub async fn apply(
         }
         RequestKind::DescribeProducers(r) => {
             describe_producers::handle(state, header, r).await.into()
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            describe_user_scram_credentials::handle(state, header, r)
+                .await
+                .into()
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            alter_user_scram_credentials::handle(state, header, r)
+                .await
+                .into()
         }
         other => {
             // decode_request only decodes APIs listed in SUPPORTED, so this is a wiring bug.
