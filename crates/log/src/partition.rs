@@ -87,6 +87,16 @@ impl Shared {
         self.poisoned.store(true, Ordering::SeqCst);
         Err(e)
     }
+
+    /// Poisons the log unless `e` is retriable ([`LogError::is_retriable`]: a handle could not
+    /// be opened, so the failed step wrote and fsynced nothing). Only for steps that are safe
+    /// to repeat from the start: a retried sync point re-syncs everything it lists.
+    fn poison_unless_retriable<T>(&self, e: LogError) -> Result<T, LogError> {
+        if e.is_retriable() {
+            return Err(e);
+        }
+        self.poison(e)
+    }
 }
 
 /// What must be fsynced to make everything appended before [`PartitionLog::sync_point`]
@@ -117,7 +127,9 @@ impl std::fmt::Debug for SyncPoint {
 
 impl SyncPoint {
     /// Fsyncs the files, then the directory, then records the recovery point. Safe to call
-    /// outside the partition lock, concurrently with appends. A failure poisons the log.
+    /// outside the partition lock, concurrently with appends. A failure poisons the log,
+    /// except a retriable one (out of file descriptors: no fsync was attempted); the point is
+    /// then not done, and a later point lists the same files again.
     pub fn fsync(&self) -> Result<(), LogError> {
         let sh = &self.shared;
         if sh.poisoned.load(Ordering::SeqCst) {
@@ -125,7 +137,7 @@ impl SyncPoint {
         }
         for f in &self.files {
             if let Err(e) = f.sync() {
-                return sh.poison(LogError::io(&sh.dir, e));
+                return sh.poison_unless_retriable(LogError::io(&sh.dir, e));
             }
         }
         if self.sync_dir {
@@ -134,20 +146,21 @@ impl SyncPoint {
                 && let Some(parent) = sh.dir.parent().filter(|p| !p.as_os_str().is_empty())
             {
                 if let Err(e) = sh.storage.sync_dir(parent) {
-                    return sh.poison(LogError::io(parent, e));
+                    return sh.poison_unless_retriable(LogError::io(parent, e));
                 }
                 sh.parent_unsynced.store(false, Ordering::SeqCst);
             }
             if let Err(e) = sh.storage.sync_dir(&sh.dir) {
-                return sh.poison(LogError::io(&sh.dir, e));
+                return sh.poison_unless_retriable(LogError::io(&sh.dir, e));
             }
         }
         if let Some(rp) = self.recovery_point {
             let mut written = sh.recovery_written.lock();
             if rp > *written {
                 let bytes = format::encode_checkpoint(format::MAGIC_RECOVERY, rp);
+                // write_atomic is repeatable (tmp file, fsync, rename, directory fsync).
                 if let Err(e) = write_atomic(&*sh.storage, &sh.dir, RECOVERY_FILE, &bytes) {
-                    return sh.poison(e);
+                    return sh.poison_unless_retriable(e);
                 }
                 *written = rp;
             }
@@ -598,21 +611,28 @@ impl PartitionLog {
         self.dir().join(format::file_name(base, suffix))
     }
 
+    /// Removes the marker and fsyncs the directory. Repeatable: a marker already removed by
+    /// an earlier attempt whose directory fsync failed for lack of descriptors is fine.
     fn remove_marker(&self) -> Result<(), LogError> {
         let p = self.dir().join(CLEAN_FILE);
-        self.storage().remove_file(&p).map_err(io_err(&p))?;
+        match self.storage().remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&p, e)),
+        }
         self.sync_dir()
     }
 
     /// Called before anything is written to the log after `open`: removes the
     /// `clean-shutdown` marker left in place by `open` (and fsyncs the directory), so that a
-    /// crash after this write leads to a full recovery. A failure poisons the log.
+    /// crash after this write leads to a full recovery. A failure poisons the log unless it
+    /// is retriable (the write is then refused and the removal repeated by the next one).
     fn begin_write(&mut self) -> Result<(), LogError> {
         if !self.clean_marker {
             return Ok(());
         }
         if let Err(e) = self.remove_marker() {
-            return self.shared.poison(e);
+            return self.shared.poison_unless_retriable(e);
         }
         self.clean_marker = false;
         Ok(())
@@ -1369,7 +1389,9 @@ impl PartitionLog {
         };
         self.scratch = buf;
         if let Err(e) = res {
-            return self.shared.poison(e);
+            // Out of descriptors: the segment's handle could not be opened, nothing was
+            // written and no state changed, so the append is refused alone.
+            return self.shared.poison_unless_retriable(e);
         }
         let done = self.producers.apply(&h, marker);
         self.log_end = last + 1;
@@ -1415,13 +1437,18 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end. Writes, never fsyncs:
     /// the sealed files, the new snapshot and the directory are queued for the next sync.
+    ///
+    /// A failure poisons the log unless it is retriable (a handle could not be opened): a
+    /// roll retried at the same log end completes an interrupted one, because each step is
+    /// repeatable there (index entries already written are not written again, the snapshot
+    /// and the new segment's files are truncated and rewritten, files queued twice are
+    /// fsynced twice).
     fn roll(&mut self) -> Result<(), LogError> {
         let new_base = self.log_end;
-        let res = self.roll_inner(new_base);
-        if res.is_err() {
-            self.shared.poisoned.store(true, Ordering::SeqCst);
+        match self.roll_inner(new_base) {
+            Err(e) => self.shared.poison_unless_retriable(e),
+            ok => ok,
         }
-        res
     }
 
     fn roll_inner(&mut self, new_base: i64) -> Result<(), LogError> {

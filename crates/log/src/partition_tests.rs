@@ -813,3 +813,53 @@ fn batched_close_marks_clean_only_after_a_flush() {
     drop(log);
     assert!(!s.exists(&marker).unwrap());
 }
+
+/// Running out of file descriptors (a handle the storage closed cannot be reopened: EMFILE)
+/// fails only the operation at hand: the log is not poisoned, and the same operation
+/// succeeds once descriptors are free again. Only failed writes and fsyncs of data stick.
+#[test]
+fn out_of_descriptors_is_transient_and_does_not_poison() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small_config());
+    let first = batch(2, NOW);
+    log.append(&first, NOW).unwrap();
+    log.sync().unwrap();
+
+    // An append whose segment file cannot be opened: a retriable error, nothing written.
+    s.fail_next_handles(1);
+    let err = log.append(&batch(2, NOW), NOW).unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert!(matches!(err, LogError::OutOfDescriptors { .. }), "{err}");
+    assert_eq!(log.log_end_offset(), 2);
+    let second = batch(3, NOW);
+    assert_eq!(log.append(&second, NOW).unwrap().base_offset, 2);
+
+    // A sync whose file cannot be reopened: retriable, the next sync makes the data durable.
+    s.fail_next_handles(1);
+    let point = log.sync_point();
+    let err = point.fsync().unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    log.complete_sync(&point);
+    assert_eq!(log.high_watermark(), 2);
+    log.sync().unwrap();
+    assert_eq!(log.high_watermark(), 5);
+
+    // A read that cannot open its file fails alone; the next read returns the data.
+    s.fail_next_handles(1);
+    assert!(log.read(0, 1 << 20, 5).unwrap_err().is_retriable());
+    let mut want = stored(&first, 0);
+    want.extend_from_slice(&stored(&second, 2));
+    assert_eq!(&log.read(0, 1 << 20, 5).unwrap()[..], &want[..]);
+
+    // Rolling a segment (files created) retried after an EMFILE completes the roll.
+    for _ in 0..10 {
+        s.fail_next_handles(1);
+        let _ = log.append(&batch(4, NOW), NOW);
+        log.append(&batch(4, NOW), NOW).unwrap();
+    }
+    log.sync().unwrap();
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let log = open(&s, small_config());
+    assert_eq!(log.log_end_offset(), end);
+}

@@ -69,6 +69,16 @@ pub trait StorageFile: Send + Sync {
     }
 }
 
+/// Whether `e` says the process or the system is out of file descriptors (EMFILE, ENFILE).
+/// Storages return it only when opening a handle failed, before the operation touched the
+/// file: nothing was read, written or fsynced, and a retry can succeed once descriptors are
+/// free again, so it never poisons a log.
+pub fn is_out_of_descriptors(e: &io::Error) -> bool {
+    e.raw_os_error().is_some_and(|c| {
+        c == nix::errno::Errno::EMFILE as i32 || c == nix::errno::Errno::ENFILE as i32
+    })
+}
+
 /// Open file handles an [`FsStorage`] keeps by default ([`FsStorage::new`]).
 pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
 
@@ -194,6 +204,46 @@ impl HandleCache {
         ring.entries.push(Arc::downgrade(file));
         self.open.fetch_add(1, Ordering::Relaxed);
         self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `op` (which opens a descriptor); if the process or the system is out of
+    /// descriptors, closes every cached handle not in use right now and runs it once more.
+    /// Sockets and other files share the process's descriptors with the cache, so the cache
+    /// is the one holder that can give some back. An error after that is returned as is:
+    /// [`is_out_of_descriptors`] tells callers that nothing was done.
+    fn retry_out_of_descriptors<T>(&self, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match op() {
+            Err(e) if is_out_of_descriptors(&e) => {
+                if self.shed() == 0 {
+                    return Err(e);
+                }
+                op()
+            }
+            other => other,
+        }
+    }
+
+    /// Closes every cached handle not in use (ignoring the CLOCK's second chance); returns
+    /// how many. A handle whose file's state is locked (in use, or the caller's own) stays.
+    fn shed(&self) -> usize {
+        let mut ring = self.ring.lock();
+        let mut closed = 0;
+        ring.entries.retain(|w| {
+            let Some(inner) = w.upgrade() else {
+                return false;
+            };
+            let Some(mut st) = inner.state.try_lock() else {
+                return true;
+            };
+            if st.file.is_some() {
+                st.close(&self.open);
+                closed += 1;
+            }
+            false
+        });
+        ring.hand = 0;
+        self.evicted.fetch_add(closed as u64, Ordering::Relaxed);
+        closed
     }
 
     /// Closes one handle not in use and not used since the sweep last passed it. False if
@@ -323,10 +373,9 @@ impl LazyFile {
         if let Some(f) = &st.file {
             return Ok(f.clone());
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&inner.path)?;
+        let file = inner.cache.retry_out_of_descriptors(|| {
+            OpenOptions::new().read(true).write(true).open(&inner.path)
+        })?;
         let id = file_id(&file.metadata()?);
         if st.id.is_some_and(|old| old != id) {
             return Err(io::Error::other(format!(
@@ -349,7 +398,10 @@ impl Storage for FsStorage {
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(path)? {
+        let entries = self
+            .cache
+            .retry_out_of_descriptors(|| std::fs::read_dir(path))?;
+        for entry in entries {
             let entry = entry?;
             if entry.file_type()?.is_file()
                 && let Some(name) = entry.file_name().to_str()
@@ -377,7 +429,9 @@ impl Storage for FsStorage {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        self.cache
+            .retry_out_of_descriptors(|| File::open(path))?
+            .sync_all()
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -389,7 +443,7 @@ impl Storage for FsStorage {
     /// `path` was opened here are reported (Linux 5.8 and later); earlier ones were reported
     /// to the fsyncs of their own files.
     fn sync_all(&self, path: &Path) -> io::Result<()> {
-        let dir = File::open(path)?;
+        let dir = self.cache.retry_out_of_descriptors(|| File::open(path))?;
         nix::unistd::syncfs(&dir).map_err(io::Error::from)
     }
 }
@@ -412,12 +466,14 @@ impl FsStorage {
         });
         if create {
             // Created files are about to be written: keep the handle.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
+            let file = self.cache.retry_out_of_descriptors(|| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+            })?;
             let meta = file.metadata()?;
             let mut st = inner.state.lock();
             st.end = meta.len();
@@ -547,6 +603,10 @@ struct MemState {
     dirs: BTreeSet<PathBuf>,
     /// Fault injection: the next `n` file syncs fail (for poisoning tests).
     fail_syncs: usize,
+    /// Fault injection: the next `n` file operations (read, append, truncate, sync) fail with
+    /// EMFILE before touching the file, as [`FsStorage`] does when a handle it closed cannot
+    /// be reopened because the process is out of file descriptors.
+    fail_handles: usize,
     /// Counters for tests: file syncs and directory syncs performed.
     file_syncs: u64,
     dir_syncs: u64,
@@ -615,6 +675,12 @@ impl MemStorage {
     /// Makes the next `n` file syncs fail with an I/O error.
     pub fn fail_next_syncs(&self, n: usize) {
         self.state.lock().fail_syncs = n;
+    }
+
+    /// Makes the next `n` file operations (read, append, truncate, sync) fail with EMFILE
+    /// without touching the file (see [`is_out_of_descriptors`]).
+    pub fn fail_next_handles(&self, n: usize) {
+        self.state.lock().fail_handles = n;
     }
 
     /// Number of file syncs and directory syncs performed so far.
@@ -760,12 +826,27 @@ impl Storage for MemStorage {
     }
 }
 
+impl MemFile {
+    /// The injected EMFILE of [`MemStorage::fail_next_handles`], if one is due.
+    fn handle_fault(&self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if st.fail_handles > 0 {
+            st.fail_handles -= 1;
+            return Err(io::Error::from_raw_os_error(
+                nix::errno::Errno::EMFILE as i32,
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl StorageFile for MemFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.inode.lock().written.len() as u64)
     }
 
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.handle_fault()?;
         let inode = self.inode.lock();
         let start = usize::try_from(pos).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         let end = start
@@ -777,6 +858,7 @@ impl StorageFile for MemFile {
     }
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
+        self.handle_fault()?;
         let mut inode = self.inode.lock();
         let pos = inode.written.len() as u64;
         inode.written.extend_from_slice(data);
@@ -784,6 +866,7 @@ impl StorageFile for MemFile {
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
+        self.handle_fault()?;
         let mut inode = self.inode.lock();
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
         inode.written.resize(len, 0);
@@ -791,6 +874,7 @@ impl StorageFile for MemFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.handle_fault()?;
         {
             let mut st = self.state.lock();
             if st.fail_syncs > 0 {
