@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 
 /// A directory tree of files. Paths are absolute or relative as the caller chooses; the log only
 /// uses paths below the directory it was opened on.
@@ -235,11 +235,14 @@ impl HandleCache {
             let Some(mut st) = inner.state.try_lock() else {
                 return true;
             };
-            if st.file.is_some() {
-                st.close(&self.open);
-                closed += 1;
+            match inner.try_close(&mut st, &self.open) {
+                Closed::InUse => true,
+                Closed::Yes => {
+                    closed += 1;
+                    false
+                }
+                Closed::WasNot => false,
             }
-            false
         });
         ring.hand = 0;
         self.evicted.fetch_add(closed as u64, Ordering::Relaxed);
@@ -269,11 +272,16 @@ impl HandleCache {
                 ring.hand += 1;
                 continue;
             };
-            ring.entries.swap_remove(i);
-            if st.file.is_some() {
-                st.close(&self.open);
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-                return true;
+            match inner.try_close(&mut st, &self.open) {
+                Closed::InUse => ring.hand += 1,
+                Closed::Yes => {
+                    ring.entries.swap_remove(i);
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Closed::WasNot => {
+                    ring.entries.swap_remove(i);
+                }
             }
         }
         false
@@ -285,17 +293,71 @@ struct LazyFile {
     inner: Arc<LazyInner>,
 }
 
+/// Lock order: `state`, then `handle` (and `state`, then the cache's ring). Reads take only
+/// `handle`, shared: a read of a cached handle costs an uncontended shared lock and the
+/// `pread`, and never waits for an append to the same file (appends hold `state`).
+///
+/// *Invariant:* `handle` changes (opened or closed) only while `state` is held, so a holder
+/// of `state` that saw it open may use it until it releases `state`; and it is closed only
+/// with its write lock, so no read or fsync runs on a closed descriptor.
 struct LazyInner {
     path: PathBuf,
     cache: Arc<HandleCache>,
     /// Set on every use; cleared by the CLOCK sweep (second chance).
     referenced: AtomicBool,
     state: Mutex<LazyState>,
+    /// The open handle, if any. Held shared for the duration of each read, write and
+    /// fsync, so that eviction (`try_write`) passes over a handle in use.
+    handle: RwLock<Option<File>>,
+}
+
+/// What [`LazyInner::try_close`] did.
+enum Closed {
+    /// The handle was open and is closed now.
+    Yes,
+    /// No handle was open.
+    WasNot,
+    /// A read or fsync is using the handle: left open.
+    InUse,
+}
+
+impl LazyInner {
+    /// Marks the file used for the CLOCK sweep (a store only when the flag is clear, so hot
+    /// files do not write the shared cache line on every read).
+    fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes the handle unless it is in use, fsyncing it first if it may hold bytes that
+    /// are not durable (see the durability invariant of [`FsStorage`]). `st` is this file's
+    /// locked state.
+    fn try_close(&self, st: &mut LazyState, open: &AtomicUsize) -> Closed {
+        let Some(mut handle) = self.handle.try_write() else {
+            return Closed::InUse;
+        };
+        let Some(file) = handle.take() else {
+            return Closed::WasNot;
+        };
+        if st.dirty() {
+            match file.sync_data() {
+                Ok(()) => {
+                    st.synced = st.writes;
+                    st.inherited = false;
+                }
+                Err(e) => {
+                    st.failed.get_or_insert((e.kind(), e.to_string()));
+                }
+            }
+        }
+        drop(file);
+        open.fetch_sub(1, Ordering::Relaxed);
+        Closed::Yes
+    }
 }
 
 struct LazyState {
-    /// The open handle, if any (shared so that reads and fsyncs run without this lock).
-    file: Option<Arc<File>>,
     /// (device, inode) of the file when first opened: a reopen must find the same file.
     id: Option<(u64, u64)>,
     /// The append position (the log is the only writer, so tracking the end here avoids an
@@ -325,27 +387,6 @@ impl LazyState {
     fn needs_sync(&self) -> bool {
         self.dirty() || self.inherited
     }
-
-    /// Closes the handle, fsyncing it first if it may hold bytes that are not durable (see
-    /// the durability invariant of [`FsStorage`]).
-    fn close(&mut self, open: &AtomicUsize) {
-        let Some(file) = self.file.take() else {
-            return;
-        };
-        if self.dirty() {
-            match file.sync_data() {
-                Ok(()) => {
-                    self.synced = self.writes;
-                    self.inherited = false;
-                }
-                Err(e) => {
-                    self.failed.get_or_insert((e.kind(), e.to_string()));
-                }
-            }
-        }
-        drop(file);
-        open.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Drop for LazyInner {
@@ -353,7 +394,7 @@ impl Drop for LazyInner {
         // The last reference is gone: nobody can sync this file any more, so closing without
         // fsync loses nothing a caller could still be promised (the bytes stay in the page
         // cache and are written back by the kernel).
-        if self.state.get_mut().file.take().is_some() {
+        if self.handle.get_mut().take().is_some() {
             self.cache.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -365,14 +406,21 @@ fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl LazyFile {
-    /// The open handle, opening it (and making room for it) first if needed. `st` is this
-    /// file's locked state.
-    fn handle(&self, st: &mut LazyState) -> io::Result<Arc<File>> {
+    /// The open handle, held shared, opening it (and making room for it) first if needed.
+    /// `st` is this file's locked state: while the caller holds it the handle stays open.
+    fn handle<'a>(&'a self, st: &mut LazyState) -> io::Result<MappedRwLockReadGuard<'a, File>> {
         let inner = &self.inner;
-        inner.referenced.store(true, Ordering::Relaxed);
-        if let Some(f) = &st.file {
-            return Ok(f.clone());
+        inner.touch();
+        if inner.handle.read().is_none() {
+            self.open_handle(st)?;
         }
+        RwLockReadGuard::try_map(inner.handle.read(), Option::as_ref)
+            .map_err(|_| io::Error::other("handle closed while its state was held"))
+    }
+
+    /// Opens the handle (closed now; `st` locked) and records it in the cache.
+    fn open_handle(&self, st: &mut LazyState) -> io::Result<()> {
+        let inner = &self.inner;
         let file = inner.cache.retry_out_of_descriptors(|| {
             OpenOptions::new().read(true).write(true).open(&inner.path)
         })?;
@@ -385,9 +433,8 @@ impl LazyFile {
         }
         st.id = Some(id);
         inner.cache.admit(inner);
-        let file = Arc::new(file);
-        st.file = Some(file.clone());
-        Ok(file)
+        *inner.handle.write() = Some(file);
+        Ok(())
     }
 }
 
@@ -454,8 +501,8 @@ impl FsStorage {
             path: path.to_path_buf(),
             cache: self.cache.clone(),
             referenced: AtomicBool::new(true),
+            handle: RwLock::new(None),
             state: Mutex::new(LazyState {
-                file: None,
                 id: None,
                 end: 0,
                 writes: 0,
@@ -479,7 +526,7 @@ impl FsStorage {
             st.end = meta.len();
             st.id = Some(file_id(&meta));
             self.cache.admit(&inner);
-            st.file = Some(Arc::new(file));
+            *inner.handle.write() = Some(file);
         } else {
             // An existing file costs no handle until it is read or written.
             let meta = std::fs::metadata(path)?;
@@ -504,7 +551,18 @@ impl StorageFile for LazyFile {
     }
 
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        let file = self.handle(&mut self.inner.state.lock())?;
+        // Hit: the shared handle and one pread, no state lock (appends continue meanwhile;
+        // the log reads only bytes it has appended, so no length check is needed here).
+        {
+            let handle = self.inner.handle.read();
+            if let Some(file) = handle.as_ref() {
+                self.inner.touch();
+                return file.read_exact_at(buf, pos);
+            }
+        }
+        // Miss: open under the state lock (which keeps the handle open while held).
+        let mut st = self.inner.state.lock();
+        let file = self.handle(&mut st)?;
         file.read_exact_at(buf, pos)
     }
 
@@ -552,9 +610,12 @@ impl StorageFile for LazyFile {
             if !st.needs_sync() {
                 return Ok(());
             }
+            // The shared guard outlives the state lock: eviction passes over the handle
+            // while it is being fsynced.
             (self.handle(&mut st)?, st.writes)
         };
         file.sync_data()?;
+        drop(file);
         let mut st = self.inner.state.lock();
         st.synced = st.synced.max(writes);
         st.inherited = false;
@@ -990,11 +1051,14 @@ mod tests {
         let b = s.open_lazy(&dir.path().join("b"), true).unwrap();
         {
             let st = a.inner.state.lock();
-            assert!(st.file.is_none() && !st.dirty(), "closed and clean");
+            assert!(
+                a.inner.handle.read().is_none() && !st.dirty(),
+                "closed and clean"
+            );
         }
         // So a sync of a needs no handle.
         a.sync().unwrap();
-        assert!(a.inner.state.lock().file.is_none());
+        assert!(a.inner.handle.read().is_none());
         // A file that existed when opened may hold an earlier process's unsynced bytes: its
         // first sync fsyncs it, but closing its handle does not need to.
         let c = s.open_lazy(&dir.path().join("a"), false).unwrap();
@@ -1008,6 +1072,28 @@ mod tests {
         let mut buf = [0u8; 5];
         let err = a.read_at(&mut buf, 0).unwrap_err();
         assert!(err.to_string().contains("replaced"), "{err}");
+    }
+
+    #[test]
+    fn fs_cached_read_does_not_wait_for_the_files_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::with_max_open_files(4);
+        let f = Arc::new(s.open_lazy(&dir.path().join("a"), true).unwrap());
+        f.append(b"abc").unwrap();
+        // An append in progress holds the state: a read of the cached handle goes past it.
+        let st = f.inner.state.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = f.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 3];
+            tx.send(g.read_at(&mut buf, 0).map(|()| buf)).unwrap();
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(st);
+        assert_eq!(
+            got.expect("read waited for the state lock").unwrap(),
+            *b"abc"
+        );
     }
 
     #[test]
