@@ -7,6 +7,7 @@
 //! <data_dir>/producer_ids                  see producer_ids.rs
 //! <data_dir>/dynamic-defaults.toml         [cluster] / [broker]: dynamic broker defaults by
 //!                                          Kafka broker setting name (strings)
+//! <data_dir>/clean-shutdown                the broker-wide clean-shutdown record (below)
 //! <data_dir>/topics/<topic>/topic.toml     partitions = N, [config] overrides (strings)
 //! <data_dir>/topics/<topic>/<partition>/   one PartitionLog directory per partition (0..N)
 //! ```
@@ -14,6 +15,28 @@
 //! when partitions are added, so it is the commit point: at start a topic directory without it is
 //! a create or delete that did not finish and is removed, as are partition directories numbered
 //! at or above the committed count.
+//!
+//! ## `clean-shutdown`: the broker-wide clean-shutdown record (20 bytes)
+//! ```text
+//! 0..4    magic "WLBC"
+//! 4..8    version, u32 big-endian = 1
+//! 8..16   number of partition logs closed by that shutdown, u64 big-endian (informational)
+//! 16..20  CRC-32C (Castagnoli) of bytes 0..16, u32 big-endian
+//! ```
+//! Any other content (missing, short, long, wrong magic, version or CRC) means "not clean".
+//! The record vouches for every partition log's own `clean-shutdown` marker
+//! (`waterline_log::CleanMarker::Vouched`): without it, every log is recovered at start.
+//!
+//! *Invariant:* the record is present on disk only while no log has been written since every
+//! log was closed and flushed. Order at shutdown ([`Topics::close_all`]): each written log's
+//! last index entries and snapshot, `syncfs`; each log's marker (tmp + rename), `syncfs`;
+//! then, only if every log closed without error, the record: `clean-shutdown.tmp` written
+//! and fsynced, renamed over `clean-shutdown`, directory fsynced. Order at start
+//! ([`Topics::load`]): the record is read, then removed and the data directory fsynced,
+//! *before* any log is opened (opening may write: recovery), so the first write to a log
+//! needs no fsync of its own and a kill -9 at any later point finds no record. A crash while
+//! writing the record leaves a torn or absent record (not clean: full recovery, never a log
+//! wrongly trusted).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,12 +45,91 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use waterline_log::{CleanupPolicy, LogConfig, PartitionLog, Storage};
+use waterline_log::{CleanMarker, CleanupPolicy, LogConfig, PartitionLog, Storage};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config;
+
+/// Name of the broker-wide clean-shutdown record in the data directory (see the module doc).
+const CLEAN_RECORD: &str = "clean-shutdown";
+/// Magic of the clean-shutdown record.
+const CLEAN_RECORD_MAGIC: &[u8; 4] = b"WLBC";
+/// Version of the clean-shutdown record.
+const CLEAN_RECORD_VERSION: u32 = 1;
+/// Size of the clean-shutdown record.
+const CLEAN_RECORD_LEN: usize = 20;
+
+/// The clean-shutdown record for `logs` closed logs (layout in the module doc).
+fn encode_clean_record(logs: u64) -> [u8; CLEAN_RECORD_LEN] {
+    let mut b = [0u8; CLEAN_RECORD_LEN];
+    b[..4].copy_from_slice(CLEAN_RECORD_MAGIC);
+    b[4..8].copy_from_slice(&CLEAN_RECORD_VERSION.to_be_bytes());
+    b[8..16].copy_from_slice(&logs.to_be_bytes());
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The number of logs of a valid clean-shutdown record; `None` for anything else.
+fn decode_clean_record(b: &[u8]) -> Option<u64> {
+    if b.len() != CLEAN_RECORD_LEN
+        || &b[..4] != CLEAN_RECORD_MAGIC
+        || b[4..8] != CLEAN_RECORD_VERSION.to_be_bytes()
+        || b[16..] != crc32c::crc32c(&b[..16]).to_be_bytes()
+    {
+        return None;
+    }
+    Some(u64::from_be_bytes(b[8..16].try_into().ok()?))
+}
+
+/// Reads the clean-shutdown record and removes it durably (unlink, then fsync of the data
+/// directory) before returning, so nothing written afterwards can be vouched for by it.
+/// True if it was present and valid. Must run before any partition log is opened.
+fn take_clean_record(storage: &dyn Storage, data_dir: &Path) -> Result<bool, BrokerError> {
+    let path = data_dir.join(CLEAN_RECORD);
+    if !storage
+        .exists(&path)
+        .map_err(|e| BrokerError::io("reading", &path, e))?
+    {
+        return Ok(false);
+    }
+    let valid = (|| {
+        let f = storage.open(&path, false)?;
+        let len = f.len()?;
+        if len != CLEAN_RECORD_LEN as u64 {
+            return Ok(None);
+        }
+        let mut b = [0u8; CLEAN_RECORD_LEN];
+        f.read_at(&mut b, 0)?;
+        Ok::<_, std::io::Error>(decode_clean_record(&b))
+    })()
+    .map_err(|e| BrokerError::io("reading", &path, e))?;
+    storage
+        .remove_file(&path)
+        .map_err(|e| BrokerError::io("removing", &path, e))?;
+    storage
+        .sync_dir(data_dir)
+        .map_err(|e| BrokerError::io("syncing", data_dir, e))?;
+    if valid.is_none() {
+        tracing::warn!(path = %path.display(), "ignoring an invalid clean-shutdown record");
+    }
+    Ok(valid.is_some())
+}
+
+/// Writes the clean-shutdown record durably: tmp file, fsync, rename, directory fsync.
+fn write_clean_record(storage: &dyn Storage, data_dir: &Path, logs: u64) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{CLEAN_RECORD}.tmp"));
+    storage.create_dir_all(data_dir)?;
+    let f = storage.open(&tmp, true)?;
+    f.truncate(0)?;
+    f.append(&encode_clean_record(logs))?;
+    f.sync()?;
+    drop(f);
+    storage.rename(&tmp, &data_dir.join(CLEAN_RECORD))?;
+    storage.sync_dir(data_dir)
+}
 
 /// Name of a topic's metadata file.
 const TOPIC_META: &str = "topic.toml";
@@ -334,6 +436,9 @@ impl Topics {
         }
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("creating", &dir, e))?;
+        // Before any log is opened (see the module doc's invariant).
+        let record_valid = take_clean_record(&*storage, data_dir)?;
+        let marker = CleanMarker::Vouched { record_valid };
         let mut map = BTreeMap::new();
         let mut pending = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| BrokerError::io("listing", &dir, e))?;
@@ -378,7 +483,7 @@ impl Topics {
             .collect();
         let opened = parallel_map(&jobs, |(t, name, p)| {
             let (_, path, _, log_config) = &pending[*t];
-            open_partition(&storage, path, name, *p, log_config, now_ms)
+            open_partition(&storage, path, name, *p, log_config, now_ms, marker)
         });
         let mut opened = opened.into_iter();
         let (mut clean, mut recovered) = (0usize, 0usize);
@@ -497,7 +602,7 @@ impl Topics {
         std::fs::create_dir_all(&path).map_err(|e| BrokerError::io("creating", &path, e))?;
         let indexes: Vec<i32> = (0..partitions).collect();
         let parts = parallel_map(&indexes, |&p| {
-            open_partition(&self.storage, &path, &name, p, &log_config, now_ms)
+            open_partition(&self.storage, &path, &name, p, &log_config, now_ms, NEW_LOG)
         })
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
@@ -596,6 +701,7 @@ impl Topics {
                 p,
                 &topic.log_config,
                 now_ms,
+                NEW_LOG,
             )
         }) {
             parts.push(p?);
@@ -737,12 +843,29 @@ impl Topics {
     /// write each marker, flush. A log whose step fails, or every log if a flush fails, is
     /// left without a marker and recovered at the next start. Storages without a whole-storage
     /// flush close logs one by one. Each step runs on [`PARALLEL_LOG_IO`] threads.
+    ///
+    /// Then, only if every log closed without error, writes the broker-wide clean-shutdown
+    /// record (see the module doc) so that the next start trusts the logs' markers.
     pub fn close_all(&self) -> usize {
+        let (failed, closed) = self.close_logs();
+        if failed == 0 {
+            let data_dir = self.dir.parent().unwrap_or(&self.dir);
+            if let Err(e) = write_clean_record(&*self.storage, data_dir, closed as u64) {
+                tracing::error!(dir = %data_dir.display(), error = %e,
+                    "writing the clean-shutdown record failed; the logs will be recovered at the next start");
+            }
+        }
+        failed
+    }
+
+    /// The logs' part of [`Topics::close_all`]: (failed, closed before the call).
+    fn close_logs(&self) -> (usize, usize) {
         let logs: Vec<(Arc<Partition>, Mutex<Option<PartitionLog>>)> = self
             .all_partitions()
             .into_iter()
             .filter_map(|p| p.take_log().map(|l| (p, Mutex::new(Some(l)))))
             .collect();
+        let total = logs.len();
         let report = |p: &Partition, step: &str, e: &dyn std::fmt::Display| {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, step, "closing partition log");
         };
@@ -762,7 +885,7 @@ impl Topics {
             .map(|(l, _)| l)
             .collect();
         if logs.is_empty() {
-            return prepare_failed;
+            return (prepare_failed, total);
         }
         // From here, a log counts as failed until its marker is durable.
         let failed = prepare_failed + logs.len();
@@ -781,12 +904,12 @@ impl Topics {
                 })
                 .into_iter()
                 .sum();
-                return failed - closed;
+                return (failed - closed, total);
             }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e,
                     "flushing partition logs at shutdown failed; they will be recovered at the next start");
-                return failed;
+                return (failed, total);
             }
         }
         let finished: usize = parallel_map(&logs, |(p, log)| {
@@ -804,9 +927,9 @@ impl Topics {
         if let Err(e) = self.storage.sync_all(&self.dir) {
             tracing::error!(dir = %self.dir.display(), error = %e,
                 "flushing clean-shutdown markers failed; the logs will be recovered at the next start");
-            return failed;
+            return (failed, total);
         }
-        failed - finished
+        (failed - finished, total)
     }
 }
 
@@ -842,6 +965,11 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         .collect()
 }
 
+/// How logs created while the broker runs treat markers: the record was taken at start.
+const NEW_LOG: CleanMarker = CleanMarker::Vouched {
+    record_valid: false,
+};
+
 fn open_partition(
     storage: &Arc<dyn Storage>,
     topic_dir: &Path,
@@ -849,15 +977,14 @@ fn open_partition(
     index: i32,
     config: &LogConfig,
     now_ms: i64,
+    marker: CleanMarker,
 ) -> Result<Arc<Partition>, BrokerError> {
     let dir = topic_dir.join(index.to_string());
-    let log =
-        PartitionLog::open(storage.clone(), dir, config.clone(), now_ms).map_err(|source| {
-            BrokerError::Log {
-                topic: topic.to_string(),
-                partition: index,
-                source,
-            }
+    let log = PartitionLog::open_with(storage.clone(), dir, config.clone(), now_ms, marker)
+        .map_err(|source| BrokerError::Log {
+            topic: topic.to_string(),
+            partition: index,
+            source,
         })?;
     for r in log.recovery_repairs() {
         tracing::warn!(%topic, partition = index, path = %r.path.display(), position = r.position,
@@ -1059,6 +1186,52 @@ mod tests {
             dynamic.log_config(&BTreeMap::new()).unwrap().retention_ms,
             Some(3000)
         );
+    }
+
+    /// The broker-wide record vouches for the logs' markers at the start after a clean
+    /// shutdown only: it is gone once the broker has started, so a kill -9 at any later point
+    /// recovers every log, markers notwithstanding; a torn record is not clean.
+    #[test]
+    fn clean_shutdown_record_vouches_for_markers_until_the_next_start_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(waterline_log::FsStorage::new());
+        let defaults = TopicDefaults::from_config(&BrokerConfig::default());
+        let load = || Topics::load(storage.clone(), dir.path(), defaults.clone(), 0).unwrap();
+        let clean = |t: &Topics| {
+            t.get("t")
+                .unwrap()
+                .partitions
+                .iter()
+                .map(|p| p.with_log(|l| l.is_clean()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let record = dir.path().join(CLEAN_RECORD);
+        let topics = load();
+        topics.create("t", 3, BTreeMap::new(), false, 0).unwrap();
+        assert_eq!(topics.close_all(), 0);
+        let bytes = std::fs::read(&record).unwrap();
+        assert_eq!(decode_clean_record(&bytes), Some(3));
+
+        let topics = load();
+        assert!(!record.exists(), "taken before any log is opened");
+        assert_eq!(clean(&topics), vec![true; 3]);
+        drop(topics); // kill -9: no close
+
+        let topics = load();
+        assert!(dir.path().join("topics/t/0/clean-shutdown").exists());
+        assert_eq!(
+            clean(&topics),
+            vec![false; 3],
+            "stale markers are not trusted"
+        );
+        assert_eq!(topics.close_all(), 0);
+
+        std::fs::write(&record, &encode_clean_record(3)[..10]).unwrap();
+        let topics = load();
+        assert_eq!(clean(&topics), vec![false; 3], "a torn record is not clean");
+        assert!(!record.exists());
+        assert_eq!(topics.close_all(), 0);
+        assert_eq!(clean(&load()), vec![true; 3]);
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! | `enforce_retention`, `delete_records_before` | `{first kept base}.snapshot` (if segments go), `log-start-offset`, deletions | the snapshot, then `log-start-offset`, each via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
 //! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal if it changed anything | everything it changed and the directory; nothing when it changed nothing (every segment trusted) |
 //! | `open` of a new directory | the directory, the first segment's empty files | nothing: the directory (and its entry in the parent) is queued for the first sync point, so nothing written to the log is durable before its name is |
-//! | first write after a clean `open` (`append`, `append_marker`, retention, DeleteRecords, `install_cleaned`) | removes `clean-shutdown` | the directory, before the write |
+//! | first write after a clean `open` (`append`, `append_marker`, retention, DeleteRecords, `install_cleaned`) | with `CleanMarker::PerLog`: removes `clean-shutdown`; with `CleanMarker::Vouched`: nothing (the caller's record was removed durably before `open`) | PerLog: the directory, before the write; Vouched: nothing |
 //! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync; nothing at all when nothing was written since a clean `open` (the marker on disk is still true) |
 //! | `prepare_close`, then the caller's `Storage::sync_all`, `finish_close`, `sync_all` (closing many logs: the broker's shutdown) | the active segment's index entries and `{end}.snapshot`; after the first flush, `clean-shutdown` via tmp + rename | nothing per log: the first whole-storage flush (`syncfs`) covers every write of every log before any marker exists, the second makes the markers durable; a log whose file had a failed fsync when its cached handle was closed gets no marker |
 //! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`, and `.txnindex.cleaned` if the group has aborted transactions, per group | each cleaned file, then the directory |
@@ -39,11 +39,17 @@
 //!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
 //! (a retried fsync can report success for data the kernel already dropped). Reopening runs
-//! recovery.
+//! recovery. Running out of file descriptors does not poison: [`LogError::OutOfDescriptors`]
+//! is returned when a handle could not be opened, before anything was written or fsynced,
+//! and the appends, rolls, marker removals and sync points it can interrupt are repeatable.
 //!
 //! # Recovery
 //!
-//! `close` leaves a `clean-shutdown` marker. `open` leaves it in place while nothing is
+//! `close` leaves a `clean-shutdown` marker. Opened with [`CleanMarker::Vouched`], a log trusts
+//! its marker only if the caller's own clean-shutdown record was valid at start (the broker
+//! writes one after closing every log and removes it before opening any), and its first write
+//! leaves the now stale marker in place. With [`CleanMarker::PerLog`] ([`PartitionLog::open`]):
+//! `open` leaves it in place while nothing is
 //! written ([`PartitionLog::is_clean`]), and the first write removes it (and fsyncs the
 //! directory) before writing anything, so a log that is opened and closed without writes costs
 //! no fsync at either end and stays clean across a crash. With a valid marker, `open` trusts the segments: it loads the
@@ -257,9 +263,9 @@ pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, CleanError, LogError};
 pub use partition::{
-    AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
-    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair, SyncPoint, Throttle,
-    Unthrottled, keyless_records,
+    AppendOutcome, CleanMarker, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig,
+    InstallOutcome, OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair,
+    SyncPoint, Throttle, Unthrottled, keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
 pub use txn::{AbortedTxn, ControlType, ProducerInfo};

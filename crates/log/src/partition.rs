@@ -264,6 +264,8 @@ pub struct PartitionLog {
     /// nothing, so it leaves the marker until the first write ([`Self::begin_write`]) and a
     /// `close` before any write has nothing to do.
     clean_marker: bool,
+    /// Who vouches for the marker: whether the first write must remove it.
+    marker_mode: CleanMarker,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -312,7 +314,38 @@ struct Scan {
     truncated: bool,
 }
 
+/// Who vouches for a log's `clean-shutdown` marker (see the crate's Recovery section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanMarker {
+    /// The marker stands on its own ([`PartitionLog::open`]): a valid marker means a clean
+    /// stop, and the first write after `open` removes it and fsyncs the directory before
+    /// writing anything.
+    PerLog,
+    /// A caller-wide clean-shutdown record vouches for every marker (the broker's, written
+    /// only after all its logs were closed and flushed, and removed durably at start before
+    /// any log is opened). `record_valid`: the record was present, so a valid marker means a
+    /// clean stop; without it every marker is ignored (and not even read). The first write
+    /// leaves the marker in place, stale but no longer vouched for: no directory fsync in
+    /// the append path. The caller must not write a new record unless every log it opened
+    /// this way was closed successfully (a stale marker must never be vouched for again).
+    Vouched {
+        /// Whether the caller's clean-shutdown record was present and valid at start.
+        record_valid: bool,
+    },
+}
+
 impl PartitionLog {
+    /// Opens or creates the log in `dir` with a marker of its own ([`CleanMarker::PerLog`];
+    /// see [`PartitionLog::open_with`]).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        Self::open_with(storage, dir, config, now_ms, CleanMarker::PerLog)
+    }
+
     /// Opens or creates the log in `dir`. First finishes or rolls back an interrupted cleaner
     /// swap (`clean-swap`, see the crate's FORMAT section). After a clean stop (marker present
     /// and valid) it trusts segment files and indexes (indexes are still bounds-checked and
@@ -321,11 +354,12 @@ impl PartitionLog {
     /// records removed from batches in segments the cleaner may have rewritten), truncated at
     /// the first invalid batch (later segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
     /// snapshot at or below the first rescanned offset and rolled forward from batch headers.
-    pub fn open(
+    pub fn open_with(
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         config: LogConfig,
         now_ms: i64,
+        marker: CleanMarker,
     ) -> Result<Self, LogError> {
         let existed = storage.exists(&dir).map_err(io_err(&dir))?;
         storage.create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -354,7 +388,12 @@ impl PartitionLog {
             storage.remove_file(&p).map_err(io_err(&p))?;
             dir_changed = true;
         }
-        let clean_end = checkpoint(CLEAN_FILE, format::MAGIC_CLEAN)?;
+        let clean_end = match marker {
+            CleanMarker::Vouched {
+                record_valid: false,
+            } => None,
+            _ => checkpoint(CLEAN_FILE, format::MAGIC_CLEAN)?,
+        };
         let start_ckpt = checkpoint(LOG_START_FILE, format::MAGIC_LOG_START)?;
         let recovery_ckpt = checkpoint(RECOVERY_FILE, format::MAGIC_RECOVERY)?;
         let cleaner_ckpt = checkpoint(CLEANER_OFFSET_FILE, format::MAGIC_CLEANER)?;
@@ -408,6 +447,7 @@ impl PartitionLog {
             unstable: BTreeSet::new(),
             repairs: Vec::new(),
             clean_marker: false,
+            marker_mode: marker,
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -582,11 +622,12 @@ impl PartitionLog {
         }
         *log.shared.recovery_written.lock() = active_base;
         if clean_end.is_some() {
-            if changed {
-                log.remove_marker()?;
-            } else {
+            if !changed {
                 log.clean_marker = true;
+            } else if marker == CleanMarker::PerLog {
+                log.remove_marker()?;
             }
+            // Vouched and changed: the record that vouched for the marker is gone already.
         }
         Ok(log)
     }
@@ -629,6 +670,12 @@ impl PartitionLog {
     /// is retriable (the write is then refused and the removal repeated by the next one).
     fn begin_write(&mut self) -> Result<(), LogError> {
         if !self.clean_marker {
+            return Ok(());
+        }
+        if self.marker_mode != CleanMarker::PerLog {
+            // The caller's record, removed durably before this log was opened, was all that
+            // made the marker true: it is stale from here on and nothing needs removing.
+            self.clean_marker = false;
             return Ok(());
         }
         if let Err(e) = self.remove_marker() {

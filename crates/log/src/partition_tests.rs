@@ -863,3 +863,45 @@ fn out_of_descriptors_is_transient_and_does_not_poison() {
     let log = open(&s, small_config());
     assert_eq!(log.log_end_offset(), end);
 }
+
+/// Under a caller-wide record ([`CleanMarker::Vouched`]) the first write leaves the marker
+/// and fsyncs no directory; without the record the marker is ignored.
+#[test]
+fn vouched_marker_costs_the_first_write_nothing_and_needs_the_record() {
+    let s = MemStorage::new();
+    let vouched = |valid| {
+        PartitionLog::open_with(
+            Arc::new(s.clone()),
+            dir(),
+            small_config(),
+            NOW,
+            CleanMarker::Vouched {
+                record_valid: valid,
+            },
+        )
+        .unwrap()
+    };
+    let mut log = vouched(false);
+    log.append(&batch(1, NOW), NOW).unwrap();
+    log.close().unwrap();
+    let marker = dir().join("clean-shutdown");
+    assert!(s.exists(&marker).unwrap());
+
+    let mut log = vouched(true);
+    assert!(log.is_clean());
+    let (_, dir_syncs) = s.sync_counts();
+    log.append(&batch(1, NOW), NOW).unwrap();
+    assert_eq!(
+        s.sync_counts().1,
+        dir_syncs,
+        "no directory fsync in the append"
+    );
+    assert!(!log.is_clean());
+    assert!(s.exists(&marker).unwrap(), "stale, and left in place");
+    log.sync().unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    // The caller's record was removed at start: the stale marker is not trusted.
+    let log = vouched(false);
+    assert!(!log.is_clean());
+    assert_eq!(log.log_end_offset(), 2);
+}
