@@ -162,9 +162,17 @@ pub struct BrokerConfig {
     /// this node has instead of answering INVALID_REPLICATION_FACTOR as Kafka does. For test
     /// suites written for three-broker clusters (librdkafka's); off by default.
     pub accept_any_replication_factor: bool,
+    /// Most partition-log files (segments, indexes) open at once: files are opened on demand
+    /// through a cache of handles of this size, so the number of partitions is limited by
+    /// disk, not by the process's open-file limit. Unset: half the process's open-file limit
+    /// (`RLIMIT_NOFILE`, soft), leaving the other half for connections and the offset store.
+    pub max_open_files: Option<usize>,
     /// Consumer groups and committed offsets (`[groups]`).
     pub groups: crate::groups::GroupConfig,
 }
+
+/// Smallest default bound on open partition-log files (a segment has up to four files).
+pub const MIN_OPEN_FILES: usize = 32;
 
 /// Kafka's default `log.segment.bytes`.
 const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
@@ -217,6 +225,7 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             accept_any_replication_factor: false,
+            max_open_files: None,
             groups: crate::groups::GroupConfig::default(),
         }
     }
@@ -230,6 +239,18 @@ impl BrokerConfig {
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
             ..waterline_txn::TxnConfig::default()
         }
+    }
+
+    /// The bound on open partition-log files: `max_open_files`, else half the process's
+    /// open-file limit (at least [`MIN_OPEN_FILES`]).
+    pub fn effective_max_open_files(&self) -> usize {
+        self.max_open_files.unwrap_or_else(|| {
+            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft);
+            usize::try_from(soft / 2)
+                .unwrap_or(usize::MAX)
+                .max(MIN_OPEN_FILES)
+        })
     }
 
     /// Parses a TOML document (keys as the field names) over the defaults, then validates it.
@@ -288,6 +309,9 @@ impl BrokerConfig {
             return bad(
                 "transaction_max_timeout_ms and transactional_id_expiration_ms must be at least 1",
             );
+        }
+        if self.max_open_files.is_some_and(|n| n < 4) {
+            return bad("max_open_files must be at least 4");
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
             return bad("max_connections and max_connections_per_ip must be at least 1");
@@ -536,6 +560,7 @@ mod tests {
             "max_queued_request_bytes = 1000",
             "connections_max_idle_ms = 0",
             "max_connections = 0",
+            "max_open_files = 3",
             "listen = 5",
             "listeners = [\"TLS://h:1\"]",
             "listeners = [\"SSL://h:1\"]",

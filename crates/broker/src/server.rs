@@ -48,7 +48,9 @@ pub fn build_state(
     advertised_host: String,
     advertised_port: i32,
 ) -> Result<BrokerState, BrokerError> {
-    let storage: Arc<dyn waterline_log::Storage> = Arc::new(waterline_log::FsStorage::new());
+    let storage: Arc<dyn waterline_log::Storage> = Arc::new(
+        waterline_log::FsStorage::with_max_open_files(config.effective_max_open_files()),
+    );
     build_state_with_storage(config, storage, advertised_host, advertised_port)
 }
 

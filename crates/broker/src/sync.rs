@@ -115,7 +115,19 @@ fn run(shared: &Shared) {
         };
         if !batch.is_empty() {
             let started = std::time::Instant::now();
-            sync_round(&batch);
+            let retry = sync_round(&batch);
+            if !retry.is_empty() && !stop {
+                // Out of file descriptors: nothing was fsynced and the logs are not poisoned.
+                // Queue them again after a pause (descriptors are freed by closing sockets
+                // or cached handles, not by spinning); waiters keep waiting meanwhile.
+                std::thread::sleep(RETRY_PAUSE);
+                let mut q = shared.queue.lock();
+                for p in retry {
+                    if p.mark_dirty() {
+                        q.dirty.push(p);
+                    }
+                }
+            }
             shared
                 .fsync_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -127,8 +139,13 @@ fn run(shared: &Shared) {
     }
 }
 
+/// Pause before a sync that failed for lack of file descriptors is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 /// Makes every partition in `batch` durable up to what was appended when the round started.
-fn sync_round(batch: &[Arc<Partition>]) {
+/// Returns the partitions whose sync failed with a retriable error (out of descriptors).
+fn sync_round(batch: &[Arc<Partition>]) -> Vec<Arc<Partition>> {
+    let mut retry = Vec::new();
     let mut points = Vec::with_capacity(batch.len());
     for p in batch {
         p.dirty.store(false, std::sync::atomic::Ordering::Release);
@@ -149,6 +166,10 @@ fn sync_round(batch: &[Arc<Partition>]) {
                     p.publish_high_watermark(hw);
                 }
             }
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "sync deferred");
+                retry.push(p.clone());
+            }
             Err(e) => {
                 // The log poisons itself; waiters must not hang until their timeout.
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed");
@@ -156,6 +177,7 @@ fn sync_round(batch: &[Arc<Partition>]) {
             }
         }
     }
+    retry
 }
 
 /// Most fsyncs issued at once by one round.

@@ -7,6 +7,7 @@
 //! <data_dir>/producer_ids                  see producer_ids.rs
 //! <data_dir>/dynamic-defaults.toml         [cluster] / [broker]: dynamic broker defaults by
 //!                                          Kafka broker setting name (strings)
+//! <data_dir>/clean-shutdown                the broker-wide clean-shutdown record (below)
 //! <data_dir>/topics/<topic>/topic.toml     partitions = N, [config] overrides (strings)
 //! <data_dir>/topics/<topic>/<partition>/   one PartitionLog directory per partition (0..N)
 //! ```
@@ -14,6 +15,28 @@
 //! when partitions are added, so it is the commit point: at start a topic directory without it is
 //! a create or delete that did not finish and is removed, as are partition directories numbered
 //! at or above the committed count.
+//!
+//! ## `clean-shutdown`: the broker-wide clean-shutdown record (20 bytes)
+//! ```text
+//! 0..4    magic "WLBC"
+//! 4..8    version, u32 big-endian = 1
+//! 8..16   number of partition logs closed by that shutdown, u64 big-endian (informational)
+//! 16..20  CRC-32C (Castagnoli) of bytes 0..16, u32 big-endian
+//! ```
+//! Any other content (missing, short, long, wrong magic, version or CRC) means "not clean".
+//! The record vouches for every partition log's own `clean-shutdown` marker
+//! (`waterline_log::CleanMarker::Vouched`): without it, every log is recovered at start.
+//!
+//! *Invariant:* the record is present on disk only while no log has been written since every
+//! log was closed and flushed. Order at shutdown ([`Topics::close_all`]): each written log's
+//! last index entries and snapshot, `syncfs`; each log's marker (tmp + rename), `syncfs`;
+//! then, only if every log closed without error, the record: `clean-shutdown.tmp` written
+//! and fsynced, renamed over `clean-shutdown`, directory fsynced. Order at start
+//! ([`Topics::load`]): the record is read, then removed and the data directory fsynced,
+//! *before* any log is opened (opening may write: recovery), so the first write to a log
+//! needs no fsync of its own and a kill -9 at any later point finds no record. A crash while
+//! writing the record leaves a torn or absent record (not clean: full recovery, never a log
+//! wrongly trusted).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,12 +45,91 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use waterline_log::{CleanupPolicy, LogConfig, PartitionLog, Storage};
+use waterline_log::{CleanMarker, CleanupPolicy, LogConfig, PartitionLog, Storage};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config;
+
+/// Name of the broker-wide clean-shutdown record in the data directory (see the module doc).
+const CLEAN_RECORD: &str = "clean-shutdown";
+/// Magic of the clean-shutdown record.
+const CLEAN_RECORD_MAGIC: &[u8; 4] = b"WLBC";
+/// Version of the clean-shutdown record.
+const CLEAN_RECORD_VERSION: u32 = 1;
+/// Size of the clean-shutdown record.
+const CLEAN_RECORD_LEN: usize = 20;
+
+/// The clean-shutdown record for `logs` closed logs (layout in the module doc).
+fn encode_clean_record(logs: u64) -> [u8; CLEAN_RECORD_LEN] {
+    let mut b = [0u8; CLEAN_RECORD_LEN];
+    b[..4].copy_from_slice(CLEAN_RECORD_MAGIC);
+    b[4..8].copy_from_slice(&CLEAN_RECORD_VERSION.to_be_bytes());
+    b[8..16].copy_from_slice(&logs.to_be_bytes());
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The number of logs of a valid clean-shutdown record; `None` for anything else.
+fn decode_clean_record(b: &[u8]) -> Option<u64> {
+    if b.len() != CLEAN_RECORD_LEN
+        || &b[..4] != CLEAN_RECORD_MAGIC
+        || b[4..8] != CLEAN_RECORD_VERSION.to_be_bytes()
+        || b[16..] != crc32c::crc32c(&b[..16]).to_be_bytes()
+    {
+        return None;
+    }
+    Some(u64::from_be_bytes(b[8..16].try_into().ok()?))
+}
+
+/// Reads the clean-shutdown record and removes it durably (unlink, then fsync of the data
+/// directory) before returning, so nothing written afterwards can be vouched for by it.
+/// True if it was present and valid. Must run before any partition log is opened.
+fn take_clean_record(storage: &dyn Storage, data_dir: &Path) -> Result<bool, BrokerError> {
+    let path = data_dir.join(CLEAN_RECORD);
+    if !storage
+        .exists(&path)
+        .map_err(|e| BrokerError::io("reading", &path, e))?
+    {
+        return Ok(false);
+    }
+    let valid = (|| {
+        let f = storage.open(&path, false)?;
+        let len = f.len()?;
+        if len != CLEAN_RECORD_LEN as u64 {
+            return Ok(None);
+        }
+        let mut b = [0u8; CLEAN_RECORD_LEN];
+        f.read_at(&mut b, 0)?;
+        Ok::<_, std::io::Error>(decode_clean_record(&b))
+    })()
+    .map_err(|e| BrokerError::io("reading", &path, e))?;
+    storage
+        .remove_file(&path)
+        .map_err(|e| BrokerError::io("removing", &path, e))?;
+    storage
+        .sync_dir(data_dir)
+        .map_err(|e| BrokerError::io("syncing", data_dir, e))?;
+    if valid.is_none() {
+        tracing::warn!(path = %path.display(), "ignoring an invalid clean-shutdown record");
+    }
+    Ok(valid.is_some())
+}
+
+/// Writes the clean-shutdown record durably: tmp file, fsync, rename, directory fsync.
+fn write_clean_record(storage: &dyn Storage, data_dir: &Path, logs: u64) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{CLEAN_RECORD}.tmp"));
+    storage.create_dir_all(data_dir)?;
+    let f = storage.open(&tmp, true)?;
+    f.truncate(0)?;
+    f.append(&encode_clean_record(logs))?;
+    f.sync()?;
+    drop(f);
+    storage.rename(&tmp, &data_dir.join(CLEAN_RECORD))?;
+    storage.sync_dir(data_dir)
+}
 
 /// Name of a topic's metadata file.
 const TOPIC_META: &str = "topic.toml";
@@ -334,7 +436,11 @@ impl Topics {
         }
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("creating", &dir, e))?;
+        // Before any log is opened (see the module doc's invariant).
+        let record_valid = take_clean_record(&*storage, data_dir)?;
+        let marker = CleanMarker::Vouched { record_valid };
         let mut map = BTreeMap::new();
+        let mut pending = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| BrokerError::io("listing", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| BrokerError::io("listing", &dir, e))?;
@@ -362,19 +468,40 @@ impl Topics {
                 }
             })?;
             remove_uncommitted_partitions(&path, meta.partitions)?;
-            let name: Arc<str> = name.into();
+            pending.push((name, path, meta, log_config));
+        }
+        // Every partition of every topic is opened in parallel: a cleanly closed log costs a
+        // few small reads (no fsync, no handle kept), one that was not is recovered (scan,
+        // truncation, fsyncs), and those are what start-up waits for.
+        let jobs: Vec<(usize, Arc<str>, i32)> = pending
+            .iter()
+            .enumerate()
+            .flat_map(|(t, (name, _, meta, _))| {
+                let name: Arc<str> = name.as_str().into();
+                (0..meta.partitions).map(move |p| (t, name.clone(), p))
+            })
+            .collect();
+        let opened = parallel_map(&jobs, |(t, name, p)| {
+            let (_, path, _, log_config) = &pending[*t];
+            open_partition(&storage, path, name, *p, log_config, now_ms, marker)
+        });
+        let mut opened = opened.into_iter();
+        let (mut clean, mut recovered) = (0usize, 0usize);
+        for (name, _, meta, log_config) in pending {
             let mut partitions = Vec::with_capacity(meta.partitions as usize);
-            for p in 0..meta.partitions {
-                partitions.push(open_partition(
-                    &storage,
-                    &path,
-                    &name,
-                    p,
-                    &log_config,
-                    now_ms,
-                )?);
+            for _ in 0..meta.partitions {
+                let p = opened.next().ok_or_else(|| {
+                    BrokerError::Task("a partition of the start-up batch is missing".into())
+                })??;
+                if p.with_log(|l| l.is_clean()).unwrap_or(false) {
+                    clean += 1;
+                } else {
+                    recovered += 1;
+                }
+                partitions.push(p);
             }
-            tracing::info!(topic = %name, partitions = meta.partitions, "loaded topic");
+            tracing::debug!(topic = %name, partitions = meta.partitions, "loaded topic");
+            let name: Arc<str> = name.into();
             map.insert(
                 name.clone(),
                 Arc::new(Topic {
@@ -386,6 +513,13 @@ impl Topics {
                 }),
             );
         }
+        tracing::info!(
+            topics = map.len(),
+            partitions = clean + recovered,
+            clean,
+            recovered,
+            "loaded partition logs"
+        );
         Ok(Topics {
             dir,
             storage,
@@ -466,17 +600,12 @@ impl Topics {
             std::fs::remove_dir_all(&path).map_err(|e| BrokerError::io("removing", &path, e))?;
         }
         std::fs::create_dir_all(&path).map_err(|e| BrokerError::io("creating", &path, e))?;
-        let mut parts = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            parts.push(open_partition(
-                &self.storage,
-                &path,
-                &name,
-                p,
-                &log_config,
-                now_ms,
-            )?);
-        }
+        let indexes: Vec<i32> = (0..partitions).collect();
+        let parts = parallel_map(&indexes, |&p| {
+            open_partition(&self.storage, &path, &name, p, &log_config, now_ms, NEW_LOG)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
         write_meta(
             &path,
             &TopicMeta {
@@ -563,15 +692,19 @@ impl Topics {
         }
         let path = self.dir.join(name);
         let mut parts = topic.partitions.clone();
-        for p in current..total {
-            parts.push(open_partition(
+        let indexes: Vec<i32> = (current..total).collect();
+        for p in parallel_map(&indexes, |&p| {
+            open_partition(
                 &self.storage,
                 &path,
                 &topic.name,
                 p,
                 &topic.log_config,
                 now_ms,
-            )?);
+                NEW_LOG,
+            )
+        }) {
+            parts.push(p?);
         }
         write_meta(
             &path,
@@ -701,18 +834,141 @@ impl Topics {
         Ok(())
     }
 
-    /// Closes every partition log cleanly; returns how many failed (each is logged). Blocking.
+    /// Closes every partition log cleanly; returns how many failed (each is logged).
+    /// Blocking.
+    ///
+    /// A log not written since a clean open has nothing to do. The others are closed in three
+    /// steps with two flushes of the whole storage instead of several fsyncs per log (see
+    /// `PartitionLog::prepare_close`): write each log's last index entries and snapshot, flush,
+    /// write each marker, flush. A log whose step fails, or every log if a flush fails, is
+    /// left without a marker and recovered at the next start. Storages without a whole-storage
+    /// flush close logs one by one. Each step runs on [`PARALLEL_LOG_IO`] threads.
+    ///
+    /// Then, only if every log closed without error, writes the broker-wide clean-shutdown
+    /// record (see the module doc) so that the next start trusts the logs' markers.
     pub fn close_all(&self) -> usize {
-        let mut failed = 0;
-        for p in self.all_partitions() {
-            if let Err(e) = p.close() {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition log");
-                failed += 1;
+        let (failed, closed) = self.close_logs();
+        if failed == 0 {
+            let data_dir = self.dir.parent().unwrap_or(&self.dir);
+            if let Err(e) = write_clean_record(&*self.storage, data_dir, closed as u64) {
+                tracing::error!(dir = %data_dir.display(), error = %e,
+                    "writing the clean-shutdown record failed; the logs will be recovered at the next start");
             }
         }
         failed
     }
+
+    /// The logs' part of [`Topics::close_all`]: (failed, closed before the call).
+    fn close_logs(&self) -> (usize, usize) {
+        let logs: Vec<(Arc<Partition>, Mutex<Option<PartitionLog>>)> = self
+            .all_partitions()
+            .into_iter()
+            .filter_map(|p| p.take_log().map(|l| (p, Mutex::new(Some(l)))))
+            .collect();
+        let total = logs.len();
+        let report = |p: &Partition, step: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, step, "closing partition log");
+        };
+        // Ok(true): prepared; Ok(false): nothing to do; Err: failed (reported).
+        let prepared: Vec<Result<bool, ()>> = parallel_map(&logs, |(p, log)| {
+            let mut slot = log.lock();
+            let Some(l) = slot.as_mut() else {
+                return Ok(false);
+            };
+            l.prepare_close().map_err(|e| report(p, "prepare", &e))
+        });
+        let prepare_failed = prepared.iter().filter(|r| r.is_err()).count();
+        let logs: Vec<_> = logs
+            .into_iter()
+            .zip(prepared)
+            .filter(|(_, r)| *r == Ok(true))
+            .map(|(l, _)| l)
+            .collect();
+        if logs.is_empty() {
+            return (prepare_failed, total);
+        }
+        // From here, a log counts as failed until its marker is durable.
+        let failed = prepare_failed + logs.len();
+        match self.storage.sync_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                let closed: usize = parallel_map(&logs, |(p, log)| {
+                    let Some(l) = log.lock().take() else { return 0 };
+                    match l.close() {
+                        Ok(()) => 1,
+                        Err(e) => {
+                            report(p, "close", &e);
+                            0
+                        }
+                    }
+                })
+                .into_iter()
+                .sum();
+                return (failed - closed, total);
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e,
+                    "flushing partition logs at shutdown failed; they will be recovered at the next start");
+                return (failed, total);
+            }
+        }
+        let finished: usize = parallel_map(&logs, |(p, log)| {
+            let Some(l) = log.lock().take() else { return 0 };
+            match l.finish_close() {
+                Ok(()) => 1,
+                Err(e) => {
+                    report(p, "marker", &e);
+                    0
+                }
+            }
+        })
+        .into_iter()
+        .sum();
+        if let Err(e) = self.storage.sync_all(&self.dir) {
+            tracing::error!(dir = %self.dir.display(), error = %e,
+                "flushing clean-shutdown markers failed; the logs will be recovered at the next start");
+            return (failed, total);
+        }
+        (failed - finished, total)
+    }
 }
+
+/// Threads that open, recover or close partition logs at once. The work is mostly waiting
+/// for the disk (fsyncs, small reads), so more threads than cores keep it busy.
+const PARALLEL_LOG_IO: usize = 16;
+
+/// Runs `f` on every item, on up to [`PARALLEL_LOG_IO`] threads; results in input order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..items.len().min(PARALLEL_LOG_IO) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else {
+                        return;
+                    };
+                    *results[i].lock() = Some(f(item));
+                }
+            });
+        }
+    });
+    // Every index below items.len() was taken by exactly one worker, which stored its result
+    // before taking the next; the scope joined them all.
+    results
+        .into_iter()
+        .map(|r| r.into_inner().expect("every item was processed"))
+        .collect()
+}
+
+/// How logs created while the broker runs treat markers: the record was taken at start.
+const NEW_LOG: CleanMarker = CleanMarker::Vouched {
+    record_valid: false,
+};
 
 fn open_partition(
     storage: &Arc<dyn Storage>,
@@ -721,15 +977,14 @@ fn open_partition(
     index: i32,
     config: &LogConfig,
     now_ms: i64,
+    marker: CleanMarker,
 ) -> Result<Arc<Partition>, BrokerError> {
     let dir = topic_dir.join(index.to_string());
-    let log =
-        PartitionLog::open(storage.clone(), dir, config.clone(), now_ms).map_err(|source| {
-            BrokerError::Log {
-                topic: topic.to_string(),
-                partition: index,
-                source,
-            }
+    let log = PartitionLog::open_with(storage.clone(), dir, config.clone(), now_ms, marker)
+        .map_err(|source| BrokerError::Log {
+            topic: topic.to_string(),
+            partition: index,
+            source,
         })?;
     for r in log.recovery_repairs() {
         tracing::warn!(%topic, partition = index, path = %r.path.display(), position = r.position,
@@ -931,6 +1186,52 @@ mod tests {
             dynamic.log_config(&BTreeMap::new()).unwrap().retention_ms,
             Some(3000)
         );
+    }
+
+    /// The broker-wide record vouches for the logs' markers at the start after a clean
+    /// shutdown only: it is gone once the broker has started, so a kill -9 at any later point
+    /// recovers every log, markers notwithstanding; a torn record is not clean.
+    #[test]
+    fn clean_shutdown_record_vouches_for_markers_until_the_next_start_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(waterline_log::FsStorage::new());
+        let defaults = TopicDefaults::from_config(&BrokerConfig::default());
+        let load = || Topics::load(storage.clone(), dir.path(), defaults.clone(), 0).unwrap();
+        let clean = |t: &Topics| {
+            t.get("t")
+                .unwrap()
+                .partitions
+                .iter()
+                .map(|p| p.with_log(|l| l.is_clean()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let record = dir.path().join(CLEAN_RECORD);
+        let topics = load();
+        topics.create("t", 3, BTreeMap::new(), false, 0).unwrap();
+        assert_eq!(topics.close_all(), 0);
+        let bytes = std::fs::read(&record).unwrap();
+        assert_eq!(decode_clean_record(&bytes), Some(3));
+
+        let topics = load();
+        assert!(!record.exists(), "taken before any log is opened");
+        assert_eq!(clean(&topics), vec![true; 3]);
+        drop(topics); // kill -9: no close
+
+        let topics = load();
+        assert!(dir.path().join("topics/t/0/clean-shutdown").exists());
+        assert_eq!(
+            clean(&topics),
+            vec![false; 3],
+            "stale markers are not trusted"
+        );
+        assert_eq!(topics.close_all(), 0);
+
+        std::fs::write(&record, &encode_clean_record(3)[..10]).unwrap();
+        let topics = load();
+        assert_eq!(clean(&topics), vec![false; 3], "a torn record is not clean");
+        assert!(!record.exists());
+        assert_eq!(topics.close_all(), 0);
+        assert_eq!(clean(&load()), vec![true; 3]);
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// Most connections at once from one IP address [default: unlimited]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     max_connections_per_ip: Option<usize>,
+    /// Most partition-log files open at once; others are opened on demand [default: half the
+    /// process's open-file limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(4..))]
+    max_open_files: Option<u64>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -227,6 +231,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_connections_per_ip {
             config.max_connections_per_ip = Some(v);
+        }
+        if let Some(v) = self.max_open_files {
+            config.max_open_files = Some(usize::try_from(v).unwrap_or(usize::MAX));
         }
         Ok(config)
     }
@@ -504,6 +511,11 @@ pub fn config_keys() -> Vec<ConfigKey> {
             "max_connections_per_ip",
             opt(d.max_connections_per_ip, "unlimited"),
             "most connections at once from one IP address",
+        ),
+        key(
+            "max_open_files",
+            opt(d.max_open_files, "half the open-file limit"),
+            "most partition-log files open at once",
         ),
         key(
             "cleaner_threads",

@@ -73,6 +73,17 @@ pub enum BatchError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
+    /// A file could not be opened because the process or the system is out of file
+    /// descriptors (EMFILE/ENFILE), even after the storage closed the handles it caches.
+    /// Nothing was read, written or fsynced: the log stays usable and the operation can be
+    /// retried (the broker answers KAFKA_STORAGE_ERROR, which clients retry).
+    #[error("out of file descriptors for {path}: {cause}")]
+    OutOfDescriptors {
+        /// File or directory that could not be opened.
+        path: PathBuf,
+        /// Underlying error (EMFILE or ENFILE).
+        cause: std::io::Error,
+    },
     /// An I/O operation on `path` failed.
     #[error("I/O error on {path}: {cause}")]
     Io {
@@ -145,11 +156,25 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// An I/O error on `path`; [`LogError::OutOfDescriptors`] if the storage could not open
+    /// a handle for lack of descriptors (see [`crate::storage::is_out_of_descriptors`]).
     pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        if crate::storage::is_out_of_descriptors(&cause) {
+            return LogError::OutOfDescriptors {
+                path: path.into(),
+                cause,
+            };
+        }
         LogError::Io {
             path: path.into(),
             cause,
         }
+    }
+
+    /// Whether the operation failed without changing anything and may succeed if retried
+    /// (today: [`LogError::OutOfDescriptors`]); such an error never poisons the log.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, LogError::OutOfDescriptors { .. })
     }
 }
 

@@ -23,19 +23,36 @@
 //! | roll (inside `append`) | the sealed segment's `.index`/`.timeindex` entries (with a final maximum-timestamp entry), `{next}.snapshot`, three new empty files | nothing; the sealed segment's files, the snapshot and the directory are queued for the next sync point |
 //! | `SyncPoint::fsync` | `recovery-point` (after a roll) | queued files (sealed segments' files, snapshots, any `.txnindex` written to), the active `.log`, the directory if files were created, then `recovery-point` via tmp + fsync + rename + directory fsync |
 //! | `enforce_retention`, `delete_records_before` | `{first kept base}.snapshot` (if segments go), `log-start-offset`, deletions | the snapshot, then `log-start-offset`, each via tmp + fsync + rename + directory fsync *before* deleting, then the directory |
-//! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal | everything it changed, the directory, the parent directory if the log directory was new |
-//! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync |
+//! | `open` | recovery truncation and index rebuilds, `recovery-point`, marker removal if it changed anything | everything it changed and the directory; nothing when it changed nothing (every segment trusted) |
+//! | `open` of a new directory | the directory, the first segment's empty files | nothing: the directory (and its entry in the parent) is queued for the first sync point, so nothing written to the log is durable before its name is |
+//! | first write after a clean `open` (`append`, `append_marker`, retention, DeleteRecords, `install_cleaned`) | with `CleanMarker::PerLog`: removes `clean-shutdown`; with `CleanMarker::Vouched`: nothing (the caller's record was removed durably before `open`) | PerLog: the directory, before the write; Vouched: nothing |
+//! | `close` | the active segment's index entries, `{end}.snapshot`, `clean-shutdown` | everything, each small file via tmp + fsync + rename + directory fsync; nothing at all when nothing was written since a clean `open` (the marker on disk is still true) |
+//! | `prepare_close`, then the caller's `Storage::sync_all`, `finish_close`, `sync_all` (closing many logs: the broker's shutdown) | the active segment's index entries and `{end}.snapshot`; after the first flush, `clean-shutdown` via tmp + rename | nothing per log: the first whole-storage flush (`syncfs`) covers every write of every log before any marker exists, the second makes the markers durable; a log whose file had a failed fsync when its cached handle was closed gets no marker |
 //! | `CleanPlan::run` (no lock) | `{base}.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`, and `.txnindex.cleaned` if the group has aborted transactions, per group | each cleaned file, then the directory |
 //! | `install_cleaned` (lock) | `clean-swap`, removals, renames, `cleaner-offset`, `delete-horizon` | `clean-swap` via tmp + fsync + rename + directory fsync (the commit point), then removals and renames, the directory, `cleaner-offset` then `delete-horizon` via tmp + fsync + rename, removal of `clean-swap`, the directory |
 //!
+//! [`FsStorage`] opens files on demand through a bounded cache of handles (see its docs): a
+//! handle with unsynced writes is fsynced before it is closed, and a failure there sticks to
+//! the file, so the table above holds whatever the cache closes meanwhile. A `sync` of a file
+//! that existed when the log opened it fsyncs it even without new writes (recovery trusts
+//! bytes an earlier, killed process may have left unsynced in the page cache).
+//!
 //! A failed write or fsync poisons the log: every later write returns [`LogError::Poisoned`]
 //! (a retried fsync can report success for data the kernel already dropped). Reopening runs
-//! recovery.
+//! recovery. Running out of file descriptors does not poison: [`LogError::OutOfDescriptors`]
+//! is returned when a handle could not be opened, before anything was written or fsynced,
+//! and the appends, rolls, marker removals and sync points it can interrupt are repeatable.
 //!
 //! # Recovery
 //!
-//! `close` leaves a `clean-shutdown` marker; `open` removes it (and fsyncs the directory)
-//! before accepting writes. With a valid marker, `open` trusts the segments: it loads the
+//! `close` leaves a `clean-shutdown` marker. Opened with [`CleanMarker::Vouched`], a log trusts
+//! its marker only if the caller's own clean-shutdown record was valid at start (the broker
+//! writes one after closing every log and removes it before opening any), and its first write
+//! leaves the now stale marker in place. With [`CleanMarker::PerLog`] ([`PartitionLog::open`]):
+//! `open` leaves it in place while nothing is
+//! written ([`PartitionLog::is_clean`]), and the first write removes it (and fsyncs the
+//! directory) before writing anything, so a log that is opened and closed without writes costs
+//! no fsync at either end and stays clean across a crash. With a valid marker, `open` trusts the segments: it loads the
 //! indexes, bounds-checks them, and walks only the batch headers after the last offset index
 //! entry of each segment to confirm the segment ends where expected; a failing check rebuilds
 //! that segment by a full scan. Without it (unclean stop), segments whose base is below the
@@ -246,9 +263,9 @@ pub use batch::{BatchHeader, ProducedBatch, split_batches, split_produced};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, CleanError, LogError};
 pub use partition::{
-    AppendOutcome, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig, InstallOutcome,
-    OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair, SyncPoint, Throttle,
-    Unthrottled, keyless_records,
+    AppendOutcome, CleanMarker, CleanPlan, CleanReason, CleanResult, CleanStats, CleanerConfig,
+    InstallOutcome, OFFSET_MAP_SLOT_BYTES, OffsetMap, PartitionLog, RateThrottle, Repair,
+    SyncPoint, Throttle, Unthrottled, keyless_records,
 };
 pub use storage::{CrashMode, FsStorage, MemStorage, Storage, StorageFile};
 pub use txn::{AbortedTxn, ControlType, ProducerInfo};

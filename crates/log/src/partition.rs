@@ -76,12 +76,26 @@ struct Shared {
     recovery_written: Mutex<i64>,
     /// Set while a cleaning pass (plan or result) is alive.
     cleaning: Arc<AtomicBool>,
+    /// The log's directory was created by `open` and its entry in the parent directory is
+    /// not yet known durable: the first sync point fsyncs the parent too. Until then the log
+    /// holds nothing (an empty log recreated after a crash is the same log).
+    parent_unsynced: AtomicBool,
 }
 
 impl Shared {
     fn poison<T>(&self, e: LogError) -> Result<T, LogError> {
         self.poisoned.store(true, Ordering::SeqCst);
         Err(e)
+    }
+
+    /// Poisons the log unless `e` is retriable ([`LogError::is_retriable`]: a handle could not
+    /// be opened, so the failed step wrote and fsynced nothing). Only for steps that are safe
+    /// to repeat from the start: a retried sync point re-syncs everything it lists.
+    fn poison_unless_retriable<T>(&self, e: LogError) -> Result<T, LogError> {
+        if e.is_retriable() {
+            return Err(e);
+        }
+        self.poison(e)
     }
 }
 
@@ -113,7 +127,9 @@ impl std::fmt::Debug for SyncPoint {
 
 impl SyncPoint {
     /// Fsyncs the files, then the directory, then records the recovery point. Safe to call
-    /// outside the partition lock, concurrently with appends. A failure poisons the log.
+    /// outside the partition lock, concurrently with appends. A failure poisons the log,
+    /// except a retriable one (out of file descriptors: no fsync was attempted); the point is
+    /// then not done, and a later point lists the same files again.
     pub fn fsync(&self) -> Result<(), LogError> {
         let sh = &self.shared;
         if sh.poisoned.load(Ordering::SeqCst) {
@@ -121,20 +137,30 @@ impl SyncPoint {
         }
         for f in &self.files {
             if let Err(e) = f.sync() {
-                return sh.poison(LogError::io(&sh.dir, e));
+                return sh.poison_unless_retriable(LogError::io(&sh.dir, e));
             }
         }
-        if self.sync_dir
-            && let Err(e) = sh.storage.sync_dir(&sh.dir)
-        {
-            return sh.poison(LogError::io(&sh.dir, e));
+        if self.sync_dir {
+            // A new log's directory entry first, then its contents.
+            if sh.parent_unsynced.load(Ordering::SeqCst)
+                && let Some(parent) = sh.dir.parent().filter(|p| !p.as_os_str().is_empty())
+            {
+                if let Err(e) = sh.storage.sync_dir(parent) {
+                    return sh.poison_unless_retriable(LogError::io(parent, e));
+                }
+                sh.parent_unsynced.store(false, Ordering::SeqCst);
+            }
+            if let Err(e) = sh.storage.sync_dir(&sh.dir) {
+                return sh.poison_unless_retriable(LogError::io(&sh.dir, e));
+            }
         }
         if let Some(rp) = self.recovery_point {
             let mut written = sh.recovery_written.lock();
             if rp > *written {
                 let bytes = format::encode_checkpoint(format::MAGIC_RECOVERY, rp);
+                // write_atomic is repeatable (tmp file, fsync, rename, directory fsync).
                 if let Err(e) = write_atomic(&*sh.storage, &sh.dir, RECOVERY_FILE, &bytes) {
-                    return sh.poison(e);
+                    return sh.poison_unless_retriable(e);
                 }
                 *written = rp;
             }
@@ -234,6 +260,12 @@ pub struct PartitionLog {
     unstable: BTreeSet<(i64, i64)>,
     /// What `open` repaired.
     repairs: Vec<Repair>,
+    /// The `clean-shutdown` marker is still on disk: `open` found the log clean and changed
+    /// nothing, so it leaves the marker until the first write ([`Self::begin_write`]) and a
+    /// `close` before any write has nothing to do.
+    clean_marker: bool,
+    /// Who vouches for the marker: whether the first write must remove it.
+    marker_mode: CleanMarker,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -282,7 +314,38 @@ struct Scan {
     truncated: bool,
 }
 
+/// Who vouches for a log's `clean-shutdown` marker (see the crate's Recovery section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanMarker {
+    /// The marker stands on its own ([`PartitionLog::open`]): a valid marker means a clean
+    /// stop, and the first write after `open` removes it and fsyncs the directory before
+    /// writing anything.
+    PerLog,
+    /// A caller-wide clean-shutdown record vouches for every marker (the broker's, written
+    /// only after all its logs were closed and flushed, and removed durably at start before
+    /// any log is opened). `record_valid`: the record was present, so a valid marker means a
+    /// clean stop; without it every marker is ignored (and not even read). The first write
+    /// leaves the marker in place, stale but no longer vouched for: no directory fsync in
+    /// the append path. The caller must not write a new record unless every log it opened
+    /// this way was closed successfully (a stale marker must never be vouched for again).
+    Vouched {
+        /// Whether the caller's clean-shutdown record was present and valid at start.
+        record_valid: bool,
+    },
+}
+
 impl PartitionLog {
+    /// Opens or creates the log in `dir` with a marker of its own ([`CleanMarker::PerLog`];
+    /// see [`PartitionLog::open_with`]).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        Self::open_with(storage, dir, config, now_ms, CleanMarker::PerLog)
+    }
+
     /// Opens or creates the log in `dir`. First finishes or rolls back an interrupted cleaner
     /// swap (`clean-swap`, see the crate's FORMAT section). After a clean stop (marker present
     /// and valid) it trusts segment files and indexes (indexes are still bounds-checked and
@@ -291,37 +354,50 @@ impl PartitionLog {
     /// records removed from batches in segments the cleaner may have rewritten), truncated at
     /// the first invalid batch (later segments are deleted) and its indexes rebuilt. Producer state is loaded from the newest
     /// snapshot at or below the first rescanned offset and rolled forward from batch headers.
-    pub fn open(
+    pub fn open_with(
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         config: LogConfig,
         now_ms: i64,
+        marker: CleanMarker,
     ) -> Result<Self, LogError> {
         let existed = storage.exists(&dir).map_err(io_err(&dir))?;
         storage.create_dir_all(&dir).map_err(io_err(&dir))?;
-        if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent).map_err(io_err(parent))?;
-        }
-        let swap_completed = finish_swap(&*storage, &dir)?;
+        // One listing serves the whole open unless an interrupted cleaner swap changes the
+        // directory first (start-up opens every partition: each syscall saved counts).
         let mut names = storage.list_dir(&dir).map_err(io_err(&dir))?;
+        let swap_pending = names
+            .iter()
+            .any(|n| n == SWAP_FILE || n.ends_with(CLEANED_SUFFIX));
+        let swap_completed = swap_pending && finish_swap(&*storage, &dir)?;
+        if swap_pending {
+            names = storage.list_dir(&dir).map_err(io_err(&dir))?;
+        }
         names.sort();
+        // A checkpoint absent from the listing is not read (saves a lookup per file).
+        let checkpoint = |name: &str, magic: &[u8; 4]| -> Result<Option<i64>, LogError> {
+            if names.binary_search_by(|n| n.as_str().cmp(name)).is_err() {
+                return Ok(None);
+            }
+            Ok(read_small(&*storage, &dir.join(name), 64)?
+                .and_then(|b| format::decode_checkpoint(magic, &b)))
+        };
         let mut dir_changed = false;
         for n in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
             let p = dir.join(n);
             storage.remove_file(&p).map_err(io_err(&p))?;
             dir_changed = true;
         }
-        let clean_path = dir.join(CLEAN_FILE);
-        let clean_end = read_small(&*storage, &clean_path, 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEAN, &b));
-        let start_ckpt = read_small(&*storage, &dir.join(LOG_START_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_LOG_START, &b));
-        let recovery_ckpt = read_small(&*storage, &dir.join(RECOVERY_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_RECOVERY, &b));
-        let cleaner_ckpt = read_small(&*storage, &dir.join(CLEANER_OFFSET_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_CLEANER, &b));
-        let horizon_ckpt = read_small(&*storage, &dir.join(HORIZON_FILE), 64)?
-            .and_then(|b| format::decode_checkpoint(format::MAGIC_HORIZON, &b));
+        let clean_end = match marker {
+            CleanMarker::Vouched {
+                record_valid: false,
+            } => None,
+            _ => checkpoint(CLEAN_FILE, format::MAGIC_CLEAN)?,
+        };
+        let start_ckpt = checkpoint(LOG_START_FILE, format::MAGIC_LOG_START)?;
+        let recovery_ckpt = checkpoint(RECOVERY_FILE, format::MAGIC_RECOVERY)?;
+        let cleaner_ckpt = checkpoint(CLEANER_OFFSET_FILE, format::MAGIC_CLEANER)?;
+        let horizon_ckpt = checkpoint(HORIZON_FILE, format::MAGIC_HORIZON)?;
 
         let bases: Vec<i64> = names
             .iter()
@@ -350,6 +426,7 @@ impl PartitionLog {
             poisoned: AtomicBool::new(false),
             recovery_written: Mutex::new(recovery_ckpt.unwrap_or(i64::MIN)),
             cleaning: Arc::new(AtomicBool::new(false)),
+            parent_unsynced: AtomicBool::new(!existed),
         });
         let mut log = PartitionLog {
             shared,
@@ -369,6 +446,8 @@ impl PartitionLog {
             next_horizon: None,
             unstable: BTreeSet::new(),
             repairs: Vec::new(),
+            clean_marker: false,
+            marker_mode: marker,
         };
 
         // Segments entirely below the checkpointed log start were being deleted by retention.
@@ -386,9 +465,17 @@ impl PartitionLog {
             log.log_start = base;
             log.log_end = base;
             log.high_watermark = base;
-            log.sync_dir()?;
             if clean_end.is_some() {
                 log.remove_marker()?;
+            }
+            if existed {
+                log.sync_dir()?;
+            } else {
+                // A new log holds nothing yet: its directory (and its entry in the parent) is
+                // fsynced by the first sync point, before anything written to it is durable.
+                // Creating many partitions then costs no fsync each.
+                log.generation += 1;
+                log.dir_dirty = Some(log.generation);
             }
             return Ok(log);
         }
@@ -519,9 +606,14 @@ impl PartitionLog {
 
         // Make recovery's changes durable before anything new is accepted; everything below
         // the active segment is now validated and durable, so it becomes the recovery point.
-        let point = log.sync_point_inner(dir_changed || truncated);
-        point.fsync()?;
-        log.complete_sync(&point);
+        // A log that recovery did not touch (every segment trusted: cleanly closed, or sealed
+        // below the recovery point, so fsynced before that was written) has nothing to sync.
+        let changed = dir_changed || truncated || !log.pending.is_empty();
+        if changed {
+            let point = log.sync_point_inner(true);
+            point.fsync()?;
+            log.complete_sync(&point);
+        }
         log.high_watermark = log.log_end;
         let active_base = log.active().base;
         if recovery_ckpt != Some(active_base) {
@@ -530,7 +622,12 @@ impl PartitionLog {
         }
         *log.shared.recovery_written.lock() = active_base;
         if clean_end.is_some() {
-            log.remove_marker()?;
+            if !changed {
+                log.clean_marker = true;
+            } else if marker == CleanMarker::PerLog {
+                log.remove_marker()?;
+            }
+            // Vouched and changed: the record that vouched for the marker is gone already.
         }
         Ok(log)
     }
@@ -555,10 +652,43 @@ impl PartitionLog {
         self.dir().join(format::file_name(base, suffix))
     }
 
+    /// Removes the marker and fsyncs the directory. Repeatable: a marker already removed by
+    /// an earlier attempt whose directory fsync failed for lack of descriptors is fine.
     fn remove_marker(&self) -> Result<(), LogError> {
         let p = self.dir().join(CLEAN_FILE);
-        self.storage().remove_file(&p).map_err(io_err(&p))?;
+        match self.storage().remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(&p, e)),
+        }
         self.sync_dir()
+    }
+
+    /// Called before anything is written to the log after `open`: removes the
+    /// `clean-shutdown` marker left in place by `open` (and fsyncs the directory), so that a
+    /// crash after this write leads to a full recovery. A failure poisons the log unless it
+    /// is retriable (the write is then refused and the removal repeated by the next one).
+    fn begin_write(&mut self) -> Result<(), LogError> {
+        if !self.clean_marker {
+            return Ok(());
+        }
+        if self.marker_mode != CleanMarker::PerLog {
+            // The caller's record, removed durably before this log was opened, was all that
+            // made the marker true: it is stale from here on and nothing needs removing.
+            self.clean_marker = false;
+            return Ok(());
+        }
+        if let Err(e) = self.remove_marker() {
+            return self.shared.poison_unless_retriable(e);
+        }
+        self.clean_marker = false;
+        Ok(())
+    }
+
+    /// Whether the log is unchanged since a clean `open` (its `clean-shutdown` marker is
+    /// still valid; closing it has nothing to do).
+    pub fn is_clean(&self) -> bool {
+        self.clean_marker
     }
 
     fn sync_dir(&self) -> Result<(), LogError> {
@@ -605,6 +735,14 @@ impl PartitionLog {
             aborted: Vec::new(),
             txn_file: None,
         }
+    }
+
+    /// Opens an existing file of segment `base`.
+    fn reopen(&self, base: i64, suffix: &str) -> Result<Arc<dyn StorageFile>, LogError> {
+        let p = self.path(base, suffix);
+        Ok(Arc::from(
+            self.storage().open(&p, false).map_err(io_err(&p))?,
+        ))
     }
 
     fn create_segment(&self, base: i64) -> Result<Segment, LogError> {
@@ -1266,6 +1404,7 @@ impl PartitionLog {
             .filter(|l| *l < i64::MAX)
             .ok_or(LogError::OffsetOverflow(base))?;
         h.base_offset = base;
+        self.begin_write()?;
         self.maybe_roll(size as u64, last, now_ms)?;
 
         let mut buf = std::mem::take(&mut self.scratch);
@@ -1297,7 +1436,9 @@ impl PartitionLog {
         };
         self.scratch = buf;
         if let Err(e) = res {
-            return self.shared.poison(e);
+            // Out of descriptors: the segment's handle could not be opened, nothing was
+            // written and no state changed, so the append is refused alone.
+            return self.shared.poison_unless_retriable(e);
         }
         let done = self.producers.apply(&h, marker);
         self.log_end = last + 1;
@@ -1343,13 +1484,18 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end. Writes, never fsyncs:
     /// the sealed files, the new snapshot and the directory are queued for the next sync.
+    ///
+    /// A failure poisons the log unless it is retriable (a handle could not be opened): a
+    /// roll retried at the same log end completes an interrupted one, because each step is
+    /// repeatable there (index entries already written are not written again, the snapshot
+    /// and the new segment's files are truncated and rewritten, files queued twice are
+    /// fsynced twice).
     fn roll(&mut self) -> Result<(), LogError> {
         let new_base = self.log_end;
-        let res = self.roll_inner(new_base);
-        if res.is_err() {
-            self.shared.poisoned.store(true, Ordering::SeqCst);
+        match self.roll_inner(new_base) {
+            Err(e) => self.shared.poison_unless_retriable(e),
+            ok => ok,
         }
-        res
     }
 
     fn roll_inner(&mut self, new_base: i64) -> Result<(), LogError> {
@@ -1581,7 +1727,9 @@ impl PartitionLog {
         SyncPoint {
             end_offset: self.log_end,
             files,
-            sync_dir: force_dir || self.dir_dirty.is_some(),
+            sync_dir: force_dir
+                || self.dir_dirty.is_some()
+                || self.shared.parent_unsynced.load(Ordering::SeqCst),
             recovery_point: self.pending_recovery,
             generation: self.generation,
             shared: self.shared.clone(),
@@ -1710,6 +1858,7 @@ impl PartitionLog {
     /// Makes `new_start` the durable log start, then deletes the segments `drop` (all below
     /// it) and the producer snapshots no longer needed. Poisons the log on failure.
     fn advance_start(&mut self, new_start: i64, drop: &[i64]) -> Result<(), LogError> {
+        self.begin_write()?;
         // Recovery replays producer state from a snapshot, so one must be durable at the base
         // of the first segment that stays before the segments below it go (they would take
         // the open transactions and sequences they hold with them).
@@ -1772,6 +1921,11 @@ impl PartitionLog {
     }
 
     fn close_inner(&mut self) -> Result<(), LogError> {
+        if self.clean_marker {
+            // Nothing was written since a clean open: the marker, the snapshot at the end and
+            // the sealed indexes on disk are still those of the last clean close.
+            return Ok(());
+        }
         let base = self.active().base;
         let dir = self.shared.dir.clone();
         let seg = self.segments.get_mut(&base).expect("active segment exists");
@@ -1791,6 +1945,79 @@ impl PartitionLog {
         )?;
         let marker = format::encode_checkpoint(format::MAGIC_CLEAN, end);
         write_atomic(self.storage(), self.dir(), CLEAN_FILE, &marker)
+    }
+
+    /// First half of closing many logs with one flush (see [`Storage::sync_all`]): writes
+    /// what [`close`](Self::close) writes before its marker (the active segment's index
+    /// entries, the producer-state snapshot at the end), with no fsync. Returns false when
+    /// there is nothing to close (nothing written since a clean open: the marker on disk is
+    /// still true). Then the caller makes everything durable with `sync_all`, calls
+    /// [`finish_close`](Self::finish_close) on every log that returned true, and calls
+    /// `sync_all` again. *Invariant:* a marker is written only after a flush that covered
+    /// every write of its log, so a crash at any point leaves either no valid marker (the log
+    /// is recovered) or a true one. A failure poisons the log (no marker is ever written).
+    pub fn prepare_close(&mut self) -> Result<bool, LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        if self.clean_marker {
+            return Ok(false);
+        }
+        let res = (|| {
+            // The caller's flush cannot report an fsync the storage already made and saw
+            // fail (closing a cached handle): such a file must not get a marker.
+            let active = self.active();
+            let files = [&active.log, &active.index_file, &active.time_file];
+            for f in self.pending.iter().map(|(_, f)| f).chain(files) {
+                if let Some(e) = f.sync_error() {
+                    return Err(LogError::io(self.dir(), e));
+                }
+            }
+            let base = self.active().base;
+            let dir = self.shared.dir.clone();
+            let seg = self.segments.get_mut(&base).expect("active segment exists");
+            seal_time_index(seg, &dir)?;
+            let end = self.log_end;
+            let name = format::file_name(end, SNAPSHOT_SUFFIX);
+            let p = dir.join(&name);
+            // A torn snapshot does not decode and is ignored by `open`, and the marker that
+            // would make `open` look for it comes only after the flush: no tmp file needed.
+            let f = self.storage().open(&p, true).map_err(io_err(&p))?;
+            f.truncate(0).map_err(io_err(&p))?;
+            f.append(&format::encode_snapshot(end, &self.producers))
+                .map_err(io_err(&p))?;
+            self.snapshots.insert(end);
+            Ok(())
+        })();
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) => self.shared.poison(e),
+        }
+    }
+
+    /// Second half of a batched close, after a `sync_all` that followed
+    /// [`prepare_close`](Self::prepare_close): writes the `clean-shutdown` marker (tmp +
+    /// rename, no fsync; the caller's next `sync_all` makes it durable).
+    pub fn finish_close(self) -> Result<(), LogError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let tmp = self.dir().join(format!("{CLEAN_FILE}{TMP_SUFFIX}"));
+        let path = self.dir().join(CLEAN_FILE);
+        let res = (|| {
+            let f = self.storage().open(&tmp, true).map_err(io_err(&tmp))?;
+            f.truncate(0).map_err(io_err(&tmp))?;
+            f.append(&format::encode_checkpoint(
+                format::MAGIC_CLEAN,
+                self.log_end,
+            ))
+            .map_err(io_err(&tmp))?;
+            self.storage().rename(&tmp, &path).map_err(io_err(&path))
+        })();
+        if res.is_err() {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+        }
+        res
     }
 
     /// Deletes the partition's directory (DeleteTopics) and fsyncs its parent.
@@ -2060,6 +2287,7 @@ impl PartitionLog {
     }
 
     fn install_inner(&mut self, result: CleanResult) -> Result<InstallOutcome, LogError> {
+        self.begin_write()?;
         let CleanResult {
             groups,
             clean_end,
@@ -2120,11 +2348,19 @@ impl PartitionLog {
             }
         }
         self.sync_dir()?;
-        for g in valid {
+        for mut g in valid {
             // The cleaned segment's aborted transactions (the union of its sources', in marker
             // order) were written to `.txnindex.cleaned` by the pass, from the plan.
             for &(b, _) in &g.sources {
                 self.segments.remove(&b);
+            }
+            // The pass's handles name the `.cleaned` files, which are gone now: reopen the
+            // files under their final names (a storage may reopen a file by name).
+            g.seg.log = self.reopen(g.seg.base, LOG_SUFFIX)?;
+            g.seg.index_file = self.reopen(g.seg.base, INDEX_SUFFIX)?;
+            g.seg.time_file = self.reopen(g.seg.base, TIME_SUFFIX)?;
+            if g.seg.txn_file.is_some() {
+                g.seg.txn_file = Some(self.reopen(g.seg.base, TXN_SUFFIX)?);
             }
             outcome.bytes_after += g.seg.size;
             outcome.installed += 1;

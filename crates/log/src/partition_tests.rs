@@ -564,8 +564,10 @@ fn clean_restart_does_not_rescan_but_crash_restart_does() {
     let mut bytes = s.read_file(&p).unwrap();
     bytes[70] ^= 0xff;
     s.write_file(&p, &bytes);
-    let log = open(&s, small_config());
+    let mut log = open(&s, small_config());
     assert_eq!(log.log_end_offset(), 60, "clean start trusts the files");
+    // The first write removes the marker; then the process dies.
+    log.append(&batch(1, NOW), NOW).unwrap();
     assert!(!s.exists(&dir().join("clean-shutdown")).unwrap());
     drop(log);
     // Now an unclean start: the active segment is rescanned and truncated at the bad batch.
@@ -698,4 +700,208 @@ fn delete_records_moves_the_start_inside_a_segment_durably() {
     log.close().unwrap();
     let log = open(&s, cfg);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (36, 36));
+}
+
+#[test]
+fn clean_open_writes_nothing_until_the_first_write() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small_config());
+    for i in 0..20 {
+        log.append(&batch(3, NOW + i), NOW).unwrap();
+    }
+    log.close().unwrap();
+    let marker = dir().join("clean-shutdown");
+    // A clean open and a close without writes in between sync nothing and keep the marker.
+    let before = s.sync_counts();
+    let log = open(&s, small_config());
+    assert!(log.is_clean());
+    assert_eq!(
+        log.high_watermark(),
+        60,
+        "everything was durable at the clean close"
+    );
+    assert_eq!(
+        log.read(0, usize::MAX, 60).unwrap().len() as u64,
+        log.size_bytes()
+    );
+    log.close().unwrap();
+    assert_eq!(
+        s.sync_counts(),
+        before,
+        "no fsync at a clean open or an idle close"
+    );
+    assert!(s.exists(&marker).unwrap());
+    // A power loss now changes nothing: the marker is durable and still true.
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean());
+    // The first write removes the marker durably before writing; an acknowledged (synced)
+    // write survives a crash through a full recovery.
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(!log.is_clean());
+    assert!(!s.exists(&marker).unwrap());
+    log.sync().unwrap();
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+    let log = open(&s, small_config());
+    assert!(!log.is_clean(), "a recovered log is not clean");
+    assert_eq!(log.log_end_offset(), 62);
+    assert!(!s.exists(&marker).unwrap());
+    log.close().unwrap();
+    // Retention and DeleteRecords are writes too.
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean());
+    assert_eq!(log.delete_records_before(10).unwrap(), 10);
+    assert!(!log.is_clean() && !s.exists(&marker).unwrap());
+    log.close().unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    let log = open(&s, small_config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 62));
+}
+
+#[test]
+fn batched_close_marks_clean_only_after_a_flush() {
+    let s = MemStorage::new();
+    let marker = dir().join("clean-shutdown");
+    let mut log = open(&s, small_config());
+    for i in 0..10 {
+        log.append(&batch(3, NOW + i), NOW).unwrap();
+    }
+    // Not synced by the log: the flush of the whole storage makes it durable.
+    assert!(log.prepare_close().unwrap());
+    s.sync_all(&dir()).unwrap();
+    log.finish_close().unwrap();
+    // Crash before the second flush: the marker's rename is lost, the data is not.
+    s.crash(CrashMode::DropUnsynced);
+    assert!(!s.exists(&marker).unwrap());
+    let mut log = open(&s, small_config());
+    assert!(!log.is_clean());
+    assert_eq!(log.log_end_offset(), 30);
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    // Crash before the first flush: no marker, recovery keeps what was durable.
+    drop(log);
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(!log.is_clean());
+    assert_eq!(
+        log.log_end_offset(),
+        30,
+        "the unsynced append is gone, nothing else"
+    );
+    log.append(&batch(2, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    s.sync_all(&dir()).unwrap();
+    log.finish_close().unwrap();
+    s.sync_all(&dir()).unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    let mut log = open(&s, small_config());
+    assert!(log.is_clean(), "the whole batched close was durable");
+    assert_eq!(log.log_end_offset(), 32);
+    assert_eq!(
+        log.read(0, usize::MAX, 32).unwrap().len() as u64,
+        log.size_bytes()
+    );
+    // Nothing written since a clean open: nothing to close.
+    assert!(!log.prepare_close().unwrap());
+    // A failed flush leaves no marker: the caller never calls finish_close.
+    let mut log = open(&s, small_config());
+    log.append(&batch(1, NOW), NOW).unwrap();
+    assert!(log.prepare_close().unwrap());
+    s.fail_next_syncs(1);
+    assert!(s.sync_all(&dir()).is_err());
+    drop(log);
+    assert!(!s.exists(&marker).unwrap());
+}
+
+/// Running out of file descriptors (a handle the storage closed cannot be reopened: EMFILE)
+/// fails only the operation at hand: the log is not poisoned, and the same operation
+/// succeeds once descriptors are free again. Only failed writes and fsyncs of data stick.
+#[test]
+fn out_of_descriptors_is_transient_and_does_not_poison() {
+    let s = MemStorage::new();
+    let mut log = open(&s, small_config());
+    let first = batch(2, NOW);
+    log.append(&first, NOW).unwrap();
+    log.sync().unwrap();
+
+    // An append whose segment file cannot be opened: a retriable error, nothing written.
+    s.fail_next_handles(1);
+    let err = log.append(&batch(2, NOW), NOW).unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert!(matches!(err, LogError::OutOfDescriptors { .. }), "{err}");
+    assert_eq!(log.log_end_offset(), 2);
+    let second = batch(3, NOW);
+    assert_eq!(log.append(&second, NOW).unwrap().base_offset, 2);
+
+    // A sync whose file cannot be reopened: retriable, the next sync makes the data durable.
+    s.fail_next_handles(1);
+    let point = log.sync_point();
+    let err = point.fsync().unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    log.complete_sync(&point);
+    assert_eq!(log.high_watermark(), 2);
+    log.sync().unwrap();
+    assert_eq!(log.high_watermark(), 5);
+
+    // A read that cannot open its file fails alone; the next read returns the data.
+    s.fail_next_handles(1);
+    assert!(log.read(0, 1 << 20, 5).unwrap_err().is_retriable());
+    let mut want = stored(&first, 0);
+    want.extend_from_slice(&stored(&second, 2));
+    assert_eq!(&log.read(0, 1 << 20, 5).unwrap()[..], &want[..]);
+
+    // Rolling a segment (files created) retried after an EMFILE completes the roll.
+    for _ in 0..10 {
+        s.fail_next_handles(1);
+        let _ = log.append(&batch(4, NOW), NOW);
+        log.append(&batch(4, NOW), NOW).unwrap();
+    }
+    log.sync().unwrap();
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let log = open(&s, small_config());
+    assert_eq!(log.log_end_offset(), end);
+}
+
+/// Under a caller-wide record ([`CleanMarker::Vouched`]) the first write leaves the marker
+/// and fsyncs no directory; without the record the marker is ignored.
+#[test]
+fn vouched_marker_costs_the_first_write_nothing_and_needs_the_record() {
+    let s = MemStorage::new();
+    let vouched = |valid| {
+        PartitionLog::open_with(
+            Arc::new(s.clone()),
+            dir(),
+            small_config(),
+            NOW,
+            CleanMarker::Vouched {
+                record_valid: valid,
+            },
+        )
+        .unwrap()
+    };
+    let mut log = vouched(false);
+    log.append(&batch(1, NOW), NOW).unwrap();
+    log.close().unwrap();
+    let marker = dir().join("clean-shutdown");
+    assert!(s.exists(&marker).unwrap());
+
+    let mut log = vouched(true);
+    assert!(log.is_clean());
+    let (_, dir_syncs) = s.sync_counts();
+    log.append(&batch(1, NOW), NOW).unwrap();
+    assert_eq!(
+        s.sync_counts().1,
+        dir_syncs,
+        "no directory fsync in the append"
+    );
+    assert!(!log.is_clean());
+    assert!(s.exists(&marker).unwrap(), "stale, and left in place");
+    log.sync().unwrap();
+    s.crash(CrashMode::DropUnsynced);
+    // The caller's record was removed at start: the stale marker is not trusted.
+    let log = vouched(false);
+    assert!(!log.is_clean());
+    assert_eq!(log.log_end_offset(), 2);
 }

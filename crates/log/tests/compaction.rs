@@ -1311,3 +1311,29 @@ fn kill_during_recovery_of_a_committed_swap_keeps_the_aborted_transaction_index(
     }
     assert!(committed > 0, "no step left a committed manifest behind");
 }
+
+/// On the real disk with a handle cache of 2, every file is closed and reopened by name between
+/// uses: the cleaned segments, renamed over the originals by the install, must be read through
+/// their final names (the pass wrote them as `.cleaned`).
+#[test]
+fn cleaning_on_disk_with_a_tiny_handle_cache() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = Arc::new(waterline_log::FsStorage::with_max_open_files(2));
+    let dir = tmp.path().join("c-0");
+    let mut log = PartitionLog::open(storage.clone(), dir.clone(), config(), 0).expect("open");
+    fill(&mut log, 5, 8, 100, Compression::Lz4);
+    let want = latest(&records(&log));
+    assert!(clean(&mut log, 200, &CleanerConfig::default()));
+    // Churn the cache so the installed segments' handles are closed and reopened.
+    let other = storage.open(&tmp.path().join("x"), true).expect("x");
+    other.append(b"x").expect("x");
+    let third = storage.open(&tmp.path().join("y"), true).expect("y");
+    third.append(b"y").expect("y");
+    assert_eq!(latest(&records(&log)), want);
+    fill(&mut log, 5, 2, 300, Compression::None);
+    let want = latest(&records(&log));
+    log.close().expect("close");
+    let log = PartitionLog::open(storage.clone(), dir, config(), 0).expect("reopen");
+    assert_eq!(latest(&records(&log)), want);
+    assert!(storage.open_files() <= 2 + 1, "{}", storage.open_files());
+}
