@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run a single-node broker that speaks the Kafka wire protocol.
     #[command(after_long_help = serve::config_help())]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List, describe and delete consumer groups (kafka-consumer-groups parity, with time lag).
     Groups(GroupsArgs),
     /// Reset (also from a file or backup: reset --from-file), export and delete groups'
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Err(err) => return argument_error(err),
     };
     match cli.command {
-        Command::Serve(args) => match serve::run(args) {
+        Command::Serve(args) => match serve::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("waterline: error: {}", chain_text(&err));
