@@ -10,7 +10,9 @@
 # Each test number runs in its own test-runner process (`-L -p1`, never `-Q`) against one of
 # SHARDS brokers (default 2), each on its own temporary data dir and loopback port. Then the tests
 # marked `sasl` in tests.allow run, one at a time, against one more broker that only has a
-# SASL_PLAINTEXT listener (SCRAM-SHA-256, an admin user the broker creates at start). The last line
+# SASL_PLAINTEXT listener (SCRAM-SHA-256, an admin user the broker creates at start), and those
+# marked `acl` against a PLAINTEXT broker with authorization on and ACLs allowing everyone
+# everything (tests add their own DENY ACLs through kafka-path/bin/kafka-acls.sh). The last line
 # is `N passed, M failed, K skipped`; the exit status is non-zero if any test failed.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +24,7 @@ Options:
   --long           also run the tests marked `long` in tests.allow
   --tests LIST     run just these test numbers (comma or space separated), allow-listed or not
   --sasl-tests LIST  run these against the SASL broker (with --tests, or alone)
+  --acl-tests LIST   run these against the authorizing broker (with --tests, or alone)
   --all            run every test 0001-0153 the runner has (survey)
   --shards N       brokers/runners at a time (default 2)
   --logs DIR       where per-test logs and results.tsv go
@@ -36,6 +39,7 @@ EOF
 MODE=ci
 TESTS_ARG=""
 SASL_ARG=""
+ACL_ARG=""
 SHARDS=2
 LOGS=""
 while [ $# -gt 0 ]; do
@@ -45,6 +49,7 @@ while [ $# -gt 0 ]; do
   --tests) TESTS_ARG=${2:?--tests needs a list}; MODE=list; shift ;;
   --tests=*) TESTS_ARG=${1#--tests=}; MODE=list ;;
   --sasl-tests) SASL_ARG=${2:?--sasl-tests needs a list}; MODE=list; shift ;;
+  --acl-tests) ACL_ARG=${2:?--acl-tests needs a list}; MODE=list; shift ;;
   --shards) SHARDS=${2:?}; shift ;;
   --logs) LOGS=${2:?}; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -76,33 +81,39 @@ log "test runner ready in $(($(date +%s) - build_start)) s: $RUNNER_DIR/test-run
 
 # --- which tests ------------------------------------------------------------------------------
 ALLOW=$HERE/tests.allow
-allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long; no `sasl` lines
-  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF && $2 != "sasl" { if ($2 == "long" && mode != "long") next; print $1 }'
+allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long; no sasl/acl lines
+  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF && $2 != "sasl" && $2 != "acl" { if ($2 == "long" && mode != "long") next; print $1 }'
 }
-# Test numbers to run against the SASL broker (`NNNN sasl` lines).
-sasl_allowed() { sed 's/#.*//' "$ALLOW" | awk 'NF && $2 == "sasl" { print $1 }'; }
+# Test numbers to run against the broker of a kind (`NNNN sasl`, `NNNN acl` lines).
+tagged() { sed 's/#.*//' "$ALLOW" | awk -v tag="$1" 'NF && $2 == tag { print $1 }'; }
 SASL_TESTS=""
+ACL_TESTS=""
 case "$MODE" in
-ci | long) TESTS=$(allowed "$MODE"); SASL_TESTS=$(sasl_allowed) ;;
+ci | long) TESTS=$(allowed "$MODE"); SASL_TESTS=$(tagged sasl); ACL_TESTS=$(tagged acl) ;;
 list)
   TESTS=$(echo "$TESTS_ARG" | tr ', ' '\n\n' | sed '/^$/d')
-  SASL_TESTS=$(echo "$SASL_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
+  SASL_TESTS=$(echo "$SASL_ARG" | tr ', ' '\n\n' | sed '/^$/d')
+  ACL_TESTS=$(echo "$ACL_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
 all)
   TESTS=$(ls "$RUNNER_DIR" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u |
     awk '$1 >= "0001" && $1 <= "0153"') ;;
 esac
-for t in $TESTS $SASL_TESTS; do
+for t in $TESTS $SASL_TESTS $ACL_TESTS; do
   if ! [[ $t =~ ^[0-9]{4}$ ]]; then echo "run.sh: bad test number '$t'" >&2; exit 2; fi
 done
 TESTS=$(echo "$TESTS" | sed '/^$/d' | sort -u)
 SASL_TESTS=$(echo "$SASL_TESTS" | sed '/^$/d' | sort -u)
+ACL_TESTS=$(echo "$ACL_TESTS" | sed '/^$/d' | sort -u)
 NTESTS=$(echo "$TESTS" | grep -c . || true)
 NSASL=$(echo "$SASL_TESTS" | grep -c . || true)
-if [ "$NTESTS" = 0 ] && [ "$NSASL" = 0 ]; then echo "run.sh: no tests selected" >&2; exit 2; fi
+NACL=$(echo "$ACL_TESTS" | grep -c . || true)
+if [ "$NTESTS" = 0 ] && [ "$NSASL" = 0 ] && [ "$NACL" = 0 ]; then
+  echo "run.sh: no tests selected" >&2; exit 2
+fi
 
 # --- state, cleanup ---------------------------------------------------------------------------
 mkdir -p "$LOGS"
-rm -f "$LOGS"/[0-9][0-9][0-9][0-9].log "$LOGS"/[0-9][0-9][0-9][0-9]-sasl.log "$LOGS"/broker-*.log \
+rm -f "$LOGS"/[0-9][0-9][0-9][0-9].log "$LOGS"/[0-9][0-9][0-9][0-9]-*.log "$LOGS"/broker-*.log \
   "$LOGS/results.tsv"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/waterline-rdk.XXXXXX")
 # Brokers and test runners are started with setsid (this script's background jobs are not group
@@ -136,9 +147,14 @@ SASL_USER=rdktest
 SASL_PASSWORD=rdk-test-secret
 
 # start_broker SHARD: a fresh broker on its own data dir and loopback port; writes its test.conf.
-# SHARD `sasl` gets one SASL_PLAINTEXT listener instead of a PLAINTEXT one.
+# SHARD `sasl` gets one SASL_PLAINTEXT listener instead of a PLAINTEXT one; SHARD `acl` authorizes
+# every request (`--authorization true`) and starts with ACLs allowing everyone everything.
 start_broker() {
   local s=$1 gen dir blog addr pid listen=(--listen 127.0.0.1:0)
+  # The acl broker's SASL listener is only for adding the first ACLs as a super user; the
+  # tests use its PLAINTEXT listener, as User:ANONYMOUS.
+  [ "$s" = acl ] && listen=(--listener PLAINTEXT://127.0.0.1:0 --listener SASL_PLAINTEXT://127.0.0.1:0
+    --admin-user "$SASL_USER" --authorization true)
   # Sessions last 10 s there, so clients re-authenticate (KIP-368) during the longer tests too.
   [ "$s" = sasl ] && listen=(--listener SASL_PLAINTEXT://127.0.0.1:0 --admin-user "$SASL_USER"
     --connections-max-reauth-ms 10000)
@@ -177,6 +193,15 @@ sasl.mechanism=SCRAM-SHA-256
 sasl.username=$SASL_USER
 sasl.password=$SASL_PASSWORD
 EOF
+  fi
+  if [ "$s" = acl ]; then
+    printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=%s\nsasl.password=%s\n' \
+      "$SASL_USER" "$SASL_PASSWORD" >"$TMP/admin-$s.properties"
+    "$WATERLINE_BIN" acls add --command-config "$TMP/admin-$s.properties" \
+      --bootstrap-server "$(sed -n 's|^waterline: listener SASL_PLAINTEXT://||p' "$blog" | head -1)" \
+      --allow-principal 'User:*' \
+      --operation all --topic '*' --group '*' --cluster --transactional-id '*' >>"$blog" 2>&1 ||
+      { echo "run.sh: could not add the allow-all ACLs:" >&2; tail -5 "$blog" >&2; return 1; }
   fi
   echo "$addr" >"$TMP/broker-$s.addr"
 }
@@ -232,7 +257,7 @@ PY
 # row and the log are named NNNN-sasl.
 run_one() {
   local s=$1 t=$2 tlog start rc end dur res state reason name=$2
-  [ "$s" = sasl ] && name=$t-sasl
+  case "$s" in sasl | acl) name=$t-$s ;; esac
   tlog=$LOGS/$name.log
   start=$(date +%s.%N)
   set +e
@@ -240,8 +265,9 @@ run_one() {
     cd "$TMP/work-$s"
     # CI=true would make the runner add 2 to every timeout multiplier and change concurrency:
     # local runs and CI runs must behave the same.
+    # KAFKA_PATH: tests that run Kafka's kafka-acls.sh get ours (kafka-path/bin).
     exec env -u CI TESTS="$t" TEST_KAFKA_VERSION="$KAFKA_VERSION" \
-      RDKAFKA_TEST_CONF="$TMP/test-$s.conf" \
+      RDKAFKA_TEST_CONF="$TMP/test-$s.conf" KAFKA_PATH="$HERE/kafka-path" WATERLINE_BIN="$WATERLINE_BIN" \
       LD_LIBRARY_PATH="$RDK_SRC/src:$RDK_SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       setsid timeout -k 15 "$TEST_TIMEOUT" stdbuf -oL -eL "$RUNNER_DIR/test-runner" -L -p1
   ) >"$tlog" 2>&1 &
@@ -281,7 +307,7 @@ worker() {
   while t=$(next_test) && [ -n "$t" ]; do run_one "$s" "$t"; done
 }
 
-log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), then $NSASL on a SASL broker, broker version $KAFKA_VERSION; logs in $LOGS"
+log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), then $NSASL on a SASL broker and $NACL on an authorizing one, broker version $KAFKA_VERSION; logs in $LOGS"
 suite_start=$(date +%s)
 : >"$LOGS/results.tsv"
 # Tests run in $TMP/work-N (they leave stats files behind); some read ../src/ as seen from
@@ -306,11 +332,18 @@ if [ "$NSASL" != 0 ]; then
   log "broker sasl: $WATERLINE_BIN on SASL_PLAINTEXT://$(cat "$TMP/broker-sasl.addr") (SCRAM-SHA-256, user $SASL_USER)"
   for t in $SASL_TESTS; do run_one sasl "$t" || break; done
 fi
+if [ "$NACL" != 0 ]; then
+  mkdir -p "$TMP/work-acl"
+  start_broker acl
+  log "broker acl: $WATERLINE_BIN on $(cat "$TMP/broker-acl.addr") (authorization on, User:* allowed everything)"
+  for t in $ACL_TESTS; do run_one acl "$t" || break; done
+fi
 wall=$(($(date +%s) - suite_start))
 
 # --- summary ----------------------------------------------------------------------------------
 sort -o "$LOGS/results.tsv" "$LOGS/results.tsv"
-expected=$( (echo "$TESTS"; echo "$SASL_TESTS" | sed '/^$/d; s/$/-sasl/') | sed '/^$/d' | sort -u)
+expected=$( (echo "$TESTS"; echo "$SASL_TESTS" | sed '/^$/d; s/$/-sasl/'
+  echo "$ACL_TESTS" | sed '/^$/d; s/$/-acl/') | sed '/^$/d' | sort -u)
 missing=$(comm -23 <(echo "$expected") <(cut -f1 "$LOGS/results.tsv" | sort -u) || true)
 for t in $missing; do
   printf '%s\tFAILED\t0\t-\tnot run (worker stopped)\n' "$t" >>"$LOGS/results.tsv"

@@ -52,8 +52,9 @@ pub struct BindingArgs {
     /// describe-configs, alter-configs, idempotent-write; repeatable.
     #[arg(long, value_name = "OP", value_parser = parse_operation)]
     pub operation: Vec<i8>,
-    /// Client IP address the ACL applies to [default: * (any host)]
-    #[arg(long, value_name = "HOST")]
+    /// Client IP address the ACLs apply to [default: * (any host)]. kafka-acls' `--allow-host`
+    /// and `--deny-host` are accepted as its aliases (one host for every ACL of the command).
+    #[arg(long, value_name = "HOST", visible_aliases = ["allow-host", "deny-host"])]
     pub host: Option<String>,
 }
 
@@ -390,6 +391,10 @@ mod tests {
     fn argument_parsing() {
         assert_eq!(parse_operation("describe-configs"), Ok(10));
         assert_eq!(parse_operation("READ"), Ok(3));
+        // kafka-acls' spellings.
+        assert_eq!(parse_operation("All"), parse_operation("all"));
+        assert_eq!(parse_operation("IdempotentWrite"), Ok(12));
+        assert_eq!(parse_operation("DescribeConfigs"), Ok(10));
         assert!(
             parse_operation("fly")
                 .unwrap_err()

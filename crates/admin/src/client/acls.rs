@@ -51,12 +51,19 @@ pub fn name_of(table: &[(&'static str, i8)], code: i8) -> String {
         .unwrap_or_else(|| format!("UNKNOWN({code})"))
 }
 
-/// The code of `name` in `table`, case-insensitively, `-` read as `_`.
+/// The code of `name` in `table`, ignoring case, `-` and `_` (Kafka's tools write `IdempotentWrite`).
 pub fn code_of(table: &[(&'static str, i8)], name: &str) -> Option<i8> {
-    let name = name.replace('-', "_");
+    // `idempotent-write`, `IDEMPOTENT_WRITE` and kafka-acls' `IdempotentWrite` are one name.
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let name = squash(name);
     table
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        .find(|(n, _)| squash(n) == name)
         .map(|(_, c)| *c)
 }
 
