@@ -117,6 +117,8 @@ async fn consumes_and_commits_over_sasl_ssl() {
         listeners: vec!["SASL_SSL://127.0.0.1:0".into()],
         tls_cert: Some(dir.path().join("server.pem")),
         tls_key: Some(dir.path().join("server.key")),
+        // A SASL listener turns authorization on; this test is about the connection, not ACLs.
+        super_users: vec!["User:app".into()],
         ..Default::default()
     };
     config.groups.initial_rebalance_delay_ms = 0;

@@ -145,26 +145,27 @@ impl Shared {
                     }
                 }
                 *self.failed_plan.lock() = Some(plan.clone());
-                let error = match failure {
-                    TxnFailure::Fatal(e) => {
-                        let text = e.to_string();
-                        self.fail(e);
-                        text
-                    }
+                let (error, fatal) = match failure {
+                    TxnFailure::Fatal(e) => (e.to_string(), Some(e)),
                     TxnFailure::Aborted(reason) => {
                         let n = producer.aborts.fetch_add(1, Ordering::AcqRel) + 1;
-                        if n >= producer.max_aborts {
+                        let fatal = (n >= producer.max_aborts).then(|| {
                             producer.dead.store(true, Ordering::Release);
-                            self.fail(ConsumerError::TransactionAborted {
+                            ConsumerError::TransactionAborted {
                                 attempts: n,
                                 reason: reason.clone(),
-                            });
-                        }
-                        reason
+                            }
+                        });
+                        (reason, fatal)
                     }
                 };
                 tracing::warn!(%error, "commit transaction failed");
+                // The event first: an application that sees the fatal error from `recv` has
+                // already been told about every failed attempt.
                 self.emit(ConsumerEvent::CommitFailed { error });
+                if let Some(e) = fatal {
+                    self.fail(e);
+                }
             }
         }
         ok
