@@ -12,19 +12,23 @@
 # marked `sasl` in tests.allow run, one at a time, against one more broker that only has a
 # SASL_PLAINTEXT listener (SCRAM-SHA-256, an admin user the broker creates at start), and those
 # marked `acl` against a PLAINTEXT broker with authorization on and ACLs allowing everyone
-# everything (tests add their own DENY ACLs through kafka-path/bin/kafka-acls.sh). The last line
+# everything (tests add their own DENY ACLs through kafka-path/bin/kafka-acls.sh), and those marked
+# `ssl` against a broker with only an SSL listener that requires client certificates (mutual TLS;
+# certificates made with openssl into the run's temporary dir, the SSL_* variables of Kafka's
+# trivup harness point at them). The last line
 # is `N passed, M failed, K skipped`; the exit status is non-zero if any test failed.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
 
 Options:
   --long           also run the tests marked `long` in tests.allow
   --tests LIST     run just these test numbers (comma or space separated), allow-listed or not
   --sasl-tests LIST  run these against the SASL broker (with --tests, or alone)
   --acl-tests LIST   run these against the authorizing broker (with --tests, or alone)
+  --ssl-tests LIST   run these against the mutual-TLS broker (with --tests, or alone)
   --all            run every test 0001-0153 the runner has (survey)
   --shards N       brokers/runners at a time (default 2)
   --logs DIR       where per-test logs and results.tsv go
@@ -40,6 +44,7 @@ MODE=ci
 TESTS_ARG=""
 SASL_ARG=""
 ACL_ARG=""
+SSL_ARG=""
 SHARDS=2
 LOGS=""
 while [ $# -gt 0 ]; do
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
   --tests=*) TESTS_ARG=${1#--tests=}; MODE=list ;;
   --sasl-tests) SASL_ARG=${2:?--sasl-tests needs a list}; MODE=list; shift ;;
   --acl-tests) ACL_ARG=${2:?--acl-tests needs a list}; MODE=list; shift ;;
+  --ssl-tests) SSL_ARG=${2:?--ssl-tests needs a list}; MODE=list; shift ;;
   --shards) SHARDS=${2:?}; shift ;;
   --logs) LOGS=${2:?}; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -81,33 +87,38 @@ log "test runner ready in $(($(date +%s) - build_start)) s: $RUNNER_DIR/test-run
 
 # --- which tests ------------------------------------------------------------------------------
 ALLOW=$HERE/tests.allow
-allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long; no sasl/acl lines
-  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF && $2 != "sasl" && $2 != "acl" { if ($2 == "long" && mode != "long") next; print $1 }'
+allowed() { # $1 = ci|long: allow-listed test numbers, `long` ones only for long; no sasl/acl/ssl lines
+  sed 's/#.*//' "$ALLOW" | awk -v mode="$1" 'NF && $2 != "sasl" && $2 != "acl" && $2 != "ssl" { if ($2 == "long" && mode != "long") next; print $1 }'
 }
-# Test numbers to run against the broker of a kind (`NNNN sasl`, `NNNN acl` lines).
+# Test numbers to run against the broker of a kind (`NNNN sasl`, `NNNN acl`, `NNNN ssl` lines).
 tagged() { sed 's/#.*//' "$ALLOW" | awk -v tag="$1" 'NF && $2 == tag { print $1 }'; }
 SASL_TESTS=""
 ACL_TESTS=""
+SSL_TESTS=""
 case "$MODE" in
-ci | long) TESTS=$(allowed "$MODE"); SASL_TESTS=$(tagged sasl); ACL_TESTS=$(tagged acl) ;;
+ci | long) TESTS=$(allowed "$MODE"); SASL_TESTS=$(tagged sasl); ACL_TESTS=$(tagged acl)
+  SSL_TESTS=$(tagged ssl) ;;
 list)
   TESTS=$(echo "$TESTS_ARG" | tr ', ' '\n\n' | sed '/^$/d')
   SASL_TESTS=$(echo "$SASL_ARG" | tr ', ' '\n\n' | sed '/^$/d')
-  ACL_TESTS=$(echo "$ACL_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
+  ACL_TESTS=$(echo "$ACL_ARG" | tr ', ' '\n\n' | sed '/^$/d')
+  SSL_TESTS=$(echo "$SSL_ARG" | tr ', ' '\n\n' | sed '/^$/d') ;;
 all)
   TESTS=$(ls "$RUNNER_DIR" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u |
     awk '$1 >= "0001" && $1 <= "0153"') ;;
 esac
-for t in $TESTS $SASL_TESTS $ACL_TESTS; do
+for t in $TESTS $SASL_TESTS $ACL_TESTS $SSL_TESTS; do
   if ! [[ $t =~ ^[0-9]{4}$ ]]; then echo "run.sh: bad test number '$t'" >&2; exit 2; fi
 done
 TESTS=$(echo "$TESTS" | sed '/^$/d' | sort -u)
 SASL_TESTS=$(echo "$SASL_TESTS" | sed '/^$/d' | sort -u)
 ACL_TESTS=$(echo "$ACL_TESTS" | sed '/^$/d' | sort -u)
+SSL_TESTS=$(echo "$SSL_TESTS" | sed '/^$/d' | sort -u)
 NTESTS=$(echo "$TESTS" | grep -c . || true)
 NSASL=$(echo "$SASL_TESTS" | grep -c . || true)
 NACL=$(echo "$ACL_TESTS" | grep -c . || true)
-if [ "$NTESTS" = 0 ] && [ "$NSASL" = 0 ] && [ "$NACL" = 0 ]; then
+NSSL=$(echo "$SSL_TESTS" | grep -c . || true)
+if [ "$NTESTS" = 0 ] && [ "$NSASL" = 0 ] && [ "$NACL" = 0 ] && [ "$NSSL" = 0 ]; then
   echo "run.sh: no tests selected" >&2; exit 2
 fi
 
@@ -145,6 +156,46 @@ trap 'exit 143' TERM
 # environment), so it is a super user whatever the broker authorises.
 SASL_USER=rdktest
 SASL_PASSWORD=rdk-test-secret
+# The ssl shard's certificates (gen_ssl_certs): one CA signs the broker's certificate and the
+# client's; the client's key is encrypted with SSL_PASSWORD, its PKCS#12 keystore too.
+SSL_PASSWORD=rdk-ssl-secret
+SSL_SUBJECT=/O=waterline-test/CN=rdkafka-client
+SSL_PRINCIPAL="User:CN=rdkafka-client,O=waterline-test"
+
+# gen_ssl_certs DIR: a CA, a broker certificate for 127.0.0.1/localhost and a client key and
+# certificate in every form 0097 reads through trivup's SSL_* variables (PEM, DER, PKCS#12).
+gen_ssl_certs() {
+  local d=$1
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+      -subj /CN=waterline-rdk-test-ca
+    openssl x509 -in ca.pem -outform DER -out ca.der
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile broker.ext -out broker.pem
+    openssl req -newkey rsa:2048 -passout "pass:$SSL_PASSWORD" -keyout client.key -out client.csr \
+      -subj "$SSL_SUBJECT"
+    # An X.509 v3 certificate (extensions): the broker's verifier refuses v1 ones.
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile client.ext -out client.pem
+    openssl x509 -in client.pem -outform DER -out client.der
+    openssl pkey -in client.key -passin "pass:$SSL_PASSWORD" -outform DER -out client.key.der
+    # The keystore holds the key, its certificate and the CA (0097 takes the CA from it too).
+    openssl pkcs12 -export -inkey client.key -passin "pass:$SSL_PASSWORD" -in client.pem \
+      -certfile ca.pem -name client -passout "pass:$SSL_PASSWORD" -out client.p12
+  ) >"$d/openssl.log" 2>&1 || { echo "run.sh: openssl failed:" >&2; tail -20 "$d/openssl.log" >&2; return 1; }
+}
+# The SSL_* variables trivup sets for 0097 (SSL_intermediate_pub_pem unset: root CA only).
+ssl_env() {
+  local d=$TMP/ssl
+  echo SSL_pkcs="$d/client.p12" SSL_pub_der="$d/client.der" SSL_pub_pem="$d/client.pem" \
+    SSL_priv_der="$d/client.key.der" SSL_priv_pem="$d/client.key" SSL_ca_der="$d/ca.der" \
+    SSL_all_cas_pem="$d/ca.pem" SSL_password="$SSL_PASSWORD" SSL_client_auth=required
+}
 
 # start_broker SHARD: a fresh broker on its own data dir and loopback port; writes its test.conf.
 # SHARD `sasl` gets one SASL_PLAINTEXT listener instead of a PLAINTEXT one; SHARD `acl` authorizes
@@ -158,6 +209,9 @@ start_broker() {
   # Sessions last 10 s there, so clients re-authenticate (KIP-368) during the longer tests too.
   [ "$s" = sasl ] && listen=(--listener SASL_PLAINTEXT://127.0.0.1:0 --admin-user "$SASL_USER"
     --connections-max-reauth-ms 10000)
+  # Mutual TLS turns authorization on: the client certificate's subject is a super user.
+  [ "$s" = ssl ] && listen=(--listener SSL://127.0.0.1:0 --tls-cert "$TMP/ssl/broker.pem"
+    --tls-key "$TMP/ssl/broker.key" --tls-client-ca "$TMP/ssl/ca.pem" --super-users "$SSL_PRINCIPAL")
   gen=$(($(cat "$TMP/broker-$s.gen" 2>/dev/null || echo 0) + 1))
   echo "$gen" >"$TMP/broker-$s.gen"
   dir=$TMP/broker-$s-data-$gen
@@ -192,6 +246,15 @@ security.protocol=SASL_PLAINTEXT
 sasl.mechanism=SCRAM-SHA-256
 sasl.username=$SASL_USER
 sasl.password=$SASL_PASSWORD
+EOF
+  fi
+  if [ "$s" = ssl ]; then
+    cat >>"$TMP/test-$s.conf" <<EOF
+security.protocol=SSL
+ssl.ca.location=$TMP/ssl/ca.pem
+ssl.certificate.location=$TMP/ssl/client.pem
+ssl.key.location=$TMP/ssl/client.key
+ssl.key.password=$SSL_PASSWORD
 EOF
   fi
   if [ "$s" = acl ]; then
@@ -256,8 +319,10 @@ PY
 # run_one SHARD TEST: runs one test number, appends a row to results.tsv. On the SASL shard the
 # row and the log are named NNNN-sasl.
 run_one() {
-  local s=$1 t=$2 tlog start rc end dur res state reason name=$2
-  case "$s" in sasl | acl) name=$t-$s ;; esac
+  local s=$1 t=$2 tlog start rc end dur res state reason name=$2 extra_env=()
+  case "$s" in sasl | acl | ssl) name=$t-$s ;; esac
+  # shellcheck disable=SC2207 # paths under $TMP have no spaces
+  [ "$s" = ssl ] && extra_env=($(ssl_env))
   tlog=$LOGS/$name.log
   start=$(date +%s.%N)
   set +e
@@ -266,7 +331,7 @@ run_one() {
     # CI=true would make the runner add 2 to every timeout multiplier and change concurrency:
     # local runs and CI runs must behave the same.
     # KAFKA_PATH: tests that run Kafka's kafka-acls.sh get ours (kafka-path/bin).
-    exec env -u CI TESTS="$t" TEST_KAFKA_VERSION="$KAFKA_VERSION" \
+    exec env -u CI "${extra_env[@]}" TESTS="$t" TEST_KAFKA_VERSION="$KAFKA_VERSION" \
       RDKAFKA_TEST_CONF="$TMP/test-$s.conf" KAFKA_PATH="$HERE/kafka-path" WATERLINE_BIN="$WATERLINE_BIN" \
       LD_LIBRARY_PATH="$RDK_SRC/src:$RDK_SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       setsid timeout -k 15 "$TEST_TIMEOUT" stdbuf -oL -eL "$RUNNER_DIR/test-runner" -L -p1
@@ -307,7 +372,7 @@ worker() {
   while t=$(next_test) && [ -n "$t" ]; do run_one "$s" "$t"; done
 }
 
-log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), then $NSASL on a SASL broker and $NACL on an authorizing one, broker version $KAFKA_VERSION; logs in $LOGS"
+log "running $NTESTS test(s) ($MODE mode) on $SHARDS broker(s), then $NSASL on a SASL broker, $NACL on an authorizing one and $NSSL on a mutual-TLS one, broker version $KAFKA_VERSION; logs in $LOGS"
 suite_start=$(date +%s)
 : >"$LOGS/results.tsv"
 # Tests run in $TMP/work-N (they leave stats files behind); some read ../src/ as seen from
@@ -338,12 +403,22 @@ if [ "$NACL" != 0 ]; then
   log "broker acl: $WATERLINE_BIN on $(cat "$TMP/broker-acl.addr") (authorization on, User:* allowed everything)"
   for t in $ACL_TESTS; do run_one acl "$t" || break; done
 fi
+if [ "$NSSL" != 0 ]; then
+  mkdir -p "$TMP/work-ssl"
+  # 0097's untrusted client certificates: librdkafka's own, in ./fixtures/ssl of its tests dir.
+  ln -s "$RUNNER_DIR/fixtures" "$TMP/work-ssl/fixtures"
+  gen_ssl_certs "$TMP/ssl"
+  start_broker ssl
+  log "broker ssl: $WATERLINE_BIN on SSL://$(cat "$TMP/broker-ssl.addr") (mutual TLS, super user $SSL_PRINCIPAL)"
+  for t in $SSL_TESTS; do run_one ssl "$t" || break; done
+fi
 wall=$(($(date +%s) - suite_start))
 
 # --- summary ----------------------------------------------------------------------------------
 sort -o "$LOGS/results.tsv" "$LOGS/results.tsv"
 expected=$( (echo "$TESTS"; echo "$SASL_TESTS" | sed '/^$/d; s/$/-sasl/'
-  echo "$ACL_TESTS" | sed '/^$/d; s/$/-acl/') | sed '/^$/d' | sort -u)
+  echo "$ACL_TESTS" | sed '/^$/d; s/$/-acl/'
+  echo "$SSL_TESTS" | sed '/^$/d; s/$/-ssl/') | sed '/^$/d' | sort -u)
 missing=$(comm -23 <(echo "$expected") <(cut -f1 "$LOGS/results.tsv" | sort -u) || true)
 for t in $missing; do
   printf '%s\tFAILED\t0\t-\tnot run (worker stopped)\n' "$t" >>"$LOGS/results.tsv"
