@@ -1,13 +1,14 @@
-//! Metrics at scale against an in-process `waterline serve` with 3,000 partitions (30 topics
-//! of 100, 10 records each) and 1,000 groups (each committed at offset 5 on 10 partitions, so
-//! 10,000 group partitions each lag by 5 and their exact time lag needs a Fetch):
+//! Metrics at scale against an in-process `waterline serve` with 10,000 partitions (100 topics
+//! of 100, 10 records each; `WL_OBS_TOPICS` changes the topic count) and 1,000 groups (each
+//! committed at offset 5 on 10 partitions, so 10,000 group partitions each lag by 5 and their
+//! exact time lag needs a Fetch):
 //! - the broker's `/metrics` text (rendered at scrape time: logs, groups, offsets, lag);
 //! - one exporter poll cycle (Metadata, ListOffsets, ListGroups, DescribeGroups, OffsetFetch
 //!   and a Fetch per group, statuses);
 //! - rendering the exporter's metrics text from a poll's snapshot (done once per poll).
 //!
-//! Why 3,000 and not 10,000 log partitions: each keeps its log, offset index, time index and
-//! producer snapshot open, and this machine's hard limit is 20,000 open files.
+//! 10,000 partitions fit under this machine's open-file limit since partition files are opened
+//! on demand through the log's bounded handle cache (`max_open_files`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +26,14 @@ use waterline_admin::exporter::{NameFilter, PollStatus, Poller, render_metrics};
 use waterline_broker::{Broker, BrokerConfig, RunningBroker};
 use waterline_core::TopicPartition;
 
-const TOPICS: i32 = 30;
+/// Topics of [`PARTITIONS_PER_TOPIC`] partitions (`WL_OBS_TOPICS`, default 100).
+fn topics() -> i32 {
+    std::env::var("WL_OBS_TOPICS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100)
+}
 const PARTITIONS_PER_TOPIC: i32 = 100;
 const GROUPS: i32 = 1_000;
 const PARTITIONS_PER_GROUP: i32 = 10;
@@ -86,7 +94,7 @@ fn setup() -> Setup {
             &CreateTopicsRequest::default()
                 .with_timeout_ms(120_000)
                 .with_topics(
-                    (0..TOPICS)
+                    (0..topics())
                         .map(|t| {
                             CreatableTopic::default()
                                 .with_name(TopicName(StrBytes::from_string(topic(t))))
@@ -132,7 +140,7 @@ fn setup() -> Setup {
         .unwrap();
         let batch = batch.freeze();
         let v = conn.version_for::<ProduceRequest>(9).unwrap();
-        for t in 0..TOPICS {
+        for t in 0..topics() {
             conn.request(
                 v,
                 &ProduceRequest::default()
@@ -159,9 +167,9 @@ fn setup() -> Setup {
             .await
             .unwrap();
         for g in 0..GROUPS {
-            let t = g % TOPICS;
+            let t = g % topics();
             // Three or four groups per block of 10 partitions.
-            let first = ((g / TOPICS) % (PARTITIONS_PER_TOPIC / PARTITIONS_PER_GROUP))
+            let first = ((g / topics()) % (PARTITIONS_PER_TOPIC / PARTITIONS_PER_GROUP))
                 * PARTITIONS_PER_GROUP;
             let offsets: BTreeMap<TopicPartition, i64> = (first..first + PARTITIONS_PER_GROUP)
                 .map(|p| (TopicPartition::new(topic(t), p), 5))
