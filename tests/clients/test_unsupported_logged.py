@@ -32,17 +32,17 @@ def warn_lines(broker, needle, at_least=1):
 
 
 def test_an_unsupported_api_is_logged_once_per_connection(tmp_path):
-    # DescribeAcls (29) v0: not served. Sent three times on one connection, then once on
-    # another: two log lines, each naming the API.
+    # CreateDelegationToken (38) v0: not served (no delegation tokens). Sent three times on one
+    # connection, then once on another: two log lines, each naming the API.
     with running_broker(tmp_path) as b:
         host, port = b.bootstrap.rsplit(":", 1)
         for conn, times in ((1, 3), (2, 1)):
             with socket.create_connection((host, int(port))) as s:
                 for i in range(times):
-                    s.sendall(frame(29, 0, i))
+                    s.sendall(frame(38, 0, i))
                     body = read_frame(s)
                     corr, code = struct.unpack(">ih", body[:6])
                     assert corr == i and code == 35, (corr, code)  # UNSUPPORTED_VERSION
-        lines = warn_lines(b, "DescribeAcls (29)", at_least=2)
+        lines = warn_lines(b, "CreateDelegationToken (38)", at_least=2)
         assert len(lines) == 2, b.stderr_text()[-3000:]
         assert all("WARN" in l and "does not serve" in l for l in lines), lines
